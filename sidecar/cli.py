@@ -1,0 +1,95 @@
+"""The `memsidecar` command: serve, make-model, doctor."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import types
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+
+from sidecar.config import Settings
+from sidecar.model_builder import DEFAULT_CORPUS, PRESETS, ModelBuildError, build_model, directory_digest
+
+app = typer.Typer(help="memsidecar: a memory sidecar for LLM inference.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+
+def _option_type(annotation: Any) -> type:
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+def settings_options(function):
+    """Give `function` one `--flag` per Settings field (default None = not given), so --help lists every setting."""
+    parameters = [inspect.Parameter(
+        "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+        default=typer.Option(None, "--config", help="TOML config file (env: MEMSIDECAR_CONFIG)."),
+    )]
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (env: MEMSIDECAR_{name.upper()})"
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[_option_type(field.annotation)],
+            default=typer.Option(None, flag, help=help_text, show_default=False),
+        ))
+    function.__signature__ = inspect.Signature(parameters)
+    return function
+
+
+def configure_logging(level: str) -> None:
+    handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=[handler], force=True)
+
+
+def load_settings(config: Path | None, flags: dict[str, Any]) -> Settings:
+    try:
+        return Settings.load(config, **flags)
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+@settings_options
+def serve(**flags: Any) -> None:
+    """Start the sidecar and its engine (or attach to one with --engine-url)."""
+    from sidecar.runner import run_server
+
+    settings = load_settings(flags.pop("config"), flags)
+    configure_logging(settings.log_level)
+    run_server(settings, console)
+
+
+@app.command("make-model")
+def make_model(
+    preset: str = typer.Option("tiny", help=f"Model shape: {' | '.join(PRESETS)}."),
+    out: Path = typer.Option(..., help="Output directory (created)."),
+    seed: int = typer.Option(0, help="Random seed of the weights."),
+    corpus: Path = typer.Option(DEFAULT_CORPUS, help="Text file or directory the tokenizer is trained on."),
+    force: bool = typer.Option(False, help="Replace a non-empty output directory."),
+) -> None:
+    """Build a seeded Hugging Face model directory offline (same arguments, same bytes)."""
+    try:
+        with console.status(f"building the {preset!r} model in {out}"):
+            path = build_model(preset, out, seed=seed, corpus=corpus, force=force)
+    except ModelBuildError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"built {path} (sha256 of the directory: {directory_digest(path)})")
+
+
+@app.command()
+def doctor() -> None:
+    """Check this environment: the project's packages resolve here, the engine imports, no conflicting packages."""
+    from sidecar.doctor import run_checks
+
+    failures = run_checks(console)
+    if failures:
+        raise typer.Exit(1)

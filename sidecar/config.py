@@ -1,0 +1,111 @@
+"""Settings: one pydantic-settings model read from CLI flags, `MEMSIDECAR_*` environment variables and a TOML file.
+
+Precedence, highest first: command-line flags, environment variables, the config file (`--config` or
+`MEMSIDECAR_CONFIG`), the defaults below. Every field appears in `memsidecar serve --help` and in the README's table
+(a test keeps the table in step with this model).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "memsidecar"
+
+
+class Settings(BaseSettings):
+    """Configuration of one sidecar. Two sidecars with different `data_dir`s share no state."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMSIDECAR_", extra="forbid", validate_default=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="The one directory holding all state: stores, registry, logs, built models.",
+    )
+    model: Path | None = Field(
+        None, description="Local Hugging Face model directory. Unset: the generated 'tiny' model in DATA_DIR/models."
+    )
+    served_model_name: str | None = Field(
+        None, description="Model name clients send as `model`. Unset: the model directory's name."
+    )
+    engine_url: str | None = Field(
+        None, description="Attach to a running vLLM OpenAI server at this URL instead of starting one."
+    )
+    engine_port: int = Field(0, ge=0, le=65535, description="Loopback port of the managed engine; 0 picks a free one.")
+    engine_startup_timeout_s: float = Field(
+        900.0, gt=0, description="Seconds a starting engine may take to become healthy before it is restarted."
+    )
+    kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size of the engine in GiB (CPU RAM or GPU memory).")
+    max_model_len: int | None = Field(None, ge=16, description="Context length of the engine. Unset: the model's own.")
+    block_size: int | None = Field(
+        None, ge=1, description="KV cache block size in tokens (multiple of 32 on CPU). Unset: the engine's default."
+    )
+    dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16 or float16.")
+    engine_args: str = Field("", description="Extra command-line arguments for the engine, shell-quoted.")
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the engine to answer a request.")
+    log_level: str = Field("info", description=f"Log level: {', '.join(LOG_LEVELS)}.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of: {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value: str) -> str:
+        allowed = ("auto", "float32", "bfloat16", "float16")
+        if value not in allowed:
+            raise ValueError(f"must be one of: {', '.join(allowed)}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "config.json").is_file():
+            raise ValueError(f"{value} is not a model directory (no config.json); build one with `memsidecar make-model`")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> "Settings":
+        """Settings from flags (`overrides`, None meaning "not given"), environment and the optional TOML file."""
+        path = config_file or os.environ.get("MEMSIDECAR_CONFIG")
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"config file {path} does not exist")
+        flags = {name: value for name, value in overrides.items() if value is not None}
+        if path is None:
+            return cls(**flags)
+        with_file = type(cls.__name__, (cls,), {"model_config": {**cls.model_config, "toml_file": Path(path)}})
+        return with_file(**flags)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"

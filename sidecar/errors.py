@@ -1,0 +1,82 @@
+"""Errors in the OpenAI shape: `{"error": {"message", "type", "code"}}`, for every failure the HTTP layer returns."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("memsidecar.http")
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(Exception):
+    """An error the client sees, with its HTTP status, OpenAI error type and machine-readable code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.error_type = error_type or ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_body(status: int, message: str, code: str | None = None, error_type: str | None = None) -> dict:
+    error = APIError(status, message, code, error_type)
+    return {"error": {"message": error.message, "type": error.error_type, "param": None, "code": error.code}}
+
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error_body(error.status, error.message, error.code, error.error_type), status_code=error.status)
+
+
+def error_bytes(status: int, message: str, code: str | None = None) -> bytes:
+    return json.dumps(error_body(status, message, code)).encode()
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
+    """A readable message naming the fields at fault, and the error code."""
+    problems = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return f"request body is not valid JSON: {error.get('ctx', {}).get('error', 'parse error')}", "invalid_json"
+        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{location or 'body'}: {error.get('msg')}")
+    return "; ".join(problems) or "invalid request", "invalid_request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error path of `app` answer in the OpenAI error shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, code = _describe_validation(exc)
+        return error_response(APIError(400, message, code))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(APIError(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(APIError(500, "internal server error", "internal_error", "api_error"))

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one sidecar, in a registry of its own (no process-global state)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from sidecar.engine import Engine
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _EngineCollector:
+    """Reads the engine's state at scrape time, so the numbers never drift from the supervisor's own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self):
+        ready = GaugeMetricFamily("memsidecar_engine_ready", "1 when the engine answers its health check.")
+        ready.add_metric([], 1.0 if self.engine.is_ready else 0.0)
+        restarts = CounterMetricFamily("memsidecar_engine_restarts", "Times the engine was restarted after dying.")
+        restarts.add_metric([], float(self.engine.restart_count))
+        return [ready, restarts]
+
+
+class Metrics:
+    """Request counts and latencies per route, plus the engine's state."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "memsidecar_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "memsidecar_request_duration_seconds", "Time from request to the end of the response, by route.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_EngineCollector(engine))
+
+    def observe(self, route: str, method: str, status: int, started: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,56 @@
+"""Assemble a sidecar from its settings and run it under uvicorn until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+
+from sidecar.config import Settings
+from sidecar.engine import AttachedEngine, Engine, EngineSpec, ManagedEngine, free_port, parse_extra_args
+from sidecar.model_builder import ensure_model
+from sidecar.server import create_app
+
+log = logging.getLogger("memsidecar")
+DEFAULT_PRESET = "tiny"
+
+
+def resolve_model_dir(settings: Settings, console: Console) -> Path:
+    """The configured model directory, or the generated default model (built on first use)."""
+    if settings.model is not None:
+        return settings.model
+    target = settings.models_dir / DEFAULT_PRESET
+    with console.status(f"no model configured: preparing the generated {DEFAULT_PRESET!r} model in {target}"):
+        return ensure_model(DEFAULT_PRESET, target)
+
+
+def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | None]:
+    """The engine and the model name requests default to (None when attached: the engine's only model)."""
+    if settings.engine_url:
+        return AttachedEngine(settings.engine_url), settings.served_model_name
+    model_dir = resolve_model_dir(settings, console)
+    name = settings.served_model_name or model_dir.resolve().name
+    spec = EngineSpec(
+        model_dir=model_dir.resolve(),
+        served_model_name=name,
+        port=settings.engine_port or free_port(),
+        kv_cache_gib=settings.kv_cache_gib,
+        max_model_len=settings.max_model_len,
+        block_size=settings.block_size,
+        dtype=settings.dtype,
+        extra_args=parse_extra_args(settings.engine_args),
+        cache_dir=settings.data_dir / "cache",
+    )
+    engine = ManagedEngine(spec, settings.logs_dir / "engine.log", settings.engine_startup_timeout_s)
+    return engine, name
+
+
+def run_server(settings: Settings, console: Console) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine, default_model = build_engine(settings, console)
+    app = create_app(settings, engine, default_model)
+    log.info("memsidecar on http://%s:%d (data: %s, engine: %s)", settings.host, settings.port, settings.data_dir,
+             engine.base_url)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None)

@@ -1,0 +1,117 @@
+"""Shared fixtures: one generated tiny model per session and real `memsidecar serve` processes on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sidecar.model_builder import build_model
+
+BIN = Path(sys.executable).parent
+READY_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Sidecar:
+    """A `memsidecar serve` subprocess, in its own session so all its descendants can be found and checked."""
+
+    data_dir: Path
+    args: list[str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"sidecar-{self.port}.log"
+
+    def start(self) -> "Sidecar":
+        argv = [str(BIN / "memsidecar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sidecar exited with {self.process.returncode}; log:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"sidecar not ready after {timeout_s} s; log:\n{self.log_tail()}")
+
+    def session_pids(self) -> list[int]:
+        """Every live process in the sidecar's session (the sidecar, its engine and the engine's workers)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if os.getsid(int(entry.name)) == self.process.pid and _state(entry) != "Z":
+                        pids.append(int(entry.name))
+                except (ProcessLookupError, PermissionError, FileNotFoundError):
+                    continue
+        return pids
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process:
+            for pid in self.session_pids():
+                os.kill(pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _state(proc_dir: Path) -> str:
+    return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def engine_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def sidecar(tmp_path_factory, tiny_model, engine_port) -> Sidecar:
+    """One sidecar with a managed engine on the tiny model, shared by the integration tests."""
+    server = Sidecar(tmp_path_factory.mktemp("sidecar") / "data",
+                     ["--model", str(tiny_model), "--engine-port", str(engine_port), "--max-request-bytes", "65536"])
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

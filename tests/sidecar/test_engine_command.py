@@ -1,0 +1,50 @@
+"""The engine's command line and environment, and the restart back-off policy (no processes started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sidecar.engine import EngineSpec, RestartBackoff, engine_command, engine_env, parse_extra_args
+
+
+def spec(**overrides) -> EngineSpec:
+    values = dict(model_dir=Path("/models/tiny"), served_model_name="tiny", port=9100)
+    return EngineSpec(**(values | overrides))
+
+
+def test_command_runs_the_openai_server_module_with_explicit_kv_cache_size():
+    argv = engine_command(spec(kv_cache_gib=2.0), python="/venv/bin/python")
+    assert argv[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == "/models/tiny"
+    assert argv[argv.index("--served-model-name") + 1] == "tiny"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "9100"
+    assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(2 * 2**30)
+    assert "--max-model-len" not in argv and "--block-size" not in argv
+
+
+def test_optional_settings_and_extra_args_reach_the_command():
+    argv = engine_command(spec(max_model_len=1024, block_size=32, extra_args=parse_extra_args("--seed 7 --enforce-eager")))
+    assert argv[argv.index("--max-model-len") + 1] == "1024"
+    assert argv[argv.index("--block-size") + 1] == "32"
+    assert argv[-3:] == ["--seed", "7", "--enforce-eager"]
+
+
+def test_environment_is_offline_and_sizes_the_cpu_kv_cache():
+    env = engine_env(spec(kv_cache_gib=3.0, cache_dir=Path("/data/cache")), {"PATH": "/bin"})
+    assert env["PATH"] == "/bin"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert env["VLLM_CACHE_ROOT"] == "/data/cache/vllm"
+
+
+def test_backoff_doubles_on_quick_failures_up_to_the_maximum():
+    backoff = RestartBackoff(initial_s=1, maximum_s=8, reset_after_s=60)
+    assert [backoff.delay_after(uptime_s=2) for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+
+
+def test_backoff_resets_after_a_long_healthy_run():
+    backoff = RestartBackoff(initial_s=1, maximum_s=30, reset_after_s=60)
+    for _ in range(4):
+        backoff.delay_after(uptime_s=1)
+    assert backoff.delay_after(uptime_s=600) == 1

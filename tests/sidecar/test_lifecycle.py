@@ -1,0 +1,72 @@
+"""The engine child is supervised: restarted when killed, and stopped with the sidecar leaving no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Sidecar
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lone_sidecar(tmp_path_factory, tiny_model) -> Sidecar:
+    server = Sidecar(tmp_path_factory.mktemp("lifecycle") / "data", ["--model", str(tiny_model)]).start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def engine_front_end_pid(server: Sidecar) -> int:
+    for pid in server.session_pids():
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        if b"vllm.entrypoints.openai.api_server" in cmdline:
+            return pid
+    raise AssertionError("no engine process found")
+
+
+def chat(server: Sidecar) -> str:
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    return reply.choices[0].message.content
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_engine_is_restarted_without_restarting_the_sidecar(lone_sidecar):
+    assert chat(lone_sidecar)
+    sidecar_pid = lone_sidecar.process.pid
+    os.kill(engine_front_end_pid(lone_sidecar), signal.SIGKILL)
+
+    wait_for(lambda: httpx.get(f"{lone_sidecar.base_url}/readyz").status_code == 503, 30, "/readyz to turn 503")
+    response = httpx.post(f"{lone_sidecar.base_url}/v1/chat/completions",
+                          json={"messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 503 and response.json()["error"]["code"] in ("engine_not_ready", "engine_unavailable")
+
+    lone_sidecar.wait_ready()
+    assert chat(lone_sidecar)
+    assert lone_sidecar.process.pid == sidecar_pid and lone_sidecar.process.poll() is None
+    metrics = httpx.get(f"{lone_sidecar.base_url}/metrics").text
+    assert "memsidecar_engine_restarts_total 1.0" in metrics
+
+
+def test_sigterm_stops_the_sidecar_and_every_engine_process(lone_sidecar):
+    assert len(lone_sidecar.session_pids()) >= 3  # sidecar, engine front end, engine core (+ workers)
+    lone_sidecar.process.send_signal(signal.SIGTERM)
+    assert lone_sidecar.process.wait(timeout=60) == 0
+    wait_for(lambda: not lone_sidecar.session_pids(), 30, "every engine process to exit")
