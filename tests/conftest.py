@@ -62,36 +62,58 @@ class Sidecar:
             time.sleep(0.5)
         raise TimeoutError(f"sidecar not ready after {timeout_s} s; log:\n{self.log_tail()}")
 
-    def session_pids(self) -> list[int]:
-        """Every live process in the sidecar's session (the sidecar, its engine and the engine's workers)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if os.getsid(int(entry.name)) == self.process.pid and _state(entry) != "Z":
-                        pids.append(int(entry.name))
-                except (ProcessLookupError, PermissionError, FileNotFoundError):
-                    continue
-        return pids
+    def descendants(self) -> set[int]:
+        """The sidecar's pid and those of every live process below it."""
+        processes = _processes()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _sid, _state) in processes.items():
+            children.setdefault(ppid, []).append(pid)
+        tree, todo = set(), [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            if pid in processes:
+                tree.add(pid)
+                todo += children.get(pid, [])
+        return tree
+
+    def process_sessions(self) -> set[int]:
+        """Session ids of the sidecar and its descendants (the engine runs in a session of its own)."""
+        return {os.getsid(pid) for pid in self.descendants()}
+
+    def live_pids(self, sessions: set[int]) -> list[int]:
+        """Live (not zombie) processes in `sessions`: orphans that lost their parent are still found by session."""
+        return [pid for pid, (_ppid, sid, state) in _processes().items() if sid in sessions and state != "Z"]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        if not self.process:
+            return
+        sessions = self.process_sessions()
+        if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        if self.process:
-            for pid in self.session_pids():
-                os.kill(pid, signal.SIGKILL)
+        for pid in self.live_pids(sessions):
+            os.kill(pid, signal.SIGKILL)
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _state(proc_dir: Path) -> str:
-    return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, state) for every process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
+    return table
 
 
 @pytest.fixture(scope="session")
