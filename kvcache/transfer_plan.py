@@ -1,0 +1,121 @@
+"""Which KV blocks to load and save in each engine step: the connector's scheduler-side bookkeeping, without vLLM.
+
+Invariants:
+- a request's block `i` has key `keys[i]`, the chained key of its first `(i + 1) * block_size` tokens in the
+  request's namespace; keys are computed once and extended as decoding fills blocks;
+- a hit never covers the whole prompt: at least one prompt token is always computed, so the engine has logits to
+  sample from;
+- a block is planned for saving at most once per request, only once all its tokens' KV has been computed (after the
+  step that computes its last token), and never when the store already holds its key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+ChainFn = Callable[[bytes, Sequence[int]], bytes]
+
+
+@dataclass(frozen=True)
+class BlockTransfer:
+    """One block moving between the store (`key`) and the engine's KV cache (`block_id`)."""
+
+    key: bytes
+    block_id: int
+
+
+@dataclass(frozen=True)
+class StepTransfers:
+    """What the worker does in one step: loads before the forward pass, saves after it."""
+
+    loads: tuple[BlockTransfer, ...] = ()
+    saves: tuple[BlockTransfer, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScheduledRequest:
+    """A request as scheduled for one step: its tokens so far, progress, and the KV blocks it owns."""
+
+    req_id: str
+    token_ids: Sequence[int]
+    num_computed_tokens: int
+    num_scheduled_tokens: int
+    block_ids: Sequence[int]
+
+
+@dataclass
+class _Tracked:
+    root: bytes
+    keys: list[bytes] = field(default_factory=list)
+    num_saved_blocks: int = 0
+    pending_load: tuple[int, int] | None = None  # (first block, number of blocks) to load in the next step
+
+
+class TransferPlanner:
+    """Tracks requests from their prefix match to their end, and plans each step's block transfers."""
+
+    def __init__(self, block_size: int, chain: ChainFn, count_stored_prefix: Callable[[Sequence[bytes]], int],
+                 is_stored: Callable[[bytes], bool]) -> None:
+        self.block_size = block_size
+        self._chain = chain
+        self._count_stored_prefix = count_stored_prefix
+        self._is_stored = is_stored
+        self._requests: dict[str, _Tracked] = {}
+
+    def _keys(self, tracked: _Tracked, token_ids: Sequence[int], num_blocks: int) -> list[bytes]:
+        bs = self.block_size
+        while len(tracked.keys) < num_blocks:
+            i = len(tracked.keys)
+            parent = tracked.keys[-1] if tracked.keys else tracked.root
+            tracked.keys.append(self._chain(parent, token_ids[i * bs:(i + 1) * bs]))
+        return tracked.keys[:num_blocks]
+
+    def match(self, req_id: str, root: bytes, prompt_ids: Sequence[int], num_computed_tokens: int) -> int:
+        """Tokens beyond `num_computed_tokens` (block-aligned) whose KV the store holds. Side-effect free for vLLM."""
+        tracked = self._requests.setdefault(req_id, _Tracked(root))
+        loadable_blocks = (len(prompt_ids) - 1) // self.block_size
+        keys = self._keys(tracked, prompt_ids, loadable_blocks)
+        first = num_computed_tokens // self.block_size
+        stored = self._count_stored_prefix(keys[first:]) if first < len(keys) else 0
+        return stored * self.block_size
+
+    def allocated(self, req_id: str, num_computed_tokens: int, num_external_tokens: int) -> None:
+        """vLLM allocated blocks: load the external tokens in the request's first scheduled step."""
+        if num_external_tokens > 0:
+            first = num_computed_tokens // self.block_size
+            self._requests[req_id].pending_load = (first, num_external_tokens // self.block_size)
+
+    def plan_step(self, scheduled: Sequence[ScheduledRequest]) -> StepTransfers:
+        loads: list[BlockTransfer] = []
+        saves: list[BlockTransfer] = []
+        for request in scheduled:
+            tracked = self._requests.get(request.req_id)
+            if tracked is None:
+                continue
+            if tracked.pending_load is not None:
+                first, count = tracked.pending_load
+                tracked.pending_load = None
+                loads += [BlockTransfer(tracked.keys[i], request.block_ids[i]) for i in range(first, first + count)]
+                tracked.num_saved_blocks = max(tracked.num_saved_blocks, first + count)
+            saves += self._new_full_blocks(tracked, request)
+        return StepTransfers(tuple(loads), tuple(saves))
+
+    def _new_full_blocks(self, tracked: _Tracked, request: ScheduledRequest) -> list[BlockTransfer]:
+        computed_after = request.num_computed_tokens + request.num_scheduled_tokens
+        full = min(computed_after // self.block_size, len(request.block_ids))
+        if full <= tracked.num_saved_blocks:
+            return []
+        keys = self._keys(tracked, request.token_ids, full)
+        start, tracked.num_saved_blocks = tracked.num_saved_blocks, full
+        return [BlockTransfer(keys[i], request.block_ids[i]) for i in range(start, full) if not self._is_stored(keys[i])]
+
+    def finished(self, req_id: str) -> None:
+        self._requests.pop(req_id, None)
+
+    def preempted(self, req_id: str) -> None:
+        """A preempted request restarts from scratch: forget its progress, keep its keys."""
+        tracked = self._requests.get(req_id)
+        if tracked is not None:
+            tracked.num_saved_blocks = 0
+            tracked.pending_load = None

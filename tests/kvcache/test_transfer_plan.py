@@ -1,0 +1,102 @@
+"""The connector's scheduler-side plan: prefix matches, loads on the first step, saves as blocks fill."""
+
+from __future__ import annotations
+
+import hashlib
+
+from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, TransferPlanner
+
+BS = 4
+
+
+def chain(parent: bytes, tokens) -> bytes:
+    return hashlib.sha256(parent + bytes(tokens)).digest()
+
+
+def keys_of(tokens, root=b"ns") -> list[bytes]:
+    keys, parent = [], root
+    for i in range(len(tokens) // BS):
+        parent = chain(parent, tokens[i * BS:(i + 1) * BS])
+        keys.append(parent)
+    return keys
+
+
+def planner(stored: set[bytes]) -> TransferPlanner:
+    def count_prefix(keys):
+        n = 0
+        while n < len(keys) and keys[n] in stored:
+            n += 1
+        return n
+
+    return TransferPlanner(BS, chain, count_prefix, stored.__contains__)
+
+
+def test_a_miss_saves_each_prompt_block_once_it_is_computed():
+    plan = planner(set())
+    prompt = list(range(10))  # 2 full blocks + 2 tokens
+    assert plan.match("r", b"ns", prompt, 0) == 0
+    plan.allocated("r", 0, 0)
+    step = plan.plan_step([ScheduledRequest("r", prompt, 0, 10, [7, 8, 9])])
+    assert step.loads == ()
+    assert step.saves == tuple(BlockTransfer(k, b) for k, b in zip(keys_of(prompt), [7, 8]))
+
+
+def test_decode_saves_a_block_when_generation_fills_it():
+    plan = planner(set())
+    tokens = list(range(10))
+    plan.match("r", b"ns", tokens, 0)
+    plan.plan_step([ScheduledRequest("r", tokens, 0, 10, [7, 8, 9])])
+    tokens += [100, 101]  # two generated tokens; the KV of position 11 is computed in the following step
+    assert plan.plan_step([ScheduledRequest("r", tokens, 10, 1, [7, 8, 9])]).saves == ()
+    step = plan.plan_step([ScheduledRequest("r", tokens, 11, 1, [7, 8, 9])])
+    assert step.saves == (BlockTransfer(keys_of(tokens)[2], 9),)
+
+
+def test_a_hit_never_covers_the_whole_prompt():
+    prompt = list(range(8))  # exactly 2 blocks
+    plan = planner(set(keys_of(prompt)))
+    assert plan.match("r", b"ns", prompt, 0) == 4  # the last block is recomputed so one token remains to compute
+
+
+def test_a_hit_loads_the_stored_prefix_in_the_first_step_and_does_not_save_it_again():
+    prompt = list(range(14))
+    stored = set(keys_of(prompt)[:2])
+    plan = planner(stored)
+    assert plan.match("r", b"ns", prompt, 0) == 8
+    plan.allocated("r", 0, 8)
+    step = plan.plan_step([ScheduledRequest("r", prompt, 8, 6, [3, 4, 5, 6])])
+    keys = keys_of(prompt)
+    assert step.loads == (BlockTransfer(keys[0], 3), BlockTransfer(keys[1], 4))
+    assert step.saves == (BlockTransfer(keys[2], 5),)
+    assert plan.plan_step([ScheduledRequest("r", prompt, 14, 1, [3, 4, 5, 6])]).loads == ()
+
+
+def test_the_match_starts_after_the_engines_own_prefix_hit():
+    prompt = list(range(17))
+    plan = planner(set(keys_of(prompt)))
+    assert plan.match("r", b"ns", prompt, 8) == 8  # blocks 2 and 3 beyond the engine's 2 cached blocks
+
+
+def test_another_namespace_is_a_miss():
+    prompt = list(range(12))
+    plan = planner(set(keys_of(prompt, root=b"tenant-a")))
+    assert plan.match("r", b"tenant-b", prompt, 0) == 0
+
+
+def test_blocks_already_stored_are_not_saved_again():
+    prompt = list(range(12))
+    plan = planner({keys_of(prompt)[0]})
+    plan.match("r", b"other", prompt, 0)  # a different root: nothing matches, so everything is computed
+    step = plan.plan_step([ScheduledRequest("r", prompt, 0, 12, [1, 2, 3])])
+    assert [t.block_id for t in step.saves] == [1, 2, 3]
+    plan2 = planner({keys_of(prompt)[1]})
+    plan2.match("r", b"ns", prompt, 0)
+    step = plan2.plan_step([ScheduledRequest("r", prompt, 0, 12, [1, 2, 3])])
+    assert [t.block_id for t in step.saves] == [1, 3]
+
+
+def test_finished_requests_are_forgotten():
+    plan = planner(set())
+    plan.match("r", b"ns", list(range(8)), 0)
+    plan.finished("r")
+    assert plan.plan_step([ScheduledRequest("r", list(range(8)), 0, 8, [1, 2])]).saves == ()
