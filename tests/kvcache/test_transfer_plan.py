@@ -35,7 +35,7 @@ def test_a_miss_saves_each_prompt_block_once_it_is_computed():
     plan = planner(set())
     prompt = list(range(10))  # 2 full blocks + 2 tokens
     assert plan.match("r", b"ns", prompt, 0) == 0
-    plan.allocated("r", 0, 0)
+    plan.allocated("r", 0)
     step = plan.plan_step([ScheduledRequest("r", prompt, 0, 10, [7, 8, 9])])
     assert step.loads == ()
     assert step.saves == tuple(BlockTransfer(k, b) for k, b in zip(keys_of(prompt), [7, 8]))
@@ -63,7 +63,7 @@ def test_a_hit_loads_the_stored_prefix_in_the_first_step_and_does_not_save_it_ag
     stored = set(keys_of(prompt)[:2])
     plan = planner(stored)
     assert plan.match("r", b"ns", prompt, 0) == 8
-    plan.allocated("r", 0, 8)
+    plan.allocated("r", 8)
     step = plan.plan_step([ScheduledRequest("r", prompt, 8, 6, [3, 4, 5, 6])])
     keys = keys_of(prompt)
     assert step.loads == (BlockTransfer(keys[0], 3), BlockTransfer(keys[1], 4))
@@ -93,6 +93,14 @@ def test_blocks_already_stored_are_not_saved_again():
     plan2.match("r", b"ns", prompt, 0)
     step = plan2.plan_step([ScheduledRequest("r", prompt, 0, 12, [1, 2, 3])])
     assert [t.block_id for t in step.saves] == [1, 3]
+
+
+def test_blocks_in_the_engines_own_cache_are_not_saved_by_this_request():
+    prompt = list(range(12))
+    plan = planner(set())
+    assert plan.match("r", b"ns", prompt, 8) == 0  # the engine already holds blocks 0 and 1
+    step = plan.plan_step([ScheduledRequest("r", prompt, 8, 4, [1, 2, 3])])
+    assert [t.block_id for t in step.saves] == [3]
 
 
 def test_finished_requests_are_forgotten():

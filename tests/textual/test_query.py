@@ -1,0 +1,27 @@
+from datetime import datetime, timezone
+
+from textual.query import plan_query
+from textual.scoring import ScoringWeights, spread_to_neighbours
+
+
+def ts(*args):
+    return datetime(*args, tzinfo=timezone.utc).timestamp()
+
+
+def test_plan_finds_speakers_and_drops_them_from_lexical_text():
+    plan = plan_query("When did Melanie paint a sunrise?", ["Caroline", "Melanie"])
+    assert plan.names == {"melanie"}
+    assert plan.lexical_text == "When did paint a sunrise"
+    assert plan.window is None
+
+
+def test_plan_reads_month_and_year_windows():
+    assert plan_query("What did she do in May 2023?", []).window == (ts(2023, 5, 1), ts(2023, 6, 1))
+    assert plan_query("Where did he go in 2022?", []).window == (ts(2022, 1, 1), ts(2023, 1, 1))
+    assert plan_query("What happened in December 2022?", []).window == (ts(2022, 12, 1), ts(2023, 1, 1))
+
+
+def test_neighbours_gain_a_share_but_never_lose():
+    spread = spread_to_neighbours({"a": 1.0, "b": 0.1}, {"a": ("b", "c")}, share=0.3)
+    assert spread == {"a": 1.0, "b": 0.1 + 0.3, "c": 0.3}
+    assert ScoringWeights().neighbour_share == 0.3

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from textual.memory import Memory, MemoryType, Tier
+from textual.record import decode_key, decode_memory, decode_vector, encode_key, encode_memory, encode_vector
+
+MEMORY = Memory(id="m1", tenant="t1", user="u1", type=MemoryType.EPISODE, content="Hi é", created_at=1.0,
+                updated_at=2.0, last_access_at=1.5, kb_id=None, metadata={"speaker": "A"}, source=("D1:1",),
+                access_count=3, importance=0.5, strength=1.0, tier=Tier.WARM)
+GOLDEN = ('{"access_count":3,"content":"Hi é","created_at":1.0,"id":"m1","importance":0.5,"kb_id":null,'
+          '"last_access_at":1.5,"metadata":{"speaker":"A"},"source":["D1:1"],"strength":1.0,"tenant":"t1",'
+          '"tier":"warm","type":"episode","updated_at":2.0,"user":"u1","v":1}').encode()
+
+
+def test_memory_record_bytes_are_pinned():
+    assert encode_memory(MEMORY) == GOLDEN
+    assert decode_memory(GOLDEN) == MEMORY
+
+
+def test_unknown_record_version_is_refused():
+    with pytest.raises(ValueError, match="format version"):
+        decode_memory(GOLDEN.replace(b'"v":1', b'"v":2'))
+
+
+def test_vector_bytes_are_little_endian_float32():
+    assert encode_vector(np.array([1.0, -2.0])) == b"\x00\x00\x80\x3f\x00\x00\x00\xc0"
+    assert decode_vector(b"\x00\x00\x80\x3f").tolist() == [1.0]
+
+
+def test_keys_put_each_tenant_in_its_own_prefix():
+    assert encode_key("t1", "m1") == b"t1\x00m1"
+    assert decode_key(b"t1\x00m1") == ("t1", "m1")
+    assert not encode_key("t10", "m").startswith(encode_key("t1"))

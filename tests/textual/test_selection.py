@@ -1,0 +1,48 @@
+from hypothesis import given, strategies as st
+
+from textual.selection import Candidate, dedupe, select_within_budget
+
+
+def candidate(key, score, cost=5, group="g", group_cost=3, text=None):
+    return Candidate(key=key, score=score, cost=cost, group=group, group_cost=group_cost, text=text or f"text {key}")
+
+
+def test_selection_skips_what_does_not_fit_and_fills_with_smaller():
+    chosen = select_within_budget([candidate("a", 3, cost=5), candidate("b", 2, cost=50), candidate("c", 1, cost=4)],
+                                  budget=12, max_items=10)
+    assert [c.key for c in chosen] == ["a", "c"]
+
+
+def test_selection_counts_one_header_per_group():
+    items = [candidate("a", 3, group="d1"), candidate("b", 2, group="d1"), candidate("c", 1, group="d2")]
+    assert [c.key for c in select_within_budget(items, budget=13, max_items=10)] == ["a", "b"]
+    assert [c.key for c in select_within_budget(items, budget=21, max_items=10)] == ["a", "b", "c"]
+
+
+def test_selection_respects_max_items_and_no_budget():
+    items = [candidate(str(i), i) for i in range(10)]
+    assert [c.key for c in select_within_budget(items, None, 3)] == ["9", "8", "7"]
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(1, 60), st.sampled_from("xyz")), max_size=40),
+       st.dictionaries(st.sampled_from("xyz"), st.integers(0, 8)), st.integers(0, 300))
+def test_selection_never_exceeds_the_budget(rows, header_costs, budget):
+    items = [candidate(str(i), s, cost=c, group=g, group_cost=header_costs.get(g, 5))
+             for i, (s, c, g) in enumerate(rows)]
+    chosen = select_within_budget(items, budget, max_items=100)
+    headers = {}
+    for c in chosen:
+        headers[c.group] = c.group_cost
+    assert sum(c.cost for c in chosen) + sum(headers.values()) <= budget
+
+
+def test_dedupe_keeps_the_best_of_near_duplicates():
+    items = [candidate("a", 1.0, text="I love hiking in the mountains"),
+             candidate("b", 2.0, text="i LOVE hiking in the mountains!"),
+             candidate("c", 0.5, text="Something else entirely")]
+    assert [c.key for c in dedupe(items)] == ["b", "c"]
+
+
+def test_dedupe_keeps_merely_similar_texts():
+    items = [candidate("a", 1.0, text="I went hiking in May"), candidate("b", 0.9, text="I went hiking in June")]
+    assert len(dedupe(items)) == 2

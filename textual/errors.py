@@ -1,0 +1,22 @@
+"""Errors a caller of textual memory can act on: each names the offending field or id."""
+
+from __future__ import annotations
+
+
+class InvalidMemoryError(ValueError):
+    """A user mistake in a memory, a filter or a query; `field` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class MemoryNotFoundError(KeyError):
+    """No memory with this id exists in the caller's tenant (another tenant's ids are reported the same way)."""
+
+    def __init__(self, memory_id: str) -> None:
+        super().__init__(memory_id)
+        self.memory_id = memory_id
+
+    def __str__(self) -> str:
+        return f"memory_id: no memory {self.memory_id!r} in this tenant"

@@ -1,0 +1,52 @@
+"""Search and list filters: which of a tenant's memories a query may see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from textual.errors import InvalidMemoryError
+from textual.memory import Memory, MemoryType, Tier, check_identifier, check_time, parse_tier, parse_type
+
+SEARCHED_TIERS = frozenset({Tier.HOT, Tier.WARM, Tier.COLD})
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conjunctive filters; `None` means any. By default archived memories are left out of search and list.
+
+    Build one with `Filters.of(...)`, which checks every field and raises InvalidMemoryError naming the bad one.
+    """
+
+    user: str | None = None
+    kb_id: str | None = None
+    types: frozenset[MemoryType] | None = None
+    tiers: frozenset[Tier] = SEARCHED_TIERS
+    since: float | None = None
+    until: float | None = None
+
+    @classmethod
+    def of(cls, user: str | None = None, kb_id: str | None = None, types: Iterable[str] | None = None,
+           tiers: Iterable[str] | None = None, since: float | None = None, until: float | None = None) -> "Filters":
+        """Checked filters from plain values (type and tier names as strings or enums)."""
+        if isinstance(types, str) or isinstance(tiers, str):
+            raise InvalidMemoryError("types" if isinstance(types, str) else "tiers", "must be a list of names")
+        since = None if since is None else check_time("since", since)
+        until = None if until is None else check_time("until", until)
+        if since is not None and until is not None and since > until:
+            raise InvalidMemoryError("since", f"{since} is after until={until}")
+        return cls(
+            user=None if user is None else check_identifier("user", user),
+            kb_id=None if kb_id is None else check_identifier("kb_id", kb_id),
+            types=None if types is None else frozenset(parse_type(value) for value in types),
+            tiers=SEARCHED_TIERS if tiers is None else frozenset(parse_tier(value) for value in tiers),
+            since=since, until=until)
+
+    def matches(self, memory: Memory) -> bool:
+        """Whether `memory` passes every filter (time bounds apply to `created_at`, both inclusive)."""
+        return ((self.user is None or memory.user == self.user)
+                and (self.kb_id is None or memory.kb_id == self.kb_id)
+                and (self.types is None or memory.type in self.types)
+                and memory.tier in self.tiers
+                and (self.since is None or memory.created_at >= self.since)
+                and (self.until is None or memory.created_at <= self.until))

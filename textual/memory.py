@@ -1,0 +1,135 @@
+"""The memory value object, its kinds and tiers, and the checks that guard what enters the store.
+
+Invariants of a stored `Memory`: `content` is non-empty after stripping and at most the store's size limit,
+`0 <= importance <= 1`, `strength >= 0`, `access_count >= 0`, and `created_at <= updated_at`.
+Times are seconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from textual.errors import InvalidMemoryError
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+DEFAULT_MAX_CONTENT_CHARS = 16_000
+
+
+class MemoryType(str, enum.Enum):
+    """What a memory holds."""
+
+    FACT = "fact"
+    PREFERENCE = "preference"
+    EVENT = "event"
+    EPISODE = "episode"
+    TOOL_SCHEMA = "tool_schema"
+    TOOL_TRAJECTORY = "tool_trajectory"
+    IMAGE = "image"
+    DOCUMENT_CHUNK = "document_chunk"
+
+
+class Tier(str, enum.Enum):
+    """Where a memory lives in its lifecycle: hot and warm are searched first, archived only when asked for."""
+
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+    ARCHIVED = "archived"
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One textual or tool memory of one tenant's user; `source` holds the message or turn ids it came from."""
+
+    id: str
+    tenant: str
+    user: str
+    type: MemoryType
+    content: str
+    created_at: float
+    updated_at: float
+    last_access_at: float
+    kb_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: tuple[str, ...] = ()
+    access_count: int = 0
+    importance: float = 0.5
+    strength: float = 1.0
+    tier: Tier = Tier.HOT
+
+
+def check_identifier(name: str, value: object) -> str:
+    """`value` if it is a usable tenant, user, kb or memory id, else InvalidMemoryError naming `name`."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InvalidMemoryError(name, f"must be 1-128 characters of letters, digits and _.:@-, got {value!r}")
+    return value
+
+
+def check_content(content: object, max_chars: int) -> str:
+    """`content` if it is a non-blank string of at most `max_chars` characters."""
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidMemoryError("content", "must be a non-empty string")
+    if len(content) > max_chars:
+        raise InvalidMemoryError("content", f"is {len(content)} characters, the limit is {max_chars}")
+    return content
+
+
+def check_importance(importance: object) -> float:
+    """`importance` as a float in [0, 1]."""
+    if not _is_number(importance) or not 0.0 <= float(importance) <= 1.0:
+        raise InvalidMemoryError("importance", f"must be a number in [0, 1], got {importance!r}")
+    return float(importance)
+
+
+def check_strength(strength: object) -> float:
+    """`strength` as a finite float >= 0."""
+    if not _is_number(strength) or float(strength) < 0:
+        raise InvalidMemoryError("strength", f"must be a number >= 0, got {strength!r}")
+    return float(strength)
+
+
+def check_time(name: str, value: object) -> float:
+    """`value` as epoch seconds."""
+    if not _is_number(value):
+        raise InvalidMemoryError(name, f"must be seconds since the epoch, got {value!r}")
+    return float(value)
+
+
+def parse_type(value: object) -> MemoryType:
+    """The MemoryType named by `value`, else an error listing the allowed names."""
+    return _parse_enum("type", MemoryType, value)
+
+
+def parse_tier(value: object) -> Tier:
+    """The Tier named by `value`, else an error listing the allowed names."""
+    return _parse_enum("tier", Tier, value)
+
+
+def check_metadata(metadata: object) -> dict[str, Any]:
+    """A copy of `metadata` if it is a dict with string keys."""
+    if not isinstance(metadata, Mapping) or not all(isinstance(key, str) for key in metadata):
+        raise InvalidMemoryError("metadata", "must be a dict with string keys")
+    return dict(metadata)
+
+
+def check_source(source: object) -> tuple[str, ...]:
+    """`source` as a tuple of non-empty strings."""
+    if isinstance(source, str) or not all(isinstance(item, str) and item for item in source):
+        raise InvalidMemoryError("source", "must be a list of non-empty message or turn ids")
+    return tuple(source)
+
+
+def _parse_enum(name: str, kind: type[enum.Enum], value: object):
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise InvalidMemoryError(name, f"{value!r} is not one of {allowed}") from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,57 @@
+"""Reading a search question before retrieval: who it names, when it points at, which words to match. Pure."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_name) if name}
+MONTHS.update({name.lower(): number for number, name in enumerate(calendar.month_abbr) if name})
+YEAR = re.compile(r"\b(1[89]\d\d|2[01]\d\d)\b")
+MONTH_YEAR = re.compile(r"\b([A-Za-z]+)\.?,?\s+(1[89]\d\d|2[01]\d\d)\b")
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """What retrieval needs from a question.
+
+    `names` are the known speakers the question mentions (lower-case); `lexical_text` is the question without
+    them, since a name matches every turn addressed to that person; `window` is a [start, end) time range in
+    epoch seconds when the question names a year or a month, else None.
+    """
+
+    text: str
+    lexical_text: str
+    names: frozenset[str]
+    window: tuple[float, float] | None
+
+
+def plan_query(text: str, speakers: Iterable[str]) -> QueryPlan:
+    """The plan for question `text`, given the speaker names known in the tenant."""
+    words = re.findall(r"\w+", text.lower())
+    known = {speaker.lower(): speaker for speaker in speakers if speaker}
+    names = frozenset(word for word in words if word in known)
+    lexical = " ".join(word for word in re.findall(r"\w+", text) if word.lower() not in names)
+    return QueryPlan(text=text, lexical_text=lexical, names=names, window=time_window(text))
+
+
+def time_window(text: str) -> tuple[float, float] | None:
+    """[start, end) in epoch seconds of the first "Month YYYY" in `text`, else of the first year, else None."""
+    for match in MONTH_YEAR.finditer(text):
+        month = MONTHS.get(match.group(1).lower())
+        if month:
+            year = int(match.group(2))
+            end = (year + 1, 1) if month == 12 else (year, month + 1)
+            return _epoch(year, month), _epoch(*end)
+    match = YEAR.search(text)
+    if match:
+        year = int(match.group(1))
+        return _epoch(year, 1), _epoch(year + 1, 1)
+    return None
+
+
+def _epoch(year: int, month: int) -> float:
+    return datetime(year, month, 1, tzinfo=timezone.utc).timestamp()

@@ -1,0 +1,62 @@
+"""The on-disk format of one memory record and its embedding, as stored in LMDB.
+
+Record: UTF-8 JSON, keys sorted, no whitespace, with `"v": 1` as the format version; `source` is a list,
+`type` and `tier` their string values. Embedding: the vector as little-endian float32 bytes, nothing else.
+Key: `tenant` + NUL + `id`, UTF-8 (ids cannot hold NUL, so one tenant's keys are a contiguous prefix range).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from textual.memory import Memory, MemoryType, Tier
+
+FORMAT_VERSION = 1
+_SEPARATOR = b"\x00"
+
+
+def encode_key(tenant: str, memory_id: str = "") -> bytes:
+    """The LMDB key of a memory; with no id, the prefix shared by all of `tenant`'s keys."""
+    return tenant.encode() + _SEPARATOR + memory_id.encode()
+
+
+def decode_key(key: bytes) -> tuple[str, str]:
+    """(tenant, id) of a key made by `encode_key`."""
+    tenant, memory_id = bytes(key).split(_SEPARATOR, 1)
+    return tenant.decode(), memory_id.decode()
+
+
+def encode_memory(memory: Memory) -> bytes:
+    """The record bytes of `memory`."""
+    body = {
+        "v": FORMAT_VERSION, "id": memory.id, "tenant": memory.tenant, "user": memory.user,
+        "kb_id": memory.kb_id, "type": memory.type.value, "content": memory.content,
+        "metadata": dict(memory.metadata), "source": list(memory.source),
+        "created_at": memory.created_at, "updated_at": memory.updated_at,
+        "last_access_at": memory.last_access_at, "access_count": memory.access_count,
+        "importance": memory.importance, "strength": memory.strength, "tier": memory.tier.value,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_memory(data: bytes) -> Memory:
+    """The memory in record bytes; raises ValueError on an unknown format version."""
+    body = json.loads(bytes(data))
+    if body.pop("v", None) != FORMAT_VERSION:
+        raise ValueError(f"memory record has unknown format version; expected {FORMAT_VERSION}")
+    body["type"] = MemoryType(body["type"])
+    body["tier"] = Tier(body["tier"])
+    body["source"] = tuple(body["source"])
+    return Memory(**body)
+
+
+def encode_vector(vector: np.ndarray) -> bytes:
+    """Little-endian float32 bytes of a 1-d vector."""
+    return np.ascontiguousarray(vector, dtype="<f4").reshape(-1).tobytes()
+
+
+def decode_vector(data: bytes) -> np.ndarray:
+    """A float32 vector copied out of `data` (safe to keep after the LMDB transaction ends)."""
+    return np.frombuffer(bytes(data), dtype="<f4").astype(np.float32)

@@ -1,0 +1,90 @@
+"""The search pipeline over one tenant: dense + lexical candidates, fusion, scoring, neighbours, budget.
+
+Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> reciprocal rank fusion ->
+speaker/time/importance/recency factors -> neighbour spreading -> de-duplication -> greedy selection under the
+token budget -> rendering. Only memories passing the filters are ever scored, neighbours included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from textual import context
+from textual.filters import Filters
+from textual.fusion import reciprocal_rank_fusion
+from textual.lexical_index import Analyzer
+from textual.memory import Memory
+from textual.query import QueryPlan
+from textual.scoring import ScoringWeights, adjust_scores, spread_to_neighbours
+from textual.selection import Candidate, dedupe, select_within_budget
+from textual.tenant_index import TenantIndex
+from textual.tokens import count_tokens
+
+DEFAULT_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How deep each retriever looks, how lists are fused and scored, and how results are de-duplicated."""
+
+    depth: int = DEFAULT_DEPTH
+    rrf_k: float = 10.0
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    dedupe_threshold: float = 0.9
+    max_candidates: int = 200
+    weights: ScoringWeights = field(default_factory=ScoringWeights)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A returned memory and its final score."""
+
+    memory: Memory
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Hits best first, and the exact text to inject for them with its token count."""
+
+    hits: tuple[Hit, ...]
+    context: str
+    context_tokens: int
+
+
+def retrieve(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
+             k: int, budget_tokens: int | None, now: float, settings: SearchSettings) -> SearchResult:
+    """The best memories for `plan` among those passing `filters`: at most `k`, rendering to <= `budget_tokens`."""
+    allowed = {key for key, memory in index.memories.items() if filters.matches(memory)}
+    if not allowed:
+        return SearchResult((), "", 0)
+    scores = _fused(index, analyzer, query_vector, plan, allowed, settings)
+    scores = adjust_scores(scores, index.memories, plan, now, settings.weights)
+    neighbours = {key: tuple(n for n in near if n in allowed) for key, near in index.neighbours(scores).items()}
+    scores = spread_to_neighbours(scores, neighbours, settings.weights.neighbour_share)
+    best = sorted(scores, key=lambda key: (-scores[key], key))[:settings.max_candidates]
+    candidates = dedupe([_candidate(index.memories[key], scores[key]) for key in best], settings.dedupe_threshold)
+    chosen = select_within_budget(candidates, budget_tokens, k)
+    hits = tuple(Hit(index.memories[c.key], c.score) for c in chosen)
+    text = context.render([hit.memory for hit in hits])
+    return SearchResult(hits, text, count_tokens(text))
+
+
+def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, allowed: set[str],
+           settings: SearchSettings) -> dict[str, float]:
+    everything = len(allowed) == len(index.memories)
+    dense_rows = None if everything else index.positions(index.vectors.ids, allowed)
+    dense = index.vectors.search(query_vector, settings.depth, dense_rows)
+    lexical_index = index.lexical()
+    lexical_rows = None if everything else index.positions(lexical_index.ids, allowed)
+    lexical = lexical_index.search(analyzer.terms(plan.lexical_text), settings.depth, lexical_rows)
+    return reciprocal_rank_fusion([[key for key, _ in dense], [key for key, _ in lexical]], k=settings.rrf_k,
+                                  weights=[settings.dense_weight, settings.lexical_weight])
+
+
+def _candidate(memory: Memory, score: float) -> Candidate:
+    return Candidate(key=memory.id, score=score, cost=context.line_cost(memory), group=context.header(memory),
+                     group_cost=context.header_cost(memory), text=memory.content)

@@ -1,0 +1,57 @@
+"""Turning fused retrieval scores into final scores: speaker, time, importance, recency and neighbour terms. Pure.
+
+Every adjustment is multiplicative on a positive score except neighbour spreading, which only ever raises a
+score, so a memory retrieved on its own never ranks lower for having a strong neighbour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from textual.memory import Memory
+from textual.query import QueryPlan
+
+
+@dataclass(frozen=True)
+class ScoringWeights:
+    """Knobs of the final score; the defaults are neutral for memories of default importance."""
+
+    speaker_boost: float = 1.5
+    time_boost: float = 1.2
+    importance_weight: float = 0.2
+    recency_weight: float = 0.1
+    recency_half_life_s: float = 30 * 86_400.0
+    neighbour_share: float = 0.3
+
+
+def adjust_scores(scores: Mapping[str, float], memories: Mapping[str, Memory], plan: QueryPlan, now: float,
+                  weights: ScoringWeights) -> dict[str, float]:
+    """Each score times its speaker, time-window, importance and recency factors."""
+    return {key: score * _factor(memories[key], plan, now, weights) for key, score in scores.items()}
+
+
+def spread_to_neighbours(scores: Mapping[str, float], neighbours: Mapping[str, Sequence[str]],
+                         share: float) -> dict[str, float]:
+    """Give each neighbour of a scored memory its own score plus `share` of that memory's score (the best such).
+
+    Conversation turns answer the turn before them, so the turn next to a hit is often the one that matters.
+    """
+    spread = dict(scores)
+    for key, score in scores.items():
+        for other in neighbours.get(key, ()):
+            spread[other] = max(spread.get(other, 0.0), scores.get(other, 0.0) + share * score)
+    return spread
+
+
+def _factor(memory: Memory, plan: QueryPlan, now: float, weights: ScoringWeights) -> float:
+    factor = 1.0 + weights.importance_weight * (memory.importance - 0.5)
+    age = max(0.0, now - memory.updated_at)
+    factor *= 1.0 + weights.recency_weight * math.exp2(-age / weights.recency_half_life_s)
+    speaker = str(memory.metadata.get("speaker", "")).lower()
+    if len(plan.names) == 1 and speaker in plan.names:
+        factor *= weights.speaker_boost
+    if plan.window is not None and plan.window[0] <= memory.created_at < plan.window[1]:
+        factor *= weights.time_boost
+    return factor

@@ -1,0 +1,66 @@
+"""Choosing what to inject: de-duplication and selection under a token budget. Pure.
+
+Invariant of `select_within_budget`: the chosen candidates' costs, plus one header cost per distinct group among
+them, never exceed the budget, and at most `max_items` are chosen.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+NEAR_DUPLICATE_JACCARD = 0.9
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored memory with the tokens its line costs and the group (header) it is rendered under."""
+
+    key: str
+    score: float
+    cost: int
+    group: str
+    group_cost: int
+    text: str
+
+
+def dedupe(candidates: Sequence[Candidate], threshold: float = NEAR_DUPLICATE_JACCARD) -> list[Candidate]:
+    """Candidates by descending score, dropping any whose word set is a near-duplicate of a better one's.
+
+    Two texts are near-duplicates when the Jaccard similarity of their lower-cased word sets is >= `threshold`
+    (identical texts always are).
+    """
+    kept: list[tuple[Candidate, frozenset[str]]] = []
+    for candidate in sorted(candidates, key=lambda c: (-c.score, c.key)):
+        words = frozenset(re.findall(r"\w+", candidate.text.lower()))
+        if not any(_jaccard(words, other) >= threshold for _, other in kept):
+            kept.append((candidate, words))
+    return [candidate for candidate, _ in kept]
+
+
+def select_within_budget(candidates: Sequence[Candidate], budget: int | None, max_items: int) -> list[Candidate]:
+    """Greedy by descending score: take each candidate that still fits, skip those that do not.
+
+    This is the classic greedy for the knapsack: it keeps the best-scored memories and fills the leftover
+    budget with smaller ones further down rather than stopping at the first that is too large.
+    """
+    chosen: list[Candidate] = []
+    groups: set[str] = set()
+    used = 0
+    for candidate in sorted(candidates, key=lambda c: (-c.score, c.key)):
+        if len(chosen) >= max_items:
+            break
+        cost = candidate.cost + (0 if candidate.group in groups else candidate.group_cost)
+        if budget is not None and used + cost > budget:
+            continue
+        chosen.append(candidate)
+        groups.add(candidate.group)
+        used += cost
+    return chosen
+
+
+def _jaccard(left: frozenset[str], right: frozenset[str]) -> float:
+    if not left and not right:
+        return 1.0
+    return len(left & right) / len(left | right)

@@ -1,0 +1,103 @@
+"""One tenant's in-memory derived state: its memories, FAISS and BM25 indexes, and conversation order.
+
+Invariants: `memories` mirrors LMDB for this tenant; every id in `vectors` is in `memories` unless
+`vectors_stale` is set (a removal happened and the owner must rebuild from LMDB); the lexical index is rebuilt
+lazily whenever contents changed since it was built.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from textual.lexical_index import Analyzer, LexicalIndex
+from textual.memory import Memory, MemoryType
+from textual.vector_index import VectorIndex
+
+
+class TenantIndex:
+    """Search structures over one tenant's memories; mutated only by its owning store."""
+
+    def __init__(self, vectors: VectorIndex, analyzer: Analyzer) -> None:
+        self.memories: dict[str, Memory] = {}
+        self.vectors = vectors
+        self.vectors_stale = False
+        self._analyzer = analyzer
+        self._lexical: LexicalIndex | None = None
+        self._sessions: dict[tuple[str, str], dict[int, str]] = {}
+
+    def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> None:
+        """Record memories (new or updated); `vectors` rows are appended to the vector index when given."""
+        for memory in memories:
+            old = self.memories.get(memory.id)
+            if old is None or old.content != memory.content:
+                self._lexical = None
+            self._forget_order(memory.id)
+            self.memories[memory.id] = memory
+            self._remember_order(memory)
+        if vectors is not None:
+            self.vectors.add([memory.id for memory in memories], vectors)
+
+    def remove(self, memory_id: str) -> None:
+        self._forget_order(memory_id)
+        self.memories.pop(memory_id, None)
+        self.vectors_stale = True
+        self._lexical = None
+
+    def lexical(self) -> LexicalIndex:
+        if self._lexical is None:
+            ids = list(self.memories)
+            self._lexical = LexicalIndex.build(ids, [self._analyzer.terms(self.memories[i].content) for i in ids])
+        return self._lexical
+
+    def speakers(self) -> set[str]:
+        return {str(m.metadata["speaker"]) for m in self.memories.values() if m.metadata.get("speaker")}
+
+    def session_length(self, user: str, session: str) -> int:
+        turns = self._sessions.get((user, session), {})
+        return max(turns) + 1 if turns else 0
+
+    def turn_at(self, user: str, session: str, position: int) -> Memory | None:
+        memory_id = self._sessions.get((user, session), {}).get(position)
+        return None if memory_id is None else self.memories.get(memory_id)
+
+    def neighbours(self, keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """For each episode among `keys`, the ids of the turns just before and after it in its session."""
+        result = {}
+        for key in keys:
+            memory = self.memories[key]
+            if _session_key(memory) is None:
+                continue
+            turns = self._sessions[_session_key(memory)]
+            position = memory.metadata["position"]
+            result[key] = tuple(turns[p] for p in (position - 1, position + 1) if p in turns)
+        return result
+
+    def positions(self, ids: Sequence[str], allowed: set[str]) -> list[int]:
+        """Rows of `ids` (an index's id list) whose memory id is in `allowed`."""
+        return [row for row, memory_id in enumerate(ids) if memory_id in allowed]
+
+    def _remember_order(self, memory: Memory) -> None:
+        key = _session_key(memory)
+        if key is not None:
+            self._sessions.setdefault(key, {})[memory.metadata["position"]] = memory.id
+
+    def _forget_order(self, memory_id: str) -> None:
+        old = self.memories.get(memory_id)
+        key = None if old is None else _session_key(old)
+        if key is not None and self._sessions[key].get(old.metadata["position"]) == memory_id:
+            del self._sessions[key][old.metadata["position"]]
+
+
+def _session_key(memory: Memory) -> tuple[str, str] | None:
+    if memory.type is not MemoryType.EPISODE or not isinstance(memory.metadata.get("position"), int):
+        return None
+    return memory.user, str(memory.metadata.get("session", ""))
+
+
+def build_tenant_index(memories: Iterable[Memory], vector_index: VectorIndex, analyzer: Analyzer) -> TenantIndex:
+    """A tenant index over `memories`; `vector_index` must already hold their vectors (fresh or loaded)."""
+    index = TenantIndex(vector_index, analyzer)
+    index.add(list(memories), None)
+    return index
