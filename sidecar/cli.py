@@ -34,9 +34,12 @@ def settings_options(function):
     )]
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
+        option_type = _option_type(field.annotation)
+        if option_type is bool:
+            flag = f"{flag}/--no-{flag[2:]}"
         help_text = f"{field.description} (env: MEMSIDECAR_{name.upper()})"
         parameters.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[_option_type(field.annotation)],
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[option_type],
             default=typer.Option(None, flag, help=help_text, show_default=False),
         ))
     function.__signature__ = inspect.Signature(parameters)
@@ -60,11 +63,16 @@ def load_settings(config: Path | None, flags: dict[str, Any]) -> Settings:
 @settings_options
 def serve(**flags: Any) -> None:
     """Start the sidecar and its engine (or attach to one with --engine-url)."""
-    from sidecar.runner import run_server
+    from sidecar.runner import build_app, serve_app
 
     settings = load_settings(flags.pop("config"), flags)
     configure_logging(settings.log_level)
-    run_server(settings, console)
+    try:
+        app = build_app(settings, console)
+    except ValueError as exc:  # start-up checks: unusable directories, model (ModelBuildError is one)
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    serve_app(app, settings)
 
 
 @app.command("make-model")

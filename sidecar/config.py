@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     )
     dtype: str = Field("auto", description="Engine dtype: auto, float32, bfloat16 or float16.")
     engine_args: str = Field("", description="Extra command-line arguments for the engine, shell-quoted.")
+    kv_store: bool = Field(
+        True, description="Activation memory: save KV blocks and load them back instead of recomputing prefills."
+    )
+    kv_store_dir: Path | None = Field(None, description="Directory of the on-disk KV store. Unset: DATA_DIR/kv.")
+    kv_ram_gib: float = Field(1.0, ge=0, description="Budget of the in-RAM KV tier in GiB.")
+    kv_disk_gib: float = Field(8.0, gt=0, description="Budget of the on-disk (LMDB) KV tier in GiB.")
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes.")
     request_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the engine to answer a request.")
     log_level: str = Field("info", description=f"Log level: {', '.join(LOG_LEVELS)}.")
@@ -105,6 +111,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def resolved_kv_store_dir(self) -> Path:
+        return self.kv_store_dir or self.data_dir / "kv"
 
     @property
     def logs_dir(self) -> Path:

@@ -50,6 +50,7 @@ class EngineSpec:
     extra_args: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     cache_dir: Path | None = None  # engine compile caches; kept under the data directory
+    kv_transfer_config: str | None = None  # JSON for --kv-transfer-config (memsidecar's KV connector)
 
     @property
     def base_url(self) -> str:
@@ -65,6 +66,8 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
         argv += ["--max-model-len", str(spec.max_model_len)]
     if spec.block_size is not None:
         argv += ["--block-size", str(spec.block_size)]
+    if spec.kv_transfer_config is not None:
+        argv += ["--kv-transfer-config", spec.kv_transfer_config]
     return argv + list(spec.extra_args)
 
 

@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 from rich.console import Console
 
+from kvcache.connector_config import check_store_dir, kv_transfer_config
 from sidecar.config import Settings
 from sidecar.engine import AttachedEngine, Engine, EngineSpec, ManagedEngine, free_port, parse_extra_args
 from sidecar.model_builder import ensure_model
@@ -26,6 +28,15 @@ def resolve_model_dir(settings: Settings, console: Console) -> Path:
         return ensure_model(DEFAULT_PRESET, target)
 
 
+def kv_connector_json(settings: Settings) -> str | None:
+    """The engine's KV-connector configuration, or None with activation memory off. Checks the store is writable."""
+    if not settings.kv_store:
+        return None
+    store_dir = settings.resolved_kv_store_dir
+    check_store_dir(store_dir)
+    return kv_transfer_config(store_dir, int(settings.kv_ram_gib * 2**30), int(settings.kv_disk_gib * 2**30))
+
+
 def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | None]:
     """The engine and the model name requests default to (None when attached: the engine's only model)."""
     if settings.engine_url:
@@ -42,15 +53,21 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
         dtype=settings.dtype,
         extra_args=parse_extra_args(settings.engine_args),
         cache_dir=settings.data_dir / "cache",
+        kv_transfer_config=kv_connector_json(settings),
     )
     engine = ManagedEngine(spec, settings.logs_dir / "engine.log", settings.engine_startup_timeout_s)
     return engine, name
 
 
-def run_server(settings: Settings, console: Console) -> None:
+def build_app(settings: Settings, console: Console) -> FastAPI:
+    """The sidecar app with its engine; raises ValueError for unusable settings (directories, model)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine, default_model = build_engine(settings, console)
-    app = create_app(settings, engine, default_model)
     log.info("memsidecar on http://%s:%d (data: %s, engine: %s)", settings.host, settings.port, settings.data_dir,
              engine.base_url)
+    return create_app(settings, engine, default_model)
+
+
+def serve_app(app: FastAPI, settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; the app's lifespan starts and stops the engine."""
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None)

@@ -68,7 +68,8 @@ def test_bad_values_name_the_field_and_the_allowed_values(field, value, message)
 
 def test_readme_table_lists_every_setting_with_its_environment_variable():
     text = README.read_text()
-    rows = dict(re.findall(r"^\| `--([a-z0-9-]+)` \| `(MEMSIDECAR_[A-Z0-9_]+)` \|", text, flags=re.MULTILINE))
+    row = r"^\| `--([a-z0-9-]+)`(?: / `--no-[a-z0-9-]+`)? \| `(MEMSIDECAR_[A-Z0-9_]+)` \|"
+    rows = dict(re.findall(row, text, flags=re.MULTILINE))
     expected = {name.replace("_", "-"): f"MEMSIDECAR_{name.upper()}" for name in Settings.model_fields}
     assert rows == expected
 

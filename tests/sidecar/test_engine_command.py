@@ -48,3 +48,17 @@ def test_backoff_resets_after_a_long_healthy_run():
     for _ in range(4):
         backoff.delay_after(uptime_s=1)
     assert backoff.delay_after(uptime_s=600) == 1
+
+
+def test_the_kv_connector_configuration_reaches_the_engine(tmp_path):
+    import json
+
+    from kvcache.connector_config import kv_transfer_config
+
+    config = kv_transfer_config(tmp_path / "kv", ram_bytes=1 << 30, disk_bytes=8 << 30)
+    argv = engine_command(spec(kv_transfer_config=config))
+    parsed = json.loads(argv[argv.index("--kv-transfer-config") + 1])
+    assert parsed["kv_connector"] == "MemsidecarConnector" and parsed["kv_connector_module_path"] == "kvcache.connector"
+    assert parsed["kv_load_failure_policy"] == "recompute"
+    assert parsed["kv_connector_extra_config"] == {"store_dir": str(tmp_path / "kv"), "ram_bytes": 1 << 30,
+                                                   "disk_bytes": 8 << 30}

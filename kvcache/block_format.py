@@ -1,0 +1,77 @@
+"""The one format of a stored KV block, in RAM, on disk and on the wire.
+
+    offset  size      field
+    0       4         magic b"MSKV"
+    4       1         version (1)
+    5       1         dtype code (DTYPE_CODES)
+    6       1         ndim
+    7       1         reserved (0)
+    8       8         layout, ASCII, NUL-padded (e.g. b"LBHNC\\0\\0\\0")
+    16      8         payload length in bytes, little-endian
+    24      8         XXH3-64 of the payload, little-endian
+    32      4 * ndim  shape, little-endian uint32
+    ...               payload: the raw C-order bytes of the tensor
+
+numpy has no bfloat16, so callers pass arrays of the right byte width (e.g. a uint16 view of bfloat16 data) and
+name the dtype separately. `decode_into` checks the header against what the caller expects, checks the checksum,
+and copies the payload straight into the caller's preallocated array: no pickle, one copy. Any mismatch raises
+`CorruptBlock`, which the store treats as a miss.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import xxhash
+
+MAGIC = b"MSKV"
+VERSION = 1
+_FIXED = struct.Struct("<4sBBBB8sQQ")
+DTYPE_CODES = {"float32": 1, "float16": 2, "bfloat16": 3, "float8_e4m3fn": 4, "float8_e5m2": 5, "uint8": 6}
+DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
+
+
+class CorruptBlock(ValueError):
+    """A stored block whose header or checksum does not match: treat as a miss and drop it."""
+
+
+def header_size(ndim: int) -> int:
+    return _FIXED.size + 4 * ndim
+
+
+def encode(array: np.ndarray, dtype: str, layout: str) -> bytes:
+    """Header + payload of `array` (made C-contiguous), labelled with `dtype` and `layout`."""
+    payload = np.ascontiguousarray(array)
+    view = memoryview(payload).cast("B")
+    fixed = _FIXED.pack(MAGIC, VERSION, DTYPE_CODES[dtype], payload.ndim, 0, _layout_bytes(layout), view.nbytes,
+                        xxhash.xxh3_64_intdigest(view))
+    return fixed + struct.pack(f"<{payload.ndim}I", *payload.shape) + view.tobytes()
+
+
+def decode_into(data: bytes | memoryview, out: np.ndarray, dtype: str, layout: str) -> None:
+    """Validate `data` against the expected dtype, layout and `out`'s shape, then copy its payload into `out`."""
+    if not out.flags.c_contiguous:
+        raise ValueError("decode_into needs a C-contiguous output array")
+    data = memoryview(data).cast("B")
+    if len(data) < _FIXED.size:
+        raise CorruptBlock(f"block of {len(data)} bytes is shorter than its header")
+    magic, version, code, ndim, _, layout_raw, length, checksum = _FIXED.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise CorruptBlock(f"not a memsidecar block (magic {magic!r}, version {version})")
+    if DTYPE_NAMES.get(code) != dtype or layout_raw != _layout_bytes(layout):
+        raise CorruptBlock(f"block is {DTYPE_NAMES.get(code)}/{layout_raw!r}, expected {dtype}/{layout}")
+    shape = struct.unpack_from(f"<{ndim}I", data, _FIXED.size) if len(data) >= header_size(ndim) else None
+    if shape != out.shape or length != out.nbytes or len(data) != header_size(ndim) + length:
+        raise CorruptBlock(f"block shape {shape} / {length} bytes does not match {out.shape} / {out.nbytes}")
+    payload = data[header_size(ndim):]
+    if xxhash.xxh3_64_intdigest(payload) != checksum:
+        raise CorruptBlock("block checksum mismatch")
+    np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(payload, dtype=np.uint8))
+
+
+def _layout_bytes(layout: str) -> bytes:
+    raw = layout.encode("ascii")
+    if len(raw) > 8:
+        raise ValueError(f"layout name {layout!r} is longer than 8 characters")
+    return raw.ljust(8, b"\0")

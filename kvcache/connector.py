@@ -1,0 +1,286 @@
+"""memsidecar's vLLM KV connector: the only module of `kvcache` that imports vLLM.
+
+Loaded by vLLM through `kv_connector_module_path="kvcache.connector"`, `kv_connector="MemsidecarConnector"`. One
+instance runs in the scheduler (engine core) and one in each worker; they share the LMDB store on disk and talk
+only through vLLM's metadata objects:
+
+- scheduler: computes each request's block keys in its namespace (model fingerprint, KV dtype and layout, block
+  size, LoRA adapter, isolation scope from `cache_salt`), reports the stored prefix to vLLM, and plans each step's
+  loads and saves (`TransferPlanner`);
+- worker: loads planned blocks into the paged KV cache before the forward pass, and after it copies newly filled
+  blocks out and hands them to a background thread that writes them to the store, so decoding never waits on disk.
+
+A block that fails to load (missing, corrupt) is reported to vLLM, which recomputes it
+(`kv_load_failure_policy="recompute"`): a failed load costs time, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.distributed.kv_transfer.kv_connector.v1.base import (
+    KVConnectorBase_V1,
+    KVConnectorMetadata,
+    KVConnectorRole,
+    KVConnectorWorkerMetadata,
+)
+from vllm.v1.kv_cache_interface import group_kernel_blocks
+
+from kvcache.connector_config import ConnectorConfig
+from kvcache.keys import Namespace, chain_key, namespace_root
+from kvcache.store import StoreConfig, TieredStore
+from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+    from vllm.forward_context import ForwardContext
+    from vllm.v1.attention.backend import AttentionMetadata
+    from vllm.v1.core.kv_cache_manager import KVCacheBlocks
+    from vllm.v1.core.sched.output import SchedulerOutput
+    from vllm.v1.kv_cache_interface import KVCacheConfig
+    from vllm.v1.outputs import KVConnectorOutput
+    from vllm.v1.request import Request
+
+log = logging.getLogger("memsidecar.kvcache")
+RECENT_KEYS_LIMIT = 1 << 16
+
+
+@dataclass
+class MemsidecarMetadata(KVConnectorMetadata):
+    """Scheduler → worker, once per step."""
+
+    transfers: StepTransfers = field(default_factory=StepTransfers)
+
+
+@dataclass
+class MemsidecarWorkerMetadata(KVConnectorWorkerMetadata):
+    """Worker → scheduler, once per step: keys the worker now holds, so the next request can hit them at once."""
+
+    saved: tuple[bytes, ...] = ()
+
+    def aggregate(self, other: "KVConnectorWorkerMetadata") -> "KVConnectorWorkerMetadata":
+        assert isinstance(other, MemsidecarWorkerMetadata)
+        return MemsidecarWorkerMetadata(self.saved + other.saved)
+
+
+def request_namespace(base: Namespace, request: "Request") -> Namespace:
+    """The namespace of one request: the engine's, plus its LoRA adapter and isolation scope."""
+    lora = request.lora_request
+    adapter = "none" if lora is None else f"{lora.lora_name}@{lora.lora_path}"
+    return base.with_request(adapter=adapter, scope=request.cache_salt or "public")
+
+
+class MemsidecarConnector(KVConnectorBase_V1):
+    """Activation memory for vLLM: block-granular KV reuse across requests, restarts and engines."""
+
+    def __init__(self, vllm_config: "VllmConfig", role: KVConnectorRole, kv_cache_config: "KVCacheConfig") -> None:
+        super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
+        self._config = ConnectorConfig.from_vllm(vllm_config)
+        self._block_size = vllm_config.cache_config.block_size
+        self._num_blocks = kv_cache_config.num_blocks
+        self._base_namespace = self._config.base_namespace
+        store_config = StoreConfig(self._config.store_dir, self._config.ram_bytes, self._config.disk_bytes)
+        if role == KVConnectorRole.SCHEDULER:
+            self._store = TieredStore.open(store_config, with_ram=False)
+            self._planner = TransferPlanner(self._block_size, chain_key, self._count_stored_prefix, self._is_stored)
+            self._requests: dict[str, Request] = {}
+            self._recent: dict[bytes, None] = {}
+        else:
+            self._store = TieredStore.open(store_config, with_ram=True)
+            self._worker = _Worker(self._store, self._base_namespace.kv_layout)
+        log.info("memsidecar KV connector (%s) on %s", role.name.lower(), self._config.store_dir)
+
+    # ---------------------------------------------------------------- scheduler side
+
+    def _is_stored(self, key: bytes) -> bool:
+        return key in self._recent or self._store.contains(key)
+
+    def _count_stored_prefix(self, keys: list[bytes]) -> int:
+        count = 0
+        for key in keys:
+            if not self._is_stored(key):
+                break
+            count += 1
+        return count
+
+    def get_num_new_matched_tokens(self, request: "Request", num_computed_tokens: int) -> tuple[int | None, bool]:
+        self._requests[request.request_id] = request
+        root = namespace_root(request_namespace(self._base_namespace, request))
+        hit = self._planner.match(request.request_id, root, request.prompt_token_ids or [], num_computed_tokens)
+        return hit, False
+
+    def update_state_after_alloc(self, request: "Request", blocks: "KVCacheBlocks", num_external_tokens: int) -> None:
+        self._planner.allocated(request.request_id, num_external_tokens)
+
+    def build_connector_meta(self, scheduler_output: "SchedulerOutput") -> KVConnectorMetadata:
+        scheduled = []
+        for new in scheduler_output.scheduled_new_reqs:
+            scheduled.append(self._scheduled(new.req_id, new.num_computed_tokens, scheduler_output))
+        cached = scheduler_output.scheduled_cached_reqs
+        for i, req_id in enumerate(cached.req_ids):
+            scheduled.append(self._scheduled(req_id, cached.num_computed_tokens[i], scheduler_output))
+        return MemsidecarMetadata(self._planner.plan_step([s for s in scheduled if s is not None]))
+
+    def _scheduled(self, req_id: str, num_computed: int, output: "SchedulerOutput") -> ScheduledRequest | None:
+        request = self._requests.get(req_id)
+        if request is None or self._kv_cache_manager is None:
+            return None
+        block_ids = self._kv_cache_manager.get_block_ids(req_id)[0]
+        return ScheduledRequest(req_id, request.all_token_ids, num_computed, output.num_scheduled_tokens[req_id],
+                                block_ids)
+
+    def update_connector_output(self, connector_output: "KVConnectorOutput") -> None:
+        meta = connector_output.kv_connector_worker_meta
+        if isinstance(meta, MemsidecarWorkerMetadata):
+            for key in meta.saved:
+                self._recent[key] = None
+            while len(self._recent) > RECENT_KEYS_LIMIT:
+                del self._recent[next(iter(self._recent))]
+
+    def request_finished(self, request: "Request", block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
+        self._planner.finished(request.request_id)
+        self._requests.pop(request.request_id, None)
+        return False, None
+
+    # ---------------------------------------------------------------- worker side
+
+    def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
+        self._worker.register(kv_caches, self._num_blocks)
+
+    def start_load_kv(self, forward_context: "ForwardContext", **kwargs: Any) -> None:
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, MemsidecarMetadata)
+        if meta.transfers.loads:
+            self._worker.load(meta.transfers.loads)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        return
+
+    def save_kv_layer(self, layer_name: str, kv_layer: torch.Tensor, attn_metadata: "AttentionMetadata",
+                      **kwargs: Any) -> None:
+        return  # every layer is copied at once in wait_for_save, after the forward pass
+
+    def wait_for_save(self) -> None:
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, MemsidecarMetadata)
+        if meta.transfers.saves:
+            self._worker.save(meta.transfers.saves)
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        return self._worker.take_load_errors()
+
+    def build_connector_worker_meta(self) -> KVConnectorWorkerMetadata | None:
+        saved = self._worker.take_saved_keys()
+        return MemsidecarWorkerMetadata(saved) if saved else None
+
+    def shutdown(self) -> None:
+        if self.role == KVConnectorRole.WORKER:
+            self._worker.close()
+        self._store.close()
+
+
+class _Worker:
+    """The worker's half: block copies between the paged KV cache and the store.
+
+    A store entry is one block of every layer, shaped `[num_layers, *block_shape]`. Saves are copied out of the KV
+    cache synchronously (the blocks may be freed after this step) and written to the store by one background thread.
+    """
+
+    def __init__(self, store: TieredStore, layout: str) -> None:
+        self.store = store
+        self.layout = layout
+        self.layers: list[torch.Tensor] = []
+        self._load_errors: set[int] = set()
+        self._saved: list[bytes] = []
+        self._saved_lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._write_loop, name="memsidecar-kv-writer", daemon=True)
+        self._thread.start()
+
+    def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
+        seen: set[int] = set()
+        for tensor in kv_caches.values():
+            if tensor.data_ptr() in seen:  # layers sharing one cache are stored once
+                continue
+            seen.add(tensor.data_ptr())
+            self.layers.append(group_kernel_blocks(tensor, num_blocks))
+        shapes = {tuple(layer.shape[1:]) for layer in self.layers}
+        dtypes = {layer.dtype for layer in self.layers}
+        if len(shapes) != 1 or len(dtypes) != 1:
+            raise ValueError(f"memsidecar KV connector needs uniform layers; got shapes {shapes}, dtypes {dtypes}")
+        self.block_shape = (len(self.layers), *shapes.pop())
+        self.dtype = dtypes.pop()
+        self.dtype_name = str(self.dtype).removeprefix("torch.")
+        self.device = self.layers[0].device
+
+    def _staging(self, count: int) -> torch.Tensor:
+        pin = self.device.type == "cuda"
+        return torch.empty((count, *self.block_shape), dtype=self.dtype, pin_memory=pin)
+
+    def load(self, loads: tuple[BlockTransfer, ...]) -> None:
+        staging = self._staging(len(loads))
+        found = [self.store.get_into(t.key, _numpy_view(staging[i]), self.dtype_name, self.layout)
+                 for i, t in enumerate(loads)]
+        self._load_errors.update(t.block_id for t, ok in zip(loads, found) if not ok)
+        rows = [i for i, ok in enumerate(found) if ok]
+        if not rows:
+            return
+        index = torch.tensor(rows)
+        block_ids = torch.tensor([loads[i].block_id for i in rows], device=self.device)
+        for layer_index, layer in enumerate(self.layers):
+            source = staging[index, layer_index].to(self.device, non_blocking=True)
+            layer.index_copy_(0, block_ids, source)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream().synchronize()  # the staging buffer is freed when this returns
+
+    def save(self, saves: tuple[BlockTransfer, ...]) -> None:
+        staging = self._staging(len(saves))
+        block_ids = torch.tensor([t.block_id for t in saves], device=self.device)
+        for layer_index, layer in enumerate(self.layers):
+            staging[:, layer_index].copy_(layer.index_select(0, block_ids), non_blocking=True)
+        done = torch.cuda.Event() if self.device.type == "cuda" else None
+        if done is not None:
+            done.record()
+        self._queue.put(([t.key for t in saves], staging, done))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            keys, staging, done = item
+            try:
+                if done is not None:
+                    done.synchronize()
+                blocks = [(key, _numpy_view(block)) for key, block in zip(keys, staging)]
+                self.store.put_many(blocks, self.dtype_name, self.layout)
+                with self._saved_lock:
+                    self._saved += keys
+            except Exception:  # a failed save is a future miss, never a failed request
+                log.exception("saving %d KV blocks failed", len(keys))
+            finally:
+                self._queue.task_done()
+
+    def take_load_errors(self) -> set[int]:
+        errors, self._load_errors = self._load_errors, set()
+        return errors
+
+    def take_saved_keys(self) -> tuple[bytes, ...]:
+        with self._saved_lock:
+            saved, self._saved = tuple(self._saved), []
+        return saved
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
+def _numpy_view(tensor: torch.Tensor):
+    """A numpy view of a CPU tensor with an integer dtype of the same width (numpy has no bfloat16)."""
+    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
+    return tensor.view(width).numpy()

@@ -1,0 +1,80 @@
+"""Block keys of activation memory: chained hashes of token blocks inside a namespace.
+
+Format (version 1, pinned by golden-bytes tests):
+- `namespace_id(ns)` = BLAKE2b-128 (person `msc-ns-v1`) of the namespace's canonical JSON (sorted keys, no spaces);
+- a store key is 48 bytes: the 16-byte namespace id, then a 32-byte chain hash, so a namespace is a key prefix;
+- the root (parent of block 0) is `nsid + BLAKE2b-256(nsid)` (person `msc-root-v1`);
+- block i's key is `nsid + BLAKE2b-256(parent key || token ids as little-endian uint32)` (person `msc-block-v1`).
+
+Keys never come from Python's `hash()`, so every process and machine computes the same ones. A block computed under
+one namespace (model, KV dtype and layout, block size, parallel rank, LoRA adapter, isolation scope) can never be
+found under another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+KEY_VERSION = 1
+NAMESPACE_BYTES = 16
+KEY_BYTES = 48
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Everything that decides whether stored KV may be reused. `adapter` is "none" or "name@content-id"."""
+
+    model_fingerprint: str
+    kv_dtype: str
+    kv_layout: str
+    block_size: int
+    tp_rank: int = 0
+    tp_size: int = 1
+    adapter: str = "none"
+    scope: str = "public"
+
+    def with_request(self, adapter: str, scope: str) -> "Namespace":
+        return replace(self, adapter=adapter, scope=scope)
+
+
+def _blake2b(data: bytes, size: int, person: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=size, person=person).digest()
+
+
+def namespace_id(ns: Namespace) -> bytes:
+    canonical = json.dumps({"v": KEY_VERSION, **asdict(ns)}, sort_keys=True, separators=(",", ":"))
+    return _blake2b(canonical.encode(), NAMESPACE_BYTES, b"msc-ns-v1")
+
+
+def namespace_root(ns: Namespace) -> bytes:
+    """The chain's starting point for `ns` (not itself a block key)."""
+    nsid = namespace_id(ns)
+    return nsid + _blake2b(nsid, 32, b"msc-root-v1")
+
+
+def chain_key(parent: bytes, token_ids: Sequence[int]) -> bytes:
+    """The key of the block holding `token_ids`, whose predecessor's key (or the root) is `parent`."""
+    if len(parent) != KEY_BYTES:
+        raise ValueError(f"parent key must be {KEY_BYTES} bytes, got {len(parent)}")
+    tokens = np.asarray(token_ids, dtype=np.int64)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**32):
+        raise ValueError("token ids must be in [0, 2**32)")
+    return parent[:NAMESPACE_BYTES] + _blake2b(parent + tokens.astype("<u4").tobytes(), 32, b"msc-block-v1")
+
+
+def block_keys(ns: Namespace, token_ids: Sequence[int]) -> list[bytes]:
+    """Keys of every full block of `token_ids` (a trailing partial block has none)."""
+    keys, parent = [], namespace_root(ns)
+    for start in range(0, len(token_ids) - ns.block_size + 1, ns.block_size):
+        parent = chain_key(parent, token_ids[start:start + ns.block_size])
+        keys.append(parent)
+    return keys
+
+
+def key_namespace(key: bytes) -> bytes:
+    return key[:NAMESPACE_BYTES]

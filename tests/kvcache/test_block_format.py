@@ -1,0 +1,44 @@
+"""The stored-block format: pinned header bytes, one-copy decode into a preallocated array, corruption detected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kvcache.block_format import CorruptBlock, decode_into, encode, header_size
+
+
+def block() -> np.ndarray:
+    return np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)  # stands for bfloat16 data
+
+
+def test_golden_header():
+    data = encode(block(), "bfloat16", "LBHNC")
+    assert len(data) == header_size(3) + 48
+    assert data[:header_size(3)].hex() == "4d534b56010303004c42484e4300000030000000000000005637d3bfc109f899020000000300000004000000"
+
+
+def test_round_trip_into_a_preallocated_array():
+    out = np.zeros((2, 3, 4), dtype=np.int16)
+    decode_into(encode(block(), "bfloat16", "LBHNC"), out, "bfloat16", "LBHNC")
+    assert np.array_equal(out, block())
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d[:-1],  # truncated
+    lambda d: d[:40] + bytes([d[40] ^ 1]) + d[41:],  # a flipped payload bit
+    lambda d: b"XXXX" + d[4:],  # not our magic
+    lambda d: d[:5] + b"\x01" + d[6:],  # another dtype
+])
+def test_damaged_blocks_are_refused(damage):
+    out = np.zeros((2, 3, 4), dtype=np.int16)
+    with pytest.raises(CorruptBlock):
+        decode_into(damage(encode(block(), "bfloat16", "LBHNC")), out, "bfloat16", "LBHNC")
+
+
+def test_a_block_of_another_shape_or_layout_is_refused():
+    data = encode(block(), "bfloat16", "LBHNC")
+    with pytest.raises(CorruptBlock):
+        decode_into(data, np.zeros((3, 2, 4), dtype=np.int16), "bfloat16", "LBHNC")
+    with pytest.raises(CorruptBlock):
+        decode_into(data, np.zeros((2, 3, 4), dtype=np.int16), "bfloat16", "LBNHC")
