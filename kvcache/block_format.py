@@ -30,6 +30,7 @@ VERSION = 1
 _FIXED = struct.Struct("<4sBBBB8sQQ")
 DTYPE_CODES = {"float32": 1, "float16": 2, "bfloat16": 3, "float8_e4m3fn": 4, "float8_e5m2": 5, "uint8": 6}
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
+DTYPE_WIDTHS = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1, "uint8": 1}
 
 
 class CorruptBlock(ValueError):
@@ -41,12 +42,17 @@ def header_size(ndim: int) -> int:
 
 
 def encode(array: np.ndarray, dtype: str, layout: str) -> bytes:
-    """Header + payload of `array` (made C-contiguous), labelled with `dtype` and `layout`."""
+    """Header + payload of `array` (made C-contiguous), labelled with `dtype` and `layout`; the payload is copied
+    once, into the result."""
+    if dtype not in DTYPE_CODES:
+        raise ValueError(f"dtype {dtype!r} has no block code; allowed: {', '.join(DTYPE_CODES)}")
+    if array.itemsize != DTYPE_WIDTHS[dtype]:
+        raise ValueError(f"a {dtype} block needs {DTYPE_WIDTHS[dtype]}-byte elements, got {array.dtype}")
     payload = np.ascontiguousarray(array)
     view = memoryview(payload).cast("B")
     fixed = _FIXED.pack(MAGIC, VERSION, DTYPE_CODES[dtype], payload.ndim, 0, _layout_bytes(layout), view.nbytes,
                         xxhash.xxh3_64_intdigest(view))
-    return fixed + struct.pack(f"<{payload.ndim}I", *payload.shape) + view.tobytes()
+    return b"".join((fixed, struct.pack(f"<{payload.ndim}I", *payload.shape), view))
 
 
 def decode_into(data: bytes | memoryview, out: np.ndarray, dtype: str, layout: str) -> None:

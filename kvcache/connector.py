@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +28,11 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorBase_V1,
     KVConnectorMetadata,
     KVConnectorRole,
-    KVConnectorWorkerMetadata,
 )
 from vllm.v1.kv_cache_interface import group_kernel_blocks
 
 from kvcache.connector_config import ConnectorConfig
+from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, chain_key, namespace_root
 from kvcache.store import StoreConfig, TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
@@ -43,11 +44,9 @@ if TYPE_CHECKING:
     from vllm.v1.core.kv_cache_manager import KVCacheBlocks
     from vllm.v1.core.sched.output import SchedulerOutput
     from vllm.v1.kv_cache_interface import KVCacheConfig
-    from vllm.v1.outputs import KVConnectorOutput
     from vllm.v1.request import Request
 
 log = logging.getLogger("memsidecar.kvcache")
-RECENT_KEYS_LIMIT = 1 << 16
 
 
 @dataclass
@@ -55,24 +54,6 @@ class MemsidecarMetadata(KVConnectorMetadata):
     """Scheduler → worker, once per step."""
 
     transfers: StepTransfers = field(default_factory=StepTransfers)
-
-
-@dataclass
-class MemsidecarWorkerMetadata(KVConnectorWorkerMetadata):
-    """Worker → scheduler, once per step: keys the worker now holds, so the next request can hit them at once."""
-
-    saved: tuple[bytes, ...] = ()
-
-    def aggregate(self, other: "KVConnectorWorkerMetadata") -> "KVConnectorWorkerMetadata":
-        assert isinstance(other, MemsidecarWorkerMetadata)
-        return MemsidecarWorkerMetadata(self.saved + other.saved)
-
-
-def request_namespace(base: Namespace, request: "Request") -> Namespace:
-    """The namespace of one request: the engine's, plus its LoRA adapter and isolation scope."""
-    lora = request.lora_request
-    adapter = "none" if lora is None else f"{lora.lora_name}@{lora.lora_path}"
-    return base.with_request(adapter=adapter, scope=request.cache_salt or "public")
 
 
 class MemsidecarConnector(KVConnectorBase_V1):
@@ -84,12 +65,14 @@ class MemsidecarConnector(KVConnectorBase_V1):
         self._block_size = vllm_config.cache_config.block_size
         self._num_blocks = kv_cache_config.num_blocks
         self._base_namespace = self._config.base_namespace
-        store_config = StoreConfig(self._config.store_dir, self._config.ram_bytes, self._config.disk_bytes)
+        store_config = StoreConfig(self._config.store_dir, self._config.ram_bytes, self._config.disk_bytes,
+                                   self._config.remote_url)
         if role == KVConnectorRole.SCHEDULER:
             self._store = TieredStore.open(store_config, with_ram=False)
-            self._planner = TransferPlanner(self._block_size, chain_key, self._count_stored_prefix, self._is_stored)
+            self._planner = TransferPlanner(self._block_size, chain_key, self._store.lookup_prefix,
+                                            self._store.contains_locally)
             self._requests: dict[str, Request] = {}
-            self._recent: dict[bytes, None] = {}
+            self._adapter_ids: dict[tuple[str, str], str] = {}
         else:
             self._store = TieredStore.open(store_config, with_ram=True)
             self._worker = _Worker(self._store, self._base_namespace.kv_layout)
@@ -97,20 +80,21 @@ class MemsidecarConnector(KVConnectorBase_V1):
 
     # ---------------------------------------------------------------- scheduler side
 
-    def _is_stored(self, key: bytes) -> bool:
-        return key in self._recent or self._store.contains(key)
+    def _request_namespace(self, request: "Request") -> Namespace:
+        """The engine's namespace plus the request's LoRA adapter (by content) and isolation scope (`cache_salt`)."""
+        lora = request.lora_request
+        adapter = "none" if lora is None else self._adapter_id(lora.lora_name, lora.lora_path)
+        return self._base_namespace.with_request(adapter=adapter, scope=request.cache_salt or "public")
 
-    def _count_stored_prefix(self, keys: list[bytes]) -> int:
-        count = 0
-        for key in keys:
-            if not self._is_stored(key):
-                break
-            count += 1
-        return count
+    def _adapter_id(self, name: str, path: str) -> str:
+        """Content id of an adapter, hashed once per (name, path) in this process (as vLLM caches adapters)."""
+        if (name, path) not in self._adapter_ids:
+            self._adapter_ids[name, path] = adapter_id(name, Path(path), self._config.store_dir / "fingerprints.json")
+        return self._adapter_ids[name, path]
 
     def get_num_new_matched_tokens(self, request: "Request", num_computed_tokens: int) -> tuple[int | None, bool]:
         self._requests[request.request_id] = request
-        root = namespace_root(request_namespace(self._base_namespace, request))
+        root = namespace_root(self._request_namespace(request))
         hit = self._planner.match(request.request_id, root, request.prompt_token_ids or [], num_computed_tokens)
         return hit, False
 
@@ -131,16 +115,8 @@ class MemsidecarConnector(KVConnectorBase_V1):
         if request is None or self._kv_cache_manager is None:
             return None
         block_ids = self._kv_cache_manager.get_block_ids(req_id)[0]
-        return ScheduledRequest(req_id, request.all_token_ids, num_computed, output.num_scheduled_tokens[req_id],
-                                block_ids)
-
-    def update_connector_output(self, connector_output: "KVConnectorOutput") -> None:
-        meta = connector_output.kv_connector_worker_meta
-        if isinstance(meta, MemsidecarWorkerMetadata):
-            for key in meta.saved:
-                self._recent[key] = None
-            while len(self._recent) > RECENT_KEYS_LIMIT:
-                del self._recent[next(iter(self._recent))]
+        return ScheduledRequest(req_id, request.all_token_ids, request.num_prompt_tokens, num_computed,
+                                output.num_scheduled_tokens[req_id], block_ids)
 
     def request_finished(self, request: "Request", block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         self._planner.finished(request.request_id)
@@ -174,10 +150,6 @@ class MemsidecarConnector(KVConnectorBase_V1):
     def get_block_ids_with_load_errors(self) -> set[int]:
         return self._worker.take_load_errors()
 
-    def build_connector_worker_meta(self) -> KVConnectorWorkerMetadata | None:
-        saved = self._worker.take_saved_keys()
-        return MemsidecarWorkerMetadata(saved) if saved else None
-
     def shutdown(self) -> None:
         if self.role == KVConnectorRole.WORKER:
             self._worker.close()
@@ -196,8 +168,7 @@ class _Worker:
         self.layout = layout
         self.layers: list[torch.Tensor] = []
         self._load_errors: set[int] = set()
-        self._saved: list[bytes] = []
-        self._saved_lock = threading.Lock()
+        self.dropped_saves = 0
         self._queue: queue.Queue = queue.Queue(maxsize=64)
         self._thread = threading.Thread(target=self._write_loop, name="memsidecar-kv-writer", daemon=True)
         self._thread.start()
@@ -246,7 +217,11 @@ class _Worker:
         done = torch.cuda.Event() if self.device.type == "cuda" else None
         if done is not None:
             done.record()
-        self._queue.put(([t.key for t in saves], staging, done))
+        try:
+            self._queue.put_nowait(([t.key for t in saves], staging, done))
+        except queue.Full:  # never stall decoding on the disk: a dropped save is only a future miss
+            self.dropped_saves += len(saves)
+            log.warning("KV writer is behind; dropped %d block saves (%d in all)", len(saves), self.dropped_saves)
 
     def _write_loop(self) -> None:
         while True:
@@ -259,8 +234,6 @@ class _Worker:
                     done.synchronize()
                 blocks = [(key, _numpy_view(block)) for key, block in zip(keys, staging)]
                 self.store.put_many(blocks, self.dtype_name, self.layout)
-                with self._saved_lock:
-                    self._saved += keys
             except Exception:  # a failed save is a future miss, never a failed request
                 log.exception("saving %d KV blocks failed", len(keys))
             finally:
@@ -269,11 +242,6 @@ class _Worker:
     def take_load_errors(self) -> set[int]:
         errors, self._load_errors = self._load_errors, set()
         return errors
-
-    def take_saved_keys(self) -> tuple[bytes, ...]:
-        with self._saved_lock:
-            saved, self._saved = tuple(self._saved), []
-        return saved
 
     def close(self) -> None:
         self._queue.put(None)

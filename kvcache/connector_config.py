@@ -20,9 +20,9 @@ CONNECTOR_CLASS = "MemsidecarConnector"
 CONNECTOR_MODULE = "kvcache.connector"
 
 
-def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int) -> str:
+def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int, remote_url: str | None = None) -> str:
     """The JSON for vLLM's `--kv-transfer-config` that loads memsidecar's connector."""
-    extra = {"store_dir": str(store_dir), "ram_bytes": ram_bytes, "disk_bytes": disk_bytes}
+    extra = {"store_dir": str(store_dir), "ram_bytes": ram_bytes, "disk_bytes": disk_bytes, "remote_url": remote_url}
     return json.dumps({
         "kv_connector": CONNECTOR_CLASS,
         "kv_connector_module_path": CONNECTOR_MODULE,
@@ -49,6 +49,7 @@ class ConnectorConfig:
     store_dir: Path
     ram_bytes: int
     disk_bytes: int
+    remote_url: str | None
     base_namespace: Namespace
 
     @classmethod
@@ -61,8 +62,10 @@ class ConnectorConfig:
         store_dir = Path(extra["store_dir"])
         store_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = model_fingerprint(Path(vllm_config.model_config.model), store_dir / "fingerprints.json")
+        quantization = getattr(vllm_config.model_config, "quantization", None) or "none"
         namespace = Namespace(
             model_fingerprint=fingerprint,
+            engine_variant=f"lora={vllm_config.lora_config is not None};quant={quantization}",
             kv_dtype=str(cache.cache_dtype if cache.cache_dtype != "auto" else vllm_config.model_config.dtype),
             kv_layout=str(cache.kv_cache_layout or "unknown"),
             block_size=cache.block_size,
@@ -71,4 +74,4 @@ class ConnectorConfig:
             adapter="none",
             scope="public",
         )
-        return cls(store_dir, int(extra["ram_bytes"]), int(extra["disk_bytes"]), namespace)
+        return cls(store_dir, int(extra["ram_bytes"]), int(extra["disk_bytes"]), extra.get("remote_url"), namespace)

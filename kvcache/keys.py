@@ -7,14 +7,15 @@ Format (version 1, pinned by golden-bytes tests):
 - block i's key is `nsid + BLAKE2b-256(parent key || token ids as little-endian uint32)` (person `msc-block-v1`).
 
 Keys never come from Python's `hash()`, so every process and machine computes the same ones. A block computed under
-one namespace (model, KV dtype and layout, block size, parallel rank, LoRA adapter, isolation scope) can never be
-found under another.
+one namespace (model, engine variant, KV dtype and layout, block size, parallel rank, LoRA adapter, isolation scope)
+can never be found under another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -23,13 +24,18 @@ import numpy as np
 KEY_VERSION = 1
 NAMESPACE_BYTES = 16
 KEY_BYTES = 48
+ADAPTER_PATTERN = re.compile(r"none|[^@\s]+@[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class Namespace:
-    """Everything that decides whether stored KV may be reused. `adapter` is "none" or "name@content-id"."""
+    """Everything that decides whether stored KV may be reused. `adapter` is "none" or "name@<sha256 hex>" from
+    `fingerprint.adapter_id` (content, never a path: a retrained adapter at the same path must not reuse KV);
+    `engine_variant` names engine settings that change the numerics (LoRA layers, quantization), since KV computed
+    with them differs in its low bits from KV computed without, and greedy outputs would then diverge."""
 
     model_fingerprint: str
+    engine_variant: str
     kv_dtype: str
     kv_layout: str
     block_size: int
@@ -37,6 +43,17 @@ class Namespace:
     tp_size: int = 1
     adapter: str = "none"
     scope: str = "public"
+
+    def __post_init__(self) -> None:
+        if not ADAPTER_PATTERN.fullmatch(self.adapter):
+            raise ValueError(f"Namespace.adapter must be 'none' or 'name@<64 hex sha256>', got {self.adapter!r}")
+        if self.block_size <= 0:
+            raise ValueError(f"Namespace.block_size must be positive, got {self.block_size}")
+        if not 0 <= self.tp_rank < self.tp_size:
+            raise ValueError(f"Namespace.tp_rank must be in [0, tp_size={self.tp_size}), got {self.tp_rank}")
+        for name in ("model_fingerprint", "kv_dtype", "kv_layout", "scope"):
+            if not getattr(self, name):
+                raise ValueError(f"Namespace.{name} must not be empty")
 
     def with_request(self, adapter: str, scope: str) -> "Namespace":
         return replace(self, adapter=adapter, scope=scope)
@@ -67,11 +84,17 @@ def chain_key(parent: bytes, token_ids: Sequence[int]) -> bytes:
     return parent[:NAMESPACE_BYTES] + _blake2b(parent + tokens.astype("<u4").tobytes(), 32, b"msc-block-v1")
 
 
-def block_keys(ns: Namespace, token_ids: Sequence[int]) -> list[bytes]:
-    """Keys of every full block of `token_ids` (a trailing partial block has none)."""
-    keys, parent = [], namespace_root(ns)
-    for start in range(0, len(token_ids) - ns.block_size + 1, ns.block_size):
-        parent = chain_key(parent, token_ids[start:start + ns.block_size])
+def block_keys(ns: Namespace, token_ids: Sequence[int], block_size: int | None = None) -> list[bytes]:
+    """Keys of every full block of `token_ids` (a trailing partial block has none).
+
+    `block_size` defaults to the namespace's; passing another is refused, since the keys would then be filed
+    under a namespace that does not describe them.
+    """
+    if block_size is not None and block_size != ns.block_size:
+        raise ValueError(f"block_size {block_size} differs from Namespace.block_size {ns.block_size}")
+    size, keys, parent = ns.block_size, [], namespace_root(ns)
+    for start in range(0, len(token_ids) - size + 1, size):
+        parent = chain_key(parent, token_ids[start:start + size])
         keys.append(parent)
     return keys
 

@@ -1,36 +1,53 @@
 """The disk tier: encoded blocks in an LMDB environment whose map size is the disk budget.
 
 py-lmdb rules this module keeps:
-- one `lmdb.Environment` per directory per process, opened after any fork (the connector opens it in the engine's
-  scheduler and worker processes; LMDB coordinates them through its lock file);
-- a transaction is used only by the thread that began it; buffers from `buffers=True` reads are consumed (decoded
-  into the caller's array or copied) before the transaction ends;
-- one writer at a time (LMDB serialises writers); writes are batched, one synced transaction per batch, so a crash
-  loses at most the batch in flight and never corrupts what was committed.
+- open the environment after any fork, one `lmdb.Environment` per directory per process (the connector opens it
+  in the engine's scheduler and worker processes; LMDB coordinates them through its lock file);
+- a transaction is used only by the thread that began it, and buffers from `buffers=True` reads are consumed
+  (decoded into the caller's array, or copied) before the transaction ends: they point into the memory map;
+- one writer at a time (LMDB serialises writers across threads and processes). Writes are batched, one transaction
+  per batch, synced on commit by default, so a crash loses at most the batch in flight and never corrupts what was
+  committed (`sync=False` trades that for speed: a crash may then lose recent commits, still without corruption).
 
-Databases: `blocks` (key -> encoded block), `order` (8-byte big-endian write sequence -> key) and `seq`
-(key -> sequence) for oldest-first eviction when the map is full, `pins` (key -> b"") for blocks never evicted.
+On-disk layout (format `msc-kv-lmdb-1`, in the `meta` database under `format`; pinned by a golden test):
+- `blocks`: 48-byte key -> encoded block (`block_format`);
+- `order`: 8-byte big-endian access sequence -> key, oldest first; `seq`: key -> its 8-byte sequence;
+- `pins`: key -> b"" for blocks never evicted.
+
+Eviction is least recently used: reads are noted in memory and re-sequenced in the next write transaction (a read
+never waits for a disk sync; a crash forgets only recency, not blocks). LMDB needs free pages even to delete
+(copy-on-write), so eviction starts at a high-water mark; if a write still hits `MapFullError` the oldest blocks
+are evicted and the write retried.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
+from kvcache.policy import Entry, choose_victims
+from kvcache.tier import TierUsage
+
 log = logging.getLogger("memsidecar.kvcache")
 T = TypeVar("T")
-# LMDB needs free pages even to delete (copy-on-write), so eviction starts well before the map is full.
+FORMAT = b"msc-kv-lmdb-1"
 HIGH_WATER = 0.8
 LOW_WATER = 0.6
+WRITE_ATTEMPTS = 4
+_SEQ = struct.Struct(">Q")
 
 
 class LmdbTier:
-    """Blocks on disk; when the map is full the oldest unpinned blocks are evicted and the write retried."""
+    """Blocks on disk; when the map fills, the least recently used unpinned blocks are evicted."""
+
+    name = "disk"
 
     def __init__(self, env: lmdb.Environment, budget_bytes: int) -> None:
         self._env = env
@@ -39,54 +56,99 @@ class LmdbTier:
         self._order = env.open_db(b"order")
         self._seq = env.open_db(b"seq")
         self._pins = env.open_db(b"pins")
+        self._meta = env.open_db(b"meta")
+        self._touched: dict[bytes, None] = {}
+        self._touch_lock = threading.Lock()  # reads (loading thread) note keys the writer thread re-sequences
 
     @classmethod
-    def open(cls, directory: Path, budget_bytes: int) -> "LmdbTier":
+    def open(cls, directory: Path, budget_bytes: int, sync: bool = True) -> LmdbTier:
+        """Open (creating) the store in `directory`; a ValueError naming the directory if that is impossible."""
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            env = lmdb.open(str(directory), map_size=budget_bytes, max_dbs=4, sync=True, metasync=True,
-                            readahead=False, max_readers=256)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError("directory is not writable")
+            env = lmdb.open(str(directory), map_size=budget_bytes, max_dbs=5, sync=sync, metasync=sync,
+                            readahead=True, max_readers=256)
         except (OSError, lmdb.Error) as exc:
             raise ValueError(f"cannot open the KV store in {directory}: {exc}") from None
-        return cls(env, budget_bytes)
+        tier = cls(env, budget_bytes)
+        tier._check_format(directory)
+        return tier
+
+    def _check_format(self, directory: Path) -> None:
+        with self._env.begin(write=True, db=self._meta) as txn:
+            found = txn.get(b"format")
+            if found is None:
+                txn.put(b"format", FORMAT)
+            elif found != FORMAT:
+                raise ValueError(f"the KV store in {directory} has format {found!r}, expected {FORMAT!r}; "
+                                 "delete the directory (it is a cache) or point --kv-store-dir elsewhere")
 
     def close(self) -> None:
         self._env.close()
 
     def contains(self, key: bytes) -> bool:
+        """Positions a cursor on the key without reading the value (a `get` would copy the whole block)."""
         with self._env.begin(db=self._blocks) as txn:
-            return txn.get(key) is not None
+            return txn.cursor().set_key(key)
 
     def read(self, key: bytes, consume: Callable[[memoryview], T]) -> T | None:
-        """Call `consume` on the stored bytes (valid only during the call); None when absent."""
+        """`consume` the stored bytes (valid only during the call); None when absent."""
         with self._env.begin(db=self._blocks, buffers=True) as txn:
             data = txn.get(key)
-            return None if data is None else consume(data)
+            result = None if data is None else consume(data)
+        if data is not None:
+            with self._touch_lock:
+                self._touched[key] = None
+        return result
 
-    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Store blocks in one transaction, first evicting the oldest if that would pass the high-water mark."""
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Store blocks in one transaction, evicting the oldest as needed. Evicted blocks are dropped: returns []."""
         needed = sum(len(data) for _, data in items)
         used = self.used_bytes()
         if used + needed > HIGH_WATER * self.budget_bytes:
             self.evict_oldest(used + needed - int(LOW_WATER * self.budget_bytes))
-        try:
-            self._write(items)
-        except lmdb.MapFullError:
-            log.warning("KV disk tier full even after eviction; %d blocks not stored", len(items))
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                self._write(items)
+                return []
+            except lmdb.MapFullError:
+                if not self.evict_oldest(max(needed, self.budget_bytes // 10)):
+                    break
+        log.warning("KV disk tier full of pinned blocks or too small; %d blocks (%d bytes) not stored",
+                    len(items), needed)
+        return []
 
     def _write(self, items: list[tuple[bytes, bytes]]) -> None:
         with self._env.begin(write=True) as txn:
-            cursor = txn.cursor(db=self._order)
-            sequence = struct.unpack(">Q", cursor.key())[0] + 1 if cursor.last() else 0
+            sequence = self._resequence_touched(txn)
             for key, data in items:
-                old = txn.get(key, db=self._seq)
-                if old is not None:
-                    txn.delete(old, db=self._order)
-                packed = struct.pack(">Q", sequence)
                 txn.put(key, data, db=self._blocks)
-                txn.put(packed, key, db=self._order)
-                txn.put(key, packed, db=self._seq)
+                self._set_sequence(txn, key, sequence)
                 sequence += 1
+
+    def _next_sequence(self, txn: lmdb.Transaction) -> int:
+        cursor = txn.cursor(db=self._order)
+        return _SEQ.unpack(cursor.key())[0] + 1 if cursor.last() else 0
+
+    def _set_sequence(self, txn: lmdb.Transaction, key: bytes, sequence: int) -> None:
+        old = txn.get(key, db=self._seq)
+        if old is not None:
+            txn.delete(old, db=self._order)
+        packed = _SEQ.pack(sequence)
+        txn.put(packed, key, db=self._order)
+        txn.put(key, packed, db=self._seq)
+
+    def _resequence_touched(self, txn: lmdb.Transaction) -> int:
+        """Move blocks read since the last write to the recent end; return the next free sequence number."""
+        with self._touch_lock:
+            touched, self._touched = list(self._touched), {}
+        sequence = self._next_sequence(txn)
+        for key in touched:
+            if txn.get(key, db=self._seq) is not None:
+                self._set_sequence(txn, key, sequence)
+                sequence += 1
+        return sequence
 
     def evict(self, keys: Iterable[bytes]) -> int:
         with self._env.begin(write=True) as txn:
@@ -99,43 +161,67 @@ class LmdbTier:
         return txn.delete(key, db=self._blocks)
 
     def evict_oldest(self, bytes_to_free: int) -> int:
-        """Delete the oldest unpinned blocks until about `bytes_to_free` bytes are released."""
-        freed = evicted = 0
-        with self._env.begin(write=True) as txn:
-            for _, key in list(txn.cursor(db=self._order)):
-                if freed >= bytes_to_free:
-                    break
-                if txn.get(key, db=self._pins) is not None:
-                    continue
-                freed += len(txn.get(key, db=self._blocks) or b"")
-                evicted += self._delete(txn, key)
-        log.info("KV disk tier full: evicted %d blocks (%d bytes)", evicted, freed)
-        return evicted
+        """Delete the least recently used unpinned blocks until about `bytes_to_free` bytes are released."""
+        try:
+            with self._env.begin(write=True) as txn:
+                self._resequence_touched(txn)
+                victims = choose_victims(self._oldest_first(txn), bytes_to_free, 0)
+                for key in victims:
+                    self._delete(txn, key)
+        except lmdb.MapFullError:
+            log.error("KV disk tier is too full even to delete; raise the disk budget")
+            return 0
+        log.info("KV disk tier full: evicted %d blocks to free %d bytes", len(victims), bytes_to_free)
+        return len(victims)
 
-    def pin(self, keys: Iterable[bytes], pinned: bool = True) -> None:
+    def _oldest_first(self, txn: lmdb.Transaction) -> Iterator[Entry]:
+        for packed, key in txn.cursor(db=self._order):
+            data = txn.get(key, db=self._blocks)
+            pinned = txn.get(key, db=self._pins) is not None
+            yield Entry(bytes(key), len(data or b""), _SEQ.unpack(packed)[0], pinned=pinned)
+
+    def entries(self, prefix: bytes = b"") -> list[Entry]:
+        """Planner entries of the blocks under `prefix`; `last_access` is the access sequence."""
+        with self._env.begin(buffers=True) as txn:
+            result = []
+            for key in self._keys(txn, prefix):
+                packed = txn.get(key, db=self._seq)
+                size = len(txn.get(key, db=self._blocks))
+                last = _SEQ.unpack(packed)[0] if packed is not None else 0
+                result.append(Entry(key, size, last, pinned=txn.get(key, db=self._pins) is not None))
+            return result
+
+    def pin(self, keys: Iterable[bytes]) -> None:
         with self._env.begin(write=True, db=self._pins) as txn:
             for key in keys:
-                txn.put(key, b"") if pinned else txn.delete(key)
+                txn.put(key, b"")
 
-    def keys_with_prefix(self, prefix: bytes) -> list[bytes]:
-        with self._env.begin(db=self._blocks) as txn:
-            cursor = txn.cursor()
-            keys: list[bytes] = []
-            if not cursor.set_range(prefix):
-                return keys
-            for raw in cursor.iternext(values=False):
-                if not bytes(raw).startswith(prefix):
-                    break
-                keys.append(bytes(raw))
-            return keys
+    def unpin(self, keys: Iterable[bytes]) -> None:
+        with self._env.begin(write=True, db=self._pins) as txn:
+            for key in keys:
+                txn.delete(key)
+
+    def keys(self, prefix: bytes = b"") -> list[bytes]:
+        with self._env.begin() as txn:
+            return list(self._keys(txn, prefix))
+
+    def _keys(self, txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
+        cursor = txn.cursor(db=self._blocks)
+        if not cursor.set_range(prefix):
+            return
+        for raw in cursor.iternext(values=False):
+            key = bytes(raw)
+            if not key.startswith(prefix):
+                return
+            yield key
 
     def used_bytes(self) -> int:
         """Bytes in pages used by all databases (free pages excluded)."""
         with self._env.begin() as txn:
-            stats = [txn.stat(db) for db in (self._blocks, self._order, self._seq, self._pins)]
+            stats = [txn.stat(db) for db in (self._blocks, self._order, self._seq, self._pins, self._meta)]
         return sum((s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]) * s["psize"] for s in stats)
 
-    def stats(self) -> dict[str, int]:
+    def usage(self) -> TierUsage:
         with self._env.begin() as txn:
             entries = txn.stat(self._blocks)["entries"]
-        return {"entries": entries, "bytes": self.used_bytes(), "budget_bytes": self.budget_bytes}
+        return TierUsage(entries, self.used_bytes(), self.budget_bytes)

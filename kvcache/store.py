@@ -1,13 +1,24 @@
-"""The tiered store of activation memory: RAM (LRU) in front of LMDB on disk.
+"""The tiered store of activation memory: RAM (LRU) in front of LMDB on disk, with an optional shared remote tier.
 
-- `put_many` writes to RAM and through to disk in one batch (the worker calls it from its background writer), so a
-  restarted engine finds every block that was acknowledged; RAM evictions need no demotion since disk has them.
-- `get_into` reads from the fastest tier holding the key, decodes straight into the caller's array, and promotes a
-  disk hit to RAM. A block that fails its header or checksum is a miss: it is counted and deleted from its tier.
-- `lookup` / `contains` are what the scheduler asks; the scheduler opens the store without a RAM tier.
+Rules:
+- `put_many` encodes blocks once, writes them to RAM and through to disk in one LMDB transaction, then to the
+  remote tier. Write-through, not write-behind: the connector already calls `put_many` from a background thread,
+  so the disk write costs decoding nothing, and every acknowledged block survives a crash or restart. Write-behind
+  would save no disk bandwidth (blocks are immutable and content-addressed, so each is written once either way) and
+  would lose every un-flushed block in a crash.
+- RAM evictions are demoted to disk when disk no longer holds them (disk may have evicted a block that RAM kept
+  hot); usually it does, and a demotion costs one key lookup.
+- `get_into` walks the tiers fastest first and decodes straight into the caller's array. A hit below RAM is
+  promoted to RAM (a remote hit also to disk). A block that fails its header or checksum is a miss in that tier:
+  it is counted, deleted from that tier, and the next tier is tried.
+- the remote tier degrades to misses and dropped writes when its server is away (see `remote_tier`).
+- the scheduler opens the store without a RAM tier: it only asks `lookup_prefix` / `contains_locally`.
 
-Locking: one lock guards the RAM tier and the counters; LMDB reads and writes run outside it (LMDB's own locks
-serialise writers across threads and processes).
+Locking rule: `_lock` guards the RAM tier and the counters and is held only for in-memory work, never across LMDB
+or Redis I/O or a decode (RAM blocks are immutable `bytes`, safe to decode after the lock is released even if they
+are evicted meanwhile). The disk tier may be called from any thread: each call is its own LMDB transaction and
+LMDB serialises writers. The remote tier's client has a thread-safe connection pool. So `get_into` (the loading
+thread) and `put_many` (the writer thread) run concurrently.
 """
 
 from __future__ import annotations
@@ -15,23 +26,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kvcache.block_format import CorruptBlock, decode_into, encode
 from kvcache.lmdb_tier import LmdbTier
+from kvcache.policy import plan
 from kvcache.ram_tier import RamTier
+from kvcache.remote_tier import RemoteTier
+from kvcache.tier import Tier
 
 log = logging.getLogger("memsidecar.kvcache")
 
 
 @dataclass(frozen=True)
 class StoreConfig:
+    """Where and how big. `sync=False` makes disk commits unsynced (faster; a crash may lose recent blocks)."""
+
     directory: Path
     ram_bytes: int
     disk_bytes: int
+    remote_url: str | None = None
+    sync: bool = True
+    remote_timeout_s: float = 0.5
+    remote_cooldown_s: float = 5.0
 
 
 @dataclass
@@ -50,144 +71,207 @@ class TierCounters:
 
 @dataclass
 class _Counters:
-    ram: TierCounters = field(default_factory=TierCounters)
-    disk: TierCounters = field(default_factory=TierCounters)
+    tiers: dict[str, TierCounters] = field(default_factory=dict)
     puts: int = 0
+    demoted: int = 0
 
 
 class TieredStore:
-    """Blocks by 48-byte key across RAM and disk; see the module docstring for the rules."""
+    """Blocks by 48-byte key across RAM, disk and an optional remote tier; see the module docstring for the rules."""
 
-    def __init__(self, ram: RamTier | None, disk: LmdbTier) -> None:
+    def __init__(self, ram: RamTier | None, disk: LmdbTier, remote: RemoteTier | None = None) -> None:
         self.ram = ram
         self.disk = disk
+        self.remote = remote
+        self._tiers: list[Tier] = [tier for tier in (ram, disk, remote) if tier is not None]
         self._lock = threading.Lock()
-        self._counters = _Counters()
+        self._counters = _Counters({tier.name: TierCounters() for tier in self._tiers})
 
     @classmethod
-    def open(cls, config: StoreConfig, with_ram: bool = True) -> "TieredStore":
+    def open(cls, config: StoreConfig, with_ram: bool = True) -> TieredStore:
         ram = RamTier(config.ram_bytes) if with_ram else None
-        return cls(ram, LmdbTier.open(config.directory, config.disk_bytes))
+        disk = LmdbTier.open(config.directory, config.disk_bytes, sync=config.sync)
+        remote = None
+        if config.remote_url:
+            remote = RemoteTier.open(config.remote_url, timeout_s=config.remote_timeout_s,
+                                     cooldown_s=config.remote_cooldown_s)
+        return cls(ram, disk, remote)
 
     def close(self) -> None:
         self.disk.close()
+        if self.remote is not None:
+            self.remote.close()
 
-    def contains(self, key: bytes) -> bool:
+    # ------------------------------------------------------------------ lookups
+
+    def contains_locally(self, key: bytes) -> bool:
         if self.ram is not None:
             with self._lock:
                 if self.ram.contains(key):
                     return True
         return self.disk.contains(key)
 
-    def lookup(self, keys: list[bytes]) -> int:
-        """How many leading `keys` the store holds."""
+    def contains(self, key: bytes) -> bool:
+        return self.contains_locally(key) or (self.remote is not None and self.remote.contains(key))
+
+    def lookup_prefix(self, keys: list[bytes]) -> int:
+        """How many leading `keys` any tier holds: local tiers first, then one remote round trip for the rest."""
         count = 0
-        while count < len(keys) and self.contains(keys[count]):
+        while count < len(keys) and self.contains_locally(keys[count]):
             count += 1
+        if self.remote is not None and count < len(keys):
+            count += self.remote.count_prefix(keys[count:])
         return count
 
+    lookup = lookup_prefix  # the name the connector used first
+
+    # ------------------------------------------------------------------ reads
+
     def get_into(self, key: bytes, out: np.ndarray, dtype: str, layout: str) -> bool:
-        """Decode the block `key` into `out`; False on a miss (absent or corrupt)."""
-        if self.ram is not None and self._get_from_ram(key, out, dtype, layout):
-            return True
+        """Decode block `key` into `out` from the fastest tier holding a sound copy; False on a miss everywhere.
+
+        `out` is C-contiguous with the block's shape; for bfloat16 pass a uint16/int16 view and dtype "bfloat16".
+        """
+        for tier in self._tiers:
+            found = self._read(tier, key, out, dtype, layout)
+            if found is not None:
+                if tier is not self.ram:
+                    self._promote(key, found, tier)
+                return True
+        return False
+
+    def _read(self, tier: Tier, key: bytes, out: np.ndarray, dtype: str, layout: str) -> bytes | None:
+        """The block's bytes when `tier` had a sound copy (now decoded into `out`); None when absent or corrupt."""
+        keep = tier is self.remote or (self.ram is not None and tier is not self.ram)  # what `_promote` stores
+
+        def consume(view: memoryview) -> bytes:
+            decode_into(view, out, dtype, layout)
+            return bytes(view) if keep else b""
+
         started = time.perf_counter()
         try:
-            data = self.disk.read(key, lambda view: _decode_and_copy(view, out, dtype, layout, self.ram is not None))
+            if tier is self.ram:
+                with self._lock:
+                    data = self.ram.get(key)
+                found = None if data is None else consume(memoryview(data))
+            else:
+                found = tier.read(key, consume)
         except CorruptBlock as exc:
-            self._drop_corrupt(key, "disk", exc)
-            return False
+            self._drop_corrupt(tier, key, exc)
+            return None
         with self._lock:
-            counters = self._counters.disk
-            if data is None:
+            counters = self._counters.tiers[tier.name]
+            if found is None:
                 counters.misses += 1
-                return False
+                return None
             counters.hits += 1
             counters.bytes_read += out.nbytes
             counters.read_seconds += time.perf_counter() - started
-            if self.ram is not None and isinstance(data, bytes):
-                self.ram.put(key, data)
-        return True
+        return found
 
-    def _get_from_ram(self, key: bytes, out: np.ndarray, dtype: str, layout: str) -> bool:
-        started = time.perf_counter()
+    def _drop_corrupt(self, tier: Tier, key: bytes, error: CorruptBlock) -> None:
+        log.warning("dropping a corrupt KV block %s from the %s tier: %s", key.hex(), tier.name, error)
         with self._lock:
-            data = self.ram.get(key)
-        if data is None:
-            with self._lock:
-                self._counters.ram.misses += 1
-            return False
-        try:
-            decode_into(data, out, dtype, layout)
-        except CorruptBlock as exc:
-            self._drop_corrupt(key, "ram", exc)
-            return False
-        with self._lock:
-            counters = self._counters.ram
-            counters.hits += 1
-            counters.bytes_read += out.nbytes
-            counters.read_seconds += time.perf_counter() - started
-        return True
+            self._counters.tiers[tier.name].corrupt += 1
+            if tier is self.ram:
+                self.ram.evict([key])
+        if tier is not self.ram:
+            tier.evict([key])
 
-    def _drop_corrupt(self, key: bytes, tier: str, error: CorruptBlock) -> None:
-        log.warning("dropping a corrupt KV block from the %s tier: %s", tier, error)
-        with self._lock:
-            getattr(self._counters, tier).corrupt += 1
-            if tier == "ram":
-                self.ram.evict(key)
-        if tier == "disk":
-            self.disk.evict([key])
-
-    def put_many(self, items: list[tuple[bytes, np.ndarray]], dtype: str, layout: str) -> None:
-        """Encode and store blocks in RAM and on disk (one disk transaction)."""
-        encoded = [(key, encode(array, dtype, layout)) for key, array in items]
+    def _promote(self, key: bytes, data: bytes, source: Tier) -> None:
+        if source is self.remote:
+            self.disk.put_many([(key, data)])
         if self.ram is not None:
             with self._lock:
-                for key, data in encoded:
-                    self.ram.put(key, data)
+                evicted = self.ram.put(key, data)
+            self._demote(evicted)
+
+    def _demote(self, evicted: list[tuple[bytes, bytes]]) -> None:
+        """Write RAM's evictions to disk where disk no longer holds them."""
+        missing = [(key, data) for key, data in evicted if not self.disk.contains(key)]
+        if missing:
+            self.disk.put_many(missing)
+            with self._lock:
+                self._counters.demoted += len(missing)
+
+    # ------------------------------------------------------------------ writes
+
+    def put(self, key: bytes, array: np.ndarray, dtype: str, layout: str) -> None:
+        self.put_many([(key, array)], dtype, layout)
+
+    def put_many(self, items: list[tuple[bytes, np.ndarray]], dtype: str, layout: str) -> None:
+        """Encode and store blocks: RAM, then disk (one transaction), then remote. See the module rules."""
+        encoded = [(key, encode(array, dtype, layout)) for key, array in items]
+        evicted: list[tuple[bytes, bytes]] = []
+        if self.ram is not None:
+            with self._lock:
+                evicted = self.ram.put_many(encoded)
         self.disk.put_many(encoded)
+        self._demote(evicted)
+        if self.remote is not None:
+            self.remote.put_many(encoded)
         with self._lock:
             self._counters.puts += len(encoded)
 
-    def pin(self, keys: list[bytes], pinned: bool = True) -> None:
-        """Pinned blocks are never evicted from either tier."""
+    def pin(self, keys: Iterable[bytes]) -> None:
+        """Pinned blocks are never evicted from RAM or disk (a key may be pinned before it is stored)."""
+        keys = list(keys)
         if self.ram is not None:
             with self._lock:
-                (self.ram.pinned.update if pinned else self.ram.pinned.difference_update)(keys)
-        self.disk.pin(keys, pinned)
+                self.ram.pin(keys)
+        self.disk.pin(keys)
+
+    def unpin(self, keys: Iterable[bytes]) -> None:
+        keys = list(keys)
+        if self.ram is not None:
+            with self._lock:
+                self.ram.unpin(keys)
+        self.disk.unpin(keys)
 
     def drop_namespace(self, namespace_id: bytes) -> int:
-        """Delete every block of a namespace from every tier; returns how many disk blocks went."""
+        """Delete every block of a namespace from every tier; returns how many distinct blocks went."""
+        dropped: set[bytes] = set()
         if self.ram is not None:
             with self._lock:
-                for key in self.ram.keys_with_prefix(namespace_id):
-                    self.ram.evict(key)
-        return self.disk.evict(self.disk.keys_with_prefix(namespace_id))
+                keys = self.ram.keys(namespace_id)
+                self.ram.evict(keys)
+            dropped.update(keys)
+        for tier in self._tiers:
+            if tier is not self.ram:
+                keys = tier.keys(namespace_id)
+                tier.evict(keys)
+                dropped.update(keys)
+        return len(dropped)
 
     def prefetch(self, namespace_id: bytes) -> int:
-        """Copy a namespace's disk blocks into RAM, up to the RAM budget; returns how many were loaded."""
+        """Copy a namespace's disk blocks into free RAM, most recently used first; returns how many were loaded."""
         if self.ram is None:
             return 0
+        candidates = self.disk.entries(namespace_id)
+        with self._lock:
+            moves = plan(self.ram.entries(), self.ram.budget_bytes, candidates)
         loaded = 0
-        for key in self.disk.keys_with_prefix(namespace_id):
+        for key in moves.promote:
             data = self.disk.read(key, bytes)
-            with self._lock:
-                if data is None or self.ram.used_bytes + len(data) > self.ram.budget_bytes:
-                    break
-                self.ram.put(key, data)
-            loaded += 1
+            if data is not None:
+                with self._lock:
+                    evicted = self.ram.put(key, data)
+                self._demote(evicted)
+                loaded += 1
         return loaded
 
-    def stats(self) -> dict[str, dict]:
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, object]:
+        """Per tier: entries, bytes, budget_bytes (None where unknown), hits, misses, corrupt, read_bytes_per_s."""
+        usages = {tier.name: asdict(tier.usage()) for tier in self._tiers if tier is not self.ram}
         with self._lock:
-            ram = {"entries": len(self.ram), "bytes": self.ram.used_bytes, "budget_bytes": self.ram.budget_bytes} \
-                if self.ram is not None else {}
-            ram.update(self._counters.ram.as_dict())
-            disk = self._counters.disk.as_dict()
-            puts = self._counters.puts
-        return {"ram": ram, "disk": {**self.disk.stats(), **disk}, "puts": puts}
-
-
-def _decode_and_copy(view: memoryview, out: np.ndarray, dtype: str, layout: str, keep: bool) -> bytes | bool:
-    """Decode inside the LMDB transaction; also return a copy of the bytes when they will be promoted to RAM."""
-    decode_into(view, out, dtype, layout)
-    return bytes(view) if keep else True
+            if self.ram is not None:
+                usages[self.ram.name] = asdict(self.ram.usage())
+            result: dict[str, object] = {name: {**usages[name], **counters.as_dict()}
+                                         for name, counters in self._counters.tiers.items()}
+            result["puts"] = self._counters.puts
+            result["demoted"] = self._counters.demoted
+        if self.remote is not None:
+            result["remote"].update(self.remote.stats())
+        return result

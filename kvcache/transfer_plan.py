@@ -3,8 +3,11 @@
 Invariants:
 - a request's block `i` has key `keys[i]`, the chained key of its first `(i + 1) * block_size` tokens in the
   request's namespace; keys are computed once and extended as decoding fills blocks;
-- a hit never covers the whole prompt: at least one prompt token is always computed, so the engine has logits to
-  sample from;
+- a prompt whose length is not a multiple of the block size also has a *tail* block: its partial last block, keyed
+  by chaining the tail's tokens (fewer than a block, so never equal to a full block's key); it is saved once the
+  prompt is computed, so the same prompt later loads everything but its last token;
+- a hit never covers the whole prompt: the last prompt token is always computed, so the engine has logits to sample
+  from; the block holding it is loaded whole and that token's slot recomputed;
 - a block is planned for saving at most once per request, only once all its tokens' KV has been computed (after the
   step that computes its last token), and never when the store already holds its key.
 """
@@ -38,7 +41,8 @@ class ScheduledRequest:
     """A request as scheduled for one step: its tokens so far, progress, and the KV blocks it owns."""
 
     req_id: str
-    token_ids: Sequence[int]
+    token_ids: Sequence[int]  # prompt, then generated tokens
+    num_prompt_tokens: int
     num_computed_tokens: int
     num_scheduled_tokens: int
     block_ids: Sequence[int]
@@ -48,9 +52,14 @@ class ScheduledRequest:
 class _Tracked:
     root: bytes
     keys: list[bytes] = field(default_factory=list)
+    tail: bytes | None = None  # key of the prompt's partial last block, if it has one
+    tail_done: bool = False  # the tail block was saved or loaded
     num_saved_blocks: int = 0
     match_start: int = 0  # first block of the last match (the engine's own hit ends there)
     pending_load: tuple[int, int] | None = None  # (first block, number of blocks) to load in the next step
+
+    def key(self, index: int) -> bytes:
+        return self.keys[index] if index < len(self.keys) else self.tail
 
 
 class TransferPlanner:
@@ -77,18 +86,24 @@ class TransferPlanner:
         tracked = self._requests.get(req_id)
         if tracked is None or tracked.root != root:
             tracked = self._requests[req_id] = _Tracked(root)
-        loadable_blocks = (len(prompt_ids) - 1) // self.block_size
-        keys = self._keys(tracked, prompt_ids, loadable_blocks)
-        first = num_computed_tokens // self.block_size
+        bs, length = self.block_size, len(prompt_ids)
+        keys = self._keys(tracked, prompt_ids, length // bs)
+        if length % bs and tracked.tail is None:
+            tracked.tail = self._chain(keys[-1] if keys else root, prompt_ids[len(keys) * bs:])
+        first = num_computed_tokens // bs
         tracked.match_start, tracked.num_saved_blocks, tracked.pending_load = first, first, None
-        stored = self._count_stored_prefix(keys[first:]) if first < len(keys) else 0
-        return stored * self.block_size
+        tracked.tail_done = False
+        stored_end = (first + self._count_stored_prefix(keys[first:])) * bs if first < len(keys) else first * bs
+        if stored_end == len(keys) * bs and tracked.tail is not None and self._is_stored(tracked.tail):
+            stored_end = length
+        return max(0, min(stored_end, length - 1) - first * bs)
 
     def allocated(self, req_id: str, num_external_tokens: int) -> None:
         """vLLM allocated blocks after the last `match`: load the external tokens in the request's next step."""
         tracked = self._requests.get(req_id)
         if tracked is not None and num_external_tokens > 0:
-            tracked.pending_load = (tracked.match_start, num_external_tokens // self.block_size)
+            num_blocks = -(-num_external_tokens // self.block_size)
+            tracked.pending_load = (tracked.match_start, num_blocks)
 
     def plan_step(self, scheduled: Sequence[ScheduledRequest]) -> StepTransfers:
         loads: list[BlockTransfer] = []
@@ -100,9 +115,10 @@ class TransferPlanner:
             if tracked.pending_load is not None:
                 first, count = tracked.pending_load
                 tracked.pending_load = None
-                loads += [BlockTransfer(tracked.keys[i], request.block_ids[i]) for i in range(first, first + count)]
-                tracked.num_saved_blocks = max(tracked.num_saved_blocks, first + count)
-            saves += self._new_full_blocks(tracked, request)
+                loads += [BlockTransfer(tracked.key(i), request.block_ids[i]) for i in range(first, first + count)]
+                tracked.num_saved_blocks = max(tracked.num_saved_blocks, min(first + count, len(tracked.keys)))
+                tracked.tail_done = tracked.tail_done or first + count > len(tracked.keys)
+            saves += self._new_full_blocks(tracked, request) + self._new_tail(tracked, request)
         return StepTransfers(tuple(loads), tuple(saves))
 
     def _new_full_blocks(self, tracked: _Tracked, request: ScheduledRequest) -> list[BlockTransfer]:
@@ -112,7 +128,19 @@ class TransferPlanner:
             return []
         keys = self._keys(tracked, request.token_ids, full)
         start, tracked.num_saved_blocks = tracked.num_saved_blocks, full
-        return [BlockTransfer(keys[i], request.block_ids[i]) for i in range(start, full) if not self._is_stored(keys[i])]
+        return [BlockTransfer(keys[i], request.block_ids[i]) for i in range(start, full)
+                if not self._is_stored(keys[i])]
+
+    def _new_tail(self, tracked: _Tracked, request: ScheduledRequest) -> list[BlockTransfer]:
+        """The prompt's partial last block, once the whole prompt is computed (before any generated token is)."""
+        computed_after = request.num_computed_tokens + request.num_scheduled_tokens
+        if tracked.tail is None or tracked.tail_done or computed_after < request.num_prompt_tokens:
+            return []
+        tracked.tail_done = True
+        index = request.num_prompt_tokens // self.block_size
+        if computed_after > request.num_prompt_tokens or self._is_stored(tracked.tail):
+            return []  # generated tokens' KV is already in the block: it no longer holds just the prompt tail
+        return [BlockTransfer(tracked.tail, request.block_ids[index])]
 
     def finished(self, req_id: str) -> None:
         self._requests.pop(req_id, None)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     kv_store_dir: Path | None = Field(None, description="Directory of the on-disk KV store. Unset: DATA_DIR/kv.")
     kv_ram_gib: float = Field(1.0, ge=0, description="Budget of the in-RAM KV tier in GiB.")
     kv_disk_gib: float = Field(8.0, gt=0, description="Budget of the on-disk (LMDB) KV tier in GiB.")
+    kv_remote_url: str | None = Field(
+        None, description="Redis/Valkey URL of a KV tier shared by several nodes, e.g. redis://host:6379/0."
+    )
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes.")
     request_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the engine to answer a request.")
     log_level: str = Field("info", description=f"Log level: {', '.join(LOG_LEVELS)}.")
@@ -82,7 +85,9 @@ class Settings(BaseSettings):
     @classmethod
     def _check_model_dir(cls, value: Path | None) -> Path | None:
         if value is not None and not (value / "config.json").is_file():
-            raise ValueError(f"{value} is not a model directory (no config.json); build one with `memsidecar make-model`")
+            raise ValueError(
+                f"{value} is not a model directory (no config.json); build one with `memsidecar make-model`"
+            )
         return value
 
     @classmethod

@@ -49,7 +49,8 @@ class EngineClient:
     async def post_stream(self, path: str, body: dict) -> EngineStream:
         """Start a streaming request; errors before the first byte raise, so the caller can still send a 4xx/5xx."""
         self._require_ready()
-        response = await self._send(self._http.build_request("POST", self.engine.base_url + path, json=body), stream=True)
+        request = self._http.build_request("POST", self.engine.base_url + path, json=body)
+        response = await self._send(request, stream=True)
         if response.status_code != 200:
             content = await response.aread()
             await response.aclose()

@@ -33,7 +33,8 @@ class APIError(Exception):
         self.status = status
         self.message = message
         self.code = code
-        self.error_type = error_type or ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        self.error_type = error_type or ERROR_TYPES.get(status, fallback)
 
 
 def error_body(status: int, message: str, code: str | None = None, error_type: str | None = None) -> dict:

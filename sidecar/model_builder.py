@@ -129,7 +129,8 @@ def model_config(preset: ModelPreset, tokenizer):
     )
 
 
-def build_model(preset_name: str, out: Path, *, seed: int = 0, corpus: Path = DEFAULT_CORPUS, force: bool = False) -> Path:
+def build_model(preset_name: str, out: Path, *, seed: int = 0, corpus: Path = DEFAULT_CORPUS,
+                force: bool = False) -> Path:
     """Write a complete model directory for `preset_name` to `out` and return `out`."""
     import torch
     from transformers import AutoModelForCausalLM

@@ -34,7 +34,8 @@ def kv_connector_json(settings: Settings) -> str | None:
         return None
     store_dir = settings.resolved_kv_store_dir
     check_store_dir(store_dir)
-    return kv_transfer_config(store_dir, int(settings.kv_ram_gib * 2**30), int(settings.kv_disk_gib * 2**30))
+    return kv_transfer_config(store_dir, int(settings.kv_ram_gib * 2**30), int(settings.kv_disk_gib * 2**30),
+                              settings.kv_remote_url)
 
 
 def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +45,8 @@ class Sidecar:
         return self.data_dir.parent / f"sidecar-{self.port}.log"
 
     def start(self) -> "Sidecar":
-        argv = [str(BIN / "memsidecar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        argv = [str(BIN / "memsidecar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+                *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
@@ -137,3 +139,43 @@ def sidecar(tmp_path_factory, tiny_model, engine_port) -> Sidecar:
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server on a loopback port, data in a temp dir, stopped (or killed) by the test."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server") or shutil.which("valkey-server")
+        if binary is None:
+            pytest.skip("redis-server (or valkey-server) is not installed; .ci/run installs it")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> RedisServer:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()

@@ -20,3 +20,15 @@ class MemoryNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return f"memory_id: no memory {self.memory_id!r} in this tenant"
+
+
+class KnowledgeBaseNotFoundError(KeyError):
+    """No knowledge base with this id exists in the caller's tenant."""
+
+    def __init__(self, kb_id: str) -> None:
+        super().__init__(kb_id)
+        self.kb_id = kb_id
+        self.field = "kb_id"
+
+    def __str__(self) -> str:
+        return f"kb_id: no knowledge base {self.kb_id!r} in this tenant"

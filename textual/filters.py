@@ -15,20 +15,23 @@ SEARCHED_TIERS = frozenset({Tier.HOT, Tier.WARM, Tier.COLD})
 class Filters:
     """Conjunctive filters; `None` means any. By default archived memories are left out of search and list.
 
-    Build one with `Filters.of(...)`, which checks every field and raises InvalidMemoryError naming the bad one.
+    `tiers_given` records whether the caller named tiers: search then looks in exactly those, while by default it
+    searches hot and warm and falls back to cold only when those match weakly. Build one with `Filters.of(...)`,
+    which checks every field and raises InvalidMemoryError naming the bad one.
     """
 
     user: str | None = None
-    kb_id: str | None = None
+    kb_ids: frozenset[str] | None = None
     types: frozenset[MemoryType] | None = None
     tiers: frozenset[Tier] = SEARCHED_TIERS
     since: float | None = None
     until: float | None = None
+    tiers_given: bool = False
 
     @classmethod
-    def of(cls, user: str | None = None, kb_id: str | None = None, types: Iterable[str] | None = None,
+    def of(cls, user: str | None = None, kb_id: str | Iterable[str] | None = None, types: Iterable[str] | None = None,
            tiers: Iterable[str] | None = None, since: float | None = None, until: float | None = None) -> "Filters":
-        """Checked filters from plain values (type and tier names as strings or enums)."""
+        """Checked filters from plain values (type and tier names as strings or enums; one kb id or a list)."""
         if isinstance(types, str) or isinstance(tiers, str):
             raise InvalidMemoryError("types" if isinstance(types, str) else "tiers", "must be a list of names")
         since = None if since is None else check_time("since", since)
@@ -37,16 +40,25 @@ class Filters:
             raise InvalidMemoryError("since", f"{since} is after until={until}")
         return cls(
             user=None if user is None else check_identifier("user", user),
-            kb_id=None if kb_id is None else check_identifier("kb_id", kb_id),
+            kb_ids=None if kb_id is None else _kb_ids(kb_id),
             types=None if types is None else frozenset(parse_type(value) for value in types),
             tiers=SEARCHED_TIERS if tiers is None else frozenset(parse_tier(value) for value in tiers),
-            since=since, until=until)
+            since=since, until=until, tiers_given=tiers is not None)
 
     def matches(self, memory: Memory) -> bool:
         """Whether `memory` passes every filter (time bounds apply to `created_at`, both inclusive)."""
         return ((self.user is None or memory.user == self.user)
-                and (self.kb_id is None or memory.kb_id == self.kb_id)
+                and (self.kb_ids is None or memory.kb_id in self.kb_ids)
                 and (self.types is None or memory.type in self.types)
                 and memory.tier in self.tiers
                 and (self.since is None or memory.created_at >= self.since)
                 and (self.until is None or memory.created_at <= self.until))
+
+
+def _kb_ids(value: str | Iterable[str]) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset({check_identifier("kb_id", value)})
+    ids = frozenset(check_identifier("kb_id", item) for item in value)
+    if not ids:
+        raise InvalidMemoryError("kb_id", "must name at least one knowledge base")
+    return ids

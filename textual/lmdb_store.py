@@ -5,8 +5,9 @@ Rules, as py-lmdb states them and this module keeps them:
 - Every write is one transaction, committed with sync: once `put`/`delete` returns, the change survives kill -9.
 - Buffers read inside a transaction are copied (decoded) before it ends.
 - LMDB allows one writer at a time; writers here are short and never wait on anything else.
-Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `versions` (tenant -> write count,
-as 8-byte little-endian). A tenant's version changes on every write, so derived indexes know when they are stale.
+Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
+JSON), `versions` (tenant -> write count, as 8-byte little-endian). A tenant's version changes on every write,
+so derived indexes know when they are stale.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Iterable, Iterator
 import lmdb
 import numpy as np
 
-from textual.memory import Memory
-from textual.record import decode_key, decode_memory, decode_vector, encode_key, encode_memory, encode_vector
+from textual.memory import KnowledgeBase, Memory
+from textual.record import (decode_kb, decode_key, decode_memory, decode_vector, encode_kb, encode_key, encode_memory,
+                            encode_vector)
 
 DEFAULT_MAP_SIZE = 1 << 36
 
@@ -32,12 +34,13 @@ class LmdbStore:
         self._memories = env.open_db(b"memories")
         self._vectors = env.open_db(b"vectors")
         self._versions = env.open_db(b"versions")
+        self._kbs = env.open_db(b"kbs")
 
     @classmethod
     def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE) -> "LmdbStore":
         """Open (creating if needed) the environment in directory `path`, synced on every commit."""
         Path(path).mkdir(parents=True, exist_ok=True)
-        env = lmdb.open(str(path), map_size=map_size, max_dbs=4, sync=True, metasync=True, writemap=False)
+        env = lmdb.open(str(path), map_size=map_size, max_dbs=8, sync=True, metasync=True, writemap=False)
         return cls(env)
 
     def close(self) -> None:
@@ -66,6 +69,37 @@ class LmdbStore:
                 self._bump_version(txn, tenant)
         return found
 
+    def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
+        """Remove memories and their embeddings in one transaction; returns the ids that were there."""
+        removed = []
+        with self._env.begin(write=True) as txn:
+            for memory_id in memory_ids:
+                key = encode_key(tenant, memory_id)
+                if txn.delete(key, db=self._memories):
+                    removed.append(memory_id)
+                txn.delete(key, db=self._vectors)
+            if removed:
+                self._bump_version(txn, tenant)
+        return removed
+
+    def put_kb(self, kb: KnowledgeBase) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(encode_key(kb.tenant, kb.id), encode_kb(kb), db=self._kbs)
+
+    def delete_kb(self, tenant: str, kb_id: str) -> bool:
+        with self._env.begin(write=True) as txn:
+            return txn.delete(encode_key(tenant, kb_id), db=self._kbs)
+
+    def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None:
+        with self._env.begin() as txn:
+            data = txn.get(encode_key(tenant, kb_id), db=self._kbs)
+            return None if data is None else decode_kb(data)
+
+    def kbs(self, tenant: str) -> list[KnowledgeBase]:
+        """All of `tenant`'s knowledge bases, in id order."""
+        with self._env.begin() as txn:
+            return [decode_kb(value) for _key, value in self._scan(txn, tenant, self._kbs)]
+
     def get(self, tenant: str, memory_id: str) -> Memory | None:
         with self._env.begin() as txn:
             data = txn.get(encode_key(tenant, memory_id), db=self._memories)
@@ -75,6 +109,17 @@ class LmdbStore:
         with self._env.begin() as txn:
             data = txn.get(encode_key(tenant, memory_id), db=self._vectors)
             return None if data is None else decode_vector(data)
+
+    def get_many(self, tenant: str, memory_ids: Iterable[str]) -> list[tuple[Memory, np.ndarray]]:
+        """(memory, embedding) for each id that has both, read in one transaction."""
+        found = []
+        with self._env.begin() as txn:
+            for memory_id in memory_ids:
+                key = encode_key(tenant, memory_id)
+                data, vector = txn.get(key, db=self._memories), txn.get(key, db=self._vectors)
+                if data is not None and vector is not None:
+                    found.append((decode_memory(data), decode_vector(vector)))
+        return found
 
     def memories(self, tenant: str) -> list[Memory]:
         """All of `tenant`'s memories, in key order."""

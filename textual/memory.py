@@ -41,6 +41,11 @@ class Tier(str, enum.Enum):
     ARCHIVED = "archived"
 
 
+# Tiers held in the in-memory index; cold memories stay on disk (searched on request or as a fallback) and
+# archived ones are never searched.
+RESIDENT_TIERS = frozenset({Tier.HOT, Tier.WARM})
+
+
 @dataclass(frozen=True)
 class Memory:
     """One textual or tool memory of one tenant's user; `source` holds the message or turn ids it came from."""
@@ -60,6 +65,18 @@ class Memory:
     importance: float = 0.5
     strength: float = 1.0
     tier: Tier = Tier.HOT
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    """A named collection of documents in one tenant; its chunks are `document_chunk` memories with its `id`."""
+
+    id: str
+    tenant: str
+    name: str
+    created_at: float
+    description: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 def check_identifier(name: str, value: object) -> str:

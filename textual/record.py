@@ -2,7 +2,9 @@
 
 Record: UTF-8 JSON, keys sorted, no whitespace, with `"v": 1` as the format version; `source` is a list,
 `type` and `tier` their string values. Embedding: the vector as little-endian float32 bytes, nothing else.
-Key: `tenant` + NUL + `id`, UTF-8 (ids cannot hold NUL, so one tenant's keys are a contiguous prefix range).
+Knowledge base: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `KnowledgeBase`.
+Key: `tenant` + NUL + `id` (of a memory or of a knowledge base), UTF-8 (ids cannot hold NUL, so one tenant's
+keys are a contiguous prefix range).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 
 import numpy as np
 
-from textual.memory import Memory, MemoryType, Tier
+from textual.memory import KnowledgeBase, Memory, MemoryType, Tier
 
 FORMAT_VERSION = 1
 _SEPARATOR = b"\x00"
@@ -50,6 +52,21 @@ def decode_memory(data: bytes) -> Memory:
     body["tier"] = Tier(body["tier"])
     body["source"] = tuple(body["source"])
     return Memory(**body)
+
+
+def encode_kb(kb: KnowledgeBase) -> bytes:
+    """The record bytes of a knowledge base."""
+    body = {"v": FORMAT_VERSION, "id": kb.id, "tenant": kb.tenant, "name": kb.name, "description": kb.description,
+            "created_at": kb.created_at, "metadata": dict(kb.metadata)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_kb(data: bytes) -> KnowledgeBase:
+    """The knowledge base in record bytes; raises ValueError on an unknown format version."""
+    body = json.loads(bytes(data))
+    if body.pop("v", None) != FORMAT_VERSION:
+        raise ValueError(f"knowledge base record has unknown format version; expected {FORMAT_VERSION}")
+    return KnowledgeBase(**body)
 
 
 def encode_vector(vector: np.ndarray) -> bytes:

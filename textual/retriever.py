@@ -3,11 +3,14 @@
 Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> reciprocal rank fusion ->
 speaker/time/importance/recency factors -> neighbour spreading -> de-duplication -> greedy selection under the
 token budget -> rendering. Only memories passing the filters are ever scored, neighbours included.
+`rank` scores one index (the resident one, or a throwaway one over cold memories) and `finish` selects among the
+candidates of all ranked indexes; their scores are comparable as both come from the same fusion and factors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -35,6 +38,7 @@ class SearchSettings:
     lexical_weight: float = 1.0
     dedupe_threshold: float = 0.9
     max_candidates: int = 200
+    cold_fallback_similarity: float = 0.35
     weights: ScoringWeights = field(default_factory=ScoringWeights)
 
 
@@ -55,34 +59,59 @@ class SearchResult:
     context_tokens: int
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """Scored candidates from one index, the memories they refer to, and the best cosine similarity seen
+    (how well the index matched at all: 0.0 when nothing passed the filters)."""
+
+    candidates: tuple[Candidate, ...]
+    memories: Mapping[str, Memory]
+    best_similarity: float
+
+
 def retrieve(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
              k: int, budget_tokens: int | None, now: float, settings: SearchSettings) -> SearchResult:
     """The best memories for `plan` among those passing `filters`: at most `k`, rendering to <= `budget_tokens`."""
+    return finish([rank(index, analyzer, query_vector, plan, filters, now, settings)], k, budget_tokens, settings)
+
+
+def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
+         now: float, settings: SearchSettings) -> Ranking:
+    """The scored, de-duplicated candidates of one index for `plan` among memories passing `filters`."""
     allowed = {key for key, memory in index.memories.items() if filters.matches(memory)}
     if not allowed:
-        return SearchResult((), "", 0)
-    scores = _fused(index, analyzer, query_vector, plan, allowed, settings)
+        return Ranking((), {}, 0.0)
+    scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)
     scores = adjust_scores(scores, index.memories, plan, now, settings.weights)
     neighbours = {key: tuple(n for n in near if n in allowed) for key, near in index.neighbours(scores).items()}
     scores = spread_to_neighbours(scores, neighbours, settings.weights.neighbour_share)
     best = sorted(scores, key=lambda key: (-scores[key], key))[:settings.max_candidates]
     candidates = dedupe([_candidate(index.memories[key], scores[key]) for key in best], settings.dedupe_threshold)
+    return Ranking(tuple(candidates), {key: index.memories[key] for key in best}, best_similarity)
+
+
+def finish(rankings: Sequence[Ranking], k: int, budget_tokens: int | None, settings: SearchSettings) -> SearchResult:
+    """At most `k` of all rankings' candidates, de-duplicated across them, rendering to <= `budget_tokens`."""
+    memories = {key: memory for ranking in rankings for key, memory in ranking.memories.items()}
+    pooled = [candidate for ranking in rankings for candidate in ranking.candidates]
+    candidates = dedupe(pooled, settings.dedupe_threshold) if len(rankings) > 1 else pooled
     chosen = select_within_budget(candidates, budget_tokens, k)
-    hits = tuple(Hit(index.memories[c.key], c.score) for c in chosen)
+    hits = tuple(Hit(memories[c.key], c.score) for c in chosen)
     text = context.render([hit.memory for hit in hits])
     return SearchResult(hits, text, count_tokens(text))
 
 
 def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, allowed: set[str],
-           settings: SearchSettings) -> dict[str, float]:
+           settings: SearchSettings) -> tuple[dict[str, float], float]:
     everything = len(allowed) == len(index.memories)
     dense_rows = None if everything else index.positions(index.vectors.ids, allowed)
     dense = index.vectors.search(query_vector, settings.depth, dense_rows)
     lexical_index = index.lexical()
     lexical_rows = None if everything else index.positions(lexical_index.ids, allowed)
     lexical = lexical_index.search(analyzer.terms(plan.lexical_text), settings.depth, lexical_rows)
-    return reciprocal_rank_fusion([[key for key, _ in dense], [key for key, _ in lexical]], k=settings.rrf_k,
-                                  weights=[settings.dense_weight, settings.lexical_weight])
+    fused = reciprocal_rank_fusion([[key for key, _ in dense], [key for key, _ in lexical]], k=settings.rrf_k,
+                                   weights=[settings.dense_weight, settings.lexical_weight])
+    return fused, max((score for _, score in dense), default=0.0)
 
 
 def _candidate(memory: Memory, score: float) -> Candidate:

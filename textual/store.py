@@ -4,6 +4,10 @@ Rules: open a store once per path per process (LMDB's rule) and after any fork; 
 in-memory indexes mirror LMDB. A write returns only after LMDB has synced it. FAISS indexes are saved beside the
 LMDB files on `close()`; at the next open each is used only if it was built at the tenant's current LMDB version,
 else rebuilt from the stored embeddings.
+
+Tiers: only hot and warm memories are loaded into a tenant's index; a write that moves a memory to cold or archived
+takes it out, one that moves it back puts it in again with its stored vector. Cold memories are read from LMDB
+into a throwaway index when a search needs them (`cold_index`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from textual.consolidation import ConsolidationPolicy
+from textual.curator import LifecycleReport
 from textual.embedder import Embedder
+from textual.images import DEFAULT_MAX_IMAGE_BYTES
 from textual.lexical_index import Analyzer
-from textual.memory import DEFAULT_MAX_CONTENT_CHARS, Memory, check_identifier
+from textual.lifecycle import LifecyclePolicy
+from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Tier, check_identifier
 from textual.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
@@ -29,7 +37,9 @@ class MemoryStore:
 
     def __init__(self, db: LmdbStore, embedder: Embedder, index_dir: Path, hnsw_threshold: int,
                  max_content_chars: int, settings: SearchSettings, clock: Callable[[], float],
-                 track_access: bool) -> None:
+                 track_access: bool, lifecycle: LifecyclePolicy | None = None,
+                 consolidation: ConsolidationPolicy | None = None,
+                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
         self.db = db
         self.embedder = embedder
         self.analyzer = Analyzer()
@@ -39,6 +49,9 @@ class MemoryStore:
         self.settings = settings
         self.clock = clock
         self.track_access = track_access
+        self.lifecycle = lifecycle or LifecyclePolicy()
+        self.consolidation = consolidation or ConsolidationPolicy()
+        self.max_image_bytes = max_image_bytes
         self.lock = threading.RLock()
         self._indexes: dict[str, TenantIndex] = {}
 
@@ -46,19 +59,25 @@ class MemoryStore:
     def open(cls, path: str | Path, *, embedder: Embedder | None = None, model_path: str | Path | None = None,
              hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD, max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS,
              settings: SearchSettings | None = None, clock: Callable[[], float] = time.time,
-             track_access: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> "MemoryStore":
+             track_access: bool = True, map_size: int = DEFAULT_MAP_SIZE, lifecycle: LifecyclePolicy | None = None,
+             consolidation: ConsolidationPolicy | None = None,
+             max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> "MemoryStore":
         """Open or create the store in directory `path`; loads the embedding model unless `embedder` is given."""
         path = Path(path)
         db = LmdbStore.open(path / "lmdb", map_size=map_size)
         embedder = embedder if embedder is not None else Embedder.open(model_path)
         return cls(db, embedder, path / "faiss", hnsw_threshold, max_content_chars, settings or SearchSettings(),
-                   clock, track_access)
+                   clock, track_access, lifecycle, consolidation, max_image_bytes)
 
     def for_tenant(self, tenant: str):
         """A handle whose every read and write is confined to `tenant`."""
         from textual.tenant_memory import TenantMemory
 
         return TenantMemory(self, check_identifier("tenant", tenant))
+
+    def run_lifecycle(self, now: float | None = None) -> dict[str, LifecycleReport]:
+        """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job."""
+        return {tenant: self.for_tenant(tenant).run_lifecycle(now) for tenant in self.db.tenants()}
 
     def close(self) -> None:
         """Save fresh FAISS indexes for the next open, then close LMDB."""
@@ -80,41 +99,73 @@ class MemoryStore:
         with self.lock:
             index = self._indexes.get(tenant)
             if index is None:
-                vectors = self._load_vectors(tenant)
-                index = self._indexes[tenant] = build_tenant_index(self.db.memories(tenant), vectors, self.analyzer)
+                stored = self.db.memories(tenant)
+                resident = [m for m in stored if m.tier in RESIDENT_TIERS]
+                vectors = self._load_vectors(tenant, [m.id for m in resident])
+                cold = [m.id for m in stored if m.tier is Tier.COLD]
+                index = self._indexes[tenant] = build_tenant_index(resident, vectors, self.analyzer, cold)
             elif index.vectors_stale:
-                index.vectors = self._rebuild_vectors(tenant)
+                index.vectors = self._rebuild_vectors(tenant, list(index.memories))
                 index.vectors_stale = False
             return index
 
-    def write(self, tenant: str, memories: Sequence[Memory], vectors: np.ndarray | None, *,
-              replaces: bool = False) -> None:
-        """Durably store memories (with their vectors, if given), then update the index.
-
-        `replaces` says the memories already exist: a new vector for one makes the FAISS index stale.
-        """
+    def write(self, tenant: str, memories: Sequence[Memory],
+              vectors: np.ndarray | Sequence[np.ndarray | None] | None) -> None:
+        """Durably store memories (new or changed), with a vector for each (None: keep the stored one), then mirror
+        them in the index."""
         with self.lock:
             index = self.index(tenant)
             rows = [None] * len(memories) if vectors is None else list(vectors)
             self.db.put_many(zip(memories, rows))
-            index.add(memories, None if replaces else vectors)
-            if replaces and vectors is not None:
-                index.vectors_stale = True
+            self._place(tenant, index, memories, rows)
 
-    def remove(self, tenant: str, memory_id: str) -> bool:
+    def remove(self, tenant: str, memory_ids: Sequence[str]) -> list[str]:
+        """Delete memories for good in one transaction; returns the ids that existed."""
         with self.lock:
             index = self.index(tenant)
-            found = self.db.delete(tenant, memory_id)
-            if found:
-                index.remove(memory_id)
-            return found
+            removed = self.db.delete_many(tenant, memory_ids)
+            for memory_id in removed:
+                index.cold_ids.discard(memory_id)
+                if memory_id in index.memories:
+                    index.remove(memory_id)
+            return removed
 
-    def _load_vectors(self, tenant: str) -> VectorIndex:
+    def cold_index(self, tenant: str) -> TenantIndex:
+        """A throwaway index over the tenant's cold memories, read from LMDB."""
+        with self.lock:
+            found = self.db.get_many(tenant, sorted(self.index(tenant).cold_ids))
+            matrix = np.stack([v for _, v in found]) if found else np.zeros((0, self.embedder.dim), np.float32)
+            vectors = VectorIndex.build([m.id for m, _ in found], matrix, self.embedder.dim, self.hnsw_threshold)
+            return build_tenant_index([m for m, _ in found], vectors, self.analyzer)
+
+    def _place(self, tenant: str, index: TenantIndex, memories: Sequence[Memory], rows: list) -> None:
+        """Mirror written memories: resident tiers in the index, cold ids aside, archived in neither."""
+        entering, entering_rows = [], []
+        for memory, row in zip(memories, rows):
+            index.cold_ids.discard(memory.id)
+            if memory.tier not in RESIDENT_TIERS:
+                if memory.id in index.memories:
+                    index.remove(memory.id)
+                if memory.tier is Tier.COLD:
+                    index.cold_ids.add(memory.id)
+            elif memory.id in index.memories:
+                index.add([memory], None)
+                index.vectors_stale = index.vectors_stale or row is not None
+            else:
+                entering.append(memory)
+                entering_rows.append(row if row is not None else self.db.get_vector(tenant, memory.id))
+        if entering:
+            index.add(entering, np.stack(entering_rows))
+
+    def _load_vectors(self, tenant: str, ids: list[str]) -> VectorIndex:
         loaded = VectorIndex.load(self._index_path(tenant), self.db.version(tenant), self.hnsw_threshold)
-        return loaded if loaded is not None else self._rebuild_vectors(tenant)
+        if loaded is not None and set(loaded.ids) == set(ids):
+            return loaded
+        return self._rebuild_vectors(tenant, ids)
 
-    def _rebuild_vectors(self, tenant: str) -> VectorIndex:
-        stored = self.db.vectors(tenant)
+    def _rebuild_vectors(self, tenant: str, ids: list[str]) -> VectorIndex:
+        wanted = set(ids)
+        stored = {key: vector for key, vector in self.db.vectors(tenant).items() if key in wanted}
         ids = list(stored)
         matrix = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.embedder.dim), np.float32)
         return VectorIndex.build(ids, matrix, self.embedder.dim, self.hnsw_threshold)

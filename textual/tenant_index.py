@@ -1,8 +1,9 @@
 """One tenant's in-memory derived state: its memories, FAISS and BM25 indexes, and conversation order.
 
-Invariants: `memories` mirrors LMDB for this tenant; every id in `vectors` is in `memories` unless
-`vectors_stale` is set (a removal happened and the owner must rebuild from LMDB); the lexical index is rebuilt
-lazily whenever contents changed since it was built.
+Invariants: `memories` mirrors LMDB for this tenant's resident (hot and warm) memories and `cold_ids` holds the
+ids of its cold ones (their content and vectors stay on disk); archived memories appear in neither; every id in
+`vectors` is in `memories` unless `vectors_stale` is set (a removal happened and the owner must rebuild from
+LMDB); the lexical index is rebuilt lazily whenever contents changed since it was built.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class TenantIndex:
         self.memories: dict[str, Memory] = {}
         self.vectors = vectors
         self.vectors_stale = False
+        self.cold_ids: set[str] = set()
         self._analyzer = analyzer
         self._lexical: LexicalIndex | None = None
         self._sessions: dict[tuple[str, str], dict[int, str]] = {}
@@ -96,8 +98,10 @@ def _session_key(memory: Memory) -> tuple[str, str] | None:
     return memory.user, str(memory.metadata.get("session", ""))
 
 
-def build_tenant_index(memories: Iterable[Memory], vector_index: VectorIndex, analyzer: Analyzer) -> TenantIndex:
+def build_tenant_index(memories: Iterable[Memory], vector_index: VectorIndex, analyzer: Analyzer,
+                       cold_ids: Iterable[str] = ()) -> TenantIndex:
     """A tenant index over `memories`; `vector_index` must already hold their vectors (fresh or loaded)."""
     index = TenantIndex(vector_index, analyzer)
     index.add(list(memories), None)
+    index.cold_ids = set(cold_ids)
     return index

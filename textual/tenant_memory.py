@@ -1,7 +1,8 @@
 """`TenantMemory`: the public API of textual memory, bound to one tenant.
 
-Invariant: every method reads and writes only keys under its tenant's prefix, so a memory id of another tenant
-is indistinguishable from an unknown one (MemoryNotFoundError), in get, update, delete and search alike.
+Invariants: every method reads and writes only keys under its tenant's prefix, so a memory id of another tenant
+is indistinguishable from an unknown one (MemoryNotFoundError), in get, update, delete and search alike. Search
+never returns an archived memory (superseded ones included); only `restore` brings one back.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from textual import context
+from textual import context, curator, knowledge_bases, tool_memory
 from textual.errors import InvalidMemoryError, MemoryNotFoundError
+from textual.feedback import apply_feedback, check_kind
 from textual.filters import Filters
-from textual.memory import (Memory, check_content, check_identifier, check_importance, check_metadata,
-                            check_source, check_strength, check_time, parse_tier, parse_type)
+from textual.images import check_image_url
+from textual.lifecycle import heuristic_importance, plan_lifecycle, reinforced_strength
+from textual.memory import (KnowledgeBase, Memory, MemoryType, Tier, check_content,
+                            check_identifier, check_importance, check_metadata, check_source, check_strength,
+                            check_time, parse_tier, parse_type)
 from textual.messages import ChatMessage, embedding_text, episode_content, episode_metadata
 from textual.query import plan_query
-from textual.retriever import SearchResult, retrieve
+from textual.retriever import SearchResult, finish, rank
+from textual.tools import ToolMatch
 
 MAX_K = 1000
 
@@ -42,22 +48,36 @@ class TenantMemory:
         self.tenant = tenant
 
     def add(self, content: str, *, user: str, type: str = "fact", kb_id: str | None = None,
-            metadata: Mapping[str, Any] | None = None, source: Sequence[str] = (), importance: float = 0.5,
-            tier: str = "hot", created_at: float | None = None) -> Memory:
-        """Store one memory durably and return it with its new id."""
+            metadata: Mapping[str, Any] | None = None, source: Sequence[str] = (), importance: float | None = None,
+            tier: str = "hot", created_at: float | None = None, consolidate: bool = True) -> Memory:
+        """Store one memory durably and return the memory now holding it.
+
+        Without `importance`, a heuristic sets it (`lifecycle.heuristic_importance`). With `consolidate`, a near-
+        duplicate is merged into the stored memory (which is returned, with its id) and a changed fact supersedes
+        the old one (`consolidation` has the rule). An `image` memory needs `metadata["image_url"]`.
+        """
         now = self._store.clock()
         created = now if created_at is None else check_time("created_at", created_at)
+        kind, content = parse_type(type), check_content(content, self._store.max_content_chars)
+        metadata = self._checked_metadata(kind, metadata)
         memory = Memory(
-            id=uuid.uuid4().hex, tenant=self.tenant, user=check_identifier("user", user), type=parse_type(type),
-            content=check_content(content, self._store.max_content_chars),
-            kb_id=None if kb_id is None else check_identifier("kb_id", kb_id),
-            metadata=check_metadata(metadata or {}), source=check_source(source),
-            importance=check_importance(importance), tier=parse_tier(tier),
-            created_at=created, updated_at=max(created, now), last_access_at=created)
+            id=uuid.uuid4().hex, tenant=self.tenant, user=check_identifier("user", user), type=kind,
+            content=content, kb_id=None if kb_id is None else check_identifier("kb_id", kb_id),
+            metadata=metadata, source=check_source(source),
+            importance=heuristic_importance(kind, content) if importance is None else check_importance(importance),
+            tier=parse_tier(tier), created_at=created, updated_at=max(created, now), last_access_at=created)
         text = embedding_text(str(memory.metadata.get("speaker", "")), memory.content, None) \
             if memory.metadata.get("speaker") else memory.content
-        self._store.write(self.tenant, [memory], self._store.embedder.embed([text]))
-        return memory
+        vector = self._store.embedder.embed([text])[0]
+        with self._store.lock:
+            return curator.store_new(self._store, memory, vector, consolidate)
+
+    def add_image(self, caption: str, image_url: str, *, user: str, metadata: Mapping[str, Any] | None = None,
+                  importance: float | None = None, created_at: float | None = None) -> Memory:
+        """Store an image memory: found by its `caption`, pointing at `image_url` (http(s) or a data URL)."""
+        extra = check_metadata(metadata or {})
+        return self.add(caption, user=user, type="image", metadata={**extra, "image_url": image_url},
+                        importance=importance, created_at=created_at, consolidate=False)
 
     def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str,
                      kb_id: str | None = None) -> list[Memory]:
@@ -75,20 +95,31 @@ class TenantMemory:
     def search(self, query: str, *, k: int = 10, budget_tokens: int | None = None, user: str | None = None,
                kb_id: str | None = None, types: Iterable[str] | None = None, tiers: Iterable[str] | None = None,
                since: float | None = None, until: float | None = None) -> SearchResult:
-        """The best memories for `query`: at most `k`, and with `budget_tokens`, an injected text that fits it."""
+        """The best memories for `query`: at most `k`, and with `budget_tokens`, an injected text that fits it.
+
+        Hot and warm memories are searched; cold ones too when `tiers` names them, or by default when the best
+        hot/warm cosine similarity is below `SearchSettings.cold_fallback_similarity`. Archived ones never are.
+        """
         if not isinstance(query, str) or not query.strip():
             raise InvalidMemoryError("query", "must be a non-empty string")
         _check_count("k", k, 1, MAX_K)
         if budget_tokens is not None:
             _check_count("budget_tokens", budget_tokens, 1, 10_000_000)
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
+        if Tier.ARCHIVED in filters.tiers:
+            raise InvalidMemoryError("tiers", "archived memories are never searched; restore(id) one first")
         vector = self._store.embedder.embed([query])[0]
-        with self._store.lock:
-            index = self._store.index(self.tenant)
+        store = self._store
+        with store.lock:
+            index, now = store.index(self.tenant), store.clock()
             plan = plan_query(query, index.speakers())
-            result = retrieve(index, self._store.analyzer, vector, plan, filters, k, budget_tokens,
-                              self._store.clock(), self._store.settings)
-            if self._store.track_access and result.hits:
+            rankings = [rank(index, store.analyzer, vector, plan, filters, now, store.settings)]
+            weak = rankings[0].best_similarity < store.settings.cold_fallback_similarity
+            if Tier.COLD in filters.tiers and index.cold_ids and (filters.tiers_given or weak):
+                cold = store.cold_index(self.tenant)
+                rankings.append(rank(cold, store.analyzer, vector, plan, filters, now, store.settings))
+            result = finish(rankings, k, budget_tokens, store.settings)
+            if store.track_access and result.hits:
                 self._touch([hit.memory for hit in result.hits])
         return result
 
@@ -106,8 +137,7 @@ class TenantMemory:
         _check_count("limit", limit, 1, 100_000)
         _check_count("offset", offset, 0, 1 << 62)
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
-        with self._store.lock:
-            memories = [m for m in self._store.index(self.tenant).memories.values() if filters.matches(m)]
+        memories = [m for m in self._all() if filters.matches(m)]
         return sorted(memories, key=context.time_order)[offset:offset + limit]
 
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
@@ -119,7 +149,7 @@ class TenantMemory:
             if content is not None:
                 changes["content"] = check_content(content, self._store.max_content_chars)
             if metadata is not None:
-                changes["metadata"] = check_metadata(metadata)
+                changes["metadata"] = self._checked_metadata(old.type, metadata)
             if importance is not None:
                 changes["importance"] = check_importance(importance)
             if strength is not None:
@@ -128,19 +158,77 @@ class TenantMemory:
                 changes["tier"] = parse_tier(tier)
             new = dataclasses.replace(old, **changes)
             vectors = self._store.embedder.embed([new.content]) if content is not None else None
-            self._store.write(self.tenant, [new], vectors, replaces=True)
+            self._store.write(self.tenant, [new], vectors)
         return new
 
     def delete(self, memory_id: str) -> None:
         """Remove the memory for good; MemoryNotFoundError if this tenant has none with this id."""
-        if not isinstance(memory_id, str) or not self._store.remove(self.tenant, memory_id):
+        if not isinstance(memory_id, str) or not self._store.remove(self.tenant, [memory_id]):
             raise MemoryNotFoundError(str(memory_id))
 
-    def stats(self) -> TenantStats:
+    def restore(self, memory_id: str) -> Memory:
+        """Bring a memory (archived, superseded or cold) back to the hot tier, reinforced as if just accessed."""
         with self._store.lock:
-            index = self._store.index(self.tenant)
-            memories = list(index.memories.values())
-            kind = "hnsw" if index.vectors.is_hnsw else "flat"
+            old, now = self.get(memory_id), self._store.clock()
+            new = dataclasses.replace(old, tier=Tier.HOT, strength=reinforced_strength(old, now, self._policy),
+                                      last_access_at=max(now, old.created_at), updated_at=max(now, old.created_at))
+            self._store.write(self.tenant, [new], None)
+        return new
+
+    def feedback(self, memory_id: str, kind: str, text: str | None = None) -> Memory:
+        """Apply "positive", "negative" or "correction" feedback (see `textual.feedback`); returns the memory."""
+        check_kind(kind, text)
+        if kind == "correction":
+            check_content(text, self._store.max_content_chars)
+        vectors = self._store.embedder.embed([text]) if kind == "correction" else None
+        with self._store.lock:
+            old, now = self.get(memory_id), self._store.clock()
+            new = apply_feedback(old, kind, text, now, reinforced_strength(old, now, self._policy))
+            self._store.write(self.tenant, [new], vectors)
+        return new
+
+    def run_lifecycle(self, now: float | None = None) -> curator.LifecycleReport:
+        """Plan and apply this tenant's tier moves at `now` (default: the store's clock)."""
+        now = self._store.clock() if now is None else check_time("now", now)
+        with self._store.lock:
+            moves = plan_lifecycle(self._store.db.memories(self.tenant), now, self._policy)
+            return curator.apply_moves(self._store, self.tenant, moves, now)
+
+    def create_kb(self, kb_id: str, name: str | None = None, description: str = "",
+                  metadata: Mapping[str, Any] | None = None) -> KnowledgeBase:
+        """A new empty knowledge base (see `textual.knowledge_bases`)."""
+        return knowledge_bases.create_kb(self, kb_id, name, description, metadata)
+
+    def list_kbs(self) -> list[KnowledgeBase]:
+        """The tenant's knowledge bases, in id order."""
+        return self._store.db.kbs(self.tenant)
+
+    def delete_kb(self, kb_id: str) -> int:
+        """Delete the knowledge base and its documents; returns how many memories were removed."""
+        return knowledge_bases.delete_kb(self, kb_id)
+
+    def add_document(self, kb_id: str, text: str, **options: Any) -> list[Memory]:
+        """Chunk a document into the knowledge base; options: title, metadata, chunk_tokens, overlap_tokens."""
+        return knowledge_bases.add_document(self, kb_id, text, **options)
+
+    def register_tool(self, schema: Mapping[str, Any]) -> Memory:
+        """Store or replace an OpenAI tool schema (see `textual.tool_memory`)."""
+        return tool_memory.register_tool(self, schema)
+
+    def record_trajectory(self, tool_name: str, arguments: Mapping[str, Any], result_summary: str, success: bool,
+                          latency_ms: float, created_at: float | None = None) -> Memory:
+        """Store one call of a registered tool and count its outcome."""
+        return tool_memory.record_trajectory(self, tool_name, arguments, result_summary, success, latency_ms,
+                                             created_at)
+
+    def search_tools(self, query: str, k: int = 5) -> list[ToolMatch]:
+        """Tools relevant to `query`, with their past successes, failures and newest trajectories."""
+        return tool_memory.search_tools(self, query, k)
+
+    def stats(self) -> TenantStats:
+        memories = self._all()
+        with self._store.lock:
+            kind = "hnsw" if self._store.index(self.tenant).vectors.is_hnsw else "flat"
         return TenantStats(count=len(memories), by_type=dict(Counter(m.type.value for m in memories)),
                            by_tier=dict(Counter(m.tier.value for m in memories)), vector_index=kind)
 
@@ -168,11 +256,26 @@ class TenantMemory:
             last[message.session] = (position + 1, (message.speaker, content))
         return memories, texts
 
+    @property
+    def _policy(self):
+        return self._store.lifecycle
+
+    def _all(self) -> list[Memory]:
+        """Every memory of the tenant, whatever its tier, from LMDB."""
+        return self._store.db.memories(self.tenant)
+
+    def _checked_metadata(self, kind: MemoryType, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+        metadata = check_metadata(metadata or {})
+        if kind is MemoryType.IMAGE or "image_url" in metadata:
+            metadata["image_url"] = check_image_url(metadata.get("image_url"), self._store.max_image_bytes)
+        return metadata
+
     def _touch(self, memories: Sequence[Memory]) -> None:
+        """Count an access and reinforce each memory's strength on the forgetting curve."""
         now = self._store.clock()
-        touched = [dataclasses.replace(m, last_access_at=max(now, m.created_at), access_count=m.access_count + 1)
-                   for m in memories]
-        self._store.write(self.tenant, touched, None, replaces=True)
+        touched = [dataclasses.replace(m, last_access_at=max(now, m.created_at), access_count=m.access_count + 1,
+                                       strength=reinforced_strength(m, now, self._policy)) for m in memories]
+        self._store.write(self.tenant, touched, None)
 
 
 def _check_count(name: str, value: object, low: int, high: int) -> None:

@@ -15,7 +15,9 @@ def block() -> np.ndarray:
 def test_golden_header():
     data = encode(block(), "bfloat16", "LBHNC")
     assert len(data) == header_size(3) + 48
-    assert data[:header_size(3)].hex() == "4d534b56010303004c42484e4300000030000000000000005637d3bfc109f899020000000300000004000000"
+    assert data[:header_size(3)].hex() == (
+        "4d534b5601030300" "4c42484e43000000" "3000000000000000" "5637d3bfc109f899" "020000000300000004000000"
+    )
 
 
 def test_round_trip_into_a_preallocated_array():
@@ -42,3 +44,29 @@ def test_a_block_of_another_shape_or_layout_is_refused():
         decode_into(data, np.zeros((3, 2, 4), dtype=np.int16), "bfloat16", "LBHNC")
     with pytest.raises(CorruptBlock):
         decode_into(data, np.zeros((2, 3, 4), dtype=np.int16), "bfloat16", "LBNHC")
+
+
+def test_bfloat16_round_trips_through_a_uint16_view():
+    import torch
+
+    source = torch.randn(2, 3, 4, dtype=torch.bfloat16)
+    data = encode(source.view(torch.uint16).numpy(), "bfloat16", "NHD")
+    target = torch.empty(2, 3, 4, dtype=torch.bfloat16)
+    decode_into(data, target.view(torch.uint16).numpy(), "bfloat16", "NHD")
+    assert torch.equal(source, target)
+
+
+def test_a_failed_decode_leaves_the_output_untouched():
+    data = bytearray(encode(block(), "bfloat16", "LBHNC"))
+    data[-1] ^= 1
+    out = np.full((2, 3, 4), 7, dtype=np.int16)
+    with pytest.raises(CorruptBlock):
+        decode_into(bytes(data), out, "bfloat16", "LBHNC")
+    assert (out == 7).all()
+
+
+def test_encoding_names_the_allowed_dtypes_and_checks_element_width():
+    with pytest.raises(ValueError, match="allowed: float32, float16, bfloat16"):
+        encode(block(), "bf16", "LBHNC")
+    with pytest.raises(ValueError, match="float32 block needs 4-byte elements"):
+        encode(block(), "float32", "LBHNC")

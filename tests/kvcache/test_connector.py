@@ -17,11 +17,10 @@ import lmdb
 import numpy as np
 import pytest
 
-from tests.conftest import Sidecar, free_port
+from tests.conftest import RedisServer, Sidecar, free_port
 
 pytestmark = pytest.mark.slow
 BLOCK = 32
-ENGINE_ARGS = ["--block-size", str(BLOCK), "--engine-args", "--no-enable-prefix-caching"]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +29,37 @@ def kv_data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kv_sidecar(kv_data_dir, tiny_model):
+def shared_tier(tmp_path_factory) -> RedisServer:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def lora_adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """Two PEFT adapters with random non-zero weights: each gives the tiny model its own outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters = {}
+    for seed, name in enumerate(("adapter-a", "adapter-b")):
+        torch.manual_seed(seed)
+        config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config)
+        adapters[name] = tmp_path_factory.mktemp(name)
+        model.save_pretrained(adapters[name])
+    return adapters
+
+
+@pytest.fixture(scope="module")
+def kv_sidecar(kv_data_dir, tiny_model, shared_tier, lora_adapters):
     engine_port = free_port()
-    server = Sidecar(kv_data_dir, ["--model", str(tiny_model), "--engine-port", str(engine_port), *ENGINE_ARGS])
+    modules = " ".join(f"{name}={path}" for name, path in lora_adapters.items())
+    engine_args = f"--no-enable-prefix-caching --enable-lora --max-lora-rank 8 --max-loras 2 --lora-modules {modules}"
+    server = Sidecar(kv_data_dir, ["--model", str(tiny_model), "--engine-port", str(engine_port),
+                                   "--kv-remote-url", shared_tier.url, "--block-size", str(BLOCK),
+                                   "--engine-args", engine_args])
     server.engine_port = engine_port
     server.start()
     try:
@@ -46,8 +73,8 @@ def prompt(length: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).integers(3, 2000, size=length).tolist()
 
 
-def complete(server: Sidecar, tokens: list[int], salt: str | None = None) -> str:
-    body = {"model": "tiny", "prompt": tokens, "max_tokens": 8, "temperature": 0}
+def complete(server: Sidecar, tokens: list[int], salt: str | None = None, model: str = "tiny") -> str:
+    body = {"model": model, "prompt": tokens, "max_tokens": 8, "temperature": 0}
     if salt:
         body["cache_salt"] = salt
     response = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120)
@@ -77,7 +104,7 @@ def test_outputs_are_token_identical_with_a_hit(kv_sidecar, length):
     tokens = prompt(length, seed=length)
     computed, hit, loaded = saved_then_hit(kv_sidecar, tokens)
     assert hit == computed
-    assert loaded == (length - 1) // BLOCK * BLOCK
+    assert loaded == length - 1  # everything but the last prompt token, whose logits the engine needs
 
 
 def test_a_shared_prefix_is_loaded_and_the_suffix_computed(kv_sidecar):
@@ -98,6 +125,17 @@ def test_another_scope_never_loads_these_blocks(kv_sidecar):
     assert external_hits(kv_sidecar) == before
 
 
+def test_adapters_and_the_base_model_never_load_each_others_blocks(kv_sidecar):
+    tokens = prompt(6 * BLOCK + 1, seed=250)
+    under_a = complete(kv_sidecar, tokens, model="adapter-a")
+    before = external_hits(kv_sidecar)
+    under_b = complete(kv_sidecar, tokens, model="adapter-b")
+    base = complete(kv_sidecar, tokens)
+    assert external_hits(kv_sidecar) == before, "KV computed under adapter A was loaded for B or the base model"
+    assert len({under_a, under_b, base}) == 3  # the adapters really change the computation
+    assert complete(kv_sidecar, tokens, model="adapter-a") == under_a
+
+
 def test_concurrent_requests_with_overlapping_prefixes_are_all_correct(kv_sidecar):
     base = prompt(5 * BLOCK, seed=300)
     prompts = [base + prompt(10 + 7 * i, seed=310 + i) for i in range(10)]
@@ -106,6 +144,15 @@ def test_concurrent_requests_with_overlapping_prefixes_are_all_correct(kv_sideca
     with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
         outputs = list(pool.map(lambda p: complete(kv_sidecar, p), prompts))
     assert outputs == references
+
+
+def test_the_shared_tier_going_away_fails_no_request(kv_sidecar, shared_tier):
+    tokens = prompt(5 * BLOCK + 9, seed=500)
+    computed, _, _ = saved_then_hit(kv_sidecar, tokens)
+    shared_tier.kill()
+    assert complete(kv_sidecar, tokens) == computed  # a local hit, the remote unreachable
+    fresh = prompt(4 * BLOCK + 2, seed=501)
+    assert complete(kv_sidecar, fresh) == complete(kv_sidecar, fresh, salt="reference")
 
 
 def corrupt_newest_blocks(store_dir: Path, count: int) -> None:
@@ -129,14 +176,13 @@ def test_a_restarted_engine_loads_from_disk_and_recomputes_corrupt_blocks(kv_sid
     kv_sidecar.stop()
     corrupt_newest_blocks(kv_data_dir / "kv", 3)
 
-    restarted = Sidecar(kv_data_dir, ["--model", str(tiny_model), "--engine-port", str(kv_sidecar.engine_port),
-                                      *ENGINE_ARGS])
+    restarted = Sidecar(kv_data_dir, kv_sidecar.args)  # the same engine configuration, a new process
     restarted.engine_port = kv_sidecar.engine_port
     restarted.start()
     try:
         restarted.wait_ready()
         assert complete(restarted, kept) == kept_output
-        assert external_hits(restarted) == 9 * BLOCK  # a fresh engine: all of it came from disk
+        assert external_hits(restarted) == len(kept) - 1  # a fresh engine: all of it came from disk
         assert complete(restarted, damaged) == damaged_output
     finally:
         restarted.stop()

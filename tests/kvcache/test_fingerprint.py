@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
-from kvcache.fingerprint import model_fingerprint
+from kvcache.fingerprint import adapter_id, model_fingerprint
 from sidecar.model_builder import build_model
 
 
@@ -27,3 +28,23 @@ def test_the_cache_is_used_and_follows_file_changes(tmp_path, tiny_model):
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert model_fingerprint(model, cache) != first
+
+
+def make_adapter(directory, value: float):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text('{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}')
+    save_file({"lora_A": np.full((8, 4), value, dtype=np.float32)}, str(directory / "adapter_model.safetensors"))
+    return directory
+
+
+def test_adapter_ids_follow_content_and_fit_the_namespace(tmp_path):
+    from kvcache.keys import Namespace
+
+    first = adapter_id("support", make_adapter(tmp_path / "a", 0.5))
+    assert first == adapter_id("support", make_adapter(tmp_path / "elsewhere" / "a", 0.5))
+    assert re.fullmatch(r"support@[0-9a-f]{64}", first)
+    assert adapter_id("support", make_adapter(tmp_path / "retrained", 0.25)) != first  # same shapes and header
+    Namespace("f" * 32, "lora=True;quant=none", "bfloat16", "NHD", 16, adapter=first)

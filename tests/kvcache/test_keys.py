@@ -10,15 +10,16 @@ from hypothesis import strategies as st
 
 from kvcache.keys import KEY_BYTES, Namespace, block_keys, chain_key, key_namespace, namespace_id, namespace_root
 
-NS = Namespace(model_fingerprint="f" * 32, kv_dtype="bfloat16", kv_layout="LBHNC", block_size=4)
+NS = Namespace(model_fingerprint="f" * 32, engine_variant="lora=False;quant=none", kv_dtype="bfloat16",
+               kv_layout="LBHNC", block_size=4)
 
 
 def test_golden_bytes():
-    assert namespace_id(NS).hex() == "5df2dd6cc86854a0d487e2c4e9f36560"
+    assert namespace_id(NS).hex() == "9240b64aba50c8fa032bf87ad647c447"
     keys = block_keys(NS, list(range(10)))
     assert [k.hex() for k in keys] == [
-        "5df2dd6cc86854a0d487e2c4e9f365603567fe314c23b6915dbd86392dd5168708f276a622bbef0d9fd8e580a5fa8259",
-        "5df2dd6cc86854a0d487e2c4e9f36560ffe761d12053112f1551b68d1067aa95a9529a405b510f953e3efcab0c2f71a9",
+        "9240b64aba50c8fa032bf87ad647c447111d1ab52cb7b1a740c5ece652cba65d5968d56ad71797a7235d01faee8c4f33",
+        "9240b64aba50c8fa032bf87ad647c447cbbf82f9dc5b63c5d3eed1c8c29ff7416dec5384b5473dd7e2b88da934b30de4",
     ]
 
 
@@ -41,8 +42,39 @@ def test_token_ids_out_of_range_are_refused():
         chain_key(namespace_root(NS), [-1, 2, 3, 4])
 
 
+def test_block_size_may_be_passed_but_must_match_the_namespace():
+    assert block_keys(NS, list(range(8)), 4) == block_keys(NS, list(range(8)))
+    with pytest.raises(ValueError, match="block_size 8 differs"):
+        block_keys(NS, list(range(8)), 8)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("adapter", "lora-a@/models/lora-a", "adapter must be 'none' or 'name@<64 hex sha256>'"),
+    ("adapter", "@" + "a" * 64, "adapter must be"),
+    ("block_size", 0, "block_size must be positive"),
+    ("tp_rank", 2, "tp_rank must be in"),
+    ("scope", "", "scope must not be empty"),
+])
+def test_invalid_namespaces_are_refused_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        dataclasses.replace(NS, **{field: value})
+
+
 tokens = st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=40)
-fields = st.sampled_from([f.name for f in dataclasses.fields(Namespace)])
+hex64 = st.text("0123456789abcdef", min_size=64, max_size=64)
+names = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="@"), min_size=1, max_size=8)
+
+
+@st.composite
+def namespaces(draw) -> Namespace:
+    tp_size = draw(st.integers(1, 4))
+    adapter = draw(st.one_of(st.just("none"), st.builds(lambda n, h: f"{n}@{h}", names, hex64)))
+    return Namespace(model_fingerprint=draw(st.sampled_from(["f" * 32, "e" * 32])),
+                     engine_variant=draw(st.sampled_from(["lora=False;quant=none", "lora=True;quant=none"])),
+                     kv_dtype=draw(st.sampled_from(["bfloat16", "float16", "float8_e4m3fn"])),
+                     kv_layout=draw(st.sampled_from(["NHD", "HND"])), block_size=draw(st.sampled_from([4, 16])),
+                     tp_rank=draw(st.integers(0, tp_size - 1)), tp_size=tp_size, adapter=adapter,
+                     scope=draw(st.sampled_from(["public", "tenant-a", "tenant-b"])))
 
 
 @given(tokens, tokens)
@@ -50,8 +82,20 @@ def test_keys_of_a_prefix_are_a_prefix_of_the_keys(prefix, rest):
     assert block_keys(NS, prefix + rest)[: len(prefix) // 4] == block_keys(NS, prefix)
 
 
-@given(st.lists(st.integers(0, 2**32 - 1), min_size=4, max_size=20), fields, st.text(min_size=1, max_size=8))
-def test_namespaces_differing_in_any_field_never_share_a_key(token_ids, field, suffix):
-    value = getattr(NS, field)
-    other = dataclasses.replace(NS, **{field: value + 1 if isinstance(value, int) else value + suffix})
-    assert not set(block_keys(NS, token_ids)) & set(block_keys(other, token_ids))
+@given(namespaces(), namespaces(), st.lists(st.integers(0, 2**32 - 1), min_size=16, max_size=48))
+def test_namespaces_differing_in_any_field_never_share_a_key(a, b, token_ids):
+    keys_a, keys_b = block_keys(a, token_ids), block_keys(b, token_ids)
+    if a == b:
+        assert keys_a == keys_b
+    else:
+        assert namespace_id(a) != namespace_id(b)
+        assert not set(keys_a) & set(keys_b)
+
+
+@given(namespaces(), st.data())
+def test_changing_any_single_field_changes_the_namespace_id(ns, data):
+    field = data.draw(st.sampled_from([f.name for f in dataclasses.fields(Namespace)]))
+    other = data.draw(namespaces().filter(lambda o: getattr(o, field) != getattr(ns, field)))
+    changed = dataclasses.replace(ns, **{field: getattr(other, field)}) if field not in ("tp_rank", "tp_size") \
+        else dataclasses.replace(ns, tp_rank=other.tp_rank, tp_size=other.tp_size)
+    assert namespace_id(changed) != namespace_id(ns)

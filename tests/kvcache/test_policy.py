@@ -1,43 +1,64 @@
-"""Eviction never leaves a tier over budget (unless all that is left is pinned) and never evicts a pinned block."""
+"""The planner: evictions never leave a tier over budget (unless all that is left is pinned), never touch a pinned
+entry, and promotions only fill free space."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcache.policy import choose_victims
-from kvcache.ram_tier import RamTier
+from kvcache.policy import Entry, Plan, choose_victims, plan
 
-entries = st.lists(st.tuples(st.binary(min_size=4, max_size=4), st.integers(1, 100)), unique_by=lambda e: e[0],
-                   max_size=30)
-
-
-@given(entries, st.integers(0, 1000), st.data())
-def test_victims_respect_budget_and_pins(items, budget, data):
-    pinned = set(data.draw(st.lists(st.sampled_from([k for k, _ in items]), unique=True))) if items else set()
-    used = sum(size for _, size in items)
-    victims = choose_victims(items, pinned, used, budget)
-    assert not set(victims) & pinned
-    remaining = used - sum(size for key, size in items if key in victims)
-    assert remaining <= budget or all(key in pinned or key in victims for key, _ in items)
+entries = st.lists(
+    st.builds(Entry, key=st.binary(min_size=2, max_size=2), size=st.integers(1, 100),
+              last_access=st.integers(0, 50), hits=st.integers(0, 5), pinned=st.booleans()),
+    unique_by=lambda e: e.key, max_size=30)
 
 
-@given(st.lists(st.tuples(st.integers(0, 20), st.integers(1, 50)), max_size=60), st.integers(10, 200))
-def test_ram_tier_stays_within_budget_and_keeps_pins(puts, budget):
-    tier = RamTier(budget)
-    tier.pinned.add(b"k0")
-    for key, size in puts:
-        tier.put(f"k{key}".encode(), b"x" * size)
-        pinned_bytes = len(tier.get(b"k0") or b"")
-        assert tier.used_bytes <= max(budget, pinned_bytes)
-    assert tier.used_bytes == sum(len(tier.get(k) or b"") for k in [f"k{i}".encode() for i in range(21)])
+def size_of(items: list[Entry], keys) -> int:
+    keys = set(keys)
+    return sum(e.size for e in items if e.key in keys)
 
 
-def test_least_recently_used_goes_first():
-    tier = RamTier(30)
-    tier.put(b"a", b"x" * 10)
-    tier.put(b"b", b"x" * 10)
-    tier.put(b"c", b"x" * 10)
-    tier.get(b"a")
-    evicted = tier.put(b"d", b"x" * 10)
-    assert [key for key, _ in evicted] == [b"b"]
+@given(entries, st.integers(0, 1500), st.integers(0, 200))
+def test_evictions_respect_budget_and_pins(resident, budget, incoming):
+    moves = plan(resident, budget, incoming_bytes=incoming)
+    evicted = set(moves.evict)
+    assert not any(e.pinned for e in resident if e.key in evicted)
+    left = [e for e in resident if e.key not in evicted]
+    assert sum(e.size for e in left) + incoming <= budget or all(e.pinned for e in left)
+
+
+@given(entries, st.integers(0, 1500))
+def test_nothing_is_evicted_from_a_tier_within_budget(resident, budget):
+    if sum(e.size for e in resident) <= budget:
+        assert plan(resident, budget).evict == ()
+
+
+@given(entries, entries, st.integers(0, 1500))
+def test_promotions_fit_the_space_left_and_skip_resident_blocks(resident, candidates, budget):
+    moves = plan(resident, budget, candidates)
+    resident_keys = {e.key for e in resident}
+    assert not set(moves.promote) & resident_keys
+    assert len(set(moves.promote)) == len(moves.promote)
+    kept = sum(e.size for e in resident if e.key not in set(moves.evict))
+    assert kept + size_of(candidates, moves.promote) <= max(budget, kept)
+
+
+def test_least_recently_used_goes_first_then_fewest_hits():
+    resident = [Entry(b"new", 10, 3), Entry(b"old-hot", 10, 1, hits=5), Entry(b"old-cold", 10, 1, hits=0),
+                Entry(b"oldest-pinned", 10, 0, pinned=True)]
+    assert plan(resident, 25).evict == (b"old-cold", b"old-hot")
+
+
+def test_hottest_candidates_are_promoted_first():
+    candidates = [Entry(b"cold", 10, 9, hits=0), Entry(b"hot", 10, 1, hits=7), Entry(b"warm", 10, 5, hits=2)]
+    assert plan([Entry(b"r", 10, 0)], 30, candidates) == Plan(evict=(), promote=(b"hot", b"warm"))
+
+
+def test_choose_victims_stops_as_soon_as_the_budget_fits():
+    def oldest_first():
+        yield Entry(b"a", 10, 0)
+        yield Entry(b"b", 10, 1)
+        raise AssertionError("read past what was needed")
+
+    assert choose_victims(oldest_first(), used_bytes=25, budget_bytes=15) == [b"a"]

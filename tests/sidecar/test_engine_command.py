@@ -24,7 +24,8 @@ def test_command_runs_the_openai_server_module_with_explicit_kv_cache_size():
 
 
 def test_optional_settings_and_extra_args_reach_the_command():
-    argv = engine_command(spec(max_model_len=1024, block_size=32, extra_args=parse_extra_args("--seed 7 --enforce-eager")))
+    extra = parse_extra_args("--seed 7 --enforce-eager")
+    argv = engine_command(spec(max_model_len=1024, block_size=32, extra_args=extra))
     assert argv[argv.index("--max-model-len") + 1] == "1024"
     assert argv[argv.index("--block-size") + 1] == "32"
     assert argv[-3:] == ["--seed", "7", "--enforce-eager"]
@@ -61,4 +62,4 @@ def test_the_kv_connector_configuration_reaches_the_engine(tmp_path):
     assert parsed["kv_connector"] == "MemsidecarConnector" and parsed["kv_connector_module_path"] == "kvcache.connector"
     assert parsed["kv_load_failure_policy"] == "recompute"
     assert parsed["kv_connector_extra_config"] == {"store_dir": str(tmp_path / "kv"), "ram_bytes": 1 << 30,
-                                                   "disk_bytes": 8 << 30}
+                                                   "disk_bytes": 8 << 30, "remote_url": None}

@@ -56,7 +56,8 @@ def test_killed_engine_is_restarted_without_restarting_the_sidecar(lone_sidecar)
     wait_for(lambda: httpx.get(f"{lone_sidecar.base_url}/readyz").status_code == 503, 30, "/readyz to turn 503")
     response = httpx.post(f"{lone_sidecar.base_url}/v1/chat/completions",
                           json={"messages": [{"role": "user", "content": "hi"}]})
-    assert response.status_code == 503 and response.json()["error"]["code"] in ("engine_not_ready", "engine_unavailable")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] in ("engine_not_ready", "engine_unavailable")
 
     lone_sidecar.wait_ready()
     assert chat(lone_sidecar)

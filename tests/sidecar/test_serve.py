@@ -118,7 +118,8 @@ def test_unknown_route_is_a_404_in_openai_shape(sidecar):
 
 
 def test_server_keeps_serving_after_bad_input(client, sidecar):
-    httpx.post(f"{sidecar.base_url}/v1/chat/completions", content=b"\xff\xfe", headers={"content-type": "application/json"})
+    httpx.post(f"{sidecar.base_url}/v1/chat/completions", content=b"\xff\xfe",
+               headers={"content-type": "application/json"})
     reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "still there?"}],
                                            max_tokens=3)
     assert reply.choices[0].message.content

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from textual.memory import Memory, MemoryType, Tier
-from textual.record import decode_key, decode_memory, decode_vector, encode_key, encode_memory, encode_vector
+from textual.memory import KnowledgeBase, Memory, MemoryType, Tier
+from textual.record import (decode_kb, decode_key, decode_memory, decode_vector, encode_kb, encode_key, encode_memory,
+                            encode_vector)
 
 MEMORY = Memory(id="m1", tenant="t1", user="u1", type=MemoryType.EPISODE, content="Hi é", created_at=1.0,
                 updated_at=2.0, last_access_at=1.5, kb_id=None, metadata={"speaker": "A"}, source=("D1:1",),
@@ -31,3 +32,10 @@ def test_keys_put_each_tenant_in_its_own_prefix():
     assert encode_key("t1", "m1") == b"t1\x00m1"
     assert decode_key(b"t1\x00m1") == ("t1", "m1")
     assert not encode_key("t10", "m").startswith(encode_key("t1"))
+
+
+def test_knowledge_base_record_bytes_are_pinned():
+    kb = KnowledgeBase(id="kb1", tenant="t1", name="Docs", created_at=2.0, description="d", metadata={"a": 1})
+    golden = b'{"created_at":2.0,"description":"d","id":"kb1","metadata":{"a":1},"name":"Docs","tenant":"t1","v":1}'
+    assert encode_kb(kb) == golden
+    assert decode_kb(golden) == kb

@@ -80,7 +80,11 @@ def test_filters_restrict_search_and_list(store):
     assert [m.id for m in handle.list(until=2_000.0)] == [pref.id]
     handle.update(pref.id, tier="archived")
     assert pref.id not in {h.memory.id for h in handle.search("tea", k=10).hits}
-    assert [h.memory.id for h in handle.search("tea", tiers=["archived"], k=10).hits] == [pref.id]
+    with pytest.raises(InvalidMemoryError, match="tiers"):  # archived: kept, never searched until restored
+        handle.search("tea", tiers=["archived"], k=10)
+    assert [m.id for m in handle.list(tiers=["archived"])] == [pref.id]
+    handle.restore(pref.id)
+    assert [h.memory.id for h in handle.search("tea", types=["preference"], k=10).hits] == [pref.id]
 
 
 def test_add_messages_stores_episodes_with_turn_sources(store):

@@ -1,0 +1,78 @@
+"""Carrying out the pure policies on a store: consolidating a new memory (merge / supersede / add) and applying a
+lifecycle plan. Callers hold the store's lock; every change goes through `MemoryStore.write` / `remove`, so LMDB
+and the in-memory index stay mirrors of each other.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from textual.consolidation import Action, decide, merged, superseding
+from textual.lifecycle import Move, MoveKind, reinforced_strength
+from textual.memory import RESIDENT_TIERS, Memory, Tier
+
+SIMILAR_NEIGHBOURS = 8
+
+
+@dataclass(frozen=True)
+class LifecycleReport:
+    """What one lifecycle run did: the moves applied, and how many of each kind."""
+
+    moves: tuple[Move, ...]
+    counts: Mapping[str, int]
+
+
+def store_new(store, memory: Memory, vector: np.ndarray, consolidate: bool) -> Memory:
+    """Store `memory`, or merge it into a near-duplicate, or store it superseding an older value; returns the
+    memory that now holds its content (the existing one after a merge)."""
+    policy = store.consolidation
+    if not consolidate or memory.tier not in RESIDENT_TIERS or \
+            memory.type not in policy.merge_types | policy.supersede_types:
+        store.write(memory.tenant, [memory], vector[None])
+        return memory
+    decision = decide(memory, _similar(store, memory, vector), policy)
+    now = store.clock()
+    if decision.action is Action.MERGE:
+        target = decision.target
+        kept = merged(target, memory, now, reinforced_strength(target, now, store.lifecycle))
+        store.write(memory.tenant, [kept], None if kept.content == target.content else vector[None])
+        return kept
+    if decision.action is Action.SUPERSEDE:
+        old, new = superseding(decision.target, memory, now)
+        store.write(memory.tenant, [old, new], [None, vector])
+        return new
+    store.write(memory.tenant, [memory], vector[None])
+    return memory
+
+
+def _similar(store, memory: Memory, vector: np.ndarray) -> list[tuple[Memory, float]]:
+    """The resident memories of the same user, type and kb nearest to `vector`, with their cosine similarity."""
+    index = store.index(memory.tenant)
+    peers = {key for key, m in index.memories.items()
+             if m.user == memory.user and m.type is memory.type and m.kb_id == memory.kb_id}
+    if not peers:
+        return []
+    found = index.vectors.search(vector, SIMILAR_NEIGHBOURS, index.positions(index.vectors.ids, peers))
+    return [(index.memories[key], score) for key, score in found]
+
+
+def apply_moves(store, tenant: str, moves: Sequence[Move], now: float) -> LifecycleReport:
+    """Carry out planned moves in one write and one delete; an archived memory's `updated_at` becomes `now`."""
+    memories = {m.id: m for m in store.db.memories(tenant)}
+    valid = [move for move in moves if move.memory_id in memories]
+    changed = [_moved(memories[move.memory_id], move, now) for move in valid if move.kind is not MoveKind.DELETE]
+    if changed:
+        store.write(tenant, changed, None)
+    deleted = [move.memory_id for move in valid if move.kind is MoveKind.DELETE]
+    if deleted:
+        store.remove(tenant, deleted)
+    return LifecycleReport(tuple(valid), dict(Counter(move.kind.value for move in valid)))
+
+
+def _moved(memory: Memory, move: Move, now: float) -> Memory:
+    updated = max(now, memory.created_at) if move.tier is Tier.ARCHIVED else memory.updated_at
+    return replace(memory, tier=move.tier, updated_at=updated)
