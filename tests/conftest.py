@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ class Sidecar:
     data_dir: Path
     args: list[str]
     port: int = field(default_factory=free_port)
+    engine_port: int | None = None  # fixed, so tests can reach the engine's own /metrics
     process: subprocess.Popen | None = None
 
     @property
@@ -47,9 +49,21 @@ class Sidecar:
     def start(self) -> "Sidecar":
         argv = [str(BIN / "memsidecar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
                 *self.args]
+        if self.engine_port is not None:
+            argv += ["--engine-port", str(self.engine_port)]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
+
+    @contextlib.contextmanager
+    def running(self):
+        """Started and ready inside the block; stopped, with every engine process, after it."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -132,13 +146,9 @@ def engine_port() -> int:
 def sidecar(tmp_path_factory, tiny_model, engine_port) -> Sidecar:
     """One sidecar with a managed engine on the tiny model, shared by the integration tests."""
     server = Sidecar(tmp_path_factory.mktemp("sidecar") / "data",
-                     ["--model", str(tiny_model), "--engine-port", str(engine_port), "--max-request-bytes", "65536"])
-    server.start()
-    try:
-        server.wait_ready()
+                     ["--model", str(tiny_model), "--max-request-bytes", "65536"], engine_port=engine_port)
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass
@@ -173,9 +183,15 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
 
+    @contextlib.contextmanager
+    def running(self):
+        try:
+            yield self.start()
+        finally:
+            self.kill()
+
 
 @pytest.fixture
 def redis_server(tmp_path) -> RedisServer:
-    server = RedisServer(tmp_path).start()
-    yield server
-    server.kill()
+    with RedisServer(tmp_path).running() as server:
+        yield server

@@ -30,9 +30,8 @@ def kv_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shared_tier(tmp_path_factory) -> RedisServer:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
+    with RedisServer(tmp_path_factory.mktemp("redis")).running() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +53,12 @@ def lora_adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def kv_sidecar(kv_data_dir, tiny_model, shared_tier, lora_adapters):
-    engine_port = free_port()
     modules = " ".join(f"{name}={path}" for name, path in lora_adapters.items())
     engine_args = f"--no-enable-prefix-caching --enable-lora --max-lora-rank 8 --max-loras 2 --lora-modules {modules}"
-    server = Sidecar(kv_data_dir, ["--model", str(tiny_model), "--engine-port", str(engine_port),
-                                   "--kv-remote-url", shared_tier.url, "--block-size", str(BLOCK),
-                                   "--engine-args", engine_args])
-    server.engine_port = engine_port
-    server.start()
-    try:
-        server.wait_ready()
+    server = Sidecar(kv_data_dir, ["--model", str(tiny_model), "--kv-remote-url", shared_tier.url,
+                                   "--block-size", str(BLOCK), "--engine-args", engine_args], engine_port=free_port())
+    with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 def prompt(length: int, seed: int) -> list[int]:
@@ -170,22 +162,17 @@ def corrupt_newest_blocks(store_dir: Path, count: int) -> None:
 
 def test_a_restarted_engine_loads_from_disk_and_recomputes_corrupt_blocks(kv_sidecar, kv_data_dir, tiny_model):
     kept = prompt(9 * BLOCK + 3, seed=400)
-    damaged = prompt(3 * BLOCK + 3, seed=401)  # saved last: its 3 blocks are the newest in the store
+    damaged = prompt(3 * BLOCK + 3, seed=401)  # saved last: its blocks (3 full, 1 tail) are the newest
     kept_output = saved_then_hit(kv_sidecar, kept)[0]
     damaged_output = saved_then_hit(kv_sidecar, damaged)[0]
     kv_sidecar.stop()
     corrupt_newest_blocks(kv_data_dir / "kv", 3)
 
-    restarted = Sidecar(kv_data_dir, kv_sidecar.args)  # the same engine configuration, a new process
-    restarted.engine_port = kv_sidecar.engine_port
-    restarted.start()
-    try:
-        restarted.wait_ready()
+    restarted = Sidecar(kv_data_dir, kv_sidecar.args, engine_port=kv_sidecar.engine_port)  # same configuration
+    with restarted.running():
         assert complete(restarted, kept) == kept_output
         assert external_hits(restarted) == len(kept) - 1  # a fresh engine: all of it came from disk
         assert complete(restarted, damaged) == damaged_output
-    finally:
-        restarted.stop()
     assert "dropping a corrupt KV block" in (kv_data_dir / "logs" / "engine.log").read_text()
 
 

@@ -17,12 +17,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def lone_sidecar(tmp_path_factory, tiny_model) -> Sidecar:
-    server = Sidecar(tmp_path_factory.mktemp("lifecycle") / "data", ["--model", str(tiny_model)]).start()
-    try:
-        server.wait_ready()
+    with Sidecar(tmp_path_factory.mktemp("lifecycle") / "data", ["--model", str(tiny_model)]).running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def engine_front_end_pid(server: Sidecar) -> int:
