@@ -4,8 +4,8 @@ Loaded by vLLM through `kv_connector_module_path="kvcache.connector"`, `kv_conne
 instance runs in the scheduler (engine core) and one in each worker; they share the LMDB store on disk and talk
 only through vLLM's metadata objects:
 
-- scheduler: computes each request's block keys in its namespace (model fingerprint, KV dtype and layout, block
-  size, LoRA adapter, isolation scope from `cache_salt`), reports the stored prefix to vLLM, and plans each step's
+- scheduler: computes each request's block keys in its namespace (model fingerprint, engine variant, KV dtype and
+  layout, block size, LoRA adapter by content, isolation scope from `cache_salt`), reports the stored prefix to vLLM, and plans each step's
   loads and saves (`TransferPlanner`);
 - worker: loads planned blocks into the paged KV cache before the forward pass, and after it copies newly filled
   blocks out and hands them to a background thread that writes them to the store, so decoding never waits on disk.

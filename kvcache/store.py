@@ -123,8 +123,6 @@ class TieredStore:
             count += self.remote.count_prefix(keys[count:])
         return count
 
-    lookup = lookup_prefix  # the name the connector used first
-
     # ------------------------------------------------------------------ reads
 
     def get_into(self, key: bytes, out: np.ndarray, dtype: str, layout: str) -> bool:
