@@ -1,4 +1,4 @@
-"""The `memsidecar` command: serve, make-model, doctor."""
+"""The `memsidecar` command: serve, make-model, doctor, keys."""
 
 from __future__ import annotations
 
@@ -101,3 +101,24 @@ def doctor() -> None:
     failures = run_checks(console)
     if failures:
         raise typer.Exit(1)
+
+
+keys_app = typer.Typer(help="Manage API keys (stored hashed in a keys file).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def add_api_key(
+    tenant: str = typer.Option(..., help="Tenant the new key belongs to."),
+    file: Path = typer.Option(..., help="Keys file to append to (serve it with --api-keys-file)."),
+) -> None:
+    """Create an API key for a tenant, store its hash in FILE and print the key once."""
+    from sidecar.tenancy import KeyConfigError, add_key
+
+    try:
+        key = add_key(file, tenant)
+    except KeyConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"added a key for tenant {tenant!r} to {file}; it is shown only now:")
+    print(key)

@@ -62,6 +62,31 @@ class Settings(BaseSettings):
     kv_remote_url: str | None = Field(
         None, description="Redis/Valkey URL of a KV tier shared by several nodes, e.g. redis://host:6379/0."
     )
+    kv_scope: str = Field(
+        "tenant", description="Whose requests may share cached activations: tenant (each tenant alone) or shared."
+    )
+    api_keys: str | None = Field(
+        None, description="API keys and their tenants, `key1:tenant1,key2:tenant2`. Unset (and no keys file): "
+        "one tenant named `default`, loopback only."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of hashed API keys, one `sha256:<hex> <tenant>` per line (`memsidecar keys add`)."
+    )
+    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per minute allowed per API key; 0: no limit.")
+    max_engine_requests: int = Field(
+        64, ge=1, description="Chat and completion requests in flight to the engine; more are refused with 503."
+    )
+    memory_dir: Path | None = Field(None, description="Directory of textual and tool memory. Unset: DATA_DIR/memory.")
+    embedding_model: Path | None = Field(
+        None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2."
+    )
+    memory_inject: bool = Field(True, description="Inject relevant memories into chat requests by default.")
+    memory_write: bool = Field(True, description="Record chat turns as memories by default.")
+    memory_top_k: int = Field(8, ge=1, le=100, description="Default number of memories injected into a chat.")
+    memory_token_budget: int = Field(1000, ge=1, le=32000, description="Default token budget of injected memories.")
+    memory_lifecycle_interval_s: float = Field(
+        600.0, gt=0, description="Seconds between background passes of memory decay, tier moves and retention."
+    )
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes.")
     request_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the engine to answer a request.")
     log_level: str = Field("info", description=f"Log level: {', '.join(LOG_LEVELS)}.")
@@ -79,6 +104,13 @@ class Settings(BaseSettings):
         allowed = ("auto", "float32", "bfloat16", "float16")
         if value not in allowed:
             raise ValueError(f"must be one of: {', '.join(allowed)}")
+        return value
+
+    @field_validator("kv_scope")
+    @classmethod
+    def _check_kv_scope(cls, value: str) -> str:
+        if value not in ("tenant", "shared"):
+            raise ValueError("must be one of: tenant, shared")
         return value
 
     @field_validator("model")
@@ -120,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def resolved_kv_store_dir(self) -> Path:
         return self.kv_store_dir or self.data_dir / "kv"
+
+    @property
+    def resolved_memory_dir(self) -> Path:
+        return self.memory_dir or self.data_dir / "memory"
 
     @property
     def logs_dir(self) -> Path:

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError
+
 log = logging.getLogger("memsidecar.http")
 
 ERROR_TYPES = {
@@ -28,22 +30,27 @@ ERROR_TYPES = {
 class APIError(Exception):
     """An error the client sees, with its HTTP status, OpenAI error type and machine-readable code."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, error_type: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, error_type: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.param = param
+        self.headers = headers or {}
         fallback = "api_error" if status >= 500 else "invalid_request_error"
         self.error_type = error_type or ERROR_TYPES.get(status, fallback)
 
 
-def error_body(status: int, message: str, code: str | None = None, error_type: str | None = None) -> dict:
+def error_body(status: int, message: str, code: str | None = None, error_type: str | None = None,
+               param: str | None = None) -> dict:
     error = APIError(status, message, code, error_type)
-    return {"error": {"message": error.message, "type": error.error_type, "param": None, "code": error.code}}
+    return {"error": {"message": error.message, "type": error.error_type, "param": param, "code": error.code}}
 
 
 def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error_body(error.status, error.message, error.code, error.error_type), status_code=error.status)
+    body = error_body(error.status, error.message, error.code, error.error_type, error.param)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def error_bytes(status: int, message: str, code: str | None = None) -> bytes:
@@ -72,6 +79,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, code = _describe_validation(exc)
         return error_response(APIError(400, message, code))
+
+    @app.exception_handler(InvalidMemoryError)
+    async def _invalid_memory(request: Request, exc: InvalidMemoryError) -> JSONResponse:
+        return error_response(APIError(400, str(exc), "invalid_value", param=exc.field))
+
+    @app.exception_handler(MemoryNotFoundError)
+    @app.exception_handler(KnowledgeBaseNotFoundError)
+    async def _not_found(request: Request, exc: KeyError) -> JSONResponse:
+        return error_response(APIError(404, str(exc), "not_found"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from sidecar.memory_chat import MemoryOptions
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -30,8 +32,10 @@ class _SamplingFields(BaseModel):
 
 
 class ChatCompletionRequest(_SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    user: StrictStr | None = Field(None, max_length=128, description="End user; memories are kept per user.")
+    memory: MemoryOptions | None = Field(None, description="Memory controls (sidecar extension, via `extra_body`).")
 
 
 class CompletionRequest(_SamplingFields):
@@ -40,6 +44,6 @@ class CompletionRequest(_SamplingFields):
 
 def engine_body(request: _SamplingFields, model: str) -> dict[str, Any]:
     """The JSON the engine receives: what the client sent (extras included), with the resolved model name."""
-    body = request.model_dump(mode="json", exclude_unset=True)
+    body = request.model_dump(mode="json", exclude_unset=True, exclude={"memory"})
     body["model"] = model
     return body

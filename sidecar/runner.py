@@ -14,6 +14,8 @@ from sidecar.config import Settings
 from sidecar.engine import AttachedEngine, Engine, EngineSpec, ManagedEngine, free_port, parse_extra_args
 from sidecar.model_builder import ensure_model
 from sidecar.server import create_app
+from sidecar.tenancy import DEFAULT_TENANT, KeyTable, check_exposure
+from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
 DEFAULT_PRESET = "tiny"
@@ -60,13 +62,32 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
     return engine, name
 
 
+def load_keys(settings: Settings) -> KeyTable:
+    """The API key table; refuses an open (keyless) sidecar on a non-loopback address."""
+    keys = KeyTable.load(settings.api_keys, settings.api_keys_file)
+    check_exposure(keys, settings.host)
+    if keys.is_open:
+        log.warning("no API keys configured: every caller is tenant %r, serving loopback only", DEFAULT_TENANT)
+    else:
+        log.info("API keys configured for %d tenant(s)", len(set(keys.tenants_by_hash.values())))
+    return keys
+
+
+def open_memory(settings: Settings, console: Console) -> MemoryStore:
+    """The textual-memory store of this sidecar (loads the embedding model)."""
+    with console.status(f"opening textual memory in {settings.resolved_memory_dir}"):
+        return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
+
+
 def build_app(settings: Settings, console: Console) -> FastAPI:
-    """The sidecar app with its engine; raises ValueError for unusable settings (directories, model)."""
+    """The sidecar app with its engine; raises ValueError for unusable settings (keys, directories, model)."""
+    keys = load_keys(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine, default_model = build_engine(settings, console)
+    store = open_memory(settings, console)
     log.info("memsidecar on http://%s:%d (data: %s, engine: %s)", settings.host, settings.port, settings.data_dir,
              engine.base_url)
-    return create_app(settings, engine, default_model)
+    return create_app(settings, engine, keys, store, default_model)
 
 
 def serve_app(app: FastAPI, settings: Settings) -> None:

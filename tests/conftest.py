@@ -142,11 +142,24 @@ def engine_port() -> int:
     return free_port()
 
 
+API_KEYS = {"tenant-a": "key-a", "tenant-b": "key-b"}
+
+
+def auth(tenant: str = "tenant-a") -> dict[str, str]:
+    """Headers authenticating as `tenant` on the shared sidecar."""
+    return {"Authorization": f"Bearer {API_KEYS[tenant]}"}
+
+
 @pytest.fixture(scope="session")
 def sidecar(tmp_path_factory, tiny_model, engine_port) -> Sidecar:
-    """One sidecar with a managed engine on the tiny model, shared by the integration tests."""
+    """One sidecar with a managed engine on the tiny model and two tenants' API keys, shared by integration tests.
+
+    The engine's own prefix cache is off, so every reuse of KV blocks is served by activation memory.
+    """
+    keys = ",".join(f"{key}:{tenant}" for tenant, key in API_KEYS.items())
     server = Sidecar(tmp_path_factory.mktemp("sidecar") / "data",
-                     ["--model", str(tiny_model), "--max-request-bytes", "65536"], engine_port=engine_port)
+                     ["--model", str(tiny_model), "--max-request-bytes", "65536", "--api-keys", keys,
+                      "--engine-args=--no-enable-prefix-caching"], engine_port=engine_port)
     with server.running():
         yield server
 

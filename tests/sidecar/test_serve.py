@@ -8,14 +8,14 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Sidecar
+from tests.conftest import API_KEYS, Sidecar, auth
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def client(sidecar) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{sidecar.base_url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{sidecar.base_url}/v1", api_key=API_KEYS["tenant-a"], max_retries=0)
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
@@ -44,8 +44,11 @@ def test_chat_non_streaming_returns_text(client):
 
 def test_chat_streaming_returns_the_same_text_as_non_streaming(client):
     messages = [{"role": "user", "content": "Stream me something"}]
-    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
-    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, stream=True)
+    no_memory = {"memory": {"inject": False, "write": False}}  # the first reply must not join the second prompt
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0,
+                                           extra_body=no_memory)
+    stream = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, stream=True,
+                                            extra_body=no_memory)
     pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
     assert len(pieces) > 1
     assert "".join(pieces) == whole.choices[0].message.content
@@ -53,7 +56,7 @@ def test_chat_streaming_returns_the_same_text_as_non_streaming(client):
 
 def test_model_defaults_to_the_served_model(sidecar):
     response = httpx.post(f"{sidecar.base_url}/v1/chat/completions",
-                          json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+                          json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}, headers=auth())
     assert response.status_code == 200
     assert response.json()["model"] == "tiny"
 
@@ -78,7 +81,7 @@ def test_text_completion(client):
 )
 def test_bad_input_gets_a_400_naming_the_problem(sidecar, body, code, field):
     response = httpx.post(f"{sidecar.base_url}/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"})
+                          headers={"content-type": "application/json", **auth()})
     error = assert_openai_error(response, 400, code)
     assert field in error["message"]
 
@@ -93,7 +96,7 @@ def test_unknown_model_is_a_404_in_openai_shape(client):
 def test_over_long_body_is_a_413(sidecar):
     padding = "x" * 70_000  # the fixture's limit is 65,536 bytes
     response = httpx.post(f"{sidecar.base_url}/v1/chat/completions",
-                          json={"messages": [{"role": "user", "content": padding}]})
+                          json={"messages": [{"role": "user", "content": padding}]}, headers=auth())
     assert_openai_error(response, 413, "request_too_large")
 
 
@@ -103,23 +106,23 @@ def test_over_long_chunked_body_is_a_413(sidecar):
             yield b"x" * 8192
 
     response = httpx.post(f"{sidecar.base_url}/v1/chat/completions", content=chunks(),
-                          headers={"content-type": "application/json"})
+                          headers={"content-type": "application/json", **auth()})
     assert_openai_error(response, 413, "request_too_large")
 
 
 def test_engine_rejections_keep_their_status_and_shape(sidecar):
     too_long = {"messages": [{"role": "user", "content": "word " * 5000}], "max_tokens": 4}
-    response = httpx.post(f"{sidecar.base_url}/v1/chat/completions", json=too_long)
+    response = httpx.post(f"{sidecar.base_url}/v1/chat/completions", json=too_long, headers=auth())
     assert_openai_error(response, 400)
 
 
 def test_unknown_route_is_a_404_in_openai_shape(sidecar):
-    assert_openai_error(httpx.get(f"{sidecar.base_url}/v1/nothing-here"), 404)
+    assert_openai_error(httpx.get(f"{sidecar.base_url}/v1/nothing-here", headers=auth()), 404)
 
 
 def test_server_keeps_serving_after_bad_input(client, sidecar):
     httpx.post(f"{sidecar.base_url}/v1/chat/completions", content=b"\xff\xfe",
-               headers={"content-type": "application/json"})
+               headers={"content-type": "application/json", **auth()})
     reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "still there?"}],
                                            max_tokens=3)
     assert reply.choices[0].message.content

@@ -1,0 +1,56 @@
+"""Who is calling: the FastAPI dependency that turns `Authorization: Bearer <key>` into a `Caller`, rate-limited.
+
+Every `/v1` route depends on `Access.caller`; routes reach memory only through `caller.tenant`, so another tenant's
+objects cannot be named, only not found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sidecar.errors import APIError
+from sidecar.rate_limit import RateLimiter
+from sidecar.tenancy import KeyTable, hash_key
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: its tenant, and the hashed key that rate limits apply to."""
+
+    tenant: str
+    key_hash: str
+
+
+class Access:
+    """Authentication and per-key rate limiting for the HTTP API."""
+
+    def __init__(self, keys: KeyTable, limiter: RateLimiter) -> None:
+        self.keys = keys
+        self.limiter = limiter
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """The caller for an `Authorization` header value; 401 for a missing or unknown key, 429 over the rate."""
+        key = _bearer(authorization)
+        tenant = self.keys.tenant_of(key)
+        if tenant is None:
+            raise APIError(401, "missing or invalid API key; send `Authorization: Bearer <key>`", "invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        key_hash = hash_key(key or "")
+        wait_s = self.limiter.acquire(key_hash)
+        if wait_s > 0:
+            raise APIError(429, f"rate limit of {self.limiter.per_minute} requests per minute exceeded",
+                           "rate_limit_exceeded", headers={"Retry-After": self.limiter.retry_after(wait_s)})
+        return Caller(tenant, key_hash)
+
+    async def caller(self, request: Request) -> Caller:
+        """FastAPI dependency: the authenticated caller of this request."""
+        return self.authenticate(request.headers.get("authorization"))
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None

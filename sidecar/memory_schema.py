@@ -1,0 +1,115 @@
+"""Pydantic models of the memory and knowledge-base REST API, and the JSON shape of a memory record.
+
+Field names follow MemOS's REST API (`user_id`, `content`, `type`, `query`, `top_k`). Bounds here are the HTTP
+edge's; `textual` re-checks every value and names the field when it refuses one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from textual.memory import KnowledgeBase, Memory
+from textual.retriever import SearchResult
+
+ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
+MAX_TOP_K = 100
+MAX_TOKEN_BUDGET = 32_000
+MemoryTypeName = Literal["fact", "preference", "event", "episode", "tool_schema", "tool_trajectory", "image",
+                         "document_chunk"]
+TierName = Literal["hot", "warm", "cold", "archived"]
+Number = StrictFloat | StrictInt
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddMemory(_Strict):
+    user_id: StrictStr = Field(pattern=ID_REGEX)
+    content: StrictStr = Field(min_length=1)
+    type: MemoryTypeName = "fact"
+    kb_id: StrictStr | None = Field(None, pattern=ID_REGEX)
+    metadata: dict[str, Any] | None = None
+    source: list[StrictStr] = Field(default_factory=list, max_length=100)
+    importance: Number | None = Field(None, ge=0, le=1)
+
+
+class SearchMemories(_Strict):
+    query: StrictStr = Field(min_length=1, max_length=4000)
+    user_id: StrictStr | None = Field(None, pattern=ID_REGEX)
+    top_k: StrictInt = Field(10, ge=1, le=MAX_TOP_K)
+    token_budget: StrictInt | None = Field(None, ge=1, le=MAX_TOKEN_BUDGET)
+    kb_ids: list[StrictStr] | None = Field(None, min_length=1, max_length=100)
+    types: list[MemoryTypeName] | None = Field(None, min_length=1)
+    tiers: list[Literal["hot", "warm", "cold"]] | None = Field(None, min_length=1)
+    since: Number | None = None
+    until: Number | None = None
+
+
+class UpdateMemory(_Strict):
+    content: StrictStr | None = Field(None, min_length=1)
+    metadata: dict[str, Any] | None = None
+    importance: Number | None = Field(None, ge=0, le=1)
+    strength: Number | None = Field(None, ge=0)
+    tier: TierName | None = None
+
+
+class Feedback(_Strict):
+    kind: Literal["positive", "negative", "correction"]
+    text: StrictStr | None = Field(None, min_length=1)
+
+
+class Turn(_Strict):
+    role: Literal["user", "assistant", "system", "tool"]
+    content: StrictStr = Field(min_length=1)
+    speaker: StrictStr | None = Field(None, min_length=1, max_length=128)
+    time: Number | None = None
+    session: StrictStr = Field("", max_length=128)
+    turn_id: StrictStr | None = Field(None, pattern=ID_REGEX)
+
+
+class AddMessages(_Strict):
+    user_id: StrictStr = Field(pattern=ID_REGEX)
+    messages: list[Turn] = Field(min_length=1, max_length=1000)
+    kb_id: StrictStr | None = Field(None, pattern=ID_REGEX)
+
+
+class CreateKnowledgeBase(_Strict):
+    id: StrictStr = Field(pattern=ID_REGEX)
+    name: StrictStr | None = Field(None, min_length=1, max_length=200)
+    description: StrictStr = Field("", max_length=2000)
+    metadata: dict[str, Any] | None = None
+
+
+class AddDocument(_Strict):
+    text: StrictStr = Field(min_length=1)
+    title: StrictStr | None = Field(None, max_length=500)
+    metadata: dict[str, Any] | None = None
+    chunk_tokens: StrictInt | None = Field(None, ge=16, le=2000)
+    overlap_tokens: StrictInt | None = Field(None, ge=0, le=1000)
+
+
+def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:
+    """A memory as the API returns it."""
+    body = {
+        "id": memory.id, "user_id": memory.user, "type": memory.type.value, "content": memory.content,
+        "kb_id": memory.kb_id, "metadata": dict(memory.metadata), "source": list(memory.source),
+        "created_at": memory.created_at, "updated_at": memory.updated_at, "last_access_at": memory.last_access_at,
+        "access_count": memory.access_count, "importance": memory.importance, "strength": memory.strength,
+        "tier": memory.tier.value,
+    }
+    if score is not None:
+        body["score"] = score
+    return body
+
+
+def search_json(result: SearchResult) -> dict[str, Any]:
+    return {"results": [memory_json(hit.memory, hit.score) for hit in result.hits], "context": result.context,
+            "context_tokens": result.context_tokens}
+
+
+def kb_json(kb: KnowledgeBase) -> dict[str, Any]:
+    return {"id": kb.id, "name": kb.name, "description": kb.description, "created_at": kb.created_at,
+            "metadata": dict(kb.metadata)}
