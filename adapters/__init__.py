@@ -1,4 +1,7 @@
-"""Parametric memory: a LoRA adapter registry, residency across engine / CPU / disk, and distillation.
+"""Parametric memory: a registry of LoRA adapters on the served base model, their residency, and distillation.
 
-Not built yet (issue 5); the package exists so the layout and the import checks are in place.
+Engine-free core: `names` (name and id rules), `archive` (safe unpacking of uploads), `base_model` (the base
+model's linear layers), `validation` (a PEFT adapter checked against them), `record` (one adapter version and its
+stored format) and `registry` (blobs, versions, visibility and bindings, persisted). Errors, each with the HTTP
+status it maps to, are in `errors`.
 """

@@ -33,7 +33,7 @@ from vllm.v1.kv_cache_interface import group_kernel_blocks
 
 from kvcache.connector_config import ConnectorConfig
 from kvcache.fingerprint import adapter_id
-from kvcache.keys import Namespace, chain_key, namespace_root
+from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
 from kvcache.store import StoreConfig, TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
 
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from vllm.v1.request import Request
 
 log = logging.getLogger("memsidecar.kvcache")
+PIN_PARAM = "memsidecar_pin"  # in a request's kv_transfer_params: pin (true) or unpin (false) its prompt's blocks
 
 
 @dataclass
@@ -86,6 +87,15 @@ class MemsidecarConnector(KVConnectorBase_V1):
         adapter = "none" if lora is None else self._adapter_id(lora.lora_name, lora.lora_path)
         return self._base_namespace.with_request(adapter=adapter, scope=request.cache_salt or "public")
 
+    def _apply_pin(self, request: "Request") -> None:
+        """`kv_transfer_params: {"memsidecar_pin": true | false}` pins (or unpins) the full blocks of the request's
+        prompt on disk, in its namespace; pinned blocks are never evicted (they may be saved later)."""
+        params = request.kv_transfer_params or {}
+        if not isinstance(params.get(PIN_PARAM), bool):
+            return
+        keys = block_keys(self._request_namespace(request), request.prompt_token_ids or [])
+        (self._store.pin if params[PIN_PARAM] else self._store.unpin)(keys)
+
     def _adapter_id(self, name: str, path: str) -> str:
         """Content id of an adapter, hashed once per (name, path) in this process (as vLLM caches adapters)."""
         if (name, path) not in self._adapter_ids:
@@ -94,6 +104,7 @@ class MemsidecarConnector(KVConnectorBase_V1):
 
     def get_num_new_matched_tokens(self, request: "Request", num_computed_tokens: int) -> tuple[int | None, bool]:
         self._requests[request.request_id] = request
+        self._apply_pin(request)
         root = namespace_root(self._request_namespace(request))
         hit = self._planner.match(request.request_id, root, request.prompt_token_ids or [], num_computed_tokens)
         return hit, False

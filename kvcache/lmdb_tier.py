@@ -201,6 +201,11 @@ class LmdbTier:
             for key in keys:
                 txn.delete(key)
 
+    def num_pinned(self) -> int:
+        """How many keys are pinned (stored or not yet)."""
+        with self._env.begin() as txn:
+            return txn.stat(self._pins)["entries"]
+
     def keys(self, prefix: bytes = b"") -> list[bytes]:
         with self._env.begin() as txn:
             return list(self._keys(txn, prefix))

@@ -270,6 +270,7 @@ class TieredStore:
                                          for name, counters in self._counters.tiers.items()}
             result["puts"] = self._counters.puts
             result["demoted"] = self._counters.demoted
+        result[self.disk.name]["pinned"] = self.disk.num_pinned()
         if self.remote is not None:
             result["remote"].update(self.remote.stats())
         return result

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
+from sidecar.adapter_service import AdapterService
 from sidecar.engine_client import EngineClient, EngineStream
 from sidecar.memory_chat import Conversation, Injection, MemoryChat, conversation
 from sidecar.sse import with_memory_chunk
@@ -20,10 +22,15 @@ from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest, engi
 
 log = logging.getLogger("memsidecar.chat")
 MODELS_TTL_S = 30.0
+MANAGED_ADAPTER = re.compile(r"\.v\d+\.[0-9a-f]{12}$")
 
 
 class ModelCatalog:
-    """The model names the engine serves, cached briefly; a miss refreshes once before a name is refused."""
+    """The models the engine serves to everyone, cached briefly; a miss refreshes once before a name is refused.
+
+    Adapters the sidecar loaded for tenants (`name.vN.<hash>` engine names) are not in it: they are reached only
+    through the adapter registry, which checks the tenant.
+    """
 
     def __init__(self, client: EngineClient, default_model: str | None) -> None:
         self.client = client
@@ -33,9 +40,16 @@ class ModelCatalog:
 
     async def listing(self) -> dict:
         listing = await self.client.get_json("/v1/models")
-        self._names = {entry["id"] for entry in listing.get("data", []) if isinstance(entry, dict) and "id" in entry}
+        cards = [entry for entry in listing.get("data", []) if isinstance(entry, dict) and "id" in entry
+                 and not MANAGED_ADAPTER.search(str(entry["id"]))]
+        self._names = {card["id"] for card in cards}
         self._fetched_at = time.monotonic()
-        return listing
+        return {**listing, "data": cards}
+
+    async def names(self) -> set[str]:
+        if time.monotonic() - self._fetched_at > MODELS_TTL_S:
+            await self.listing()
+        return self._names
 
     async def resolve(self, name: str | None) -> str:
         """The engine-side model name for a request, or a 404 naming the models that exist."""
@@ -83,39 +97,74 @@ def reply_text(result: dict[str, Any]) -> str:
 
 
 class ChatService:
-    """OpenAI chat and text completions through the engine, with memory injected and recorded for chats."""
+    """OpenAI chat and text completions through the engine, with the tenant's adapter, memories injected and the
+    conversation recorded for chats."""
 
     def __init__(self, client: EngineClient, catalog: ModelCatalog, memory: MemoryChat | None, gate: EngineGate,
-                 kv_scope: str) -> None:
+                 kv_scope: str, adapters: AdapterService | None = None) -> None:
         self.client = client
         self.catalog = catalog
         self.memory = memory
         self.gate = gate
         self.kv_scope = kv_scope
+        self.adapters = adapters
         self._writes: set[asyncio.Task] = set()
 
     async def chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
-        body = cache_salt(engine_body(request, await self.catalog.resolve(request.model)), tenant, self.kv_scope)
-        chat = None
-        injection = Injection()
-        if self.memory is not None:
-            chat = conversation(tenant, body, request.memory, self.memory.defaults)
-            body, injection = await run_in_threadpool(self.memory.prepare, chat, body)
-        if request.stream:
-            stream = await self._stream("/v1/chat/completions", body)
-            remember = (lambda reply: self._remember(chat, reply)) if chat else (lambda reply: None)
-            return EngineStream(with_memory_chunk(stream.chunks, injection.as_json(), remember))
-        result = await self._json("/v1/chat/completions", body)
+        model, lease = await self._model_for(request.model, tenant, request.user)
+        try:
+            body = cache_salt(engine_body(request, model), tenant, self.kv_scope)
+            chat, injection = None, Injection()
+            if self.memory is not None:
+                chat = conversation(tenant, body, request.memory, self.memory.defaults)
+                body, injection = await run_in_threadpool(self.memory.prepare, chat, body)
+            if request.stream:
+                stream = await self._stream("/v1/chat/completions", body, lease)
+                lease = None  # the stream releases it
+                remember = (lambda reply: self._remember(chat, reply)) if chat else (lambda reply: None)
+                return EngineStream(with_memory_chunk(stream.chunks, injection.as_json(), remember))
+            result = await self._json("/v1/chat/completions", body)
+        finally:
+            self._release(lease)
+        result["model"] = request.model or result.get("model")
         if chat is not None:
             result["memory"] = injection.as_json()
             self._remember(chat, reply_text(result))
         return result
 
     async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
-        body = cache_salt(engine_body(request, await self.catalog.resolve(request.model)), tenant, self.kv_scope)
-        if request.stream:
-            return await self._stream("/v1/completions", body)
-        return await self._json("/v1/completions", body)
+        model, lease = await self._model_for(request.model, tenant, None)
+        try:
+            body = cache_salt(engine_body(request, model), tenant, self.kv_scope)
+            if request.stream:
+                stream = await self._stream("/v1/completions", body, lease)
+                lease = None
+                return stream
+            return await self._json("/v1/completions", body)
+        finally:
+            self._release(lease)
+
+    async def _model_for(self, name: str | None, tenant: str, user: str | None) -> tuple[str, str | None]:
+        """The engine model for a request and the adapter lease it holds: a served model by name, else the
+        tenant's adapter by name, else (no name) the user's or tenant's bound adapter, else the default model."""
+        if self.adapters is None or (name is not None and name in await self.catalog.names()):
+            return await self.catalog.resolve(name), None
+        if name is None:
+            record = self.adapters.registry.binding_for(tenant, user if user and _is_user(user) else None)
+            if record is None:
+                return await self.catalog.resolve(None), None
+        else:
+            record = self.adapters.registry_lookup(name, tenant)
+            if record is None:
+                names = sorted(await self.catalog.names()) + [r.name for r in self.adapters.registry.list(tenant)]
+                raise APIError(404, f"The model `{name}` does not exist. Available: {', '.join(names) or 'none'}.",
+                               "model_not_found")
+        key = await self.adapters.acquire(record)
+        return key, key
+
+    def _release(self, lease: str | None) -> None:
+        if lease is not None:
+            self.adapters.release(lease)
 
     async def drain(self) -> None:
         """Wait for every memory write still running (at shutdown: acknowledged chats leave their memories)."""
@@ -129,14 +178,14 @@ class ChatService:
         finally:
             self.gate.leave()
 
-    async def _stream(self, path: str, body: dict) -> EngineStream:
+    async def _stream(self, path: str, body: dict, lease: str | None) -> EngineStream:
         self.gate.enter()
         try:
             stream = await self.client.post_stream(path, body)
         except BaseException:
             self.gate.leave()
             raise
-        return EngineStream(_released(stream.chunks, self.gate))
+        return EngineStream(_released(stream.chunks, self.gate, lambda: self._release(lease)))
 
     def _remember(self, chat: Conversation, reply: str) -> None:
         task = asyncio.get_running_loop().create_task(run_in_threadpool(self.memory.remember, chat, reply))
@@ -149,9 +198,15 @@ class ChatService:
             log.error("recording a chat in memory failed: %s", task.exception())
 
 
-async def _released(chunks: AsyncIterator[bytes], gate: EngineGate) -> AsyncIterator[bytes]:
+def _is_user(user: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9@][A-Za-z0-9._@-]{0,127}", user) is not None
+
+
+async def _released(chunks: AsyncIterator[bytes], gate: EngineGate,
+                    release: Callable[[], None]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
             yield chunk
     finally:
         gate.leave()
+        release()

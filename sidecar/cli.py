@@ -1,4 +1,4 @@
-"""The `memsidecar` command: serve, make-model, doctor, keys."""
+"""The `memsidecar` command: serve, make-model, doctor, keys, mcp."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from sidecar.config import Settings
+from sidecar.tenancy import DEFAULT_TENANT
 from sidecar.model_builder import DEFAULT_CORPUS, PRESETS, ModelBuildError, build_model, directory_digest
 
 app = typer.Typer(help="memsidecar: a memory sidecar for LLM inference.", no_args_is_help=True, add_completion=False)
@@ -101,6 +102,33 @@ def doctor() -> None:
     failures = run_checks(console)
     if failures:
         raise typer.Exit(1)
+
+
+@app.command("mcp")
+def mcp(
+    tenant: str = typer.Option(DEFAULT_TENANT, help="Tenant whose memories the tools read and write."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config file (env: MEMSIDECAR_CONFIG)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (env: MEMSIDECAR_DATA_DIR)."),
+    memory_dir: Optional[Path] = typer.Option(None, "--memory-dir",
+                                              help="Textual memory directory (env: MEMSIDECAR_MEMORY_DIR)."),
+) -> None:
+    """Serve the memory tools over MCP on stdin/stdout, as one tenant (for agents that spawn their tools).
+    Do not point it at the memory directory of a running `serve`: one process per store."""
+    import anyio
+
+    from sidecar.mcp_server import run_stdio
+    from textual.store import MemoryStore
+
+    settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir})
+    configure_logging(settings.log_level)  # to stderr: stdout carries the MCP messages
+    store = MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
+    try:
+        anyio.run(run_stdio, store, tenant)
+    except ValueError as exc:  # an unusable tenant name
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed in a keys file).", no_args_is_help=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     max_engine_requests: int = Field(
         64, ge=1, description="Chat and completion requests in flight to the engine; more are refused with 503."
     )
+    max_loras: int = Field(
+        4, ge=0, le=64, description="LoRA adapters the engine runs in one batch (its slots); 0 turns adapters off."
+    )
+    max_cpu_loras: int = Field(
+        8, ge=1, le=1024, description="LoRA adapters kept loaded in the engine (its CPU cache); at least max_loras."
+    )
+    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest LoRA rank an uploaded adapter may have.")
+    max_adapter_upload_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest adapter upload (zip or tar), packed and unpacked, in bytes."
+    )
     memory_dir: Path | None = Field(None, description="Directory of textual and tool memory. Unset: DATA_DIR/memory.")
     embedding_model: Path | None = Field(
         None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2."
@@ -112,6 +122,12 @@ class Settings(BaseSettings):
         if value not in ("tenant", "shared"):
             raise ValueError("must be one of: tenant, shared")
         return value
+
+    @model_validator(mode="after")
+    def _check_lora_capacity(self) -> "Settings":
+        if self.max_loras > self.max_cpu_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
+        return self
 
     @field_validator("model")
     @classmethod

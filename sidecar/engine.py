@@ -37,6 +37,15 @@ PROGRESS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
+class LoraSpec:
+    """Runtime LoRA serving: `max_loras` adapters per batch, `max_cpu_loras` registered, rank up to `max_lora_rank`."""
+
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """Everything that determines the engine's command line and environment."""
 
@@ -51,6 +60,7 @@ class EngineSpec:
     host: str = "127.0.0.1"
     cache_dir: Path | None = None  # engine compile caches; kept under the data directory
     kv_transfer_config: str | None = None  # JSON for --kv-transfer-config (memsidecar's KV connector)
+    lora: LoraSpec | None = None  # adapters loaded at run time through /v1/load_lora_adapter
 
     @property
     def base_url(self) -> str:
@@ -68,6 +78,9 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
         argv += ["--block-size", str(spec.block_size)]
     if spec.kv_transfer_config is not None:
         argv += ["--kv-transfer-config", spec.kv_transfer_config]
+    if spec.lora is not None:
+        argv += ["--enable-lora", "--max-loras", str(spec.lora.max_loras), "--max-cpu-loras",
+                 str(spec.lora.max_cpu_loras), "--max-lora-rank", str(spec.lora.max_lora_rank)]
     return argv + list(spec.extra_args)
 
 
@@ -83,6 +96,8 @@ def engine_env(spec: EngineSpec, base: dict[str, str]) -> dict[str, str]:
     )
     if spec.cache_dir is not None:
         env["VLLM_CACHE_ROOT"] = str(spec.cache_dir / "vllm")
+    if spec.lora is not None:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
     return env
 
 

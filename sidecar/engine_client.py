@@ -46,6 +46,16 @@ class EngineClient:
         response = await self._send(self._http.build_request("POST", self.engine.base_url + path, json=body))
         return _json_or_raise(response, await response.aread())
 
+    async def post_command(self, path: str, body: dict) -> tuple[int, str]:
+        """POST to an engine endpoint answering plain text (LoRA loading); returns the HTTP status and text,
+        raising only when the engine cannot be reached."""
+        self._require_ready()
+        response = await self._send(self._http.build_request("POST", self.engine.base_url + path, json=body))
+        text = (await response.aread()).decode(errors="replace")
+        if response.status_code != 200:
+            log.info("engine %s answered %d: %s", path, response.status_code, text[:500])
+        return response.status_code, text
+
     async def post_stream(self, path: str, body: dict) -> EngineStream:
         """Start a streaming request; errors before the first byte raise, so the caller can still send a 4xx/5xx."""
         self._require_ready()

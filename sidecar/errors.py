@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.errors import AdapterError
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError
 
 log = logging.getLogger("memsidecar.http")
@@ -88,6 +89,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KnowledgeBaseNotFoundError)
     async def _not_found(request: Request, exc: KeyError) -> JSONResponse:
         return error_response(APIError(404, str(exc), "not_found"))
+
+    @app.exception_handler(AdapterError)
+    async def _adapter_error(request: Request, exc: AdapterError) -> JSONResponse:
+        code = "not_found" if exc.status == 404 else "invalid_adapter"
+        return error_response(APIError(exc.status, str(exc), code, param=exc.field))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -18,18 +18,21 @@ async def _send_error(send, status: int, message: str, code: str) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over `max_bytes` with 413, by the declared Content-Length or by counting a chunked body."""
+    """Refuses bodies over `max_bytes` with 413, by the declared Content-Length or by counting a chunked body.
+    `per_path` gives exact paths (adapter uploads) a limit of their own."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
-        too_large = f"request body exceeds the limit of {self.max_bytes} bytes"
+        limit = self.per_path.get(scope["path"], self.max_bytes)
+        too_large = f"request body exceeds the limit of {limit} bytes"
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _send_error(send, 413, too_large, "request_too_large")
         chunks, size = [], 0
         while True:
@@ -38,7 +41,7 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 return await _send_error(send, 413, too_large, "request_too_large")
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -11,9 +11,14 @@ from rich.console import Console
 
 from kvcache.connector_config import check_store_dir, kv_transfer_config
 from sidecar.config import Settings
-from sidecar.engine import AttachedEngine, Engine, EngineSpec, ManagedEngine, free_port, parse_extra_args
+from adapters.base_model import BaseModelShape
+from adapters.registry import AdapterRegistry
+from kvcache.fingerprint import model_fingerprint
+from kvcache.store import StoreConfig, TieredStore
+from sidecar.engine import (AttachedEngine, Engine, EngineSpec, LoraSpec, ManagedEngine, free_port,
+                            parse_extra_args)
 from sidecar.model_builder import ensure_model
-from sidecar.server import create_app
+from sidecar.server import AdapterSetup, create_app
 from sidecar.tenancy import DEFAULT_TENANT, KeyTable, check_exposure
 from textual.store import MemoryStore
 
@@ -40,6 +45,13 @@ def kv_connector_json(settings: Settings) -> str | None:
                               settings.kv_remote_url)
 
 
+def lora_spec(settings: Settings) -> LoraSpec | None:
+    """Runtime LoRA serving for the engine, or None with adapters off (`max_loras` 0)."""
+    if not settings.max_loras:
+        return None
+    return LoraSpec(settings.max_loras, settings.max_cpu_loras, settings.max_lora_rank)
+
+
 def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | None]:
     """The engine and the model name requests default to (None when attached: the engine's only model)."""
     if settings.engine_url:
@@ -57,6 +69,7 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
         extra_args=parse_extra_args(settings.engine_args),
         cache_dir=settings.data_dir / "cache",
         kv_transfer_config=kv_connector_json(settings),
+        lora=lora_spec(settings),
     )
     engine = ManagedEngine(spec, settings.logs_dir / "engine.log", settings.engine_startup_timeout_s)
     return engine, name
@@ -79,15 +92,46 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
         return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
 
 
+def open_adapters(settings: Settings, engine: Engine) -> AdapterSetup | None:
+    """The adapter registry for the engine's model, or None when adapters are off (`max_loras` 0) or the model
+    directory is unknown (an attached engine without `--model`). An attached engine must run with `--enable-lora`
+    and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`."""
+    if not settings.max_loras:
+        return None
+    if isinstance(engine, ManagedEngine):
+        model_dir = engine.spec.model_dir
+    elif settings.model is not None:
+        model_dir = settings.model.resolve()
+    else:
+        log.warning("adapters are off: attached to an engine without --model, the base model is unknown")
+        return None
+    cache_dir = settings.data_dir / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    registry = AdapterRegistry.open(
+        settings.data_dir / "adapters", model_fingerprint(model_dir, cache_dir / "fingerprints.json"),
+        settings.max_lora_rank, BaseModelShape.load(model_dir), settings.max_adapter_upload_bytes)
+    return AdapterSetup(registry, model_dir, settings.data_dir / "distill")
+
+
+def open_kv_store(settings: Settings) -> TieredStore | None:
+    """The engine connector's store, opened in this process without a RAM tier (statistics, pins)."""
+    if not settings.kv_store:
+        return None
+    return TieredStore.open(StoreConfig(settings.resolved_kv_store_dir, int(settings.kv_ram_gib * 2**30),
+                                        int(settings.kv_disk_gib * 2**30), settings.kv_remote_url), with_ram=False)
+
+
 def build_app(settings: Settings, console: Console) -> FastAPI:
     """The sidecar app with its engine; raises ValueError for unusable settings (keys, directories, model)."""
     keys = load_keys(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine, default_model = build_engine(settings, console)
     store = open_memory(settings, console)
+    adapters = open_adapters(settings, engine)
+    kv_store = open_kv_store(settings) if isinstance(engine, ManagedEngine) else None
     log.info("memsidecar on http://%s:%d (data: %s, engine: %s)", settings.host, settings.port, settings.data_dir,
              engine.base_url)
-    return create_app(settings, engine, keys, store, default_model)
+    return create_app(settings, engine, keys, store, default_model, adapters, kv_store)
 
 
 def serve_app(app: FastAPI, settings: Settings) -> None:

@@ -10,18 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from adapters.jobs import JobRunner
+from adapters.registry import AdapterRegistry
+from adapters.residency import Capacity
+from kvcache.store import TieredStore
 from sidecar.access import Access, Caller
+from sidecar.activations import PinBook, activation_router
+from sidecar.adapter_routes import adapter_router
+from sidecar.adapter_service import AdapterService
 from sidecar.chat import ChatService, EngineGate, ModelCatalog
 from sidecar.config import Settings
 from sidecar.engine import Engine
 from sidecar.engine_client import EngineClient, EngineStream
 from sidecar.errors import APIError, error_response, install_error_handlers
 from sidecar.memory_chat import MemoryChat, MemoryDefaults
+from sidecar.mcp_server import mcp_http_app
 from sidecar.memory_routes import memory_router
 from sidecar.metrics import Metrics
 from sidecar.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -32,6 +42,15 @@ from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class AdapterSetup:
+    """The adapter registry of a sidecar whose managed engine serves LoRA, and where distillation works."""
+
+    registry: AdapterRegistry
+    base_model_dir: Path
+    work_dir: Path
 
 
 def _to_response(result: dict | EngineStream) -> Response:
@@ -57,33 +76,53 @@ async def _lifecycle_loop(store: MemoryStore, interval_s: float) -> None:
 
 
 def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: MemoryStore,
-               default_model: str | None = None) -> FastAPI:
-    """The ASGI app. The engine is started and stopped, and the memory store closed, with the app's lifespan."""
+               default_model: str | None = None, adapters: AdapterSetup | None = None,
+               kv_store: TieredStore | None = None) -> FastAPI:
+    """The ASGI app. The engine is started and stopped, and the stores closed, with the app's lifespan.
+    Without `adapters` (attached engine, or `max_loras` 0) requests can name served models only."""
     client = EngineClient(engine, settings.request_timeout_s)
     catalog = ModelCatalog(client, default_model)
+    service = None if adapters is None else AdapterService(
+        adapters.registry, client, engine, Capacity(settings.max_loras, settings.max_cpu_loras))
     chat = ChatService(client, catalog, MemoryChat(store, memory_defaults(settings)),
-                       EngineGate(settings.max_engine_requests), settings.kv_scope)
+                       EngineGate(settings.max_engine_requests), settings.kv_scope, service)
     metrics = Metrics(engine)
     access = Access(keys, RateLimiter(settings.rate_limit_per_minute))
+    jobs = JobRunner()
+    mcp = mcp_http_app(store, access)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await engine.start()
         lifecycle = asyncio.create_task(_lifecycle_loop(store, settings.memory_lifecycle_interval_s))
         try:
-            yield
+            async with mcp.running():  # MCP stops before the store closes below
+                yield
         finally:
             lifecycle.cancel()
+            jobs.close(timeout=30)
             await chat.drain()
             await engine.stop()
             await client.close()
             store.close()
+            if adapters is not None:
+                adapters.registry.close()
+            if kv_store is not None:
+                kv_store.close()
 
     app = FastAPI(title="memsidecar", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
+                       per_path={"/v1/adapters": settings.max_adapter_upload_bytes})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(memory_router(store, access.caller))
+    if kv_store is not None:
+        pins = PinBook(settings.data_dir / "activation-pins.json")
+        app.include_router(activation_router(chat, kv_store, pins, settings.kv_scope, access.caller))
+    app.add_route("/mcp", mcp.endpoint, include_in_schema=False)  # not mount: that answers a bare /mcp with 307
+    if adapters is not None:
+        app.include_router(adapter_router(service, jobs, store, adapters.base_model_dir, adapters.work_dir,
+                                          settings.max_adapter_upload_bytes, access.caller))
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -101,7 +140,14 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
 
     @app.get("/v1/models")
     async def list_models(who: Caller = Depends(access.caller)) -> dict:
-        return await catalog.listing()
+        listing = await catalog.listing()
+        if adapters is None:
+            return listing
+        base = default_model or next((card["id"] for card in listing["data"]), None)
+        cards = [{"id": record.name, "object": "model", "created": int(record.created_at), "parent": base,
+                  "owned_by": "public" if record.is_public else who.tenant, "root": record.reference}
+                 for record in adapters.registry.list(who.tenant)]
+        return {**listing, "data": listing["data"] + cards}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, who: Caller = Depends(access.caller)) -> Response:

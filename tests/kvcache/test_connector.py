@@ -17,6 +17,7 @@ import lmdb
 import numpy as np
 import pytest
 
+from adapters.synthetic import random_adapter
 from tests.conftest import RedisServer, Sidecar, free_port
 
 pytestmark = pytest.mark.slow
@@ -37,17 +38,9 @@ def shared_tier(tmp_path_factory) -> RedisServer:
 @pytest.fixture(scope="module")
 def lora_adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
     """Two PEFT adapters with random non-zero weights: each gives the tiny model its own outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     adapters = {}
     for seed, name in enumerate(("adapter-a", "adapter-b")):
-        torch.manual_seed(seed)
-        config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config)
-        adapters[name] = tmp_path_factory.mktemp(name)
-        model.save_pretrained(adapters[name])
+        adapters[name] = random_adapter(tiny_model, tmp_path_factory.mktemp(name), seed)
     return adapters
 
 

@@ -216,3 +216,39 @@ def test_invalid_utf8_is_a_400_and_the_server_still_serves(sidecar):
                           headers={"content-type": "application/json", **auth()})
     assert response.status_code == 400
     assert httpx.get(f"{sidecar.base_url}/v1/kbs", headers=auth()).status_code == 200
+
+
+def test_mcp_tools_on_the_sidecar_see_the_same_tenant_memories(sidecar):
+    from tests.sidecar.test_mcp import call, http_session, run
+
+    user = new_user()
+    memory = add_memory(sidecar, user)
+
+    async def scenario():
+        async with http_session(f"{sidecar.base_url}/mcp", API_KEYS["tenant-a"]) as session:
+            found = await call(session, "memos_search_memory", query="parrots in the greenhouse", user_id=user)
+            assert memory["id"] in [hit["id"] for hit in found["results"]]
+        async with http_session(f"{sidecar.base_url}/mcp", API_KEYS["tenant-b"]) as session:
+            found = await call(session, "memos_search_memory", query="parrots in the greenhouse", user_id=user)
+            assert found["results"] == []
+
+    run(scenario)
+
+
+def test_pinning_a_texts_activations_is_per_tenant_and_undone_by_unpinning(sidecar):
+    base, text = sidecar.base_url, "The parrots of the greenhouse keep their own calendar of festivals. " * 20
+
+    def pinned() -> int:
+        return httpx.get(f"{base}/v1/activations", headers=auth()).json()["tiers"]["disk"]["pinned"]
+
+    before = pinned()
+    pin = httpx.post(f"{base}/v1/activations/pin", json={"text": text}, headers=auth(), timeout=120).json()
+    assert pin["tokens"] > 64
+    assert pinned() > before  # the prompt's full blocks (how many depends on the engine's block size)
+    assert [p["id"] for p in httpx.get(f"{base}/v1/activations", headers=auth()).json()["pins"]] == [pin["id"]]
+    assert httpx.get(f"{base}/v1/activations", headers=auth("tenant-b")).json()["pins"] == []
+    assert httpx.delete(f"{base}/v1/activations/pin/{pin['id']}", headers=auth("tenant-b")).status_code == 404
+    prefetched = httpx.post(f"{base}/v1/activations/prefetch", json={"text": text}, headers=auth(), timeout=120)
+    assert prefetched.json()["tokens"] == pin["tokens"]
+    assert httpx.delete(f"{base}/v1/activations/pin/{pin['id']}", headers=auth(), timeout=120).json()["deleted"]
+    assert pinned() == before

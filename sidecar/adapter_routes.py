@@ -1,0 +1,199 @@
+"""REST routes of parametric memory: upload, list, delete, load/unload/pin, bindings, distillation jobs.
+
+Routes translate HTTP to calls on `AdapterService`, `AdapterRegistry` and `JobRunner`, always with the caller's
+tenant; registry and validation errors carry their own status (400/404/413/422) and field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from adapters.distill import DistillSpec, Example, distill, examples_from_records
+from adapters.jobs import Job, JobContext, JobRunner
+from adapters.record import AdapterRecord
+from sidecar.access import Caller
+from sidecar.adapter_service import AdapterService
+from sidecar.errors import APIError
+from sidecar.memory_schema import ID_REGEX
+from textual.store import MemoryStore
+
+NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MEMORY_TYPES_FOR_DISTILLATION = ["fact", "preference", "event", "episode"]
+
+
+class Binding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: StrictStr | None = Field(None, pattern=ID_REGEX, description="Bind for this user; unset: the tenant.")
+    version: StrictInt | None = Field(None, ge=1, description="Stay on this version; unset: follow the latest.")
+
+
+class TrainingExample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr | None = Field(None, min_length=1, max_length=20_000)
+    question: StrictStr | None = Field(None, min_length=1, max_length=20_000)
+    answer: StrictStr | None = Field(None, min_length=1, max_length=20_000)
+
+
+class DistillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr = Field(pattern=NAME_REGEX, description="Name of the adapter to register (a new version).")
+    user_id: StrictStr | None = Field(None, pattern=ID_REGEX, description="Train on this user's memories.")
+    examples: list[TrainingExample] | None = Field(None, min_length=1, max_length=10_000)
+    rank: StrictInt = Field(8, ge=1, le=256)
+    epochs: StrictInt = Field(3, ge=1, le=100)
+    max_steps: StrictInt | None = Field(None, ge=1, le=100_000)
+    learning_rate: float = Field(5e-4, gt=0, le=1)
+    source: Literal["memories", "examples"] = "examples"
+
+
+def record_json(record: AdapterRecord, service: AdapterService) -> dict[str, Any]:
+    return {
+        "id": record.name, "name": record.name, "version": record.version, "reference": record.reference,
+        "owner": "public" if record.is_public else record.owner, "rank": record.rank, "alpha": record.alpha,
+        "target_modules": list(record.target_modules), "bytes": record.bytes, "sha256": record.sha256,
+        "created_at": record.created_at, "last_used_at": record.last_used_at,
+        "residency": service.tier_of(record), "pinned": service.is_pinned(record),
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    progress = job.progress
+    return {"id": job.id, "kind": job.kind, "status": job.status.value, "created_at": job.created_at,
+            "started_at": job.started_at, "finished_at": job.finished_at, "error": job.error,
+            "progress": None if progress is None else {"step": progress.step, "total": progress.total,
+                                                         "loss": progress.loss},
+            "result": job.result if isinstance(job.result, dict) else None}
+
+
+def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore, base_model_dir: Path,
+                   work_dir: Path, max_upload_bytes: int, caller) -> APIRouter:
+    """The `/v1/adapters` routes; uploads are raw zip or tar bodies of up to `max_upload_bytes`."""
+    router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
+    registry = service.registry
+
+    @router.post("")
+    async def upload(request: Request, name: str = Query(pattern=NAME_REGEX),
+                     who: Caller = Depends(caller)) -> dict:
+        data = await request.body()
+        if not data:
+            raise APIError(400, "the body must be the adapter as a zip or tar archive", "empty_upload")
+        record = await run_in_threadpool(registry.register_archive, data, name, who.tenant)
+        return record_json(record, service)
+
+    @router.get("")
+    async def list_adapters(who: Caller = Depends(caller)) -> dict:
+        return {"data": [record_json(r, service) for r in registry.list(who.tenant)]}
+
+    @router.post("/distill", status_code=202)
+    async def start_distillation(body: DistillRequest, who: Caller = Depends(caller)) -> dict:
+        examples = await run_in_threadpool(_examples, body, store, who.tenant)
+        loop = asyncio.get_running_loop()
+
+        def run(context: JobContext) -> dict:
+            output = work_dir / context.job_id
+            spec = DistillSpec(base_model_dir=base_model_dir, output_dir=output, examples=examples, rank=body.rank,
+                               alpha=2.0 * body.rank, epochs=body.epochs, max_steps=body.max_steps,
+                               learning_rate=body.learning_rate)
+            try:
+                result = distill(spec, context.report, context.cancel_event)
+                record = registry.register_directory(output, body.name, who.tenant)
+            finally:
+                shutil.rmtree(output, ignore_errors=True)
+            asyncio.run_coroutine_threadsafe(service.load(record), loop).result(timeout=300)
+            return {"adapter": record.reference, "steps": result.steps, "first_loss": result.first_loss,
+                    "last_loss": result.last_loss, "seconds": result.seconds}
+
+        return job_json(jobs.submit("distill", who.tenant, run))
+
+    @router.get("/jobs/{job_id}")
+    async def get_job(job_id: str, who: Caller = Depends(caller)) -> dict:
+        return job_json(_job(jobs.get, job_id, who.tenant))
+
+    @router.post("/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str, who: Caller = Depends(caller)) -> dict:
+        return job_json(_job(jobs.cancel, job_id, who.tenant))
+
+    @router.get("/{name}")
+    async def get_adapter(name: str, who: Caller = Depends(caller)) -> dict:
+        versions = registry.versions(name, who.tenant)
+        return {**record_json(versions[-1], service), "versions": [record_json(r, service) for r in versions]}
+
+    @router.delete("/{name}")
+    async def delete_adapter(name: str, version: int | None = Query(None, ge=1),
+                             who: Caller = Depends(caller)) -> dict:
+        doomed = [r for r in registry.versions(name, who.tenant) if version in (None, r.version)]
+        await service.forget([r for r in doomed if not r.is_public])
+        deleted = await run_in_threadpool(registry.delete, name, who.tenant, version)
+        return {"name": name, "deleted": [r.reference for r in deleted]}
+
+    @router.post("/{name}/load")
+    async def load(name: str, who: Caller = Depends(caller)) -> dict:
+        record = service.resolve(name, who.tenant)
+        await service.load(record)
+        return record_json(record, service)
+
+    @router.post("/{name}/unload")
+    async def unload(name: str, who: Caller = Depends(caller)) -> dict:
+        record = service.resolve(name, who.tenant)
+        await service.unload(record)
+        return record_json(record, service)
+
+    @router.post("/{name}/pin")
+    async def pin(name: str, who: Caller = Depends(caller)) -> dict:
+        record = service.resolve(name, who.tenant)
+        await service.set_pinned(record, True)
+        return record_json(record, service)
+
+    @router.post("/{name}/unpin")
+    async def unpin(name: str, who: Caller = Depends(caller)) -> dict:
+        record = service.resolve(name, who.tenant)
+        await service.set_pinned(record, False)
+        return record_json(record, service)
+
+    @router.put("/{name}/binding")
+    async def bind(name: str, body: Binding, who: Caller = Depends(caller)) -> dict:
+        record = registry.bind(who.tenant, name, body.user_id, body.version)
+        return {"user_id": body.user_id, "adapter": record.reference, "follows_latest": body.version is None}
+
+    @router.delete("/{name}/binding")
+    async def unbind(name: str, user_id: str | None = Query(None, pattern=ID_REGEX),
+                     who: Caller = Depends(caller)) -> dict:
+        bound = registry.binding_for(who.tenant, user_id)
+        if bound is None or bound.name != name:
+            raise APIError(404, f"no binding to adapter {name!r} for this {'user' if user_id else 'tenant'}",
+                           "not_found")
+        registry.unbind(who.tenant, user_id)
+        return {"user_id": user_id, "adapter": None}
+
+    return router
+
+
+def _examples(body: DistillRequest, store: MemoryStore, tenant: str) -> tuple[Example, ...]:
+    if body.source == "examples":
+        if not body.examples:
+            raise APIError(400, "examples: give training examples, or set source to memories", param="examples")
+        return tuple(Example(text=e.text, question=e.question, answer=e.answer) for e in body.examples)
+    if body.user_id is None:
+        raise APIError(400, "user_id: name whose memories to distil", param="user_id")
+    memories = store.for_tenant(tenant).list(user=body.user_id, types=MEMORY_TYPES_FOR_DISTILLATION, limit=10_000)
+    examples = examples_from_records(memories)
+    if not examples:
+        raise APIError(400, f"user_id: user {body.user_id!r} has no memories to distil", param="user_id")
+    return examples
+
+
+def _job(method, job_id: str, tenant: str) -> Job:
+    try:
+        return method(job_id, tenant)
+    except KeyError:
+        raise APIError(404, f"no job {job_id!r}", "not_found") from None
