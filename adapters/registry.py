@@ -132,6 +132,12 @@ class AdapterRegistry:
                     latest[(owner, record.name)] = record
         return sorted(latest.values(), key=lambda r: (r.owner is None, r.name))
 
+    def usage(self) -> dict[str, int]:
+        """Across all owners: how many versions are registered and the bytes of their distinct blobs."""
+        with self._env.begin() as txn:
+            records = [decode_record(value) for _key, value in txn.cursor(db=self._records)]
+        return {"versions": len(records), "blob_bytes": sum({r.sha256: r.bytes for r in records}.values())}
+
     def delete(self, name: str, tenant: str, version: int | None = None, public: bool = False) -> list[AdapterRecord]:
         """Remove one version (or all) of the tenant's own `name`, or of public `name`; the records removed.
 

@@ -150,3 +150,51 @@ def add_api_key(
         raise typer.Exit(2) from None
     console.print(f"added a key for tenant {tenant!r} to {file}; it is shown only now:")
     print(key)
+
+
+adapters_app = typer.Typer(help="Upload and distil LoRA adapters on a running sidecar.", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
+URL_OPTION = typer.Option("http://127.0.0.1:8000", "--url", help="The running sidecar.")
+KEY_OPTION = typer.Option(None, "--api-key", envvar="MEMSIDECAR_API_KEY", help="API key (env: MEMSIDECAR_API_KEY).")
+
+
+@adapters_app.command("add")
+def add_adapter(
+    directory: Path = typer.Argument(..., help="PEFT adapter directory (adapter_config.json + .safetensors)."),
+    name: str = typer.Option(..., help="Adapter name; an existing name gets a new version."),
+    url: str = URL_OPTION,
+    api_key: Optional[str] = KEY_OPTION,
+) -> None:
+    """Upload a local adapter directory (zipped on the fly; the sidecar validates it)."""
+    from sidecar.adapter_client import AdapterClient, ClientError
+
+    try:
+        record = AdapterClient(url, api_key).upload_directory(directory, name)
+    except ClientError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"registered {record['reference']} (rank {record['rank']}, {record['bytes']} bytes)")
+
+
+@adapters_app.command("distill")
+def distill_adapter(
+    data: Path = typer.Option(..., help="JSONL: one {\"text\"} or {\"question\", \"answer\"} per line."),
+    name: str = typer.Option(..., help="Name of the adapter to train and register."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps."),
+    url: str = URL_OPTION,
+    api_key: Optional[str] = KEY_OPTION,
+) -> None:
+    """Train a LoRA on the examples in the sidecar, following the job's progress until it ends."""
+    from sidecar.adapter_client import AdapterClient, ClientError
+
+    try:
+        job = AdapterClient(url, api_key).distill(data, name, max_steps, console)
+    except ClientError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if job["status"] != "succeeded":
+        console.print(f"[red]job {job['status']}:[/red] {job.get('error')}")
+        raise typer.Exit(1)
+    result = job["result"]
+    console.print(f"registered {result['adapter']}: loss {result['first_loss']:.3f} -> {result['last_loss']:.3f} "
+                  f"in {result['steps']} steps")

@@ -38,6 +38,7 @@ from sidecar.middleware import BodyLimitMiddleware, MetricsMiddleware
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest
 from sidecar.rate_limit import RateLimiter
 from sidecar.tenancy import KeyTable
+from sidecar.tiers import tier_report
 from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
@@ -137,6 +138,10 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/tiers", tags=["tiers"])
+    async def tiers(who: Caller = Depends(access.caller)) -> dict:
+        return await run_in_threadpool(tier_report, settings, kv_store, service, store)
 
     @app.get("/v1/models")
     async def list_models(who: Caller = Depends(access.caller)) -> dict:

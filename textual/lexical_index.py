@@ -54,8 +54,10 @@ class LexicalIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def search(self, terms: Sequence[str], k: int, allowed: Sequence[int] | None = None) -> list[tuple[str, float]]:
-        """Up to `k` (id, score) pairs with a positive score, best first, among `allowed` positions if given."""
+    def search(self, terms: Sequence[str], k: int, allowed: Sequence[int] | None = None,
+               excluded: Sequence[int] = ()) -> list[tuple[str, float]]:
+        """Up to `k` (id, score) pairs with a positive score, best first, among `allowed` positions if given and
+        never at `excluded` positions."""
         if self._retriever is None or not terms or k <= 0:
             return []
         scores = np.asarray(self._retriever.get_scores(list(terms)), dtype=np.float64)
@@ -63,5 +65,69 @@ class LexicalIndex:
             mask = np.zeros(len(scores), dtype=bool)
             mask[np.asarray(allowed, dtype=np.int64)] = True
             scores = np.where(mask, scores, 0.0)
+        if len(excluded):
+            scores[np.asarray(excluded, dtype=np.int64)] = 0.0
         top = np.argsort(-scores, kind="stable")[:k]
         return [(self.ids[row], float(scores[row])) for row in top if scores[row] > 0]
+
+
+class LayeredLexicalIndex:
+    """BM25 over a changing set of documents that does not re-index everything after each change.
+
+    Invariant: every current document is in exactly one of `main` (built at some point, minus its `stale` ids,
+    whose document changed or went away) and `recent` (documents added or changed since main was built). `recent`
+    is small and rebuilt on the first search after a change; `main` is rebuilt from the kept term lists once recent
+    and stale together exceed `rebuild_fraction` of it (at least `min_rebuild`), so a stream of writes costs an
+    amortized fraction of a full build each. The two parts have their own BM25 statistics, so their scores compare
+    only roughly; results are merged by score, and rank fusion uses only the order.
+    """
+
+    def __init__(self, min_rebuild: int = 512, rebuild_fraction: float = 0.1) -> None:
+        self.min_rebuild = min_rebuild
+        self.rebuild_fraction = rebuild_fraction
+        self._terms: dict[str, list[str]] = {}
+        self._main = LexicalIndex([], None)
+        self._main_rows: dict[str, int] = {}
+        self._stale: set[str] = set()
+        self._recent_ids: set[str] = set()
+        self._recent: LexicalIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def upsert(self, doc_id: str, terms: Sequence[str]) -> None:
+        """Add a document, or replace the terms of one already indexed."""
+        self._terms[doc_id] = list(terms)
+        if doc_id in self._main_rows:
+            self._stale.add(doc_id)
+        self._recent_ids.add(doc_id)
+        self._recent = None
+
+    def remove(self, doc_id: str) -> None:
+        if self._terms.pop(doc_id, None) is None:
+            return
+        if doc_id in self._main_rows:
+            self._stale.add(doc_id)
+        if doc_id in self._recent_ids:
+            self._recent_ids.discard(doc_id)
+            self._recent = None
+
+    def search(self, terms: Sequence[str], k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
+        """Up to `k` (id, score) pairs with a positive score, best first, among `allowed` ids if given."""
+        self._refresh()
+        main_rows = None if allowed is None else [self._main_rows[key] for key in allowed if key in self._main_rows]
+        stale_rows = [self._main_rows[key] for key in self._stale]
+        recent_rows = None if allowed is None else [row for row, key in enumerate(self._recent.ids) if key in allowed]
+        found = self._main.search(terms, k, main_rows, stale_rows) + self._recent.search(terms, k, recent_rows)
+        return sorted(found, key=lambda pair: -pair[1])[:k]
+
+    def _refresh(self) -> None:
+        if len(self._recent_ids) + len(self._stale) > max(self.min_rebuild,
+                                                           self.rebuild_fraction * len(self._main_rows)):
+            ids = list(self._terms)
+            self._main = LexicalIndex.build(ids, [self._terms[i] for i in ids])
+            self._main_rows = {key: row for row, key in enumerate(ids)}
+            self._stale, self._recent_ids, self._recent = set(), set(), None
+        if self._recent is None:
+            ids = sorted(self._recent_ids)
+            self._recent = LexicalIndex.build(ids, [self._terms[i] for i in ids])

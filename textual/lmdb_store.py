@@ -43,6 +43,10 @@ class LmdbStore:
         env = lmdb.open(str(path), map_size=map_size, max_dbs=8, sync=True, metasync=True, writemap=False)
         return cls(env)
 
+    def disk_bytes(self) -> int:
+        """Bytes of the LMDB data file (its pages in use grow into it; freed pages are reused, not returned)."""
+        return self._env.info()["last_pgno"] * self._env.stat()["psize"]
+
     def close(self) -> None:
         self._env.close()
 

@@ -106,9 +106,7 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
     everything = len(allowed) == len(index.memories)
     dense_rows = None if everything else index.positions(index.vectors.ids, allowed)
     dense = index.vectors.search(query_vector, settings.depth, dense_rows)
-    lexical_index = index.lexical()
-    lexical_rows = None if everything else index.positions(lexical_index.ids, allowed)
-    lexical = lexical_index.search(analyzer.terms(plan.lexical_text), settings.depth, lexical_rows)
+    lexical = index.lexical().search(analyzer.terms(plan.lexical_text), settings.depth, None if everything else allowed)
     fused = reciprocal_rank_fusion([[key for key, _ in dense], [key for key, _ in lexical]], k=settings.rrf_k,
                                    weights=[settings.dense_weight, settings.lexical_weight])
     return fused, max((score for _, score in dense), default=0.0)

@@ -79,6 +79,14 @@ class MemoryStore:
         """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job."""
         return {tenant: self.for_tenant(tenant).run_lifecycle(now) for tenant in self.db.tenants()}
 
+    def resident_usage(self) -> dict[str, int]:
+        """What the in-memory indexes hold across tenants: tenants loaded, resident memories, vector bytes."""
+        with self.lock:
+            indexes = list(self._indexes.values())
+        memories = sum(len(index.memories) for index in indexes)
+        vector_bytes = sum(len(index.vectors) * index.vectors.dim * 4 for index in indexes)
+        return {"tenants_loaded": len(indexes), "memories": memories, "vector_bytes": vector_bytes}
+
     def close(self) -> None:
         """Save fresh FAISS indexes for the next open, then close LMDB."""
         with self.lock:

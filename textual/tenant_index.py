@@ -3,7 +3,7 @@
 Invariants: `memories` mirrors LMDB for this tenant's resident (hot and warm) memories and `cold_ids` holds the
 ids of its cold ones (their content and vectors stay on disk); archived memories appear in neither; every id in
 `vectors` is in `memories` unless `vectors_stale` is set (a removal happened and the owner must rebuild from
-LMDB); the lexical index is rebuilt lazily whenever contents changed since it was built.
+LMDB); the lexical index follows every add and removal (see `LayeredLexicalIndex` for how it avoids full rebuilds).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from textual.lexical_index import Analyzer, LexicalIndex
+from textual.lexical_index import Analyzer, LayeredLexicalIndex
 from textual.memory import Memory, MemoryType
 from textual.vector_index import VectorIndex
 
@@ -26,7 +26,7 @@ class TenantIndex:
         self.vectors_stale = False
         self.cold_ids: set[str] = set()
         self._analyzer = analyzer
-        self._lexical: LexicalIndex | None = None
+        self._lexical = LayeredLexicalIndex()
         self._sessions: dict[tuple[str, str], dict[int, str]] = {}
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> None:
@@ -34,7 +34,7 @@ class TenantIndex:
         for memory in memories:
             old = self.memories.get(memory.id)
             if old is None or old.content != memory.content:
-                self._lexical = None
+                self._lexical.upsert(memory.id, self._analyzer.terms(memory.content))
             self._forget_order(memory.id)
             self.memories[memory.id] = memory
             self._remember_order(memory)
@@ -45,12 +45,9 @@ class TenantIndex:
         self._forget_order(memory_id)
         self.memories.pop(memory_id, None)
         self.vectors_stale = True
-        self._lexical = None
+        self._lexical.remove(memory_id)
 
-    def lexical(self) -> LexicalIndex:
-        if self._lexical is None:
-            ids = list(self.memories)
-            self._lexical = LexicalIndex.build(ids, [self._analyzer.terms(self.memories[i].content) for i in ids])
+    def lexical(self) -> LayeredLexicalIndex:
         return self._lexical
 
     def speakers(self) -> set[str]:

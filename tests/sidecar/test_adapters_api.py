@@ -205,3 +205,23 @@ def test_a_restarted_sidecar_keeps_adapters_versions_and_bindings(sidecar, engin
         versions = httpx.get(f"{second.base_url}/v1/adapters/kept").json()["versions"]
         assert [v["version"] for v in versions] == [1, 2]
         assert text(complete(second, None, headers={})) == served == text(complete(second, "kept@v1", headers={}))
+
+
+def test_the_cli_uploads_a_directory_and_distils_from_a_jsonl(sidecar, adapter_dirs, tmp_path):
+    import subprocess
+    import sys
+
+    cli = [str(Path(sys.executable).parent / "memsidecar"), "adapters"]
+    common = ["--url", sidecar.base_url, "--api-key", "key-a"]
+    added = subprocess.run([*cli, "add", str(adapter_dirs[5]), "--name", "from-cli", *common],
+                           capture_output=True, text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert "registered from-cli@v1" in added.stderr
+    refused = subprocess.run([*cli, "add", str(tmp_path), "--name", "empty", *common], capture_output=True, text=True)
+    assert refused.returncode == 1 and "adapter_config.json" in refused.stderr
+    data = tmp_path / "examples.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"Kiwi the parrot sings song number {i}."}) for i in range(8)))
+    distilled = subprocess.run([*cli, "distill", "--data", str(data), "--name", "cli-distilled", "--max-steps", "6",
+                                *common], capture_output=True, text=True, timeout=300)
+    assert distilled.returncode == 0, distilled.stderr
+    assert "registered cli-distilled@v1" in distilled.stderr

@@ -252,3 +252,46 @@ def test_pinning_a_texts_activations_is_per_tenant_and_undone_by_unpinning(sidec
     assert prefetched.json()["tokens"] == pin["tokens"]
     assert httpx.delete(f"{base}/v1/activations/pin/{pin['id']}", headers=auth(), timeout=120).json()["deleted"]
     assert pinned() == before
+
+
+def test_tiers_report_budgets_and_usage_of_every_memory_kind(sidecar):
+    add_memory(sidecar, new_user())
+    tiers = httpx.get(f"{sidecar.base_url}/v1/tiers", headers=auth()).json()
+    assert tiers["engine"]["adapter_slots"]["budget"] == 2
+    assert tiers["cpu_ram"]["adapter_cpu_cache"]["budget"] == 4
+    assert tiers["cpu_ram"]["memory_indexes"]["memories"] >= 1
+    assert tiers["disk"]["kv_lmdb"]["entries"] >= 0 and tiers["disk"]["memory_lmdb"]["bytes"] > 0
+    assert httpx.get(f"{sidecar.base_url}/v1/tiers").status_code == 401
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tool_calls_become_trajectories_and_tools_are_injected(sidecar):
+    client, user = client_for(sidecar), new_user()
+    messages = [
+        {"role": "user", "content": "What is the weather in Lisbon?"},
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "22 C and sunny"},
+    ]
+    client.chat.completions.create(model="tiny", messages=messages, tools=[WEATHER_TOOL], tool_choice="none",
+                                   user=user, max_tokens=2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = httpx.get(f"{sidecar.base_url}/v1/memories", params={"type": "tool_trajectory"},
+                           headers=auth()).json()["data"]
+        if any(m["metadata"].get("tool_name") == "get_weather" for m in listed):
+            break
+        time.sleep(0.2)
+    trajectory = next(m for m in listed if m["metadata"].get("tool_name") == "get_weather")
+    assert trajectory["metadata"]["success"] is True and trajectory["metadata"]["arguments"] == {"city": "Lisbon"}
+    reply = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Will it rain in Lisbon today?"}], tools=[WEATHER_TOOL],
+        tool_choice="none", user=user, max_tokens=2, extra_body={"memory": {"write": False}})
+    tools = httpx.get(f"{sidecar.base_url}/v1/memories", params={"type": "tool_schema"}, headers=auth()).json()["data"]
+    schema_id = next(m["id"] for m in tools if m["metadata"]["tool_name"] == "get_weather")
+    assert schema_id in reply.model_extra["memory"]["ids"]

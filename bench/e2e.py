@@ -1,0 +1,283 @@
+"""Chat with memsidecar against chat with the whole history, end to end, on LoCoMo conversations.
+
+    python -m bench.e2e [--quick] [--json] [--data FILE] [--model DIR] [--questions N]
+
+Each conversation of the development split is replayed session by session; after each session, the questions whose
+evidence ends in it are asked (categories 1-4, evidence present), two ways, on identical engine settings:
+- `baseline`: vLLM alone (its prefix cache on), the prompt is the whole conversation so far as one system message
+  (`[date]` headers, `Speaker: text` lines) plus the question, truncated from the oldest turns to fit the context
+  as a client would;
+- `sidecar`: `memsidecar serve` (activation memory on) with the same engine settings; the session's turns are
+  written to memory through `POST /v1/memories/messages` as they happen (what the chat path records), and each
+  question is a chat with only the question, memory injected (top_k 100, 1,000-token budget).
+Reported per way: prompt tokens per request (the engine's count), TTFT p50/p95 (streaming, first content chunk),
+end-to-end latency p50, and for the sidecar the evidence recall of the injected memories (share of the question's
+evidence turn ids among their source turns). Answers are never read. The model is `qwen2-0.5b-shape` (random
+weights: outputs are meaningless, costs are real). `--quick`: the first conversation, its first 8 questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from bench.locomo import CATEGORIES, evidence_ids, session_time
+from sidecar.engine import EngineSpec, ManagedEngine, free_port
+from sidecar.model_builder import ensure_model
+
+console = Console(stderr=True)
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo_dev.json"
+DEFAULT_MODEL_DIR = Path(".data/models/qwen2-0.5b-shape")  # shared with bench.ttft
+MEMORY = {"inject": True, "write": False, "top_k": 100, "token_budget": 1000}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Engine settings shared by both ways."""
+
+    max_model_len: int = 4096
+    block_size: int = 32
+    dtype: str = "bfloat16"
+    kv_cache_gib: float = 4.0
+    max_tokens: int = 16
+    max_num_seqs: int = 4
+
+
+def sessions(conversation: dict) -> list[tuple[str, float, list[dict]]]:
+    result, number = [], 1
+    while f"session_{number}" in conversation:
+        result.append((f"session_{number}", session_time(conversation[f"session_{number}_date_time"]),
+                       conversation[f"session_{number}"]))
+        number += 1
+    return result
+
+
+def last_evidence_session(qa: dict) -> int:
+    """The session number of the question's latest evidence turn (`D3:7` is session 3)."""
+    return max(int(turn[1:].split(":")[0]) for turn in evidence_ids(qa["evidence"]) if turn.startswith("D"))
+
+
+def history_lines(done: list[tuple[str, float, list[dict]]]) -> list[str]:
+    lines = []
+    for _, when, turns in done:
+        lines.append(f"[{datetime.fromtimestamp(when, tz=timezone.utc):%d %B %Y}]")
+        lines += [f"{turn['speaker']}: {turn['text']}" for turn in turns]
+    return lines
+
+
+def truncated(tokenizer, lines: list[str], budget: int) -> str:
+    """The newest lines whose text fits `budget` tokens of the model's tokenizer."""
+    kept, used = [], 0
+    for line in reversed(lines):
+        cost = len(tokenizer.encode(line, add_special_tokens=False)) + 1
+        if used + cost > budget:
+            break
+        kept.append(line)
+        used += cost
+    return "\n".join(reversed(kept))
+
+
+async def timed_chat(client: httpx.AsyncClient, body: dict) -> dict:
+    """TTFT (first content chunk), total latency, prompt tokens and the final `memory` object of a streamed chat."""
+    started, first, usage, memory = time.perf_counter(), None, {}, None
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+                first = time.perf_counter() - started
+            usage = chunk.get("usage") or usage
+            memory = chunk.get("memory", memory)
+    return {"ttft": first if first is not None else time.perf_counter() - started,
+            "latency": time.perf_counter() - started, "prompt_tokens": usage.get("prompt_tokens", 0),
+            "memory": memory}
+
+
+class Sidecar:
+    def __init__(self, model: Path, work: Path, settings: Settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model),
+                     "--data-dir", str(work / "sidecar"), "--port", str(self.port), "--max-loras", "0",
+                     "--rate-limit-per-minute", "0", "--max-model-len", str(settings.max_model_len),
+                     "--block-size", str(settings.block_size), "--dtype", settings.dtype,
+                     "--kv-cache-gib", str(settings.kv_cache_gib), "--served-model-name", "bench",
+                     f"--engine-args=--max-num-seqs {settings.max_num_seqs} --seed 0"]
+        self.log = work / "sidecar.log"
+
+    async def __aenter__(self) -> "Sidecar":
+        self.process = subprocess.Popen(self.argv, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 900
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the sidecar exited; see {self.log}")
+                try:
+                    if (await client.get(f"{self.url}/readyz", timeout=2)).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+        raise TimeoutError(f"the sidecar was not ready; see {self.log}")
+
+    async def __aexit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def baseline_engine(model: Path, work: Path, settings: Settings) -> ManagedEngine:
+    spec = EngineSpec(model_dir=model, served_model_name="bench", port=free_port(), kv_cache_gib=settings.kv_cache_gib,
+                      max_model_len=settings.max_model_len, block_size=settings.block_size, dtype=settings.dtype,
+                      extra_args=("--max-num-seqs", str(settings.max_num_seqs), "--seed", "0"),
+                      cache_dir=work / "cache")
+    return ManagedEngine(spec, work / "baseline-engine.log")
+
+
+def plan(samples: list[dict], limit: int | None) -> list[tuple[dict, dict[int, list[dict]]]]:
+    """Per conversation, the questions to ask after each session number."""
+    result, left = [], limit
+    for sample in samples:
+        asked: dict[int, list[dict]] = {}
+        for qa in sample["qa"]:
+            if qa["category"] in CATEGORIES and qa.get("evidence") and (left is None or left > 0):
+                asked.setdefault(last_evidence_session(qa), []).append(qa)
+                left = None if left is None else left - 1
+        result.append((sample, asked))
+    return result
+
+
+async def run_baseline(engine_url: str, tokenizer, work_plan, settings: Settings) -> list[dict]:
+    measured = []
+    budget = settings.max_model_len - settings.max_tokens - 64
+    async with httpx.AsyncClient(base_url=engine_url, timeout=900) as client:
+        for sample, asked in work_plan:
+            done = []
+            for number, session in enumerate(sessions(sample["conversation"]), start=1):
+                done.append(session)
+                for qa in asked.get(number, []):
+                    history = truncated(tokenizer, history_lines(done), budget - 32)
+                    body = {"model": "bench", "max_tokens": settings.max_tokens, "temperature": 0, "messages": [
+                        {"role": "system", "content": f"Conversation so far:\n{history}"},
+                        {"role": "user", "content": qa["question"]}]}
+                    measured.append(await timed_chat(client, body))
+    return measured
+
+
+async def run_sidecar(url: str, work_plan, settings: Settings) -> list[dict]:
+    measured = []
+    async with httpx.AsyncClient(base_url=url, timeout=900) as client:
+        for index, (sample, asked) in enumerate(work_plan):
+            user = f"conv{index}"
+            for number, (name, when, turns) in enumerate(sessions(sample["conversation"]), start=1):
+                messages = [{"role": "user", "content": turn["text"], "speaker": turn["speaker"], "time": when,
+                             "session": name, "turn_id": turn["dia_id"]} for turn in turns]
+                (await client.post("/v1/memories/messages", json={"user_id": user, "messages": messages})
+                 ).raise_for_status()
+                for qa in asked.get(number, []):
+                    body = {"model": "bench", "user": user, "max_tokens": settings.max_tokens, "temperature": 0,
+                            "messages": [{"role": "user", "content": qa["question"]}], "memory": MEMORY}
+                    result = await timed_chat(client, body)
+                    sources = await injected_sources(client, result["memory"]["ids"])
+                    wanted = evidence_ids(qa["evidence"])
+                    result["recall"] = len(wanted & sources) / len(wanted)
+                    measured.append(result)
+    return measured
+
+
+async def injected_sources(client: httpx.AsyncClient, ids: list[str]) -> set[str]:
+    sources = set()
+    for memory_id in ids:
+        sources.update((await client.get(f"/v1/memories/{memory_id}")).json().get("source", []))
+    return sources
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summarize(baseline: list[dict], sidecar: list[dict], settings: Settings) -> dict:
+    def stats(rows: list[dict], key: str, q: float) -> float:
+        return round(percentile([row[key] for row in rows], q), 3)
+
+    return {
+        "bench": "e2e", "requests": len(sidecar),
+        "baseline_prompt_tokens_mean": round(statistics.fmean(r["prompt_tokens"] for r in baseline), 1),
+        "sidecar_prompt_tokens_mean": round(statistics.fmean(r["prompt_tokens"] for r in sidecar), 1),
+        "baseline_ttft_s_p50": stats(baseline, "ttft", 0.5), "sidecar_ttft_s_p50": stats(sidecar, "ttft", 0.5),
+        "baseline_ttft_s_p95": stats(baseline, "ttft", 0.95), "sidecar_ttft_s_p95": stats(sidecar, "ttft", 0.95),
+        "baseline_latency_s_p50": stats(baseline, "latency", 0.5),
+        "sidecar_latency_s_p50": stats(sidecar, "latency", 0.5),
+        "sidecar_evidence_recall": round(statistics.fmean(r["recall"] for r in sidecar), 4),
+        "settings": settings.__dict__,
+    }
+
+
+async def measure(model: Path, work: Path, work_plan, settings: Settings) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    engine = baseline_engine(model, work, settings)
+    await engine.start()
+    try:
+        while not engine.is_ready:
+            await asyncio.sleep(0.5)
+        with console.status("baseline: whole history in every prompt"):
+            baseline = await run_baseline(engine.base_url, tokenizer, work_plan, settings)
+    finally:
+        await engine.stop()
+    async with Sidecar(model, work, settings) as sidecar:
+        with console.status("sidecar: memory injection and activation memory"):
+            measured = await run_sidecar(sidecar.url, work_plan, settings)
+    return summarize(baseline, measured, settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the first conversation's first 8 questions")
+    parser.add_argument("--json", action="store_true", help="print one JSON line last")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo-format JSON file")
+    parser.add_argument("--model", type=Path, help="model directory (default: the generated qwen2-0.5b-shape)")
+    parser.add_argument("--questions", type=int, help="ask at most this many questions in all")
+    args = parser.parse_args()
+    samples = json.loads(args.data.read_text())
+    limit = args.questions or (8 if args.quick else None)
+    samples = samples[:1] if args.quick else samples
+    settings = Settings()
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        work = Path(tmp)
+        model = args.model or ensure_model("qwen2-0.5b-shape", DEFAULT_MODEL_DIR)
+        line = asyncio.run(measure(model, work, plan(samples, limit), settings))
+    table = Table(title=f"{line['requests']} questions: whole history vs memsidecar")
+    table.add_column("")
+    table.add_column("baseline")
+    table.add_column("memsidecar")
+    table.add_row("prompt tokens (mean)", str(line["baseline_prompt_tokens_mean"]),
+                  str(line["sidecar_prompt_tokens_mean"]))
+    table.add_row("TTFT p50 / p95 (s)", f"{line['baseline_ttft_s_p50']} / {line['baseline_ttft_s_p95']}",
+                  f"{line['sidecar_ttft_s_p50']} / {line['sidecar_ttft_s_p95']}")
+    table.add_row("latency p50 (s)", str(line["baseline_latency_s_p50"]), str(line["sidecar_latency_s_p50"]))
+    table.add_row("evidence recall", "-", str(line["sidecar_evidence_recall"]))
+    console.print(table)
+    if args.json:
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
