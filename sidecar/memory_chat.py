@@ -2,7 +2,8 @@
 the conversation leaves behind in memory.
 
 Prompt invariant: the injected block is one system message placed right after the caller's leading system
-(or developer) messages; its text lists knowledge-base passages first, then tools, then the user's memories, each
+(or developer) messages; its text lists knowledge-base passages first (from the request's `kb_ids`, else from the
+tenant's knowledge bases created with `metadata: {"pinned": true}`), then tools, then the user's memories, each
 in time order (not score order), so consecutive turns that retrieve the same memories send the engine the same
 prefix and reuse its KV blocks.
 Write-back: the request's newest user turn and the reply become episode memories, and tool results at the end of
@@ -155,8 +156,9 @@ class MemoryChat:
         seen = {message_text(m).strip() for m in chat.messages}
         sections: list[tuple[str, list[Memory]]] = []
         budget = chat.token_budget
-        if chat.kb_ids:
-            found = handle.search(query, k=chat.top_k, budget_tokens=max(1, budget // 2), kb_id=list(chat.kb_ids))
+        kb_ids = list(chat.kb_ids) or [kb.id for kb in handle.list_kbs() if kb.metadata.get("pinned") is True]
+        if kb_ids:
+            found = handle.search(query, k=chat.top_k, budget_tokens=max(1, budget // 2), kb_id=kb_ids)
             budget = _add_section(sections, KB_HEADER, _unseen(found, seen), budget)
         if chat.tools:
             budget = _add_tool_section(sections, handle, query, budget)

@@ -45,6 +45,11 @@ class Filters:
             tiers=SEARCHED_TIERS if tiers is None else frozenset(parse_tier(value) for value in tiers),
             since=since, until=until, tiers_given=tiers is not None)
 
+    def is_user_only(self) -> bool:
+        """Whether only `user` can exclude a searchable (hot, warm or cold) memory: no other filter is set."""
+        return (self.kb_ids is None and self.types is None and self.since is None and self.until is None
+                and self.tiers == SEARCHED_TIERS)
+
     def matches(self, memory: Memory) -> bool:
         """Whether `memory` passes every filter (time bounds apply to `created_at`, both inclusive)."""
         return ((self.user is None or memory.user == self.user)

@@ -78,7 +78,7 @@ def retrieve(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, p
 def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
          now: float, settings: SearchSettings) -> Ranking:
     """The scored, de-duplicated candidates of one index for `plan` among memories passing `filters`."""
-    allowed = {key for key, memory in index.memories.items() if filters.matches(memory)}
+    allowed = index.passing(filters)
     if not allowed:
         return Ranking((), {}, 0.0)
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)

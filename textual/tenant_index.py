@@ -8,10 +8,12 @@ LMDB); the lexical index follows every add and removal (see `LayeredLexicalIndex
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from textual.filters import Filters
 from textual.lexical_index import Analyzer, LayeredLexicalIndex
 from textual.memory import Memory, MemoryType
 from textual.vector_index import VectorIndex
@@ -28,6 +30,8 @@ class TenantIndex:
         self._analyzer = analyzer
         self._lexical = LayeredLexicalIndex()
         self._sessions: dict[tuple[str, str], dict[int, str]] = {}
+        self._by_user: dict[str, set[str]] = {}
+        self._speakers: Counter[str] = Counter()
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> None:
         """Record memories (new or updated); `vectors` rows are appended to the vector index when given."""
@@ -36,13 +40,18 @@ class TenantIndex:
             if old is None or old.content != memory.content:
                 self._lexical.upsert(memory.id, self._analyzer.terms(memory.content))
             self._forget_order(memory.id)
+            self._forget_owner(memory.id)
             self.memories[memory.id] = memory
             self._remember_order(memory)
+            self._by_user.setdefault(memory.user, set()).add(memory.id)
+            if memory.metadata.get("speaker"):
+                self._speakers[str(memory.metadata["speaker"])] += 1
         if vectors is not None:
             self.vectors.add([memory.id for memory in memories], vectors)
 
     def remove(self, memory_id: str) -> None:
         self._forget_order(memory_id)
+        self._forget_owner(memory_id)
         self.memories.pop(memory_id, None)
         self.vectors_stale = True
         self._lexical.remove(memory_id)
@@ -51,7 +60,14 @@ class TenantIndex:
         return self._lexical
 
     def speakers(self) -> set[str]:
-        return {str(m.metadata["speaker"]) for m in self.memories.values() if m.metadata.get("speaker")}
+        return set(self._speakers)
+
+    def passing(self, filters: Filters) -> set[str]:
+        """Ids of the memories that pass `filters`; only the user's memories are looked at when one is named."""
+        pool = self._by_user.get(filters.user, set()) if filters.user is not None else self.memories.keys()
+        if filters.is_user_only():
+            return set(pool)
+        return {key for key in pool if filters.matches(self.memories[key])}
 
     def session_length(self, user: str, session: str) -> int:
         turns = self._sessions.get((user, session), {})
@@ -76,6 +92,17 @@ class TenantIndex:
     def positions(self, ids: Sequence[str], allowed: set[str]) -> list[int]:
         """Rows of `ids` (an index's id list) whose memory id is in `allowed`."""
         return [row for row, memory_id in enumerate(ids) if memory_id in allowed]
+
+    def _forget_owner(self, memory_id: str) -> None:
+        old = self.memories.get(memory_id)
+        if old is None:
+            return
+        self._by_user.get(old.user, set()).discard(memory_id)
+        if old.metadata.get("speaker"):
+            speaker = str(old.metadata["speaker"])
+            self._speakers[speaker] -= 1
+            if self._speakers[speaker] <= 0:
+                del self._speakers[speaker]
 
     def _remember_order(self, memory: Memory) -> None:
         key = _session_key(memory)

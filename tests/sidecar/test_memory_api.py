@@ -148,6 +148,21 @@ def test_knowledge_base_documents_are_searchable_and_injected_first(sidecar):
     assert httpx.delete(f"{base}/v1/kbs/{kb}", headers=auth()).json()["memories_removed"] == 1
 
 
+def test_a_pinned_knowledge_base_goes_first_without_being_named(sidecar):
+    base, kb = sidecar.base_url, f"kb-{uuid.uuid4().hex[:6]}"
+    httpx.post(f"{base}/v1/kbs", json={"id": kb, "metadata": {"pinned": True}}, headers=auth("tenant-b"))
+    added = httpx.post(f"{base}/v1/kbs/{kb}/documents", headers=auth("tenant-b"), json={
+        "text": "Greenhouse parrots must be fed fresh mango every morning."}).json()
+    ask = [{"role": "user", "content": "What should the parrots eat in the morning?"}]
+    reply = client_for(sidecar, "tenant-b").chat.completions.create(
+        model="tiny", messages=ask, user=new_user(), max_tokens=2, extra_body={"memory": {"write": False}})
+    assert reply.model_extra["memory"]["ids"][:1] == added["ids"]
+    other = client_for(sidecar).chat.completions.create(
+        model="tiny", messages=ask, user=new_user(), max_tokens=2, extra_body={"memory": {"write": False}})
+    assert added["ids"][0] not in other.model_extra["memory"]["ids"]  # pinned for tenant-b only
+    httpx.delete(f"{base}/v1/kbs/{kb}", headers=auth("tenant-b"))
+
+
 def test_another_tenant_sees_none_of_it(sidecar):
     base, user = sidecar.base_url, new_user()
     memory = add_memory(sidecar, user)

@@ -1,4 +1,5 @@
-from hypothesis import given, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from textual.selection import Candidate, dedupe, select_within_budget
 
@@ -46,3 +47,19 @@ def test_dedupe_keeps_the_best_of_near_duplicates():
 def test_dedupe_keeps_merely_similar_texts():
     items = [candidate("a", 1.0, text="I went hiking in May"), candidate("b", 0.9, text="I went hiking in June")]
     assert len(dedupe(items)) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), max_size=6), max_size=25),
+       st.sampled_from([0.5, 0.75, 0.9, 1.0]))
+def test_dedupe_with_prefix_filtering_equals_comparing_every_pair(texts, threshold):
+    from textual.selection import _jaccard
+
+    candidates = [Candidate(f"k{i}", float(len(texts) - i), 1, "g", 0, " ".join(words))
+                  for i, words in enumerate(texts)]
+    kept: list[tuple[Candidate, frozenset[str]]] = []
+    for candidate in candidates:
+        words = frozenset(candidate.text.split())
+        if not any(_jaccard(words, other) >= threshold for _, other in kept):
+            kept.append((candidate, words))
+    assert dedupe(candidates, threshold) == [candidate for candidate, _ in kept]
