@@ -70,11 +70,17 @@ def last_evidence_session(qa: dict) -> int:
     return max(int(turn[1:].split(":")[0]) for turn in evidence_ids(qa["evidence"]) if turn.startswith("D"))
 
 
+def turn_text(turn: dict) -> str:
+    """A turn as both ways see it: its text, and the caption of an image it shared."""
+    caption = turn.get("blip_caption")
+    return f"{turn['text']} [shares image: {caption}]" if caption else turn["text"]
+
+
 def history_lines(done: list[tuple[str, float, list[dict]]]) -> list[str]:
     lines = []
     for _, when, turns in done:
         lines.append(f"[{datetime.fromtimestamp(when, tz=timezone.utc):%d %B %Y}]")
-        lines += [f"{turn['speaker']}: {turn['text']}" for turn in turns]
+        lines += [f"{turn['speaker']}: {turn_text(turn)}" for turn in turns]
     return lines
 
 
@@ -185,7 +191,7 @@ async def run_sidecar(url: str, work_plan, settings: Settings) -> list[dict]:
         for index, (sample, asked) in enumerate(work_plan):
             user = f"conv{index}"
             for number, (name, when, turns) in enumerate(sessions(sample["conversation"]), start=1):
-                messages = [{"role": "user", "content": turn["text"], "speaker": turn["speaker"], "time": when,
+                messages = [{"role": "user", "content": turn_text(turn), "speaker": turn["speaker"], "time": when,
                              "session": name, "turn_id": turn["dia_id"]} for turn in turns]
                 (await client.post("/v1/memories/messages", json={"user_id": user, "messages": messages})
                  ).raise_for_status()

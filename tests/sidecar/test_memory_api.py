@@ -310,3 +310,17 @@ def test_tool_calls_become_trajectories_and_tools_are_injected(sidecar):
     tools = httpx.get(f"{sidecar.base_url}/v1/memories", params={"type": "tool_schema"}, headers=auth()).json()["data"]
     schema_id = next(m["id"] for m in tools if m["metadata"]["tool_name"] == "get_weather")
     assert schema_id in reply.model_extra["memory"]["ids"]
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(sidecar, tmp_path):
+    from tests.conftest import Sidecar
+
+    args = ["--engine-url", f"http://127.0.0.1:{sidecar.engine_port}", "--rate-limit-per-minute", "3",
+            "--api-keys", "limited:tenant-x"]
+    with Sidecar(tmp_path / "data", args).running() as limited:
+        statuses = [httpx.get(f"{limited.base_url}/v1/kbs", headers={"Authorization": "Bearer limited"}).status_code
+                    for _ in range(5)]
+        refused = httpx.get(f"{limited.base_url}/v1/kbs", headers={"Authorization": "Bearer limited"})
+    assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"

@@ -67,3 +67,19 @@ def test_a_stream_that_breaks_off_records_nothing():
 
     asyncio.run(collect())
     assert replies == []
+
+
+def test_the_engine_gate_refuses_past_its_limit_with_retry_after():
+    import pytest
+
+    from sidecar.chat import EngineGate
+    from sidecar.errors import APIError
+
+    gate = EngineGate(2)
+    gate.enter()
+    gate.enter()
+    with pytest.raises(APIError) as caught:
+        gate.enter()
+    assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "1"
+    gate.leave()
+    gate.enter()  # room again
