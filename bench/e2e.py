@@ -13,7 +13,7 @@ evidence ends in it are asked (categories 1-4, evidence present), two ways, on i
 Reported per way: prompt tokens per request (the engine's count), TTFT p50/p95 (streaming, first content chunk),
 end-to-end latency p50, and for the sidecar the evidence recall of the injected memories (share of the question's
 evidence turn ids among their source turns). Answers are never read. The model is `qwen2-0.5b-shape` (random
-weights: outputs are meaningless, costs are real). `--quick`: the first conversation, its first 8 questions.
+weights: outputs are meaningless, costs are real). `--quick`: the first conversation, 8 of its questions spread over its sessions.
 """
 
 from __future__ import annotations
@@ -156,14 +156,18 @@ def baseline_engine(model: Path, work: Path, settings: Settings) -> ManagedEngin
 
 
 def plan(samples: list[dict], limit: int | None) -> list[tuple[dict, dict[int, list[dict]]]]:
-    """Per conversation, the questions to ask after each session number."""
-    result, left = [], limit
-    for sample in samples:
+    """Per conversation, the questions to ask after each session number. With `limit`, that many questions spread
+    evenly over all eligible ones, so early and late sessions (short and long histories) are both asked about."""
+    eligible = [(index, qa) for index, sample in enumerate(samples) for qa in sample["qa"]
+                if qa["category"] in CATEGORIES and qa.get("evidence")]
+    if limit is not None and limit < len(eligible):
+        eligible = [eligible[round(i * (len(eligible) - 1) / max(1, limit - 1))] for i in range(limit)]
+    result = []
+    for index, sample in enumerate(samples):
         asked: dict[int, list[dict]] = {}
-        for qa in sample["qa"]:
-            if qa["category"] in CATEGORIES and qa.get("evidence") and (left is None or left > 0):
+        for owner, qa in eligible:
+            if owner == index:
                 asked.setdefault(last_evidence_session(qa), []).append(qa)
-                left = None if left is None else left - 1
         result.append((sample, asked))
     return result
 
@@ -256,7 +260,7 @@ async def measure(model: Path, work: Path, work_plan, settings: Settings) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the first conversation's first 8 questions")
+    parser.add_argument("--quick", action="store_true", help="the first conversation, 8 questions spread over it")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo-format JSON file")
     parser.add_argument("--model", type=Path, help="model directory (default: the generated qwen2-0.5b-shape)")
