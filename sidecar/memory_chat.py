@@ -95,13 +95,14 @@ def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | Non
                  defaults: MemoryDefaults) -> Conversation:
     """The conversation of an engine-bound chat body, with the memory options resolved against the defaults."""
     options = options or MemoryOptions()
+    inject = defaults.inject if options.inject is None else options.inject
+    write = defaults.write if options.write is None else options.write
     user = body.get("user") or DEFAULT_USER
-    if not isinstance(user, str) or not _is_identifier(user):
-        raise InvalidMemoryError("user", f"must match {ID_REGEX} to use memory")
+    if (inject or write) and (not isinstance(user, str) or not _is_identifier(user)):
+        raise InvalidMemoryError("user", f"must match {ID_REGEX} to use memory (or turn memory off)")
     return Conversation(
         tenant=tenant, user=user, messages=tuple(body["messages"]), tools=tuple(body.get("tools") or ()),
-        inject=defaults.inject if options.inject is None else options.inject,
-        write=defaults.write if options.write is None else options.write,
+        inject=inject, write=write,
         top_k=options.top_k or defaults.top_k, token_budget=options.token_budget or defaults.token_budget,
         kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session)
 
