@@ -30,11 +30,16 @@ class Access:
         self.keys = keys
         self.limiter = limiter
 
-    def authenticate(self, authorization: str | None) -> Caller:
-        """The caller for an `Authorization` header value; 401 for a missing or unknown key, 429 over the rate."""
+    def authenticate(self, authorization: str | None, client: str = "unknown") -> Caller:
+        """The caller for an `Authorization` header value; 401 for a missing or unknown key, 429 over the rate.
+
+        Failed attempts count against the client address's own bucket, so guessing keys is rate-limited too."""
         key = _bearer(authorization)
         tenant = self.keys.tenant_of(key)
         if tenant is None:
+            if self.limiter.acquire(f"unauthenticated:{client}") > 0:
+                raise APIError(429, "too many requests without a valid API key", "rate_limit_exceeded",
+                               headers={"Retry-After": "60"})
             raise APIError(401, "missing or invalid API key; send `Authorization: Bearer <key>`", "invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
         key_hash = hash_key(key or "")
@@ -46,7 +51,8 @@ class Access:
 
     async def caller(self, request: Request) -> Caller:
         """FastAPI dependency: the authenticated caller of this request."""
-        return self.authenticate(request.headers.get("authorization"))
+        client = request.client.host if request.client else "unknown"
+        return self.authenticate(request.headers.get("authorization"), client)
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -218,7 +218,8 @@ class _Authenticated:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         try:
-            caller = self.access.authenticate(Headers(scope=scope).get("authorization"))
+            client = (scope.get("client") or ("unknown",))[0]
+            caller = self.access.authenticate(Headers(scope=scope).get("authorization"), client)
         except APIError as error:
             return await error_response(error)(scope, receive, send)
         token = self.tenant.set(caller.tenant)

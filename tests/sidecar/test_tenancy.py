@@ -69,3 +69,15 @@ def test_access_answers_401_and_429_in_openai_shape():
     with pytest.raises(APIError) as caught:
         access.authenticate("bearer good")
     assert caught.value.status == 429 and int(caught.value.headers["Retry-After"]) >= 1
+
+
+def test_guessing_keys_is_rate_limited_per_client_address():
+    access = Access(KeyTable.load("good:acme", None), RateLimiter(2))
+    for _ in range(2):
+        with pytest.raises(APIError) as caught:
+            access.authenticate("Bearer guess", client="10.0.0.9")
+        assert caught.value.status == 401
+    with pytest.raises(APIError) as caught:
+        access.authenticate("Bearer guess", client="10.0.0.9")
+    assert caught.value.status == 429
+    assert access.authenticate("Bearer good", client="10.0.0.9").tenant == "acme"  # its own bucket
