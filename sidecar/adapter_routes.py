@@ -94,6 +94,55 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
     async def list_adapters(who: Caller = Depends(caller)) -> dict:
         return {"data": [record_json(r, service) for r in registry.list(who.tenant)]}
 
+    _add_distillation_routes(router, service, jobs, store, base_model_dir, work_dir, caller)
+
+    @router.get("/{name}")
+    async def get_adapter(name: str, who: Caller = Depends(caller)) -> dict:
+        versions = registry.versions(name, who.tenant)
+        return {**record_json(versions[-1], service), "versions": [record_json(r, service) for r in versions]}
+
+    @router.delete("/{name}")
+    async def delete_adapter(name: str, version: int | None = Query(None, ge=1),
+                             who: Caller = Depends(caller)) -> dict:
+        doomed = [r for r in registry.versions(name, who.tenant) if version in (None, r.version)]
+        await service.forget([r for r in doomed if not r.is_public])
+        deleted = await run_in_threadpool(registry.delete, name, who.tenant, version)
+        return {"name": name, "deleted": [r.reference for r in deleted]}
+
+    @router.post("/{name}/{action}")
+    async def residency(name: str, action: Literal["load", "unload", "pin", "unpin"],
+                        who: Caller = Depends(caller)) -> dict:
+        """Load or unload now, or pin (keep loaded) or unpin, the adapter `name` (`name@vN` for one version)."""
+        record = service.resolve(name, who.tenant)
+        if action in ("load", "unload"):
+            await (service.load if action == "load" else service.unload)(record)
+        else:
+            await service.set_pinned(record, action == "pin")
+        return record_json(record, service)
+
+    @router.put("/{name}/binding")
+    async def bind(name: str, body: Binding, who: Caller = Depends(caller)) -> dict:
+        record = registry.bind(who.tenant, name, body.user_id, body.version)
+        return {"user_id": body.user_id, "adapter": record.reference, "follows_latest": body.version is None}
+
+    @router.delete("/{name}/binding")
+    async def unbind(name: str, user_id: str | None = Query(None, pattern=ID_REGEX),
+                     who: Caller = Depends(caller)) -> dict:
+        bound = registry.binding_for(who.tenant, user_id)
+        if bound is None or bound.name != name:
+            raise APIError(404, f"no binding to adapter {name!r} for this {'user' if user_id else 'tenant'}",
+                           "not_found")
+        registry.unbind(who.tenant, user_id)
+        return {"user_id": user_id, "adapter": None}
+
+    return router
+
+
+def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: JobRunner, store: MemoryStore,
+                             base_model_dir: Path, work_dir: Path, caller) -> None:
+    """`POST /distill` (a background job: train, register, load) and the job routes."""
+    registry = service.registry
+
     @router.post("/distill", status_code=202)
     async def start_distillation(body: DistillRequest, who: Caller = Depends(caller)) -> dict:
         examples = await run_in_threadpool(_examples, body, store, who.tenant)
@@ -122,60 +171,6 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
     @router.post("/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str, who: Caller = Depends(caller)) -> dict:
         return job_json(_job(jobs.cancel, job_id, who.tenant))
-
-    @router.get("/{name}")
-    async def get_adapter(name: str, who: Caller = Depends(caller)) -> dict:
-        versions = registry.versions(name, who.tenant)
-        return {**record_json(versions[-1], service), "versions": [record_json(r, service) for r in versions]}
-
-    @router.delete("/{name}")
-    async def delete_adapter(name: str, version: int | None = Query(None, ge=1),
-                             who: Caller = Depends(caller)) -> dict:
-        doomed = [r for r in registry.versions(name, who.tenant) if version in (None, r.version)]
-        await service.forget([r for r in doomed if not r.is_public])
-        deleted = await run_in_threadpool(registry.delete, name, who.tenant, version)
-        return {"name": name, "deleted": [r.reference for r in deleted]}
-
-    @router.post("/{name}/load")
-    async def load(name: str, who: Caller = Depends(caller)) -> dict:
-        record = service.resolve(name, who.tenant)
-        await service.load(record)
-        return record_json(record, service)
-
-    @router.post("/{name}/unload")
-    async def unload(name: str, who: Caller = Depends(caller)) -> dict:
-        record = service.resolve(name, who.tenant)
-        await service.unload(record)
-        return record_json(record, service)
-
-    @router.post("/{name}/pin")
-    async def pin(name: str, who: Caller = Depends(caller)) -> dict:
-        record = service.resolve(name, who.tenant)
-        await service.set_pinned(record, True)
-        return record_json(record, service)
-
-    @router.post("/{name}/unpin")
-    async def unpin(name: str, who: Caller = Depends(caller)) -> dict:
-        record = service.resolve(name, who.tenant)
-        await service.set_pinned(record, False)
-        return record_json(record, service)
-
-    @router.put("/{name}/binding")
-    async def bind(name: str, body: Binding, who: Caller = Depends(caller)) -> dict:
-        record = registry.bind(who.tenant, name, body.user_id, body.version)
-        return {"user_id": body.user_id, "adapter": record.reference, "follows_latest": body.version is None}
-
-    @router.delete("/{name}/binding")
-    async def unbind(name: str, user_id: str | None = Query(None, pattern=ID_REGEX),
-                     who: Caller = Depends(caller)) -> dict:
-        bound = registry.binding_for(who.tenant, user_id)
-        if bound is None or bound.name != name:
-            raise APIError(404, f"no binding to adapter {name!r} for this {'user' if user_id else 'tenant'}",
-                           "not_found")
-        registry.unbind(who.tenant, user_id)
-        return {"user_id": user_id, "adapter": None}
-
-    return router
 
 
 def _examples(body: DistillRequest, store: MemoryStore, tenant: str) -> tuple[Example, ...]:

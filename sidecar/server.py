@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -125,26 +125,44 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
         app.include_router(adapter_router(service, jobs, store, adapters.base_model_dir, adapters.work_dir,
                                           settings.max_adapter_upload_bytes, access.caller))
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        if not engine.is_ready:
-            return error_response(APIError(503, "the engine is not ready", "engine_not_ready"))
-        return JSONResponse({"status": "ready", "engine_restarts": engine.restart_count})
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+    app.include_router(health_router(engine, metrics))
+    app.include_router(openai_router(chat, catalog, adapters, default_model, access.caller))
 
     @app.get("/v1/tiers", tags=["tiers"])
     async def tiers(who: Caller = Depends(access.caller)) -> dict:
         return await run_in_threadpool(tier_report, settings, kv_store, service, store)
 
-    @app.get("/v1/models")
-    async def list_models(who: Caller = Depends(access.caller)) -> dict:
+    return app
+
+
+def health_router(engine: Engine, metrics: Metrics) -> APIRouter:
+    """Liveness, readiness (the engine answers) and Prometheus metrics; no authentication."""
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> Response:
+        if not engine.is_ready:
+            return error_response(APIError(503, "the engine is not ready", "engine_not_ready"))
+        return JSONResponse({"status": "ready", "engine_restarts": engine.restart_count})
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return router
+
+
+def openai_router(chat: ChatService, catalog: ModelCatalog, adapters: AdapterSetup | None,
+                  default_model: str | None, caller) -> APIRouter:
+    """The OpenAI routes: models (served ones plus the caller's adapters), chat and text completions."""
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/models")
+    async def list_models(who: Caller = Depends(caller)) -> dict:
         listing = await catalog.listing()
         if adapters is None:
             return listing
@@ -154,12 +172,12 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
                  for record in adapters.registry.list(who.tenant)]
         return {**listing, "data": listing["data"] + cards}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest, who: Caller = Depends(access.caller)) -> Response:
+    @router.post("/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest, who: Caller = Depends(caller)) -> Response:
         return _to_response(await chat.chat(request, who.tenant))
 
-    @app.post("/v1/completions")
-    async def completions(request: CompletionRequest, who: Caller = Depends(access.caller)) -> Response:
+    @router.post("/completions")
+    async def completions(request: CompletionRequest, who: Caller = Depends(caller)) -> Response:
         return _to_response(await chat.complete(request, who.tenant))
 
-    return app
+    return router
