@@ -13,6 +13,8 @@ from adapters.errors import InvalidAdapterError
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 USER_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _REFERENCE = re.compile(r"(?P<name>[^@]+)@v(?P<version>[1-9][0-9]{0,8})")
+# Route words under /v1/adapters: an adapter of that name could not be addressed there.
+RESERVED_NAMES = frozenset({"jobs", "distill"})
 _ALLOWED = "1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit, without '..'"
 
 
@@ -20,6 +22,8 @@ def check_name(name: object, field: str = "name") -> str:
     """`name` if it is a valid adapter name (or tenant id: same rules); InvalidAdapterError naming `field`."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise InvalidAdapterError(field, f"{name!r} is not a valid {field}: use {_ALLOWED}")
+    if field == "name" and name.lower() in RESERVED_NAMES:
+        raise InvalidAdapterError(field, f"{name!r} is reserved (an API route); choose another name")
     return name
 
 

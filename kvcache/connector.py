@@ -5,8 +5,8 @@ instance runs in the scheduler (engine core) and one in each worker; they share 
 only through vLLM's metadata objects:
 
 - scheduler: computes each request's block keys in its namespace (model fingerprint, engine variant, KV dtype and
-  layout, block size, LoRA adapter by content, isolation scope from `cache_salt`), reports the stored prefix to vLLM, and plans each step's
-  loads and saves (`TransferPlanner`);
+  layout, block size, LoRA adapter by content, isolation scope from `cache_salt`), reports the stored prefix to
+  vLLM, and plans each step's loads and saves (`TransferPlanner`);
 - worker: loads planned blocks into the paged KV cache before the forward pass, and after it copies newly filled
   blocks out and hands them to a background thread that writes them to the store, so decoding never waits on disk.
 
@@ -36,6 +36,7 @@ from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
 from kvcache.store import StoreConfig, TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
+from kvcache.worker_stats import StatsPublisher, stats_path
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -76,7 +77,8 @@ class MemsidecarConnector(KVConnectorBase_V1):
             self._adapter_ids: dict[tuple[str, str], str] = {}
         else:
             self._store = TieredStore.open(store_config, with_ram=True)
-            self._worker = _Worker(self._store, self._base_namespace.kv_layout)
+            self._worker = _Worker(self._store, self._base_namespace.kv_layout,
+                                   StatsPublisher(stats_path(self._config.store_dir)))
         log.info("memsidecar KV connector (%s) on %s", role.name.lower(), self._config.store_dir)
 
     # ---------------------------------------------------------------- scheduler side
@@ -174,9 +176,10 @@ class _Worker:
     cache synchronously (the blocks may be freed after this step) and written to the store by one background thread.
     """
 
-    def __init__(self, store: TieredStore, layout: str) -> None:
+    def __init__(self, store: TieredStore, layout: str, publisher: StatsPublisher) -> None:
         self.store = store
         self.layout = layout
+        self.publisher = publisher
         self.layers: list[torch.Tensor] = []
         self._load_errors: set[int] = set()
         self.dropped_saves = 0
@@ -236,7 +239,11 @@ class _Worker:
 
     def _write_loop(self) -> None:
         while True:
-            item = self._queue.get()
+            self.publisher.maybe_publish({**self.store.stats(), "dropped_saves": self.dropped_saves})
+            try:
+                item = self._queue.get(timeout=self.publisher.interval_s)
+            except queue.Empty:
+                continue
             if item is None:
                 return
             keys, staging, done = item

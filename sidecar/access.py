@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 
 from sidecar.errors import APIError
 from sidecar.rate_limit import RateLimiter
@@ -60,3 +60,14 @@ def _bearer(authorization: str | None) -> str | None:
         return None
     scheme, _, key = authorization.partition(" ")
     return key.strip() or None if scheme.lower() == "bearer" else None
+
+
+def whoami_router(caller) -> APIRouter:
+    """`GET /v1/whoami`: the tenant the caller's key belongs to (a cheap way to check a key)."""
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/whoami")
+    async def whoami(who: Caller = Depends(caller)) -> dict:
+        return {"tenant": who.tenant}
+
+    return router

@@ -164,6 +164,10 @@ def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: J
 
         return job_json(jobs.submit("distill", who.tenant, run))
 
+    @router.get("/jobs")
+    async def list_jobs(who: Caller = Depends(caller)) -> dict:
+        return {"data": [job_json(job) for job in jobs.list(who.tenant)]}
+
     @router.get("/jobs/{job_id}")
     async def get_job(job_id: str, who: Caller = Depends(caller)) -> dict:
         return job_json(_job(jobs.get, job_id, who.tenant))

@@ -97,6 +97,21 @@ class Settings(BaseSettings):
     memory_lifecycle_interval_s: float = Field(
         600.0, gt=0, description="Seconds between background passes of memory decay, tier moves and retention."
     )
+    tier_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between passes of the tier scheduler (collect, plan, move)."
+    )
+    tier_engine_gib: float | None = Field(
+        None, ge=0, description="Tier scheduler's budget of engine memory in GiB (GPU memory, or the engine's own "
+        "RAM on a CPU build). Unset: the engine's KV cache size."
+    )
+    tier_cpu_gib: float | None = Field(
+        None, ge=0, description="Tier scheduler's budget of CPU RAM in GiB: KV RAM tier, loaded adapters, memory "
+        "indexes. Unset: half the machine's RAM."
+    )
+    tier_disk_gib: float | None = Field(
+        None, ge=0, description="Tier scheduler's budget of disk in GiB: KV, memory and adapter stores. Unset: half "
+        "the file system holding DATA_DIR."
+    )
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes.")
     request_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the engine to answer a request.")
     log_level: str = Field("info", description=f"Log level: {', '.join(LOG_LEVELS)}.")

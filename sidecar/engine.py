@@ -72,6 +72,7 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
     argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(spec.model_dir)]
     argv += ["--served-model-name", spec.served_model_name, "--host", spec.host, "--port", str(spec.port)]
     argv += ["--dtype", spec.dtype, "--kv-cache-memory-bytes", str(int(spec.kv_cache_gib * 2**30))]
+    argv += ["--enable-prompt-tokens-details"]  # usage.prompt_tokens_details.cached_tokens: prefix served from cache
     if spec.max_model_len is not None:
         argv += ["--max-model-len", str(spec.max_model_len)]
     if spec.block_size is not None:

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from sidecar.access import Caller
 from sidecar.memory_schema import (ID_REGEX, AddDocument, AddMemory, AddMessages, CreateKnowledgeBase, Feedback,
                                    MemoryTypeName, SearchMemories, TierName, Turn, UpdateMemory, kb_json, memory_json,
-                                   search_json)
+                                   search_json, strength_json)
 from textual.messages import ChatMessage
 from textual.store import MemoryStore
 
@@ -59,12 +59,24 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any]) -> APIRouter:
         who: Caller = Depends(caller), user_id: str | None = Query(None, pattern=ID_REGEX),
         type: list[MemoryTypeName] | None = Query(None), tier: list[TierName] | None = Query(None),
         kb_id: str | None = Query(None, pattern=ID_REGEX), since: float | None = None, until: float | None = None,
+        contains: str | None = Query(None, min_length=1, max_length=500),
         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
     ) -> dict:
         memories = await call(who, "list", user=user_id, kb_id=kb_id, types=type, tiers=tier, since=since,
-                              until=until, limit=limit + 1, offset=offset)
+                              until=until, contains=contains, limit=limit + 1, offset=offset)
         return {"data": [memory_json(m) for m in memories[:limit]], "limit": limit, "offset": offset,
                 "has_more": len(memories) > limit}
+
+    @router.get("/users", tags=["memories"])
+    async def list_users(who: Caller = Depends(caller)) -> dict:
+        return {"data": [{"user_id": u.user, "count": u.count, "by_tier": dict(u.by_tier), "updated_at": u.updated_at}
+                         for u in await call(who, "users")]}
+
+    @router.get("/memories/{memory_id}/strength", tags=["memories"])
+    async def memory_strength(memory_id: str, points: int = Query(48, ge=2, le=500),
+                              who: Caller = Depends(caller)) -> dict:
+        memory = await call(who, "get", memory_id)
+        return strength_json(memory, store.lifecycle, store.clock(), points)
 
     @router.get("/memories/{memory_id}", tags=["memories"])
     async def get_memory(memory_id: str, who: Caller = Depends(caller)) -> dict:

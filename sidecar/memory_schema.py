@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from textual.lifecycle import LifecyclePolicy, strength_curve
 from textual.memory import KnowledgeBase, Memory
 from textual.retriever import SearchResult
 
@@ -98,7 +99,7 @@ def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:
         "kb_id": memory.kb_id, "metadata": dict(memory.metadata), "source": list(memory.source),
         "created_at": memory.created_at, "updated_at": memory.updated_at, "last_access_at": memory.last_access_at,
         "access_count": memory.access_count, "importance": memory.importance, "strength": memory.strength,
-        "tier": memory.tier.value,
+        "tier": memory.tier.value, "accesses": list(memory.accesses),
     }
     if score is not None:
         body["score"] = score
@@ -113,3 +114,14 @@ def search_json(result: SearchResult) -> dict[str, Any]:
 def kb_json(kb: KnowledgeBase) -> dict[str, Any]:
     return {"id": kb.id, "name": kb.name, "description": kb.description, "created_at": kb.created_at,
             "metadata": dict(kb.metadata)}
+
+
+def strength_json(memory: Memory, policy: LifecyclePolicy, now: float, points: int) -> dict[str, Any]:
+    """The memory's forgetting curve from its last reinforcement to three half-lives past `now`, with its recorded
+    accesses and the tier thresholds the curve crosses."""
+    horizon = policy.half_life_s * (0.5 + memory.importance)
+    curve = strength_curve(memory, policy, max(now, memory.last_access_at) + 3 * horizon, points)
+    return {"id": memory.id, "now": now, "tier": memory.tier.value, "importance": memory.importance,
+            "half_life_s": horizon, "accesses": list(memory.accesses), "access_count": memory.access_count,
+            "points": [{"time": p.time, "strength": p.strength} for p in curve],
+            "thresholds": {"hot": policy.hot_above, "warm": policy.warm_above, "archive": policy.archive_below}}

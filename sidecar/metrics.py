@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sidecar.engine import Engine
+from sidecar.scheduler.executor import Scheduler
+from sidecar.scheduler.objects import Tier
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -26,10 +28,34 @@ class _EngineCollector:
         return [ready, restarts]
 
 
-class Metrics:
-    """Request counts and latencies per route, plus the engine's state."""
+class _TierCollector:
+    """The tier scheduler's budgets, the usage its last pass left, and its moves, read at scrape time."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self):
+        budget = GaugeMetricFamily("memsidecar_tier_budget_bytes", "The tier scheduler's byte budget per tier.",
+                                   labels=["tier"])
+        used = GaugeMetricFamily("memsidecar_tier_usage_bytes",
+                                 "Bytes held per tier after the tier scheduler's last pass.", labels=["tier"])
+        last = self.scheduler.last
+        for tier in Tier:
+            budget.add_metric([tier.label], float(self.scheduler.budgets.of(tier)))
+            if last is not None:
+                used.add_metric([tier.label], float(last.usage_after.of(tier)))
+        moves = CounterMetricFamily("memsidecar_tier_moves", "Tier moves carried out (done) or failed, by action "
+                                    "(promote, demote, evict, prefetch) and kind of object.",
+                                    labels=["action", "kind", "outcome"])
+        for (action, kind, outcome), count in sorted(self.scheduler.counts.items()):
+            moves.add_metric([action, kind, outcome], float(count))
+        return [budget, used, moves]
+
+
+class Metrics:
+    """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers'."""
+
+    def __init__(self, engine: Engine, scheduler: Scheduler | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "memsidecar_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
@@ -40,6 +66,8 @@ class Metrics:
             ["route", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine))
+        if scheduler is not None:
+            self.registry.register(_TierCollector(scheduler))
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -21,27 +21,32 @@ from adapters.jobs import JobRunner
 from adapters.registry import AdapterRegistry
 from adapters.residency import Capacity
 from kvcache.store import TieredStore
-from sidecar.access import Access, Caller
+from kvcache.worker_stats import stats_path
+from sidecar.access import Access, Caller, whoami_router
 from sidecar.activations import PinBook, activation_router
 from sidecar.adapter_routes import adapter_router
 from sidecar.adapter_service import AdapterService
 from sidecar.chat import ChatService, EngineGate, ModelCatalog
 from sidecar.config import Settings
+from sidecar.console.routes import install_console
 from sidecar.engine import Engine
 from sidecar.engine_client import EngineClient, EngineStream
 from sidecar.errors import APIError, error_response, install_error_handlers
-from sidecar.memory_chat import MemoryChat, MemoryDefaults
 from sidecar.mcp_server import mcp_http_app
+from sidecar.memory_chat import MemoryChat, MemoryDefaults
 from sidecar.memory_routes import memory_router
 from sidecar.metrics import Metrics
 from sidecar.middleware import BodyLimitMiddleware, MetricsMiddleware
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest
 from sidecar.rate_limit import RateLimiter
+from sidecar.scheduler.wiring import build_scheduler
 from sidecar.tenancy import KeyTable
+from sidecar.tier_history import TierHistory, sample_loop, tier_history_router
 from sidecar.tiers import tier_report
 from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
+TIER_SAMPLE_INTERVAL_S = 5.0  # KV tier figures for /v1/tiers/history and the console's charts
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -87,20 +92,28 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
         adapters.registry, client, engine, Capacity(settings.max_loras, settings.max_cpu_loras))
     chat = ChatService(client, catalog, MemoryChat(store, memory_defaults(settings)),
                        EngineGate(settings.max_engine_requests), settings.kv_scope, service)
-    metrics = Metrics(engine)
+    scheduler = build_scheduler(settings, store, service, kv_store)
+    metrics = Metrics(engine, scheduler)
     access = Access(keys, RateLimiter(settings.rate_limit_per_minute))
     jobs = JobRunner()
     mcp = mcp_http_app(store, access)
+    history = TierHistory()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await engine.start()
         lifecycle = asyncio.create_task(_lifecycle_loop(store, settings.memory_lifecycle_interval_s))
+        tiering = asyncio.create_task(scheduler.run_forever(settings.tier_interval_s))
+        sampler = None if kv_store is None else asyncio.create_task(
+            sample_loop(history, kv_store.stats, stats_path(settings.resolved_kv_store_dir), TIER_SAMPLE_INTERVAL_S))
         try:
             async with mcp.running():  # MCP stops before the store closes below
                 yield
         finally:
             lifecycle.cancel()
+            tiering.cancel()
+            if sampler is not None:
+                sampler.cancel()
             jobs.close(timeout=30)
             await chat.drain()
             await engine.stop()
@@ -126,11 +139,14 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
                                           settings.max_adapter_upload_bytes, access.caller))
 
     app.include_router(health_router(engine, metrics))
+    app.include_router(whoami_router(access.caller))
+    app.include_router(tier_history_router(history, access.caller))
+    install_console(app)
     app.include_router(openai_router(chat, catalog, adapters, default_model, access.caller))
 
     @app.get("/v1/tiers", tags=["tiers"])
     async def tiers(who: Caller = Depends(access.caller)) -> dict:
-        return await run_in_threadpool(tier_report, settings, kv_store, service, store)
+        return await run_in_threadpool(tier_report, settings, kv_store, service, store, scheduler.report())
 
     return app
 

@@ -1,6 +1,7 @@
 """`GET /v1/tiers`: budgets and usage of engine memory (GPU, or CPU RAM on a CPU build), CPU RAM and disk, across
-KV blocks, LoRA adapters and memory indexes, gathered from each memory package. A report, not a scheduler: each
-package enforces its own budget (KV tiers by bytes, adapters by slots, memory indexes by tier moves).
+KV blocks, LoRA adapters and memory indexes: each memory package's own figures and limits (KV tiers by bytes,
+adapters by slots, memory indexes by tier moves), and under `scheduler` the tier scheduler's budgets, the usage its
+last pass left and its recent moves (`sidecar.scheduler`).
 
 Figures cover the whole sidecar, not one tenant, and name no tenant's objects.
 """
@@ -18,7 +19,8 @@ GIB = 2**30
 
 
 def tier_report(settings: Settings, kv_store: TieredStore | None, adapters: AdapterService | None,
-                memory: MemoryStore) -> dict[str, Any]:
+                memory: MemoryStore, scheduler: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report; `scheduler` is `Scheduler.report()`, taken on the event loop (the scheduler's own thread)."""
     kv = kv_store.stats() if kv_store is not None else {}
     disk = kv.get("disk", {})
     loaded = [a for a in adapters.state.adapters if a.tier.is_loaded] if adapters else []
@@ -43,4 +45,5 @@ def tier_report(settings: Settings, kv_store: TieredStore | None, adapters: Adap
             "memory_lmdb": {"bytes": memory.db.disk_bytes()},
         },
         "shared": {"kv_remote": kv.get("remote")} if settings.kv_remote_url else {},
+        "scheduler": scheduler,
     }

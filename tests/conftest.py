@@ -142,7 +142,7 @@ def engine_port() -> int:
     return free_port()
 
 
-API_KEYS = {"tenant-a": "key-a", "tenant-b": "key-b"}
+API_KEYS = {"tenant-a": "key-a", "tenant-b": "key-b", "tenant-c": "key-c"}  # tenant-c: the console test's own
 
 
 def auth(tenant: str = "tenant-a") -> dict[str, str]:
@@ -160,7 +160,8 @@ def sidecar(tmp_path_factory, tiny_model, engine_port) -> Sidecar:
     keys = ",".join(f"{key}:{tenant}" for tenant, key in API_KEYS.items())
     server = Sidecar(tmp_path_factory.mktemp("sidecar") / "data",
                      ["--model", str(tiny_model), "--max-request-bytes", "65536", "--api-keys", keys,
-                      "--max-loras", "2", "--max-cpu-loras", "4", "--max-adapter-upload-bytes", "1048576", "--engine-args=--no-enable-prefix-caching"],
+                      "--max-loras", "2", "--max-cpu-loras", "4", "--max-adapter-upload-bytes", "1048576",
+                      "--engine-args=--no-enable-prefix-caching"],
                      engine_port=engine_port)
     with server.running():
         yield server

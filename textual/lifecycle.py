@@ -124,3 +124,20 @@ def _move(memory: Memory, now: float, policy: LifecyclePolicy) -> Move | None:
         return Move(memory.id, MoveKind.ARCHIVE, tier)
     kind = MoveKind.PROMOTE if TIER_RANK[tier] < TIER_RANK[memory.tier] else MoveKind.DEMOTE
     return Move(memory.id, kind, tier)
+
+
+@dataclass(frozen=True)
+class StrengthPoint:
+    time: float
+    strength: float
+
+
+def strength_curve(memory: Memory, policy: LifecyclePolicy, until: float, points: int = 48) -> list[StrengthPoint]:
+    """The forgetting curve from the memory's last reinforcement (`last_access_at`, where its stored strength is
+    exact) to `until`, sampled at `points` evenly spaced times. Earlier accesses are in `memory.accesses`."""
+    if points < 2:
+        raise ValueError(f"points: must be >= 2, got {points}")
+    start = memory.last_access_at
+    end = max(until, start)
+    step = (end - start) / (points - 1)
+    return [StrengthPoint(start + i * step, decayed_strength(memory, start + i * step, policy)) for i in range(points)]

@@ -17,6 +17,7 @@ from textual.errors import InvalidMemoryError
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 DEFAULT_MAX_CONTENT_CHARS = 16_000
+MAX_ACCESSES = 16  # access times kept per memory, to show what reinforced it
 
 
 class MemoryType(str, enum.Enum):
@@ -65,6 +66,7 @@ class Memory:
     importance: float = 0.5
     strength: float = 1.0
     tier: Tier = Tier.HOT
+    accesses: tuple[float, ...] = ()  # the most recent access times, oldest first, at most MAX_ACCESSES
 
 
 @dataclass(frozen=True)

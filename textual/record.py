@@ -1,7 +1,9 @@
 """The on-disk format of one memory record and its embedding, as stored in LMDB.
 
 Record: UTF-8 JSON, keys sorted, no whitespace, with `"v": 1` as the format version; `source` is a list,
-`type` and `tier` their string values. Embedding: the vector as little-endian float32 bytes, nothing else.
+`type` and `tier` their string values; `accesses` (recent access times) is written only when there are
+some, so records written before it existed read back unchanged.
+Embedding: the vector as little-endian float32 bytes, nothing else.
 Knowledge base: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `KnowledgeBase`.
 Key: `tenant` + NUL + `id` (of a memory or of a knowledge base), UTF-8 (ids cannot hold NUL, so one tenant's
 keys are a contiguous prefix range).
@@ -40,6 +42,8 @@ def encode_memory(memory: Memory) -> bytes:
         "last_access_at": memory.last_access_at, "access_count": memory.access_count,
         "importance": memory.importance, "strength": memory.strength, "tier": memory.tier.value,
     }
+    if memory.accesses:
+        body["accesses"] = list(memory.accesses)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -51,6 +55,7 @@ def decode_memory(data: bytes) -> Memory:
     body["type"] = MemoryType(body["type"])
     body["tier"] = Tier(body["tier"])
     body["source"] = tuple(body["source"])
+    body["accesses"] = tuple(body.get("accesses", ()))
     return Memory(**body)
 
 

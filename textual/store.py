@@ -8,12 +8,18 @@ else rebuilt from the stored embeddings.
 Tiers: only hot and warm memories are loaded into a tenant's index; a write that moves a memory to cold or archived
 takes it out, one that moves it back puts it in again with its stored vector. Cold memories are read from LMDB
 into a throwaway index when a search needs them (`cold_index`).
+
+Residency: a tenant's index is loaded on first use and stays in RAM until `release` (the tier scheduler's demotion)
+or `close`; a released index loses nothing (LMDB is the source of truth; its FAISS file is saved on release, so the
+next use loads the file instead of rebuilding). `residency()` reports per tenant what the scheduler ranks by: uses
+(`for_tenant` calls, i.e. requests), last use, estimated resident bytes and the seconds the last load took.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,7 +35,37 @@ from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Ti
 from textual.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
-from textual.vector_index import DEFAULT_HNSW_THRESHOLD, VectorIndex
+from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, VectorIndex
+
+# Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in
+# several dicts and sets, its BM25 postings. An estimate for ranking and budgets, not a measurement.
+PER_MEMORY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class TenantResidency:
+    """One tenant's in-memory index as the tier scheduler sees it.
+
+    `resident_bytes` estimates the index's RAM (vectors exactly, content, `PER_MEMORY_BYTES` per memory); for an
+    index not loaded now, the figure it had when last loaded. `build_s`: seconds its last load took (None: never
+    loaded in this process). `uses` counts `for_tenant` calls; `last_used_at` is on the store's clock."""
+
+    tenant: str
+    is_loaded: bool
+    resident_bytes: int
+    memories: int
+    uses: int
+    last_used_at: float
+    build_s: float | None
+
+
+@dataclass
+class _Activity:
+    uses: int = 0
+    last_used_at: float = 0.0
+    build_s: float | None = None
+    resident_bytes: int = 0
+    memories: int = 0
 
 
 class MemoryStore:
@@ -54,6 +90,8 @@ class MemoryStore:
         self.max_image_bytes = max_image_bytes
         self.lock = threading.RLock()
         self._indexes: dict[str, TenantIndex] = {}
+        self._activity: dict[str, _Activity] = {}
+        self._activity_lock = threading.Lock()  # never held across I/O: `for_tenant` runs on the event loop
 
     @classmethod
     def open(cls, path: str | Path, *, embedder: Embedder | None = None, model_path: str | Path | None = None,
@@ -70,14 +108,23 @@ class MemoryStore:
                    clock, track_access, lifecycle, consolidation, max_image_bytes)
 
     def for_tenant(self, tenant: str):
-        """A handle whose every read and write is confined to `tenant`."""
+        """A handle whose every read and write is confined to `tenant`; counts as one use of its index."""
+        handle = self._handle(tenant)
+        with self._activity_lock:
+            activity = self._activity.setdefault(handle.tenant, _Activity())
+            activity.uses += 1
+            activity.last_used_at = self.clock()
+        return handle
+
+    def _handle(self, tenant: str):
         from textual.tenant_memory import TenantMemory
 
         return TenantMemory(self, check_identifier("tenant", tenant))
 
     def run_lifecycle(self, now: float | None = None) -> dict[str, LifecycleReport]:
-        """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job."""
-        return {tenant: self.for_tenant(tenant).run_lifecycle(now) for tenant in self.db.tenants()}
+        """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job,
+        so not counted as uses."""
+        return {tenant: self._handle(tenant).run_lifecycle(now) for tenant in self.db.tenants()}
 
     def resident_usage(self) -> dict[str, int]:
         """What the in-memory indexes hold across tenants: tenants loaded, resident memories, vector bytes."""
@@ -86,6 +133,35 @@ class MemoryStore:
         memories = sum(len(index.memories) for index in indexes)
         vector_bytes = sum(len(index.vectors) * index.vectors.dim * 4 for index in indexes)
         return {"tenants_loaded": len(indexes), "memories": memories, "vector_bytes": vector_bytes}
+
+    def residency(self) -> list[TenantResidency]:
+        """Every tenant used or loaded in this process, by tenant id (see `TenantResidency`)."""
+        with self.lock:
+            for tenant, index in self._indexes.items():
+                self._note_resident(tenant, index)
+            loaded = set(self._indexes)
+        with self._activity_lock:
+            return [TenantResidency(tenant, tenant in loaded, a.resident_bytes, a.memories, a.uses, a.last_used_at,
+                                    a.build_s) for tenant, a in sorted(self._activity.items())]
+
+    def release(self, tenant: str) -> int:
+        """Drop the tenant's index from RAM (saving its FAISS file first when fresh); the next use loads it again.
+        Returns the estimated bytes released (0 when it was not loaded)."""
+        with self.lock:
+            index = self._indexes.get(tenant)
+            if index is None:
+                return 0
+            if not index.vectors_stale:  # a failed save raises with the index still loaded
+                index.vectors.save(self._index_path(tenant), self.db.version(tenant))
+            del self._indexes[tenant]
+            return self._note_resident(tenant, index)
+
+    def _note_resident(self, tenant: str, index: TenantIndex) -> int:
+        size = index_bytes(index)
+        with self._activity_lock:
+            activity = self._activity.setdefault(tenant, _Activity())
+            activity.resident_bytes, activity.memories = size, len(index.memories)
+        return size
 
     def close(self) -> None:
         """Save fresh FAISS indexes for the next open, then close LMDB."""
@@ -107,11 +183,14 @@ class MemoryStore:
         with self.lock:
             index = self._indexes.get(tenant)
             if index is None:
+                started = time.perf_counter()
                 stored = self.db.memories(tenant)
                 resident = [m for m in stored if m.tier in RESIDENT_TIERS]
                 vectors = self._load_vectors(tenant, [m.id for m in resident])
                 cold = [m.id for m in stored if m.tier is Tier.COLD]
                 index = self._indexes[tenant] = build_tenant_index(resident, vectors, self.analyzer, cold)
+                with self._activity_lock:
+                    self._activity.setdefault(tenant, _Activity()).build_s = time.perf_counter() - started
             elif index.vectors_stale:
                 index.vectors = self._rebuild_vectors(tenant, list(index.memories))
                 index.vectors_stale = False
@@ -180,3 +259,10 @@ class MemoryStore:
 
     def _index_path(self, tenant: str) -> Path:
         return self.index_dir / tenant
+
+
+def index_bytes(index: TenantIndex) -> int:
+    """Estimated RAM of a tenant index: float32 vectors (plus HNSW links), content, `PER_MEMORY_BYTES` each."""
+    per_vector = index.vectors.dim * 4 + (HNSW_NEIGHBORS * 2 * 4 if index.vectors.is_hnsw else 0)
+    text = sum(len(memory.content) for memory in index.memories.values())
+    return len(index.vectors) * per_vector + text + PER_MEMORY_BYTES * len(index.memories)

@@ -19,7 +19,7 @@ from textual.feedback import apply_feedback, check_kind
 from textual.filters import Filters
 from textual.images import check_image_url
 from textual.lifecycle import heuristic_importance, plan_lifecycle, reinforced_strength
-from textual.memory import (KnowledgeBase, Memory, MemoryType, Tier, check_content,
+from textual.memory import (MAX_ACCESSES, KnowledgeBase, Memory, MemoryType, Tier, check_content,
                             check_identifier, check_importance, check_metadata, check_source, check_strength,
                             check_time, parse_tier, parse_type)
 from textual.messages import ChatMessage, embedding_text, episode_content, episode_metadata
@@ -38,6 +38,16 @@ class TenantStats:
     by_type: Mapping[str, int]
     by_tier: Mapping[str, int]
     vector_index: str
+
+
+@dataclass(frozen=True)
+class UserStats:
+    """One user's memories in a tenant: how many, by tier, and when the newest change was."""
+
+    user: str
+    count: int
+    by_tier: Mapping[str, int]
+    updated_at: float
 
 
 class TenantMemory:
@@ -132,12 +142,14 @@ class TenantMemory:
 
     def list(self, *, user: str | None = None, kb_id: str | None = None, types: Iterable[str] | None = None,
              tiers: Iterable[str] | None = None, since: float | None = None, until: float | None = None,
-             limit: int = 100, offset: int = 0) -> list[Memory]:
-        """Memories passing the filters in time order, `limit` of them from `offset`."""
+             contains: str | None = None, limit: int = 100, offset: int = 0) -> list[Memory]:
+        """Memories passing the filters in time order, `limit` of them from `offset`; `contains` keeps those whose
+        content holds that text (case-insensitive)."""
         _check_count("limit", limit, 1, 100_000)
         _check_count("offset", offset, 0, 1 << 62)
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
-        memories = [m for m in self._all() if filters.matches(m)]
+        needle = contains.casefold() if contains else None
+        memories = [m for m in self._all() if filters.matches(m) and (needle is None or needle in m.content.casefold())]
         return sorted(memories, key=context.time_order)[offset:offset + limit]
 
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
@@ -232,6 +244,14 @@ class TenantMemory:
         return TenantStats(count=len(memories), by_type=dict(Counter(m.type.value for m in memories)),
                            by_tier=dict(Counter(m.tier.value for m in memories)), vector_index=kind)
 
+    def users(self) -> list[UserStats]:
+        """Each user with memories in this tenant: counts in all and by tier, and the latest change, by user id."""
+        by_user: dict[str, list[Memory]] = {}
+        for memory in self._all():
+            by_user.setdefault(memory.user, []).append(memory)
+        return [UserStats(user, len(ms), dict(Counter(m.tier.value for m in ms)), max(m.updated_at for m in ms))
+                for user, ms in sorted(by_user.items())]
+
     def _episodes(self, messages: Sequence[ChatMessage], user: str,
                   kb_id: str | None) -> tuple[list[Memory], list[str]]:
         index = self._store.index(self.tenant)
@@ -274,7 +294,8 @@ class TenantMemory:
         """Count an access and reinforce each memory's strength on the forgetting curve."""
         now = self._store.clock()
         touched = [dataclasses.replace(m, last_access_at=max(now, m.created_at), access_count=m.access_count + 1,
-                                       strength=reinforced_strength(m, now, self._policy)) for m in memories]
+                                       strength=reinforced_strength(m, now, self._policy),
+                                       accesses=(*m.accesses, now)[-MAX_ACCESSES:]) for m in memories]
         self._store.write(self.tenant, touched, None)
 
 

@@ -234,3 +234,9 @@ def test_user_ids_allow_at_and_128_characters():
         with pytest.raises(InvalidAdapterError) as caught:
             check_user(bad)
         assert caught.value.field == "user"
+
+
+@pytest.mark.parametrize("name", ["jobs", "Distill"])
+def test_route_words_cannot_name_an_adapter(name):
+    with pytest.raises(InvalidAdapterError, match="reserved"):
+        check_name(name)

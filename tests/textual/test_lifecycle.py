@@ -83,3 +83,13 @@ def test_planner_invariants(items, now, retention):
 @given(memories, st.floats(0, 2e8))
 def test_planner_never_deletes_without_a_retention(items, now):
     assert all(move.kind is not MoveKind.DELETE for move in plan_lifecycle(items, now, LifecyclePolicy()))
+
+
+def test_strength_curve_follows_the_forgetting_curve_from_the_last_access():
+    from textual.lifecycle import strength_curve
+    remembered = memory(strength=2.0, accessed=100.0)
+    curve = strength_curve(remembered, POLICY, until=100.0 + 20 * DAY_S, points=3)
+    assert [p.time for p in curve] == [100.0, 100.0 + 10 * DAY_S, 100.0 + 20 * DAY_S]
+    assert [round(p.strength, 6) for p in curve] == [2.0, 1.0, 0.5]
+    with pytest.raises(ValueError, match="points"):
+        strength_curve(remembered, POLICY, until=200.0, points=1)

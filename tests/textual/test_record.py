@@ -39,3 +39,12 @@ def test_knowledge_base_record_bytes_are_pinned():
     golden = b'{"created_at":2.0,"description":"d","id":"kb1","metadata":{"a":1},"name":"Docs","tenant":"t1","v":1}'
     assert encode_kb(kb) == golden
     assert decode_kb(golden) == kb
+
+
+def test_recent_accesses_round_trip_and_records_without_them_read_unchanged():
+    import dataclasses
+    accessed = dataclasses.replace(MEMORY, accesses=(1.25, 1.5))
+    data = encode_memory(accessed)
+    assert b'"accesses":[1.25,1.5]' in data
+    assert decode_memory(data) == accessed
+    assert decode_memory(GOLDEN).accesses == ()  # the golden record (no accesses) stays byte-identical

@@ -158,3 +158,20 @@ def test_bad_tenant_and_unknown_id(store):
         store.for_tenant("a/b")
     with pytest.raises(KeyError):
         store.for_tenant("t1").get("nope")
+
+
+def test_users_text_filter_and_recorded_accesses(store):
+    handle = store.for_tenant("t1")
+    add_facts(handle, user="u1")
+    tea = handle.add("Carol prefers TEA over coffee", user="u2", type="preference")
+    store.for_tenant("t2").add("Dave likes tea too", user="u9")
+    assert [(u.user, u.count) for u in handle.users()] == [("u1", len(FACTS)), ("u2", 1)]
+    assert handle.users()[1].by_tier == {"hot": 1}
+    assert [m.id for m in handle.list(contains="tea")] == [tea.id]  # case-insensitive, this tenant only
+    assert handle.list(contains="no such words") == []
+    assert handle.get(tea.id).accesses == ()
+    for _ in range(3):
+        handle.search("what does Carol drink", user="u2", k=1)
+    touched = handle.get(tea.id)
+    assert len(touched.accesses) == touched.access_count == 3
+    assert list(touched.accesses) == sorted(touched.accesses)

@@ -1,0 +1,98 @@
+"""PNG plots of benchmark rows for `bench/REPORT.md`, drawn with matplotlib's Agg renderer.
+
+Each function takes the row values of one benchmark (the dicts its JSON line holds, newest per setting) and a PNG
+path. Figures are built from `matplotlib.figure.Figure`, never `pyplot`, so no global figure state is left behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+
+TTFT_MODES = (("recompute_s", "recompute"), ("prefix_cache_s", "vLLM prefix cache"),
+              ("example_connector_s", "vLLM ExampleConnector"), ("ours_ram_s", "ours, RAM tier"),
+              ("ours_disk_restart_s", "ours, LMDB after restart"))
+ADAPTER_RUNS = (("tokens_per_s_base", "base model"), ("tokens_per_s_one", "one adapter"),
+                ("tokens_per_s_many", "N adapters interleaved"))
+
+
+def grouped_bars(ax, groups: list[str], series: list[tuple[str, list[float]]], fmt: str) -> None:
+    """Bars of each series side by side in every group, each labelled with its value."""
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, values, width, label=label)
+        ax.bar_label(bars, labels=[format(v, fmt) for v in values], fontsize=7, padding=2)
+    ax.set_xticks(range(len(groups)), groups)
+
+
+def save(fig: Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def ttft(rows: list[dict], path: Path) -> None:
+    """TTFT of every mode, grouped by prompt length, on a log scale."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    modes = [(key, label) for key, label in TTFT_MODES if all(key in row for row in rows)]
+    grouped_bars(ax, [f"{row['prompt_tokens']:,} tokens" for row in rows],
+                 [(label, [row[key] for row in rows]) for key, label in modes], ".3f")
+    ax.set_yscale("log")
+    ax.set_ylabel("time to first token (s, log scale)")
+    ax.set_title("TTFT by mode and prompt length")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def e2e_prompt_tokens(rows: list[dict], path: Path) -> None:
+    """Prompt tokens per request, whole history against memsidecar, with the ≤ 0.1× target marked."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    grouped_bars(ax, [f"{row['requests']} requests" for row in rows],
+                 [("whole history (vLLM alone)", [row["baseline_prompt_tokens_mean"] for row in rows]),
+                  ("memsidecar", [row["sidecar_prompt_tokens_mean"] for row in rows])], ",.0f")
+    for i, row in enumerate(rows):
+        target = 0.1 * row["baseline_prompt_tokens_mean"]
+        ax.hlines(target, i - 0.45, i + 0.45, colors="black", linestyles="dashed",
+                  label="target: 0.1× the whole history" if i == 0 else None)
+    ax.set_ylabel("prompt tokens per request (mean)")
+    ax.set_title("End to end: prompt tokens per request")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def adapters(rows: list[dict], path: Path) -> None:
+    """Decode throughput with the base model, one adapter and N adapters, per N adapters through K slots."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    grouped_bars(ax, [f"N={row['adapters']}, K={row['max_loras']}" for row in rows],
+                 [(label, [row[key] for row in rows]) for key, label in ADAPTER_RUNS], ".0f")
+    ax.set_ylabel("completion tokens/s")
+    ax.set_title("Adapter throughput (N adapters through K engine slots)")
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def memory_scale(rows: list[dict], path: Path) -> None:
+    """Search latency p50 and p95 by collection size, with the 50 ms p95 target."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    sizes = [row["memories"] for row in rows]
+    for key, label in (("search_ms_p50", "p50"), ("search_ms_p95", "p95")):
+        ax.plot(sizes, [row[key] for row in rows], marker="o", label=f"search {label}")
+    ax.axhline(50, color="black", linestyle="dashed", label="target: p95 ≤ 50 ms at 100k")
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sizes, [f"{size:,}" for size in sizes])
+    ax.set_ylim(0, max(60, 1.15 * max(row["search_ms_p95"] for row in rows)))
+    ax.set_xlabel("memories in the tenant")
+    ax.set_ylabel("search latency (ms)")
+    ax.set_title("Textual memory search latency by size")
+    ax.legend(fontsize=8)
+    save(fig, path)

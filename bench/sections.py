@@ -1,0 +1,234 @@
+"""What `bench/REPORT.md` shows of each benchmark: how its JSON line splits into rows, the columns, the issue's
+targets and the plot.
+
+A target is checked only on rows whose JSON holds every figure it needs; one that no row measures is reported as
+not measured yet, never as met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import plots
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header and how a row's values become its cell."""
+
+    header: str
+    cell: Callable[[dict], str]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An issue target on one figure of a row: met when `figure(values)` is at most (or at least) `bound`.
+
+    `applies(key)` picks the rows the target speaks of; `needs` says which run would measure it when none does.
+    """
+
+    label: str
+    figure: Callable[[dict], float | None]
+    bound: float
+    at_most: bool
+    unit: str = "×"
+    applies: Callable[[tuple], bool] = lambda key: True
+    needs: str = "a run of this benchmark"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A target checked against one row; `figure` is None when no row measures it."""
+
+    bench: str
+    where: str
+    target: Target
+    figure: float | None
+
+    @property
+    def met(self) -> bool | None:
+        if self.figure is None:
+            return None
+        return self.figure <= self.target.bound if self.target.at_most else self.figure >= self.target.bound
+
+    def line(self) -> str:
+        t = self.target
+        wanted = f"target {'≤' if t.at_most else '≥'} {t.bound:g}{t.unit}"
+        if self.figure is None:
+            return f"**not measured yet**: {t.label} ({wanted}); needs {t.needs}"
+        where = f"{self.where}: " if self.where else ""
+        figure = f"{self.figure:.0f}" if abs(self.figure) >= 100 else f"{self.figure:.3g}"
+        return f"**{'met' if self.met else 'MISSED'}**: {where}{t.label} = {figure}{t.unit} ({wanted})"
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A PNG drawn from a benchmark's rows into `plots/<file>` beside the report."""
+
+    file: str
+    alt: str
+    draw: Callable[[list[dict], Path], None]
+
+
+@dataclass(frozen=True)
+class Section:
+    """How one benchmark is reported: `split` turns its JSON line into (key, values) rows, one per setting."""
+
+    bench: str
+    title: str
+    about: str
+    split: Callable[[dict], list[tuple[tuple, dict]]]
+    where: Callable[[tuple], str]
+    columns: tuple[Column, ...]
+    targets: tuple[Target, ...] = ()
+    plot: Plot | None = None
+
+    def verdicts(self, rows: list[tuple[tuple, dict]]) -> list[Verdict]:
+        """Every target against every (key, values) row it applies to that measures it."""
+        found = []
+        for target in self.targets:
+            checked = [Verdict(self.bench, self.where(key), target, target.figure(values))
+                       for key, values in rows if target.applies(key)]
+            found += [v for v in checked if v.figure is not None] or [Verdict(self.bench, "", target, None)]
+        return found
+
+
+def ratio(values: dict, numerator: str, denominator: str) -> float | None:
+    top, bottom = values.get(numerator), values.get(denominator)
+    return None if top is None or not bottom else top / bottom
+
+
+def col(header: str, key: str, fmt: str = "", suffix: str = "") -> Column:
+    return Column(header, lambda v: "–" if v.get(key) is None else format(v[key], fmt) + suffix)
+
+
+def pair(header: str, first: str, second: str, fmt: str = "", suffix: str = "") -> Column:
+    a, b = col("", first, fmt), col("", second, fmt)
+    return Column(header, lambda v: f"{a.cell(v)} / {b.cell(v)}{suffix}")
+
+
+def times(header: str, numerator: str, denominator: str) -> Column:
+    def cell(values: dict) -> str:
+        value = ratio(values, numerator, denominator)
+        return "–" if value is None else f"{value:.2f}×"
+    return Column(header, cell)
+
+
+def yes_no(header: str, key: str) -> Column:
+    return Column(header, lambda v: {True: "yes", False: "**no**"}.get(v.get(key), "–"))
+
+
+def per_row(field: str) -> Callable[[dict], list[tuple[tuple, dict]]]:
+    """A split for lines that hold a list of rows in `results`, keyed by `field`."""
+    return lambda line: [((row[field],), row) for row in line["results"]]
+
+
+def per_line(*fields: str) -> Callable[[dict], list[tuple[tuple, dict]]]:
+    """A split for lines that are one row, keyed by the settings `fields`."""
+    return lambda line: [(tuple(line[f] for f in fields), line)]
+
+
+TTFT = Section(
+    bench="ttft", title="Time to first token (`bench.ttft`)",
+    about="Every mode on the same engine settings; median of the run's distinct prompts per length.",
+    split=per_row("prompt_tokens"), where=lambda key: f"{key[0]:,} tokens",
+    columns=(col("prompt tokens", "prompt_tokens", ","), col("recompute", "recompute_s", ".3f", " s"),
+             col("vLLM prefix cache", "prefix_cache_s", ".3f", " s"),
+             col("vLLM ExampleConnector (fresh engine)", "example_connector_s", ".3f", " s"),
+             col("ours, RAM tier", "ours_ram_s", ".3f", " s"),
+             col("ours, LMDB after restart", "ours_disk_restart_s", ".3f", " s"),
+             yes_no("outputs match", "outputs_match")),
+    targets=(Target("ExampleConnector TTFT ÷ ours after a restart",
+                    lambda v: ratio(v, "example_connector_s", "ours_disk_restart_s"), 3, at_most=False),
+             Target("ours (RAM tier) TTFT ÷ vLLM prefix cache", lambda v: ratio(v, "ours_ram_s", "prefix_cache_s"),
+                    1.5, at_most=True),
+             Target("recompute TTFT ÷ ours (RAM tier)", lambda v: ratio(v, "recompute_s", "ours_ram_s"), 25,
+                    at_most=False)),
+    plot=Plot("ttft.png", "TTFT by mode and prompt length, log scale", plots.ttft))
+
+ADAPTERS = Section(
+    bench="adapters", title="LoRA adapters (`bench.adapters`)",
+    about="N seeded rank-8 adapters through K engine slots on the tiny model; throughput is completion tokens per "
+          "second of concurrent greedy chats.",
+    split=per_line("adapters", "max_loras"), where=lambda key: f"N={key[0]}, K={key[1]}",
+    columns=(col("adapters N", "adapters"), col("slots K", "max_loras"),
+             col("cold load p50", "cold_load_ms_p50", ".1f", " ms"),
+             col("warm switch p50", "warm_switch_ms_p50", ".1f", " ms"),
+             col("base 1-token chat p50", "base_one_token_ms_p50", ".1f", " ms"),
+             col("tokens/s base", "tokens_per_s_base", ".0f"), col("tokens/s one adapter", "tokens_per_s_one", ".0f"),
+             col("tokens/s N interleaved", "tokens_per_s_many", ".0f"),
+             times("N interleaved ÷ one", "tokens_per_s_many", "tokens_per_s_one"),
+             yes_no("outputs match", "outputs_match")),
+    targets=(Target("tokens/s with N adapters interleaved ÷ one adapter",
+                    lambda v: ratio(v, "tokens_per_s_many", "tokens_per_s_one"), 0.8, at_most=False,
+                    applies=lambda key: key == (32, 4), needs="a run with N=32, K=4 (the default)"),),
+    plot=Plot("adapters.png", "Adapter throughput: base, one adapter, N interleaved", plots.adapters))
+
+E2E = Section(
+    bench="e2e", title="End to end on LoCoMo conversations (`bench.e2e`)",
+    about="Each question asked two ways on the same engine settings: the whole history so far in the prompt (vLLM "
+          "alone, truncated to the context) and memsidecar (memory injection, activation memory).",
+    split=per_line("requests"), where=lambda key: f"{key[0]} requests",
+    columns=(col("requests", "requests"), col("prompt tokens, whole history", "baseline_prompt_tokens_mean", ",.0f"),
+             col("prompt tokens, memsidecar", "sidecar_prompt_tokens_mean", ",.0f"),
+             pair("TTFT p50 / p95, whole history", "baseline_ttft_s_p50", "baseline_ttft_s_p95", ".2f", " s"),
+             pair("TTFT p50 / p95, memsidecar", "sidecar_ttft_s_p50", "sidecar_ttft_s_p95", ".2f", " s"),
+             pair("latency p50, whole history / memsidecar", "baseline_latency_s_p50", "sidecar_latency_s_p50",
+                  ".2f", " s"),
+             col("evidence recall (memsidecar)", "sidecar_evidence_recall", ".3f")),
+    targets=(Target("prompt tokens per request, memsidecar ÷ whole history",
+                    lambda v: ratio(v, "sidecar_prompt_tokens_mean", "baseline_prompt_tokens_mean"), 0.1,
+                    at_most=True),
+             Target("TTFT p50, memsidecar ÷ whole history",
+                    lambda v: ratio(v, "sidecar_ttft_s_p50", "baseline_ttft_s_p50"), 0.5, at_most=True),
+             Target("evidence recall of the injected memories", lambda v: v.get("sidecar_evidence_recall"), 0.8,
+                    at_most=False, unit="")),
+    plot=Plot("e2e_prompt_tokens.png", "Prompt tokens per request, whole history vs memsidecar",
+              plots.e2e_prompt_tokens))
+
+OVERHEAD = Section(
+    bench="overhead", title="Latency the sidecar adds (`bench.overhead`)",
+    about="The same chat sent one at a time to the engine alone, through the sidecar with memory off, and with "
+          "memory on for a user holding M memories; end-to-end latency.",
+    split=per_line(), where=lambda key: "",
+    columns=(col("chats each way", "requests"), col("memories M", "memories"),
+             pair("engine p50 / p95", "engine_ms_p50", "engine_ms_p95", ".1f", " ms"),
+             pair("memory off p50 / p95", "sidecar_off_ms_p50", "sidecar_off_ms_p95", ".1f", " ms"),
+             pair("memory on p50 / p95", "sidecar_on_ms_p50", "sidecar_on_ms_p95", ".1f", " ms"),
+             pair("added, memory on, p50 / p95", "added_on_ms_p50", "added_on_ms_p95", "+.1f", " ms")))
+
+MEMORY_SCALE = Section(
+    bench="memory_scale", title="Textual memory at scale (`bench.memory_scale`)",
+    about="One tenant, real MiniLM embeddings; search is top 10 under a 1,000-token budget.",
+    split=per_row("memories"), where=lambda key: f"{key[0]:,} memories",
+    columns=(col("memories", "memories", ","), col("vector index", "vector_index"),
+             col("add (memories/s)", "add_per_s", ".0f"), col("first search", "first_search_ms", ",.0f", " ms"),
+             col("search p50", "search_ms_p50", ".1f", " ms"), col("search p95", "search_ms_p95", ".1f", " ms"),
+             col("search after an add p50", "search_after_add_ms_p50", ".1f", " ms")),
+    targets=(Target("search p95", lambda v: v.get("search_ms_p95"), 50, at_most=True, unit=" ms",
+                    applies=lambda key: key[0] >= 100_000, needs="a run with 100,000 memories or more"),),
+    plot=Plot("memory_scale.png", "Search latency by collection size", plots.memory_scale))
+
+LOCOMO = Section(
+    bench="locomo", title="LoCoMo evidence recall (`bench.locomo`)",
+    about="Every question of categories 1-4 with evidence, searched alone; recall is the share of its evidence "
+          "turns among the sources of what would be injected (the recall target is the end-to-end one).",
+    split=per_line(), where=lambda key: "",
+    columns=(col("questions", "questions"), col("evidence recall", "evidence_recall", ".3f"),
+             col("mean injected tokens", "mean_context_tokens", ",.0f"),
+             pair("search p50 / p95", "search_ms_p50", "search_ms_p95", ".1f", " ms")),
+    targets=(Target("evidence recall", lambda v: v.get("evidence_recall"), 0.8, at_most=False, unit=""),))
+
+TEXTUAL_LIFECYCLE = Section(
+    bench="textual_lifecycle", title="Textual memory lifecycle (`bench.textual_lifecycle`)",
+    about="Mean ms per add without and with consolidation, one lifecycle run, median search over hot+warm and over "
+          "cold.",
+    split=per_line(), where=lambda key: "",
+    columns=(col("memories", "memories"), col("add, plain", "add_plain_ms", ".2f", " ms"),
+             col("add, consolidated", "add_consolidated_ms", ".2f", " ms"),
+             col("lifecycle run", "lifecycle_ms", ".1f", " ms"),
+             col("search hot", "search_hot_ms", ".2f", " ms"), col("search cold", "search_cold_ms", ".2f", " ms")))
+
+SECTIONS = (TTFT, ADAPTERS, E2E, OVERHEAD, MEMORY_SCALE, LOCOMO, TEXTUAL_LIFECYCLE)

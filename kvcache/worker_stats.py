@@ -1,0 +1,55 @@
+"""The engine worker's KV store figures, published to a small JSON file the sidecar reads.
+
+The RAM tier lives in the vLLM worker process; the sidecar sees only the disk and shared tiers. The worker therefore
+writes its `TieredStore.stats()` (plus `dropped_saves` and the time written) to `worker-stats.json` in the store
+directory, at most every `interval_s`, by write-then-rename so a reader never sees half a file. A missing or
+unreadable file reads as `None`: the figures are a report, never needed for correctness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("memsidecar.kvcache")
+FILE_NAME = "worker-stats.json"
+
+
+def stats_path(store_dir: str | Path) -> Path:
+    return Path(store_dir) / FILE_NAME
+
+
+class StatsPublisher:
+    """Writes a stats snapshot when `maybe_publish` is called and `interval_s` has passed since the last one."""
+
+    def __init__(self, path: Path, interval_s: float = 2.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._last = 0.0
+
+    def maybe_publish(self, stats: dict[str, Any]) -> bool:
+        now = time.time()
+        if now - self._last < self.interval_s:
+            return False
+        self._last = now
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_text(json.dumps({**stats, "written_at": now}))
+            os.replace(temporary, self.path)
+        except OSError:  # a report only; the next interval tries again
+            log.warning("could not write KV worker stats to %s", self.path, exc_info=True)
+            return False
+        return True
+
+
+def read_stats(path: Path) -> dict[str, Any] | None:
+    """The last snapshot, or None when there is none (no engine with a worker yet) or it cannot be read."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None

@@ -1,0 +1,40 @@
+"""The tier scheduler of one sidecar, assembled from its Settings and its memory packages."""
+
+from __future__ import annotations
+
+from kvcache.store import TieredStore
+from sidecar.adapter_service import AdapterService
+from sidecar.config import Settings
+from sidecar.scheduler.executor import Reporter, Scheduler
+from sidecar.scheduler.objects import GIB, Budgets
+from sidecar.scheduler.reporters import AdapterReporter, KvReporter, MemoryIndexReporter
+from textual.store import MemoryStore
+
+CPU_BLOCK_TOKENS = 128  # vLLM's KV block size on CPU when --block-size is unset
+
+
+def _bytes(gib: float | None) -> int | None:
+    return None if gib is None else int(gib * GIB)
+
+
+def budgets_for(settings: Settings) -> Budgets:
+    """`tier_*_gib` where set; else the engine's KV cache for the engine, and shares of the machine (see
+    `Budgets.from_machine`) for CPU RAM and disk. Adapter slots: the engine's `max_cpu_loras` (0: adapters off)."""
+    engine = _bytes(settings.tier_engine_gib)
+    return Budgets.from_machine(
+        settings.data_dir, engine if engine is not None else int(settings.kv_cache_gib * GIB),
+        settings.max_cpu_loras if settings.max_loras else 0,
+        cpu_bytes=_bytes(settings.tier_cpu_gib), disk_bytes=_bytes(settings.tier_disk_gib))
+
+
+def build_scheduler(settings: Settings, store: MemoryStore, adapters: AdapterService | None,
+                    kv_store: TieredStore | None) -> Scheduler:
+    """A scheduler over this sidecar's memory indexes, adapters (when served) and KV. An attached engine's own
+    memory is not ours to account for, so only a managed engine's KV cache is reported."""
+    engine_cache = 0 if settings.engine_url else int(settings.kv_cache_gib * GIB)
+    ram_tier = int(settings.kv_ram_gib * GIB) if kv_store is not None else 0
+    reporters: list[Reporter] = [MemoryIndexReporter(store),
+                                 KvReporter(kv_store, engine_cache, ram_tier, settings.block_size or CPU_BLOCK_TOKENS)]
+    if adapters is not None:
+        reporters.append(AdapterReporter(adapters))
+    return Scheduler(reporters, budgets_for(settings))

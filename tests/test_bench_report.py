@@ -1,0 +1,134 @@
+"""`bench.report` turns results lines into REPORT.md and plots; `bench.run_all` appends lines and names failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import report, run_all
+from bench.sections import ADAPTERS, MEMORY_SCALE as MEMORY_SCALE_SECTION
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def ttft_line(example_s: float, disk_s: float, date: str) -> dict:
+    row = {"prompt_tokens": 4096, "recompute_s": 24.0, "prefix_cache_s": 0.3, "example_connector_s": example_s,
+           "ours_ram_s": 0.2, "ours_disk_restart_s": disk_s, "outputs_match": True}
+    return {"bench": "ttft", "results": [row],
+            "meta": {"commit": "abc1234", "date": date, "command": "python -m bench.ttft --quick --json",
+                     "machine": "x86_64, 2 cores (CPU only)"}}
+
+
+def adapters_line(count: int, slots: int, one: float, many: float) -> dict:
+    return {"bench": "adapters", "adapters": count, "max_loras": slots, "cold_load_ms_p50": 6.6,
+            "warm_switch_ms_p50": 18.5, "base_one_token_ms_p50": 18.6, "tokens_per_s_base": 1100.0,
+            "tokens_per_s_one": one, "tokens_per_s_many": many, "outputs_match": True,
+            "meta": {"commit": "abc1234", "date": "2026-11-24T10:00:00Z", "command": "python -m bench.adapters"}}
+
+
+E2E = {"bench": "e2e", "requests": 8, "baseline_prompt_tokens_mean": 3000.0, "sidecar_prompt_tokens_mean": 1500.0,
+       "baseline_ttft_s_p50": 20.0, "sidecar_ttft_s_p50": 4.0, "baseline_ttft_s_p95": 21.0, "sidecar_ttft_s_p95": 4.5,
+       "baseline_latency_s_p50": 21.0, "sidecar_latency_s_p50": 5.0, "sidecar_evidence_recall": 0.75}
+MEMORY_SCALE = {"bench": "memory_scale", "results": [
+    {"memories": 10000, "vector_index": "flat", "add_per_s": 224.1, "first_search_ms": 141.4, "search_ms_p50": 21.4,
+     "search_ms_p95": 34.3, "search_after_add_ms_p50": 18.7},
+    {"memories": 100000, "vector_index": "hnsw", "add_per_s": 212.7, "first_search_ms": 1644.5,
+     "search_ms_p50": 28.0, "search_ms_p95": 61.2, "search_after_add_ms_p50": 29.2}]}
+
+
+def write_lines(path: Path, lines: list[dict]) -> None:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+@pytest.fixture
+def written(tmp_path: Path, capsys) -> tuple[str, Path, str]:
+    results = tmp_path / "results"
+    results.mkdir()
+    # The older ttft line is last in the file: the newer date must still win.
+    write_lines(results / "ttft.jsonl", [ttft_line(0.6, 0.15, "2026-11-25T09:00:00Z"),
+                                         ttft_line(0.21, 0.15, "2026-11-24")])
+    write_lines(results / "adapters.jsonl", [adapters_line(32, 4, 600.0, 300.0), adapters_line(8, 8, 1000.0, 900.0),
+                                             adapters_line(32, 4, 600.0, 540.0)])
+    write_lines(results / "e2e.jsonl", [E2E])
+    write_lines(results / "memory_scale.jsonl", [MEMORY_SCALE])
+    out = tmp_path / "site" / "REPORT.md"
+    out.parent.mkdir()
+    report.main(["--results", str(results), "--out", str(out)])
+    return out.read_text(), out.parent / "plots", capsys.readouterr().out
+
+
+def test_the_newest_line_per_setting_fills_the_tables(written):
+    text, _, _ = written
+    assert "| 4,096 | 24.000 s | 0.300 s | 0.600 s | 0.200 s | 0.150 s | yes | r" in text
+    assert "0.210 s" not in text
+    assert "| 32 | 4 | 6.6 ms | 18.5 ms | 18.6 ms | 1100 | 600 | 540 | 0.90× | yes |" in text
+    assert "| 8 | 8 |" in text and "| 300 |" not in text
+    assert "| 100,000 | hnsw | 213 | 1,644 ms | 28.0 ms | 61.2 ms | 29.2 ms |" in text
+    assert "| r1 | adapters | 2026-11-24T10:00:00Z | abc1234 |" in text
+
+
+def test_targets_are_marked_met_or_missed_from_the_figures(written):
+    text, _, printed = written
+    for line in ("**met**: 4,096 tokens: ExampleConnector TTFT ÷ ours after a restart = 4× (target ≥ 3×)",
+                 "**met**: 4,096 tokens: ours (RAM tier) TTFT ÷ vLLM prefix cache = 0.667× (target ≤ 1.5×)",
+                 "**met**: 4,096 tokens: recompute TTFT ÷ ours (RAM tier) = 120× (target ≥ 25×)",
+                 "**met**: N=32, K=4: tokens/s with N adapters interleaved ÷ one adapter = 0.9× (target ≥ 0.8×)",
+                 "**MISSED**: 8 requests: prompt tokens per request, memsidecar ÷ whole history = 0.5× (target ≤ 0.1×)",
+                 "**met**: 8 requests: TTFT p50, memsidecar ÷ whole history = 0.2× (target ≤ 0.5×)",
+                 "**MISSED**: 8 requests: evidence recall of the injected memories = 0.75 (target ≥ 0.8)",
+                 "**MISSED**: 100,000 memories: search p95 = 61.2 ms (target ≤ 50 ms)"):
+        assert f"\n- {line}\n" in text
+        assert line.replace("**", "") in printed
+    assert "10,000 memories: search p95" not in text and "N=8, K=8: tokens/s" not in text
+
+
+def test_the_report_counts_verdicts_and_says_which_benchmarks_have_not_run(written):
+    text, _, _ = written
+    assert "Issue targets: 5 met, 3 MISSED" in text
+    for bench in ("overhead", "locomo", "textual_lifecycle"):
+        assert f"Not run yet: no results of `bench.{bench}`" in text
+    assert "evidence recall = " not in text
+
+
+def test_a_target_no_row_measures_is_not_measured_rather_than_met():
+    verdicts = MEMORY_SCALE_SECTION.verdicts([((10000,), MEMORY_SCALE["results"][0])])
+    assert [v.line() for v in verdicts] == [
+        "**not measured yet**: search p95 (target ≤ 50 ms); needs a run with 100,000 memories or more"]
+    missing = ADAPTERS.verdicts([((32, 4), {"tokens_per_s_one": 600.0})])
+    assert [v.met for v in missing] == [None]
+
+
+def test_plots_are_png_files_linked_from_the_report(written):
+    text, plots, _ = written
+    for name in ("ttft.png", "adapters.png", "e2e_prompt_tokens.png", "memory_scale.png"):
+        assert (plots / name).read_bytes()[:8] == PNG_MAGIC and (plots / name).stat().st_size > 5000
+        assert f"(plots/{name})" in text
+
+
+def test_a_report_of_no_results_says_every_benchmark_is_not_run(tmp_path: Path):
+    out = tmp_path / "REPORT.md"
+    report.main(["--results", str(tmp_path / "absent"), "--out", str(out)])
+    assert out.read_text().count("Not run yet") == 7
+    assert not (tmp_path / "plots").exists()
+
+
+def test_run_all_appends_a_line_with_meta_and_fails_naming_a_failed_benchmark(tmp_path: Path, monkeypatch):
+    scripts = {"ttft": "print('table'); print('{\"bench\": \"ttft\", \"results\": []}')",
+               "textual_lifecycle": "print('{\"memories\": 5}')",
+               "overhead": "print('{\"bench\": \"overhead\"}'); raise SystemExit(3)"}
+    monkeypatch.setattr(run_all, "command", lambda bench, *_: ["python", "-c", scripts[bench]])
+    with pytest.raises(SystemExit, match="failed: overhead$"):
+        run_all.main(["ttft", "overhead", "textual_lifecycle", "--results", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["textual_lifecycle.jsonl", "ttft.jsonl"]
+    line = json.loads((tmp_path / "textual_lifecycle.jsonl").read_text())
+    assert line["bench"] == "textual_lifecycle" and line["memories"] == 5
+    assert set(line["meta"]) == {"commit", "date", "command", "machine"} and line["meta"]["date"].endswith("Z")
+
+
+def test_quick_goes_only_to_benchmarks_that_have_it():
+    assert run_all.command("ttft", True, Path("d.json"), []) == ["python", "-m", "bench.ttft", "--json", "--quick"]
+    assert run_all.command("overhead", True, Path("d.json"), []) == ["python", "-m", "bench.overhead", "--json"]
+    assert run_all.command("locomo", False, run_all.ROOT / "d.json", ["--k", "10"]) == \
+        ["python", "-m", "bench.locomo", "--json", "--data", "d.json", "--k", "10"]
