@@ -1,19 +1,21 @@
 """Chat with memsidecar against chat with the whole history, end to end, on LoCoMo conversations.
 
-    python -m bench.e2e [--quick] [--json] [--data FILE] [--model DIR] [--questions N]
+    python -m bench.e2e [--quick] [--json] [--data FILE] [--model DIR] [--questions N] [--max-model-len N]
+                        [--memory-budget N]
 
 Each conversation of the development split is replayed session by session; after each session, the questions whose
 evidence ends in it are asked (categories 1-4, evidence present), two ways, on identical engine settings:
 - `baseline`: vLLM alone (its prefix cache on), the prompt is the whole conversation so far as one system message
   (`[date]` headers, `Speaker: text` lines) plus the question, truncated from the oldest turns to fit the context
-  as a client would;
+  as a client would (the model's own context, 32,768 tokens for Qwen2-0.5B, unless `--max-model-len` is given);
 - `sidecar`: `memsidecar serve` (activation memory on) with the same engine settings; the session's turns are
   written to memory through `POST /v1/memories/messages` as they happen (what the chat path records), and each
-  question is a chat with only the question, memory injected (top_k 100, 1,000-token budget).
+  question is a chat with only the question, memory injected (top_k 100, `--memory-budget` tokens, default 1,000).
 Reported per way: prompt tokens per request (the engine's count), TTFT p50/p95 (streaming, first content chunk),
 end-to-end latency p50, and for the sidecar the evidence recall of the injected memories (share of the question's
 evidence turn ids among their source turns). Answers are never read. The model is `qwen2-0.5b-shape` (random
-weights: outputs are meaningless, costs are real). `--quick`: the first conversation, 8 of its questions spread over its sessions.
+weights: outputs are meaningless, costs are real). `--quick`: the first conversation, 8 of its questions spread over
+its sessions.
 """
 
 from __future__ import annotations
@@ -41,14 +43,15 @@ from sidecar.model_builder import ensure_model
 console = Console(stderr=True)
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo_dev.json"
 DEFAULT_MODEL_DIR = Path(".data/models/qwen2-0.5b-shape")  # shared with bench.ttft
-MEMORY = {"inject": True, "write": False, "top_k": 100, "token_budget": 1000}
+MEMORY_TOP_K = 100
 
 
 @dataclass(frozen=True)
 class Settings:
     """Engine settings shared by both ways."""
 
-    max_model_len: int = 4096
+    max_model_len: int = 32768
+    memory_token_budget: int = 1000
     block_size: int = 32
     dtype: str = "bfloat16"
     kv_cache_gib: float = 4.0
@@ -201,7 +204,9 @@ async def run_sidecar(url: str, work_plan, settings: Settings) -> list[dict]:
                  ).raise_for_status()
                 for qa in asked.get(number, []):
                     body = {"model": "bench", "user": user, "max_tokens": settings.max_tokens, "temperature": 0,
-                            "messages": [{"role": "user", "content": qa["question"]}], "memory": MEMORY}
+                            "messages": [{"role": "user", "content": qa["question"]}],
+                            "memory": {"inject": True, "write": False, "top_k": MEMORY_TOP_K,
+                                       "token_budget": settings.memory_token_budget}}
                     result = await timed_chat(client, body)
                     sources = await injected_sources(client, result["memory"]["ids"])
                     wanted = evidence_ids(qa["evidence"])
@@ -265,14 +270,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo-format JSON file")
     parser.add_argument("--model", type=Path, help="model directory (default: the generated qwen2-0.5b-shape)")
     parser.add_argument("--questions", type=int, help="ask at most this many questions in all")
+    parser.add_argument("--max-model-len", type=int, help="context of both ways (default: the model's own)")
+    parser.add_argument("--memory-budget", type=int, default=Settings.memory_token_budget,
+                        help="token budget of the injected memories (default %(default)s)")
     args = parser.parse_args()
     samples = json.loads(args.data.read_text())
     limit = args.questions or (8 if args.quick else None)
     samples = samples[:1] if args.quick else samples
-    settings = Settings()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         work = Path(tmp)
         model = args.model or ensure_model("qwen2-0.5b-shape", DEFAULT_MODEL_DIR)
+        context = json.loads((model / "config.json").read_text())["max_position_embeddings"]
+        settings = Settings(max_model_len=args.max_model_len or context, memory_token_budget=args.memory_budget)
         line = asyncio.run(measure(model, work, plan(samples, limit), settings))
     table = Table(title=f"{line['requests']} questions: whole history vs memsidecar")
     table.add_column("")

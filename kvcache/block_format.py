@@ -14,13 +14,17 @@
 
 numpy has no bfloat16, so callers pass arrays of the right byte width (e.g. a uint16 view of bfloat16 data) and
 name the dtype separately. `decode_into` checks the header against what the caller expects, checks the checksum,
-and copies the payload straight into the caller's preallocated array: no pickle, one copy. Any mismatch raises
-`CorruptBlock`, which the store treats as a miss.
+and copies the payload straight into the caller's preallocated array, or scatters it row by row (first axis) into
+separate arrays (`Scatter`: e.g. each layer's slot of the block in a paged KV cache): no pickle, one copy. Nothing
+is written to the destination unless the whole block is sound. Any mismatch raises `CorruptBlock`, which the store
+treats as a miss.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import xxhash
@@ -31,6 +35,25 @@ _FIXED = struct.Struct("<4sBBBB8sQQ")
 DTYPE_CODES = {"float32": 1, "float16": 2, "bfloat16": 3, "float8_e4m3fn": 4, "float8_e5m2": 5, "uint8": 6}
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
 DTYPE_WIDTHS = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1, "uint8": 1}
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """Where a block of `shape` goes when its rows (along the first axis) live in separate arrays: row i into
+    `parts[i]`, each C-contiguous and one row's bytes."""
+
+    shape: tuple[int, ...]
+    parts: Sequence[np.ndarray]
+
+    def __post_init__(self) -> None:
+        if len(self.parts) != self.shape[0]:
+            raise ValueError(f"a block of shape {self.shape} has {self.shape[0]} rows, not {len(self.parts)} parts")
+        if not all(part.flags.c_contiguous for part in self.parts):
+            raise ValueError("every part of a Scatter must be C-contiguous")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.parts)
 
 
 class CorruptBlock(ValueError):
@@ -55,9 +78,9 @@ def encode(array: np.ndarray, dtype: str, layout: str) -> bytes:
     return b"".join((fixed, struct.pack(f"<{payload.ndim}I", *payload.shape), view))
 
 
-def decode_into(data: bytes | memoryview, out: np.ndarray, dtype: str, layout: str) -> None:
+def decode_into(data: bytes | memoryview, out: np.ndarray | Scatter, dtype: str, layout: str) -> None:
     """Validate `data` against the expected dtype, layout and `out`'s shape, then copy its payload into `out`."""
-    if not out.flags.c_contiguous:
+    if isinstance(out, np.ndarray) and not out.flags.c_contiguous:
         raise ValueError("decode_into needs a C-contiguous output array")
     data = memoryview(data).cast("B")
     if len(data) < _FIXED.size:
@@ -73,7 +96,12 @@ def decode_into(data: bytes | memoryview, out: np.ndarray, dtype: str, layout: s
     payload = data[header_size(ndim):]
     if xxhash.xxh3_64_intdigest(payload) != checksum:
         raise CorruptBlock("block checksum mismatch")
-    np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(payload, dtype=np.uint8))
+    if isinstance(out, Scatter):
+        row = length // shape[0]
+        for index, part in enumerate(out.parts):
+            np.copyto(part.reshape(-1).view(np.uint8), np.frombuffer(payload, np.uint8, row, index * row))
+    else:
+        np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(payload, dtype=np.uint8))
 
 
 def _layout_bytes(layout: str) -> bytes:

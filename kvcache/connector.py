@@ -31,6 +31,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 from vllm.v1.kv_cache_interface import group_kernel_blocks
 
+from kvcache.block_format import Scatter
 from kvcache.connector_config import ConnectorConfig
 from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
@@ -180,6 +181,7 @@ class _Worker:
         self.store = store
         self.layout = layout
         self.publisher = publisher
+        self._layer_arrays: list | None = None
         self.layers: list[torch.Tensor] = []
         self._load_errors: set[int] = set()
         self.dropped_saves = 0
@@ -202,12 +204,31 @@ class _Worker:
         self.dtype = dtypes.pop()
         self.dtype_name = str(self.dtype).removeprefix("torch.")
         self.device = self.layers[0].device
+        # On the CPU a block's slot in each layer is one contiguous slab: stored blocks are decoded straight into
+        # those slabs (one copy). Elsewhere (CUDA) they go through a pinned host staging buffer.
+        direct = self.device.type == "cpu" and all(layer.is_contiguous() for layer in self.layers)
+        self._layer_arrays = [_numpy_view(layer) for layer in self.layers] if direct else None
+        log.info("memsidecar KV worker: %d layers, block %s %s on %s, loads %s", len(self.layers),
+                 self.block_shape, self.dtype_name, self.device, "direct (one copy)" if direct else "staged")
 
     def _staging(self, count: int) -> torch.Tensor:
         pin = self.device.type == "cuda"
         return torch.empty((count, *self.block_shape), dtype=self.dtype, pin_memory=pin)
 
     def load(self, loads: tuple[BlockTransfer, ...]) -> None:
+        if self._layer_arrays is not None:
+            self._load_direct(loads)
+        else:
+            self._load_staged(loads)
+
+    def _load_direct(self, loads: tuple[BlockTransfer, ...]) -> None:
+        """Decode each block's rows (one per layer) straight into its slot in the layers (CPU, one copy)."""
+        for transfer in loads:
+            target = Scatter(self.block_shape, [layer[transfer.block_id] for layer in self._layer_arrays])
+            if not self.store.get_into(transfer.key, target, self.dtype_name, self.layout):
+                self._load_errors.add(transfer.block_id)
+
+    def _load_staged(self, loads: tuple[BlockTransfer, ...]) -> None:
         staging = self._staging(len(loads))
         found = [self.store.get_into(t.key, _numpy_view(staging[i]), self.dtype_name, self.layout)
                  for i, t in enumerate(loads)]
@@ -239,7 +260,8 @@ class _Worker:
 
     def _write_loop(self) -> None:
         while True:
-            self.publisher.maybe_publish({**self.store.stats(), "dropped_saves": self.dropped_saves})
+            self.publisher.maybe_publish({**self.store.stats(), "dropped_saves": self.dropped_saves,
+                                          "load_path": "direct" if self._layer_arrays is not None else "staged"})
             try:
                 item = self._queue.get(timeout=self.publisher.interval_s)
             except queue.Empty:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvcache.block_format import CorruptBlock, decode_into, encode
+from kvcache.block_format import CorruptBlock, Scatter, decode_into, encode
 from kvcache.lmdb_tier import LmdbTier
 from kvcache.policy import plan
 from kvcache.ram_tier import RamTier
@@ -125,10 +125,11 @@ class TieredStore:
 
     # ------------------------------------------------------------------ reads
 
-    def get_into(self, key: bytes, out: np.ndarray, dtype: str, layout: str) -> bool:
+    def get_into(self, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str) -> bool:
         """Decode block `key` into `out` from the fastest tier holding a sound copy; False on a miss everywhere.
 
-        `out` is C-contiguous with the block's shape; for bfloat16 pass a uint16/int16 view and dtype "bfloat16".
+        `out` is C-contiguous with the block's shape, or a `Scatter` of its rows; for bfloat16 pass uint16/int16
+        views and dtype "bfloat16". Disk and shared tiers decode straight from their buffers (one copy).
         """
         for tier in self._tiers:
             found = self._read(tier, key, out, dtype, layout)
@@ -138,7 +139,7 @@ class TieredStore:
                 return True
         return False
 
-    def _read(self, tier: Tier, key: bytes, out: np.ndarray, dtype: str, layout: str) -> bytes | None:
+    def _read(self, tier: Tier, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str) -> bytes | None:
         """The block's bytes when `tier` had a sound copy (now decoded into `out`); None when absent or corrupt."""
         keep = tier is self.remote or (self.ram is not None and tier is not self.ram)  # what `_promote` stores
 

@@ -70,3 +70,27 @@ def test_encoding_names_the_allowed_dtypes_and_checks_element_width():
         encode(block(), "bf16", "LBHNC")
     with pytest.raises(ValueError, match="float32 block needs 4-byte elements"):
         encode(block(), "float32", "LBHNC")
+
+
+def test_a_block_scatters_row_by_row_into_separate_arrays():
+    """The paged-KV-cache case: each layer's slot of the block is its own slab, filled in one copy."""
+    from kvcache.block_format import Scatter
+
+    layers = [np.zeros((5, 3, 4), dtype=np.int16) for _ in range(2)]  # 2 layers of 5 slots
+    target = Scatter((2, 3, 4), [layers[0][3], layers[1][3]])
+    decode_into(encode(block(), "bfloat16", "LBHNC"), target, "bfloat16", "LBHNC")
+    assert np.array_equal(layers[0][3], block()[0]) and np.array_equal(layers[1][3], block()[1])
+    assert not layers[0][[0, 1, 2, 4]].any() and not layers[1][[0, 1, 2, 4]].any()  # other slots untouched
+
+
+def test_a_corrupt_block_scatters_nothing():
+    from kvcache.block_format import Scatter
+
+    data = bytearray(encode(block(), "bfloat16", "LBHNC"))
+    data[-1] ^= 1
+    parts = [np.full((3, 4), 7, dtype=np.int16) for _ in range(2)]
+    with pytest.raises(CorruptBlock):
+        decode_into(bytes(data), Scatter((2, 3, 4), parts), "bfloat16", "LBHNC")
+    assert all((part == 7).all() for part in parts)
+    with pytest.raises(ValueError, match="rows"):
+        Scatter((3, 3, 4), parts)

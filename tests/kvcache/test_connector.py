@@ -92,6 +92,26 @@ def test_outputs_are_token_identical_with_a_hit(kv_sidecar, length):
     assert loaded == length - 1  # everything but the last prompt token, whose logits the engine needs
 
 
+def test_the_worker_publishes_its_tiers_and_loads_in_one_copy(kv_sidecar, kv_data_dir):
+    """The RAM tier's figures reach the sidecar through the worker's stats file; on the CPU, hits are decoded
+    straight into the paged KV cache (no staging buffer)."""
+    import json
+    import time
+
+    from kvcache.worker_stats import stats_path
+
+    saved_then_hit(kv_sidecar, prompt(3 * BLOCK + 5, seed=7))
+    path = stats_path(kv_data_dir / "kv")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = json.loads(path.read_text()) if path.exists() else {}
+        if stats.get("ram", {}).get("hits"):
+            break
+        time.sleep(0.5)
+    assert stats["load_path"] == "direct"
+    assert stats["ram"]["entries"] >= 3 and stats["ram"]["hits"] >= 3 and stats["disk"]["entries"] >= 3
+
+
 def test_a_shared_prefix_is_loaded_and_the_suffix_computed(kv_sidecar):
     prefix = prompt(6 * BLOCK, seed=100)
     saved_then_hit(kv_sidecar, prefix + prompt(20, seed=101))

@@ -76,6 +76,10 @@ def fill(driver, element_id: str, text: str) -> None:
 
 
 def shot(driver, directory: Path, name: str) -> None:
+    """The whole page (up to 2,400 pixels tall) at the window's width."""
+    width = driver.get_window_size()["width"]
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(2400, max(600, height + 140)))
     assert driver.save_screenshot(str(directory / f"{name}.png"))
 
 
@@ -153,6 +157,7 @@ def test_add_search_inject_delete_and_isolation(sidecar, browser, screenshots):
     browser.set_window_size(*PHONE)
     browser.get(f"{sidecar.base_url}/console/memories?user_id={user}")
     assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    browser.set_window_size(*PHONE)
     shot(browser, screenshots, "memories-phone")
     browser.set_window_size(*LAPTOP)
 
