@@ -9,7 +9,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.concurrency import run_in_threadpool
 
@@ -19,6 +19,9 @@ from sidecar.memory_chat import Conversation, Injection, MemoryChat, conversatio
 from sidecar.sse import with_memory_chunk
 from sidecar.errors import APIError
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest, engine_body
+
+if TYPE_CHECKING:  # memory_extractor imports this module
+    from sidecar.memory_extractor import MemoryExtractor
 
 log = logging.getLogger("memsidecar.chat")
 MODELS_TTL_S = 30.0
@@ -98,16 +101,18 @@ def reply_text(result: dict[str, Any]) -> str:
 
 class ChatService:
     """OpenAI chat and text completions through the engine, with the tenant's adapter, memories injected and the
-    conversation recorded for chats."""
+    conversation recorded for chats (with an `extractor`, also the facts, preferences and events in its turns)."""
 
     def __init__(self, client: EngineClient, catalog: ModelCatalog, memory: MemoryChat | None, gate: EngineGate,
-                 kv_scope: str, adapters: AdapterService | None = None) -> None:
+                 kv_scope: str, adapters: AdapterService | None = None,
+                 extractor: MemoryExtractor | None = None) -> None:
         self.client = client
         self.catalog = catalog
         self.memory = memory
         self.gate = gate
         self.kv_scope = kv_scope
         self.adapters = adapters
+        self.extractor = extractor
         self._writes: set[asyncio.Task] = set()
 
     async def chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
@@ -188,9 +193,15 @@ class ChatService:
         return EngineStream(_released(stream.chunks, self.gate, lambda: self._release(lease)))
 
     def _remember(self, chat: Conversation, reply: str) -> None:
-        task = asyncio.get_running_loop().create_task(run_in_threadpool(self.memory.remember, chat, reply))
+        task = asyncio.get_running_loop().create_task(self._record(chat, reply))
         self._writes.add(task)
         task.add_done_callback(self._write_done)
+
+    async def _record(self, chat: Conversation, reply: str) -> None:
+        """Store the new turns as episodes, then extract from them (each step off the response path)."""
+        episodes = await run_in_threadpool(self.memory.remember, chat, reply)
+        if episodes and self.extractor is not None:
+            await self.extractor.extract(chat.tenant, episodes)
 
     def _write_done(self, task: asyncio.Task) -> None:
         self._writes.discard(task)

@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     memory_write: bool = Field(True, description="Record chat turns as memories by default.")
     memory_top_k: int = Field(8, ge=1, le=100, description="Default number of memories injected into a chat.")
     memory_token_budget: int = Field(1000, ge=1, le=32000, description="Default token budget of injected memories.")
+    memory_extraction: bool = Field(
+        False, description="Also extract facts, preferences and events from stored chat turns through the engine "
+        "(structured outputs); needs a capable chat model."
+    )
+    memory_extraction_model: str | None = Field(
+        None, description="Served model (or LoRA module the engine serves) that extracts memories. Unset: the "
+        "default model."
+    )
+    memory_extraction_max_tokens: int = Field(
+        512, ge=16, le=8192, description="Token limit of one extraction answer (its prompt is the newest 20 turns)."
+    )
     memory_lifecycle_interval_s: float = Field(
         600.0, gt=0, description="Seconds between background passes of memory decay, tier moves and retention."
     )

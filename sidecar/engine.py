@@ -34,6 +34,11 @@ log = logging.getLogger("memsidecar.engine")
 HEALTH_POLL_S = 0.5
 STOP_GRACE_S = 10.0
 PROGRESS_EVERY_S = 5.0
+# Grammar-constrained JSON may otherwise hold any amount of whitespace between tokens, and a small model fills its
+# whole answer with it. vLLM turns that off only with an explicit backend (not `auto`); guidance is the one `auto`
+# falls back to for JSON schemas xgrammar cannot compile, so clients' schemas keep working (it needs a fast Hugging
+# Face tokenizer; `--engine-args` with a `--structured-outputs-config` of its own overrides this).
+COMPACT_JSON = '{"backend": "guidance", "disable_any_whitespace": true}'
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class EngineSpec:
     cache_dir: Path | None = None  # engine compile caches; kept under the data directory
     kv_transfer_config: str | None = None  # JSON for --kv-transfer-config (memsidecar's KV connector)
     lora: LoraSpec | None = None  # adapters loaded at run time through /v1/load_lora_adapter
+    compact_json: bool = False  # structured outputs without free whitespace (memory extraction asks for JSON)
 
     @property
     def base_url(self) -> str:
@@ -82,6 +88,8 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
     if spec.lora is not None:
         argv += ["--enable-lora", "--max-loras", str(spec.lora.max_loras), "--max-cpu-loras",
                  str(spec.lora.max_cpu_loras), "--max-lora-rank", str(spec.lora.max_lora_rank)]
+    if spec.compact_json and not any(arg.startswith("--structured-outputs-config") for arg in spec.extra_args):
+        argv += ["--structured-outputs-config", COMPACT_JSON]
     return argv + list(spec.extra_args)
 
 

@@ -7,7 +7,8 @@ tenant's knowledge bases created with `metadata: {"pinned": true}`), then tools,
 in time order (not score order), so consecutive turns that retrieve the same memories send the engine the same
 prefix and reuse its KV blocks.
 Write-back: the request's newest user turn and the reply become episode memories, and tool results at the end of
-the conversation become tool trajectories; this happens after the reply, off the response path.
+the conversation become tool trajectories; this happens after the reply, off the response path (and so does the
+extraction of facts, preferences and events from those episodes, when `sidecar.memory_extractor` is on).
 """
 
 from __future__ import annotations
@@ -173,10 +174,11 @@ class MemoryChat:
         ids = tuple(memory.id for _, _, memories in sections for memory in memories)
         return {**body, "messages": inject_block(list(chat.messages), text)}, Injection(ids, count_tokens(text))
 
-    def remember(self, chat: Conversation, reply: str | None, now: float | None = None) -> None:
-        """Write the conversation's new turns (blocking). Failures are logged: the reply has already been sent."""
+    def remember(self, chat: Conversation, reply: str | None, now: float | None = None) -> list[Memory]:
+        """Write the conversation's new turns (blocking) and return their episodes, for extraction. Failures are
+        logged by the caller: the reply has already been sent."""
         if not chat.write:
-            return
+            return []
         now = time.time() if now is None else now
         handle = self.store.for_tenant(chat.tenant)
         if chat.tools:
@@ -184,8 +186,7 @@ class MemoryChat:
                 handle.register_tool(tool)
         _record_trailing_tool_results(handle, chat.messages)
         turns = _new_turns(chat, reply, now)
-        if turns:
-            handle.add_messages(turns, user=chat.user)
+        return handle.add_messages(turns, user=chat.user) if turns else []
 
 
 def _unseen(found: SearchResult, seen: set[str]) -> list[Memory]:

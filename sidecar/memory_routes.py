@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from sidecar.access import Caller
+from sidecar.errors import APIError
+from sidecar.memory_extractor import MemoryExtractor
 from sidecar.memory_schema import (ID_REGEX, AddDocument, AddMemory, AddMessages, CreateKnowledgeBase, Feedback,
                                    MemoryTypeName, SearchMemories, TierName, Turn, UpdateMemory, kb_json, memory_json,
                                    search_json, strength_json)
@@ -26,8 +28,10 @@ def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
                        session=turn.session, turn_id=turn.turn_id)
 
 
-def memory_router(store: MemoryStore, caller: Callable[..., Any]) -> APIRouter:
-    """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves."""
+def memory_router(store: MemoryStore, caller: Callable[..., Any],
+                  extractor: MemoryExtractor | None = None) -> APIRouter:
+    """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves; with an
+    `extractor`, added conversations are also mined for facts, preferences and events."""
     router = APIRouter(prefix="/v1")
 
     async def call(who: Caller, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -49,10 +53,18 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any]) -> APIRouter:
 
     @router.post("/memories/messages", tags=["memories"])
     async def add_messages(body: AddMessages, who: Caller = Depends(caller)) -> dict:
+        if body.extract and extractor is None:
+            raise APIError(400, "extract: memory extraction is off on this sidecar (see --memory-extraction)",
+                           "extraction_off", param="extract")
         now = time.time()
         messages = [turn_message(turn, body.user_id, now) for turn in body.messages]
         memories = await call(who, "add_messages", messages, user=body.user_id, kb_id=body.kb_id)
-        return {"data": [memory_json(memory) for memory in memories]}
+        response = {"data": [memory_json(memory) for memory in memories]}
+        if extractor is not None and body.extract:
+            response["extraction"] = (await extractor.extract(who.tenant, memories)).as_json()
+        elif extractor is not None and body.extract is None:
+            extractor.schedule(who.tenant, memories)
+        return response
 
     @router.get("/memories", tags=["memories"])
     async def list_memories(

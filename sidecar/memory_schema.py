@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from textual.lifecycle import LifecyclePolicy, strength_curve
 from textual.memory import KnowledgeBase, Memory
@@ -75,6 +75,7 @@ class AddMessages(_Strict):
     user_id: StrictStr = Field(pattern=ID_REGEX)
     messages: list[Turn] = Field(min_length=1, max_length=1000)
     kb_id: StrictStr | None = Field(None, pattern=ID_REGEX)
+    extract: StrictBool | None = None  # unset: in the background when extraction is on; true: wait; false: skip
 
 
 class CreateKnowledgeBase(_Strict):

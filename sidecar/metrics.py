@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sidecar.engine import Engine
+from sidecar.memory_extractor import MemoryExtractor
 from sidecar.scheduler.executor import Scheduler
 from sidecar.scheduler.objects import Tier
 
@@ -52,10 +53,31 @@ class _TierCollector:
         return [budget, used, moves]
 
 
-class Metrics:
-    """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers'."""
+class _ExtractionCollector:
+    """Memory extractions through the engine by outcome, and the memories their answers held, read at scrape time."""
 
-    def __init__(self, engine: Engine, scheduler: Scheduler | None = None) -> None:
+    def __init__(self, extractor: MemoryExtractor) -> None:
+        self.extractor = extractor
+
+    def collect(self):
+        runs = CounterMetricFamily("memsidecar_memory_extractions", "Memory extractions through the engine: done, or "
+                                   "failed (engine error, timeout, internal fault).", labels=["outcome"])
+        for outcome in ("done", "failed"):
+            runs.add_metric([outcome], float(self.extractor.runs[outcome]))
+        items = CounterMetricFamily("memsidecar_extracted_memories", "Items of extraction answers: stored (merged "
+                                    "ones included), or dropped as invalid (a malformed answer counts one).",
+                                    labels=["outcome"])
+        for outcome in ("stored", "dropped"):
+            items.add_metric([outcome], float(self.extractor.memories[outcome]))
+        return [runs, items]
+
+
+class Metrics:
+    """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers' and, given
+    an extractor, its extractions."""
+
+    def __init__(self, engine: Engine, scheduler: Scheduler | None = None,
+                 extractor: MemoryExtractor | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "memsidecar_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
@@ -68,6 +90,8 @@ class Metrics:
         self.registry.register(_EngineCollector(engine))
         if scheduler is not None:
             self.registry.register(_TierCollector(scheduler))
+        if extractor is not None:
+            self.registry.register(_ExtractionCollector(extractor))
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

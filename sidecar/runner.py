@@ -70,6 +70,7 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
         cache_dir=settings.data_dir / "cache",
         kv_transfer_config=kv_connector_json(settings),
         lora=lora_spec(settings),
+        compact_json=settings.memory_extraction,
     )
     engine = ManagedEngine(spec, settings.logs_dir / "engine.log", settings.engine_startup_timeout_s)
     return engine, name

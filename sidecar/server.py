@@ -34,6 +34,7 @@ from sidecar.engine_client import EngineClient, EngineStream
 from sidecar.errors import APIError, error_response, install_error_handlers
 from sidecar.mcp_server import mcp_http_app
 from sidecar.memory_chat import MemoryChat, MemoryDefaults
+from sidecar.memory_extractor import MemoryExtractor
 from sidecar.memory_routes import memory_router
 from sidecar.metrics import Metrics
 from sidecar.middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -90,10 +91,14 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
     catalog = ModelCatalog(client, default_model)
     service = None if adapters is None else AdapterService(
         adapters.registry, client, engine, Capacity(settings.max_loras, settings.max_cpu_loras))
-    chat = ChatService(client, catalog, MemoryChat(store, memory_defaults(settings)),
-                       EngineGate(settings.max_engine_requests), settings.kv_scope, service)
+    gate = EngineGate(settings.max_engine_requests)
+    extractor = None if not settings.memory_extraction else MemoryExtractor(
+        client, catalog, gate, store, settings.memory_extraction_model, settings.memory_extraction_max_tokens,
+        settings.kv_scope)
+    chat = ChatService(client, catalog, MemoryChat(store, memory_defaults(settings)), gate, settings.kv_scope,
+                       service, extractor)
     scheduler = build_scheduler(settings, store, service, kv_store)
-    metrics = Metrics(engine, scheduler)
+    metrics = Metrics(engine, scheduler, extractor)
     access = Access(keys, RateLimiter(settings.rate_limit_per_minute))
     jobs = JobRunner()
     mcp = mcp_http_app(store, access)
@@ -116,6 +121,8 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
                 sampler.cancel()
             jobs.close(timeout=30)
             await chat.drain()
+            if extractor is not None:
+                await extractor.drain()
             await engine.stop()
             await client.close()
             store.close()
@@ -129,7 +136,7 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
                        per_path={"/v1/adapters": settings.max_adapter_upload_bytes})
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(memory_router(store, access.caller))
+    app.include_router(memory_router(store, access.caller, extractor))
     if kv_store is not None:
         pins = PinBook(settings.data_dir / "activation-pins.json")
         app.include_router(activation_router(chat, kv_store, pins, settings.kv_scope, access.caller))

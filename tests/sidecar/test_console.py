@@ -27,6 +27,7 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 from selenium import webdriver  # noqa: E402  (only once the browser is known to be there)
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -65,8 +66,8 @@ def wait_for(driver, css: str, timeout: float = 60):
 def sign_in(driver, base_url: str, key: str) -> None:
     driver.get(f"{base_url}/console/signin")
     field = driver.find_element(By.ID, "api_key")
-    field.send_keys(key)
-    field.submit()
+    assert driver.switch_to.active_element == field  # focused on arrival: sign in by keyboard alone
+    field.send_keys(key + Keys.ENTER)
 
 
 def fill(driver, element_id: str, text: str) -> None:

@@ -31,6 +31,18 @@ def test_optional_settings_and_extra_args_reach_the_command():
     assert argv[-3:] == ["--seed", "7", "--enforce-eager"]
 
 
+def test_compact_json_configures_structured_outputs_unless_the_extra_args_do():
+    import json
+
+    argv = engine_command(spec(compact_json=True))
+    config = json.loads(argv[argv.index("--structured-outputs-config") + 1])
+    assert config == {"backend": "guidance", "disable_any_whitespace": True}
+    assert "--structured-outputs-config" not in engine_command(spec())
+    own = parse_extra_args("--structured-outputs-config.backend xgrammar")
+    assert engine_command(spec(compact_json=True, extra_args=own))[-2:] == list(own)
+    assert "--structured-outputs-config" not in engine_command(spec(compact_json=True, extra_args=own))
+
+
 def test_environment_is_offline_and_sizes_the_cpu_kv_cache():
     env = engine_env(spec(kv_cache_gib=3.0, cache_dir=Path("/data/cache")), {"PATH": "/bin"})
     assert env["PATH"] == "/bin"
