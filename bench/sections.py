@@ -166,12 +166,20 @@ ADAPTERS = Section(
                     applies=lambda key: key == (32, 4), needs="a run with N=32, K=4 (the default)"),),
     plot=Plot("adapters.png", "Adapter throughput: base, one adapter, N interleaved", plots.adapters))
 
+def _e2e_context(line: dict) -> int:
+    """The context both ways ran with (runs before the option existed used 4,096)."""
+    return line.get("settings", {}).get("max_model_len", 4096)
+
+
 E2E = Section(
     bench="e2e", title="End to end on LoCoMo conversations (`bench.e2e`)",
     about="Each question asked two ways on the same engine settings: the whole history so far in the prompt (vLLM "
           "alone, truncated to the context) and memsidecar (memory injection, activation memory).",
-    split=per_line("requests"), where=lambda key: f"{key[0]} requests",
-    columns=(col("requests", "requests"), col("prompt tokens, whole history", "baseline_prompt_tokens_mean", ",.0f"),
+    split=lambda line: [((line["requests"], _e2e_context(line),
+                          line.get("settings", {}).get("memory_token_budget", 1000)), line)],
+    where=lambda key: f"{key[0]} requests, {key[1]:,}-token context, {key[2]:,}-token memory budget",
+    columns=(col("requests", "requests"), Column("context (tokens)", lambda v: format(_e2e_context(v), ",")),
+             col("prompt tokens, whole history", "baseline_prompt_tokens_mean", ",.0f"),
              col("prompt tokens, memsidecar", "sidecar_prompt_tokens_mean", ",.0f"),
              pair("TTFT p50 / p95, whole history", "baseline_ttft_s_p50", "baseline_ttft_s_p95", ".2f", " s"),
              pair("TTFT p50 / p95, memsidecar", "sidecar_ttft_s_p50", "sidecar_ttft_s_p95", ".2f", " s"),
