@@ -82,10 +82,11 @@ def evaluate(handles: dict[str, TenantMemory], samples: list[dict], k: int, budg
     return {"recalls": recalls, "tokens": tokens, "latencies": latencies}
 
 
-def summary(measured: dict) -> dict:
+def summary(measured: dict, k: int, budget: int) -> dict:
     every = [r for values in measured["recalls"].values() for r in values]
     latencies = sorted(measured["latencies"])
-    return {"bench": "locomo", "questions": len(every), "evidence_recall": round(statistics.fmean(every), 4),
+    return {"bench": "locomo", "k": k, "budget": budget, "questions": len(every),
+            "evidence_recall": round(statistics.fmean(every), 4),
             "mean_context_tokens": round(statistics.fmean(measured["tokens"]), 1),
             "search_ms_p50": round(latencies[len(latencies) // 2], 2),
             "search_ms_p95": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2)}
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         with MemoryStore.open(directory, embedder=Embedder.open(args.model), track_access=False) as store:
             handles = ingest(store, samples)
             measured = evaluate(handles, samples, args.k, budget)
-    line = summary(measured)
+    line = summary(measured, args.k, args.budget)
     print_table(measured, line, args.k, budget)
     if args.json:
         print(json.dumps(line))

@@ -223,8 +223,9 @@ LOCOMO = Section(
     bench="locomo", title="LoCoMo evidence recall (`bench.locomo`)",
     about="Every question of categories 1-4 with evidence, searched alone; recall is the share of its evidence "
           "turns among the sources of what would be injected (the recall target is the end-to-end one).",
-    split=per_line(), where=lambda key: "",
-    columns=(col("questions", "questions"), col("evidence recall", "evidence_recall", ".3f"),
+    split=lambda line: [((line.get("budget", 1000),), line)], where=lambda key: f"{key[0]:,}-token budget",
+    columns=(col("questions", "questions"), col("token budget", "budget", ","),
+             col("evidence recall", "evidence_recall", ".3f"),
              col("mean injected tokens", "mean_context_tokens", ",.0f"),
              pair("search p50 / p95", "search_ms_p50", "search_ms_p95", ".1f", " ms")),
     targets=(Target("evidence recall", lambda v: v.get("evidence_recall"), 0.8, at_most=False, unit=""),))
