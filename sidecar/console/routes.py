@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -40,6 +41,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 MEMORY_ACTIONS = ("edit", "delete", "feedback", "restore")
+# A memory id or adapter name as it may appear in an API path: never a dot segment or anything to escape.
+SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 ADAPTER_ACTIONS = ("load", "unload", "pin", "unpin")
 
 
@@ -146,13 +149,13 @@ def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRou
         return _redirect(_back(form, f"/console/memories?{urlencode({'user_id': body['user_id']})}"))
 
     @router.get("/memories/{memory_id}")
-    async def memory(request: Request, memory_id: str) -> Response:
+    async def memory(request: Request, memory_id: str = PathParam(pattern=SEGMENT)) -> Response:
         session = session_of(request)
         context = await _guarded(memory_view(api(request, session), memory_id))
         return render(request, "memory", session, status=404 if context.get("error") else 200, **context)
 
     @router.post("/memories/{memory_id}/{action}")
-    async def memory_action(request: Request, memory_id: str, action: str) -> Response:
+    async def memory_action(request: Request, action: str, memory_id: str = PathParam(pattern=SEGMENT)) -> Response:
         session = session_of(request)
         form = await checked_form(request, session)
         if action not in MEMORY_ACTIONS:
@@ -228,7 +231,7 @@ def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRou
         return _redirect("/console/adapters")
 
     @router.post("/adapters/{name}/{action}")
-    async def adapter_action(request: Request, name: str, action: str) -> Response:
+    async def adapter_action(request: Request, action: str, name: str = PathParam(pattern=SEGMENT)) -> Response:
         session = session_of(request)
         form = await checked_form(request, session)
         client = api(request, session)

@@ -193,6 +193,8 @@ def test_forms_without_the_session_token_are_refused(sidecar):
         assert response.status_code == 403
         forged = client.post("/console/memories", data={"user_id": "csrf-user", "content": "forged", "csrf": "x"})
         assert forged.status_code == 403
+        for odd in ("%2E%2E", ".%2E", "-x", "a%3Fb"):  # never forwarded into an API path
+            assert client.get(f"/console/memories/{odd}").status_code in (400, 404)
     listing = httpx.get(f"{sidecar.base_url}/v1/memories", params={"user_id": "csrf-user"}, headers=auth())
     assert listing.json()["data"] == []
 
