@@ -71,39 +71,55 @@ def install_console(app: FastAPI, sessions: SessionStore | None = None) -> None:
                         status_code=403, media_type="text/plain", headers=SECURITY_HEADERS)
 
 
-def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRouter:
-    router = APIRouter(prefix="/console", include_in_schema=False)
+class Pages:
+    """What every console route needs: the caller's session, its checked form, its API client, and rendering."""
 
-    def session_of(request: Request) -> ConsoleSession:
-        session = sessions.get(request.cookies.get(COOKIE))
+    def __init__(self, sessions: SessionStore, templates: Jinja2Templates) -> None:
+        self.sessions = sessions
+        self.templates = templates
+
+    def session_of(self, request: Request) -> ConsoleSession:
+        session = self.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             raise SignInRequired()
         return session
 
-    async def checked_form(request: Request, session: ConsoleSession) -> dict[str, Any]:
+    async def checked_form(self, request: Request, session: ConsoleSession) -> dict[str, Any]:
         form = await request.form()
         token = str(form.get("csrf", ""))
         if not hmac.compare_digest(token.encode(), session.csrf.encode()):
             raise CsrfRejected()
         return {key: form.getlist(key) if len(form.getlist(key)) > 1 else value for key, value in form.items()}
 
-    def api(request: Request, session: ConsoleSession) -> ConsoleAPI:
+    def api(self, request: Request, session: ConsoleSession) -> ConsoleAPI:
         return ConsoleAPI(request.app, session.key, request.client.host if request.client else "unknown")
 
-    def render(request: Request, name: str, session: ConsoleSession | None, status: int = 200,
+    def render(self, request: Request, name: str, session: ConsoleSession | None, status: int = 200,
                **context: Any) -> Response:
         body = {"session": session, "flash": session.take_flash() if session else None, "nav": name, **context}
-        response = templates.TemplateResponse(request, f"{name}.html", body, status_code=status)
+        response = self.templates.TemplateResponse(request, f"{name}.html", body, status_code=status)
         response.headers.update(SECURITY_HEADERS)
         return response
 
+
+def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+    pages = Pages(sessions, templates)
+    for add_routes in (_session_routes, _memory_routes, _playground_routes, _adapter_and_tier_routes):
+        add_routes(router, pages)
+    return router
+
+
+def _session_routes(router: APIRouter, pages: Pages) -> None:
+    """Home, sign-in and sign-out."""
+
     @router.get("")
     async def home(request: Request) -> Response:
-        return _redirect("/console/memories" if sessions.get(request.cookies.get(COOKIE)) else "/console/signin")
+        return _redirect("/console/memories" if pages.sessions.get(request.cookies.get(COOKIE)) else "/console/signin")
 
     @router.get("/signin")
     async def signin_page(request: Request) -> Response:
-        return render(request, "signin", None)
+        return pages.render(request, "signin", None)
 
     @router.post("/signin")
     async def signin(request: Request) -> Response:
@@ -114,53 +130,57 @@ def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRou
             tenant = (await ConsoleAPI(request.app, key, client).get("/v1/whoami"))["tenant"]
         except ConsoleAPIError as error:
             message = "That API key was not accepted." if error.status == 401 else error.message
-            return render(request, "signin", None, status=error.status, error=message)
-        session = sessions.create(key, tenant)
+            return pages.render(request, "signin", None, status=error.status, error=message)
+        session = pages.sessions.create(key, tenant)
         response = _redirect("/console/memories")
         response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path="/console",
-                            secure=request.url.scheme == "https", max_age=int(sessions.ttl_s))
+                            secure=request.url.scheme == "https", max_age=int(pages.sessions.ttl_s))
         return response
 
     @router.post("/signout")
     async def signout(request: Request) -> Response:
-        session = session_of(request)
-        await checked_form(request, session)
-        sessions.end(session.id)
+        session = pages.session_of(request)
+        await pages.checked_form(request, session)
+        pages.sessions.end(session.id)
         response = _redirect("/console/signin")
         response.delete_cookie(COOKIE, path="/console")
         return response
 
+
+def _memory_routes(router: APIRouter, pages: Pages) -> None:
+    """Memories, a memory, its actions, and the lifecycle view."""
+
     @router.get("/memories")
     async def memories(request: Request) -> Response:
-        session = session_of(request)
+        session = pages.session_of(request)
         query = dict(request.query_params)
-        context = await _guarded(memories_view(api(request, session), query))
-        return render(request, "memories", session, **{**memories_defaults(query), **context})
+        context = await _guarded(memories_view(pages.api(request, session), query))
+        return pages.render(request, "memories", session, **{**memories_defaults(query), **context})
 
     @router.post("/memories")
     async def add_memory(request: Request) -> Response:
-        session = session_of(request)
-        form = await checked_form(request, session)
+        session = pages.session_of(request)
+        form = await pages.checked_form(request, session)
         body = {"user_id": form.get("user_id", ""), "content": form.get("content", ""),
                 "type": form.get("type") or "fact"}
         if form.get("importance"):
             body["importance"] = _number(form["importance"])
-        await _act(session, api(request, session).post("/v1/memories", body), "Memory added.")
+        await _act(session, pages.api(request, session).post("/v1/memories", body), "Memory added.")
         return _redirect(_back(form, f"/console/memories?{urlencode({'user_id': body['user_id']})}"))
 
     @router.get("/memories/{memory_id}")
     async def memory(request: Request, memory_id: str = PathParam(pattern=SEGMENT)) -> Response:
-        session = session_of(request)
-        context = await _guarded(memory_view(api(request, session), memory_id))
-        return render(request, "memory", session, status=404 if context.get("error") else 200, **context)
+        session = pages.session_of(request)
+        context = await _guarded(memory_view(pages.api(request, session), memory_id))
+        return pages.render(request, "memory", session, status=404 if context.get("error") else 200, **context)
 
     @router.post("/memories/{memory_id}/{action}")
     async def memory_action(request: Request, action: str, memory_id: str = PathParam(pattern=SEGMENT)) -> Response:
-        session = session_of(request)
-        form = await checked_form(request, session)
+        session = pages.session_of(request)
+        form = await pages.checked_form(request, session)
         if action not in MEMORY_ACTIONS:
             return Response("unknown action", status_code=404)
-        client = api(request, session)
+        client = pages.api(request, session)
         path = f"/v1/memories/{memory_id}"
         calls = {
             "edit": lambda: client.call("PATCH", path, json=_edit_body(form)),
@@ -177,24 +197,29 @@ def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRou
 
     @router.get("/lifecycle")
     async def lifecycle(request: Request) -> Response:
-        session = session_of(request)
-        context = await _guarded(lifecycle_view(api(request, session), dict(request.query_params)))
-        return render(request, "lifecycle", session, **context)
+        session = pages.session_of(request)
+        context = await _guarded(lifecycle_view(pages.api(request, session), dict(request.query_params)))
+        return pages.render(request, "lifecycle", session, **context)
+
+
+def _playground_routes(router: APIRouter, pages: Pages) -> None:
+    """The chat playground."""
 
     @router.get("/playground")
     async def playground(request: Request) -> Response:
-        session = session_of(request)
-        return render(request, "playground", session, turns=session.turns,
+        session = pages.session_of(request)
+        return pages.render(request, "playground", session, turns=session.turns,
                       user_id=request.query_params.get("user_id", ""))
 
     @router.post("/playground")
     async def chat(request: Request) -> Response:
-        session = session_of(request)
-        form = await checked_form(request, session)
+        session = pages.session_of(request)
+        form = await pages.checked_form(request, session)
         user_id = str(form.get("user_id", ""))
         try:
-            turn = await playground_turn(api(request, session), session.turns, user_id, str(form.get("message", "")),
-                                         inject=bool(form.get("inject")), write=bool(form.get("write")))
+            turn = await playground_turn(pages.api(request, session), session.turns, user_id,
+                                         str(form.get("message", "")), inject=bool(form.get("inject")),
+                                         write=bool(form.get("write")))
             session.add_turn(turn)
         except ConsoleAPIError as error:
             session.flash = f"Error: {error.message}"
@@ -202,39 +227,43 @@ def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRou
 
     @router.post("/playground/reset")
     async def reset_playground(request: Request) -> Response:
-        session = session_of(request)
-        await checked_form(request, session)
+        session = pages.session_of(request)
+        await pages.checked_form(request, session)
         session.turns = []
         return _redirect("/console/playground")
 
+
+def _adapter_and_tier_routes(router: APIRouter, pages: Pages) -> None:
+    """Adapters, their jobs and actions, and the tiers view."""
+
     @router.get("/adapters")
     async def adapters(request: Request) -> Response:
-        session = session_of(request)
-        return render(request, "adapters", session, **await _guarded(adapters_view(api(request, session))))
+        session = pages.session_of(request)
+        return pages.render(request, "adapters", session, **await _guarded(adapters_view(pages.api(request, session))))
 
     @router.get("/adapters/jobs.json")
     async def jobs_json(request: Request) -> Response:
-        session = session_of(request)
+        session = pages.session_of(request)
         try:
-            body = await api(request, session).get("/v1/adapters/jobs")
+            body = await pages.api(request, session).get("/v1/adapters/jobs")
         except ConsoleAPIError as error:
             return JSONResponse({"error": error.message}, status_code=error.status, headers=SECURITY_HEADERS)
         return JSONResponse(body, headers=SECURITY_HEADERS)
 
     @router.post("/adapters/distill")
     async def distill(request: Request) -> Response:
-        session = session_of(request)
-        form = await checked_form(request, session)
+        session = pages.session_of(request)
+        form = await pages.checked_form(request, session)
         body = {"name": form.get("name"), "source": "memories", "user_id": form.get("user_id"),
                 "max_steps": _integer(form.get("max_steps") or 20)}
-        await _act(session, api(request, session).post("/v1/adapters/distill", body), "Distillation started.")
+        await _act(session, pages.api(request, session).post("/v1/adapters/distill", body), "Distillation started.")
         return _redirect("/console/adapters")
 
     @router.post("/adapters/{name}/{action}")
     async def adapter_action(request: Request, action: str, name: str = PathParam(pattern=SEGMENT)) -> Response:
-        session = session_of(request)
-        form = await checked_form(request, session)
-        client = api(request, session)
+        session = pages.session_of(request)
+        form = await pages.checked_form(request, session)
+        client = pages.api(request, session)
         if action == "bind":
             body = {"user_id": form.get("user_id") or None}
             call = client.call("PUT", f"/v1/adapters/{name}/binding", json=body)
@@ -247,10 +276,9 @@ def console_router(sessions: SessionStore, templates: Jinja2Templates) -> APIRou
 
     @router.get("/tiers")
     async def tiers(request: Request) -> Response:
-        session = session_of(request)
-        return render(request, "tiers", session, **await _guarded(tiers_view(api(request, session))))
+        session = pages.session_of(request)
+        return pages.render(request, "tiers", session, **await _guarded(tiers_view(pages.api(request, session))))
 
-    return router
 
 
 async def _guarded(view) -> dict[str, Any]:
