@@ -10,6 +10,8 @@ Modes (prompt lengths 1024, 4096, 8192; `--quick`: 1024 and 4096):
 - `ours_disk_restart`: memsidecar's connector, a fresh engine process with an empty RAM tier: the hit is from LMDB.
 Only the compared thing changes between modes; the JSON records the shared engine settings. TTFT is the wall time
 from sending a streaming completion to its first token, median of `--runs` distinct prompts per length.
+For our two modes the engine worker's own load figures (published to `worker-stats.json`) give the load time per
+request and the load bandwidth: bytes put into the KV cache / wall time of the loads (lookup, checksum, copy).
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from kvcache.connector_config import kv_transfer_config
+from kvcache.worker_stats import read_stats, stats_path
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
 from sidecar.model_builder import ensure_model
 
 MODES = ("recompute", "prefix_cache", "example_connector", "ours_ram", "ours_disk_restart")
+OURS = ("ours_ram", "ours_disk_restart")
+PUBLISH_WAIT_S = 2.5  # the worker publishes its figures every 2 s
 console = Console(stderr=True)
 
 
@@ -98,20 +103,38 @@ class Engine:
         return first, "".join(text)
 
 
+async def worker_loads(store_dir: Path) -> dict:
+    """The engine worker's load totals once it has published everything done so far."""
+    await asyncio.sleep(PUBLISH_WAIT_S)
+    return (read_stats(stats_path(store_dir)) or {}).get("loads") or {"blocks": 0, "bytes": 0, "seconds": 0.0}
+
+
+@dataclass
+class Measured:
+    ttft: dict[tuple[str, int], tuple[float, str]]  # (mode, length) -> (median TTFT, output text of run 0)
+    loads: dict[tuple[str, int], dict]  # (our mode, length) -> worker load totals over that length's measured runs
+
+
 async def run_modes(model_dir: Path, lengths: list[int], runs: int, settings: EngineSettings, vocab: int,
-                    work: Path) -> dict[tuple[str, int], tuple[float, str]]:
-    """(mode, length) -> (median TTFT, output text of run 0)."""
-    results: dict[tuple[str, int], tuple[float, str]] = {}
+                    work: Path, modes: tuple[str, ...] = MODES) -> Measured:
+    measured = Measured({}, {})
+    results = measured.ttft
     prompts = {n: [prompt_ids(n, r, vocab) for r in range(runs)] for n in lengths}
     no_prefix = ["--no-enable-prefix-caching"]
 
-    async def measure(engine: Engine, mode: str, before_each=None) -> None:
+    async def measure(engine: Engine, mode: str, before_each=None, store_dir: Path | None = None) -> None:
         for n in lengths:
             samples = []
             for prompt in prompts[n]:
                 if before_each is not None:
                     await before_each(engine, prompt)
+                loads_before = await worker_loads(store_dir) if store_dir else None
                 samples.append(await engine.ttft(prompt))
+                if store_dir:
+                    after = await worker_loads(store_dir)
+                    total = measured.loads.setdefault((mode, n), {"blocks": 0, "bytes": 0, "seconds": 0.0})
+                    for key in total:
+                        total[key] += after[key] - loads_before[key]
             results[mode, n] = (statistics.median(s for s, _ in samples), samples[0][1])
             console.log(f"{mode:>18} {n:>5} tokens: {results[mode, n][0]:.3f} s")
 
@@ -119,43 +142,60 @@ async def run_modes(model_dir: Path, lengths: list[int], runs: int, settings: En
         await engine.ttft(prompt)
         await asyncio.sleep(0.5)  # let background saves land
 
-    async with Engine(model_dir, settings, work, no_prefix, None) as engine:
-        await measure(engine, "recompute")
-    async with Engine(model_dir, settings, work, [], None) as engine:
-        await measure(engine, "prefix_cache", before_each=warm)
-    example = json.dumps({"kv_connector": "ExampleConnector", "kv_role": "kv_both",
-                          "kv_connector_extra_config": {"shared_storage_path": str(work / "example")}})
-    async with Engine(model_dir, settings, work, no_prefix, example) as engine:
-        for n in lengths:
-            for prompt in prompts[n]:
-                await engine.ttft(prompt)
-    async with Engine(model_dir, settings, work, no_prefix, example) as engine:
-        await measure(engine, "example_connector")
+    if "recompute" in modes:
+        async with Engine(model_dir, settings, work, no_prefix, None) as engine:
+            await measure(engine, "recompute")
+    if "prefix_cache" in modes:
+        async with Engine(model_dir, settings, work, [], None) as engine:
+            await measure(engine, "prefix_cache", before_each=warm)
+    if "example_connector" in modes:
+        example = json.dumps({"kv_connector": "ExampleConnector", "kv_role": "kv_both",
+                              "kv_connector_extra_config": {"shared_storage_path": str(work / "example")}})
+        async with Engine(model_dir, settings, work, no_prefix, example) as engine:
+            for n in lengths:
+                for prompt in prompts[n]:
+                    await engine.ttft(prompt)
+        async with Engine(model_dir, settings, work, no_prefix, example) as engine:
+            await measure(engine, "example_connector")
     ours = kv_transfer_config(work / "kv", ram_bytes=4 << 30, disk_bytes=16 << 30)
-    async with Engine(model_dir, settings, work, no_prefix, ours) as engine:
-        await measure(engine, "ours_ram", before_each=warm)
-    async with Engine(model_dir, settings, work, no_prefix, ours) as engine:
-        await measure(engine, "ours_disk_restart")
-    return results
+    if "ours_ram" in modes:  # also writes the blocks the restart mode loads
+        async with Engine(model_dir, settings, work, no_prefix, ours) as engine:
+            await measure(engine, "ours_ram", before_each=warm, store_dir=work / "kv")
+    if "ours_disk_restart" in modes:
+        async with Engine(model_dir, settings, work, no_prefix, ours) as engine:
+            await measure(engine, "ours_disk_restart", store_dir=work / "kv")
+    return measured
 
 
-def summarize(results, lengths: list[int], per_token: int) -> list[dict]:
+def summarize(measured: Measured, lengths: list[int], per_token: int, runs: int,
+              modes: tuple[str, ...] = MODES) -> list[dict]:
+    """One row per length; `<our mode>_load_s` is the mean load time per request, `_load_gb_per_s` its bandwidth.
+    `outputs_match` compares the modes that ran."""
+    results = measured.ttft
     rows = []
     for n in lengths:
         row = {"prompt_tokens": n}
-        row.update({f"{mode}_s": round(results[mode, n][0], 4) for mode in MODES})
+        row.update({f"{mode}_s": round(results[mode, n][0], 4) for mode in modes})
         row["kv_bytes"] = per_token * n
-        row["outputs_match"] = len({results[mode, n][1] for mode in MODES}) == 1
+        row["outputs_match"] = len({results[mode, n][1] for mode in modes}) == 1
+        for mode in (m for m in OURS if m in modes):
+            loads = measured.loads.get((mode, n), {})
+            seconds = loads.get("seconds") or 0.0
+            row[f"{mode}_loaded_bytes"] = int(loads.get("bytes", 0) / runs)
+            row[f"{mode}_load_s"] = round(seconds / runs, 4)
+            row[f"{mode}_load_gb_per_s"] = round(loads["bytes"] / seconds / 1e9, 2) if seconds else None
         rows.append(row)
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    table = Table(title="TTFT (s), median")
-    for column in ("prompt_tokens", *(f"{m}_s" for m in MODES), "outputs_match"):
+def print_table(rows: list[dict], modes: tuple[str, ...] = MODES) -> None:
+    columns = ("prompt_tokens", *(f"{m}_s" for m in modes), *(f"{m}_load_gb_per_s" for m in OURS if m in modes),
+               "outputs_match")
+    table = Table(title="TTFT (s), median; load bandwidth of our modes (GB/s)")
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("prompt_tokens", *(f"{m}_s" for m in MODES), "outputs_match")))
+        table.add_row(*(str(row[c]) for c in columns))
     Console().print(table)
 
 
@@ -168,19 +208,25 @@ def main() -> None:
     parser.add_argument("--lengths", default=None, help="comma-separated prompt lengths (overrides --quick)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated subset of the modes (ours_disk_restart needs ours_ram, which is added)")
     args = parser.parse_args()
+    chosen = set(args.modes.split(",")) | ({"ours_ram"} if "ours_disk_restart" in args.modes else set())
+    if not chosen <= set(MODES):
+        parser.error(f"--modes: unknown {sorted(chosen - set(MODES))}; choose from {', '.join(MODES)}")
+    modes = tuple(mode for mode in MODES if mode in chosen)
     lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else [1024, 4096] if args.quick else \
         [1024, 4096, 8192]
     settings = EngineSettings(block_size=args.block_size)
     model_dir = args.model if (args.model / "config.json").exists() else ensure_model("qwen2-0.5b-shape", args.model)
     vocab = len(json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"])
     with tempfile.TemporaryDirectory(prefix="bench-ttft-") as work:
-        results = asyncio.run(run_modes(model_dir, lengths, args.runs, settings, vocab, Path(work)))
-    rows = summarize(results, lengths, kv_bytes_per_token(model_dir))
-    print_table(rows)
+        results = asyncio.run(run_modes(model_dir, lengths, args.runs, settings, vocab, Path(work), modes))
+    rows = summarize(results, lengths, kv_bytes_per_token(model_dir), args.runs, modes)
+    print_table(rows, modes)
     if args.json:
         print(json.dumps({"bench": "ttft", "model": model_dir.name, "block_size": settings.block_size,
-                          "settings": asdict(settings), "runs": args.runs, "results": rows}))
+                          "settings": asdict(settings), "runs": args.runs, "modes": list(modes), "results": rows}))
 
 
 if __name__ == "__main__":

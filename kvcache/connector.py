@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
 from kvcache.store import StoreConfig, TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
-from kvcache.worker_stats import StatsPublisher, stats_path
+from kvcache.worker_stats import LoadTotals, StatsPublisher, stats_path
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -50,6 +51,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("memsidecar.kvcache")
 PIN_PARAM = "memsidecar_pin"  # in a request's kv_transfer_params: pin (true) or unpin (false) its prompt's blocks
+# Blocks a load read from disk (or the shared tier) are promoted to RAM by the writer thread once no load has run
+# for PROMOTE_IDLE_S (at the latest PROMOTE_MAX_WAIT_S after the load), a few at a time: promotion copies bytes
+# while holding the GIL, and on a small CPU machine doing it during the forward pass would slow that pass more
+# than the promotion is worth.
+PROMOTE_IDLE_S = 0.5
+PROMOTE_MAX_WAIT_S = 5.0
+PROMOTE_CHUNK = 8
 
 
 @dataclass
@@ -175,6 +183,8 @@ class _Worker:
 
     A store entry is one block of every layer, shaped `[num_layers, *block_shape]`. Saves are copied out of the KV
     cache synchronously (the blocks may be freed after this step) and written to the store by one background thread.
+    Loads decode straight into the KV cache while the forward pass waits; blocks they read from disk (or the shared
+    tier) are promoted to RAM afterwards by that same thread, off the critical path.
     """
 
     def __init__(self, store: TieredStore, layout: str, publisher: StatsPublisher) -> None:
@@ -184,6 +194,9 @@ class _Worker:
         self._layer_arrays: list | None = None
         self.layers: list[torch.Tensor] = []
         self._load_errors: set[int] = set()
+        self.loads = LoadTotals()
+        self._last_load_at = 0.0
+        self._waiting_since: float | None = None  # when the oldest unpromoted load ran
         self.dropped_saves = 0
         self._queue: queue.Queue = queue.Queue(maxsize=64)
         self._thread = threading.Thread(target=self._write_loop, name="memsidecar-kv-writer", daemon=True)
@@ -203,6 +216,7 @@ class _Worker:
         self.block_shape = (len(self.layers), *shapes.pop())
         self.dtype = dtypes.pop()
         self.dtype_name = str(self.dtype).removeprefix("torch.")
+        self.block_bytes = self.layers[0][0].nbytes * len(self.layers)
         self.device = self.layers[0].device
         # On the CPU a block's slot in each layer is one contiguous slab: stored blocks are decoded straight into
         # those slabs (one copy). Elsewhere (CUDA) they go through a pinned host staging buffer.
@@ -216,22 +230,30 @@ class _Worker:
         return torch.empty((count, *self.block_shape), dtype=self.dtype, pin_memory=pin)
 
     def load(self, loads: tuple[BlockTransfer, ...]) -> None:
+        """Fill the planned blocks before the forward pass; the wall time of the whole step's load is counted."""
+        started = time.perf_counter()
+        errors_before = len(self._load_errors)
         if self._layer_arrays is not None:
             self._load_direct(loads)
         else:
             self._load_staged(loads)
+        loaded = len(loads) - (len(self._load_errors) - errors_before)
+        self.loads.add(loaded, loaded * self.block_bytes, time.perf_counter() - started)
+        self._last_load_at = time.monotonic()
+        if self._waiting_since is None and self.store.has_deferred():
+            self._waiting_since = self._last_load_at
 
     def _load_direct(self, loads: tuple[BlockTransfer, ...]) -> None:
         """Decode each block's rows (one per layer) straight into its slot in the layers (CPU, one copy)."""
         for transfer in loads:
             target = Scatter(self.block_shape, [layer[transfer.block_id] for layer in self._layer_arrays])
-            if not self.store.get_into(transfer.key, target, self.dtype_name, self.layout):
+            if not self.store.get_into(transfer.key, target, self.dtype_name, self.layout, defer_promotion=True):
                 self._load_errors.add(transfer.block_id)
 
     def _load_staged(self, loads: tuple[BlockTransfer, ...]) -> None:
         staging = self._staging(len(loads))
-        found = [self.store.get_into(t.key, _numpy_view(staging[i]), self.dtype_name, self.layout)
-                 for i, t in enumerate(loads)]
+        found = [self.store.get_into(t.key, _numpy_view(staging[i]), self.dtype_name, self.layout,
+                                     defer_promotion=True) for i, t in enumerate(loads)]
         self._load_errors.update(t.block_id for t, ok in zip(loads, found) if not ok)
         rows = [i for i, ok in enumerate(found) if ok]
         if not rows:
@@ -261,9 +283,12 @@ class _Worker:
     def _write_loop(self) -> None:
         while True:
             self.publisher.maybe_publish({**self.store.stats(), "dropped_saves": self.dropped_saves,
-                                          "load_path": "direct" if self._layer_arrays is not None else "staged"})
+                                          "load_path": "direct" if self._layer_arrays is not None else "staged",
+                                          "loads": self.loads.as_dict()})
+            self._maybe_promote()
             try:
-                item = self._queue.get(timeout=self.publisher.interval_s)
+                item = self._queue.get(timeout=self.publisher.interval_s if self._waiting_since is None
+                                       else PROMOTE_IDLE_S / 2)
             except queue.Empty:
                 continue
             if item is None:
@@ -278,6 +303,23 @@ class _Worker:
                 log.exception("saving %d KV blocks failed", len(keys))
             finally:
                 self._queue.task_done()
+
+    def _maybe_promote(self) -> None:
+        """Promote the loads' disk hits to RAM if loading has paused (see PROMOTE_IDLE_S), yielding the GIL between
+        chunks, and stopping as soon as another load starts."""
+        now = time.monotonic()
+        if self._waiting_since is None or (now - self._last_load_at < PROMOTE_IDLE_S
+                                           and now - self._waiting_since < PROMOTE_MAX_WAIT_S):
+            return
+        self._waiting_since = None
+        started = self._last_load_at
+        try:
+            while self.store.promote_deferred(PROMOTE_CHUNK) and self._last_load_at == started:
+                time.sleep(0)
+        except Exception:  # a block not promoted is read from disk again next time
+            log.exception("promoting loaded KV blocks to RAM failed")
+        if self.store.has_deferred() and self._waiting_since is None:
+            self._waiting_since = time.monotonic()
 
     def take_load_errors(self) -> set[int]:
         errors, self._load_errors = self._load_errors, set()

@@ -10,7 +10,9 @@ Rules:
   hot); usually it does, and a demotion costs one key lookup.
 - `get_into` walks the tiers fastest first and decodes straight into the caller's array. A hit below RAM is
   promoted to RAM (a remote hit also to disk). A block that fails its header or checksum is a miss in that tier:
-  it is counted, deleted from that tier, and the next tier is tried.
+  it is counted, deleted from that tier, and the next tier is tried. A caller on the critical path (the engine's
+  load, which the forward pass waits for) passes `defer_promotion=True`: the hit is only noted, and
+  `promote_deferred` later copies it up from another thread, so a load from disk costs one copy, not two.
 - the remote tier degrades to misses and dropped writes when its server is away (see `remote_tier`).
 - the scheduler opens the store without a RAM tier: it only asks `lookup_prefix` / `contains_locally`.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ from kvcache.remote_tier import RemoteTier
 from kvcache.tier import Tier
 
 log = logging.getLogger("memsidecar.kvcache")
+MAX_DEFERRED_PROMOTIONS = 8192  # beyond this the oldest noted hits are not promoted (a later miss of RAM, no more)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class TieredStore:
         self._tiers: list[Tier] = [tier for tier in (ram, disk, remote) if tier is not None]
         self._lock = threading.Lock()
         self._counters = _Counters({tier.name: TierCounters() for tier in self._tiers})
+        # hits below RAM to promote later: (key, source tier, the bytes when the source is remote, else None)
+        self._deferred: deque[tuple[bytes, Tier, bytes | None]] = deque(maxlen=MAX_DEFERRED_PROMOTIONS)
 
     @classmethod
     def open(cls, config: StoreConfig, with_ram: bool = True) -> TieredStore:
@@ -125,23 +131,53 @@ class TieredStore:
 
     # ------------------------------------------------------------------ reads
 
-    def get_into(self, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str) -> bool:
+    def get_into(self, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str,
+                 defer_promotion: bool = False) -> bool:
         """Decode block `key` into `out` from the fastest tier holding a sound copy; False on a miss everywhere.
 
         `out` is C-contiguous with the block's shape, or a `Scatter` of its rows; for bfloat16 pass uint16/int16
-        views and dtype "bfloat16". Disk and shared tiers decode straight from their buffers (one copy).
+        views and dtype "bfloat16". Disk and shared tiers decode straight from their buffers (one copy). With
+        `defer_promotion` a hit below RAM is promoted by the next `promote_deferred` call instead of now.
         """
         for tier in self._tiers:
-            found = self._read(tier, key, out, dtype, layout)
+            found = self._read(tier, key, out, dtype, layout, copy=not defer_promotion or tier is self.remote)
             if found is not None:
-                if tier is not self.ram:
+                if tier is self.ram:
+                    return True
+                if defer_promotion:
+                    with self._lock:
+                        self._deferred.append((key, tier, found if tier is self.remote else None))
+                else:
                     self._promote(key, found, tier)
                 return True
         return False
 
-    def _read(self, tier: Tier, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str) -> bytes | None:
-        """The block's bytes when `tier` had a sound copy (now decoded into `out`); None when absent or corrupt."""
-        keep = tier is self.remote or (self.ram is not None and tier is not self.ram)  # what `_promote` stores
+    def promote_deferred(self, limit: int | None = None) -> int:
+        """Promote up to `limit` (default all) of the hits noted by `get_into(defer_promotion=True)`, oldest first;
+        returns how many were taken off the list (a block evicted meanwhile is taken off, not promoted)."""
+        taken = 0
+        while limit is None or taken < limit:
+            with self._lock:
+                if not self._deferred:
+                    break
+                key, tier, data = self._deferred.popleft()
+            taken += 1
+            data = data if data is not None else tier.read(key, bytes)
+            if data is not None:
+                self._promote(key, data, tier)
+        return taken
+
+    def has_deferred(self) -> bool:
+        with self._lock:
+            return bool(self._deferred)
+
+    def _read(self, tier: Tier, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str,
+              copy: bool = True) -> bytes | None:
+        """The block's bytes when `tier` had a sound copy (now decoded into `out`); None when absent or corrupt.
+
+        Bytes are copied out only where `_promote` will store them (`copy`, below RAM); else b"" stands for a hit.
+        """
+        keep = copy and (tier is self.remote or (self.ram is not None and tier is not self.ram))
 
         def consume(view: memoryview) -> bytes:
             decode_into(view, out, dtype, layout)

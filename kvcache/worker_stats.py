@@ -1,9 +1,9 @@
 """The engine worker's KV store figures, published to a small JSON file the sidecar reads.
 
 The RAM tier lives in the vLLM worker process; the sidecar sees only the disk and shared tiers. The worker therefore
-writes its `TieredStore.stats()` (plus `dropped_saves` and the time written) to `worker-stats.json` in the store
-directory, at most every `interval_s`, by write-then-rename so a reader never sees half a file. A missing or
-unreadable file reads as `None`: the figures are a report, never needed for correctness.
+writes its `TieredStore.stats()` (plus `dropped_saves`, the `loads` totals and the time written) to
+`worker-stats.json` in the store directory, at most every `interval_s`, by write-then-rename so a reader never sees
+half a file. A missing or unreadable file reads as `None`: the figures are a report, never needed for correctness.
 """
 
 from __future__ import annotations
@@ -11,12 +11,37 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("memsidecar.kvcache")
 FILE_NAME = "worker-stats.json"
+
+
+@dataclass
+class LoadTotals:
+    """Blocks loaded into the engine's KV cache and the wall time of the loads that did it (the engine's load
+    bandwidth is `bytes / seconds`: store lookup, checksum and the copy into the layers, as the forward pass waits)."""
+
+    blocks: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, blocks: int, nbytes: int, seconds: float) -> None:
+        with self._lock:
+            self.blocks += blocks
+            self.bytes += nbytes
+            self.seconds += seconds
+
+    def as_dict(self) -> dict[str, float]:
+        with self._lock:
+            rate = self.bytes / self.seconds if self.seconds else 0.0
+            return {"blocks": self.blocks, "bytes": self.bytes, "seconds": round(self.seconds, 6),
+                    "bytes_per_s": round(rate)}
 
 
 def stats_path(store_dir: str | Path) -> Path:

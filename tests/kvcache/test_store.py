@@ -59,6 +59,25 @@ def test_blocks_survive_a_restart_and_are_promoted_to_ram(tmp_path):
     assert stats["ram"]["misses"] == 1 and stats["ram"]["bytes"] == BLOCK_BYTES
 
 
+def test_a_deferred_promotion_copies_the_block_up_only_when_asked(tmp_path):
+    store = open_store(tmp_path)
+    store.put_many([(key(1, i), block(i)) for i in range(3)], "bfloat16", "LBHNC")
+    store.close()
+    store = open_store(tmp_path)
+    out = np.empty(SHAPE, dtype=np.int16)
+    assert store.get_into(key(1, 0), out, "bfloat16", "LBHNC", defer_promotion=True)
+    assert np.array_equal(out, block(0)) and store.has_deferred()
+    assert store.stats()["ram"]["entries"] == 0  # the load did not copy it up
+    for i in (1, 2):
+        assert store.get_into(key(1, i), out, "bfloat16", "LBHNC", defer_promotion=True)
+    store.disk.evict([key(1, 1)])  # gone before its promotion: skipped
+    assert store.promote_deferred(limit=2) == 2 and store.has_deferred()  # a chunk at a time, oldest first
+    assert store.stats()["ram"]["entries"] == 1
+    assert store.promote_deferred() == 1 and not store.has_deferred()
+    assert store.stats()["ram"]["entries"] == 2
+    assert np.array_equal(read(store, key(1, 0)), block(0)) and store.stats()["ram"]["hits"] == 1
+
+
 WRITER = """
 import sys
 from pathlib import Path
