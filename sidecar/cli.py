@@ -121,7 +121,11 @@ def mcp(
 
     settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir})
     configure_logging(settings.log_level)  # to stderr: stdout carries the MCP messages
-    store = MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
+    try:
+        store = MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
+    except ValueError as exc:  # vectors of another embedding model
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     try:
         anyio.run(run_stdio, store, tenant)
     except ValueError as exc:  # an unusable tenant name

@@ -1,10 +1,13 @@
 """Sentence embeddings with sentence-transformers (MiniLM by default): the only module in `textual/` that loads torch.
 
-Vectors are float32 and L2-normalised, so inner product is cosine similarity.
+Vectors are float32 and L2-normalised, so inner product is cosine similarity. `identity` names the model by
+content (directory name, dimension, hash of its small config files and its files' sizes), not by path: a store
+records it and refuses to mix vectors of two models.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -12,6 +15,21 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_BATCH_SIZE = 64
+CONFIG_SUFFIXES = (".json", ".txt", ".cfg")
+MAX_HASHED_CONFIG_BYTES = 1 << 20
+
+
+def model_identity(path: Path, dim: int) -> str:
+    """`<directory name>/<dim>/<16 hex digits>` over every file's relative name and size, and the content of its
+    small config files (tokenizer, pooling, architecture): the same for a copy of the model in a directory of the
+    same name anywhere."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path).as_posix()}\0{size}\0".encode())
+        if file.suffix in CONFIG_SUFFIXES and size <= MAX_HASHED_CONFIG_BYTES:
+            digest.update(file.read_bytes())
+    return f"{path.name}/{dim}/{digest.hexdigest()[:16]}"
 
 
 def default_model_path() -> Path:
@@ -24,11 +42,12 @@ def default_model_path() -> Path:
 class Embedder:
     """Batched, normalised text embeddings from one loaded sentence-transformers model."""
 
-    def __init__(self, model, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, model, batch_size: int = DEFAULT_BATCH_SIZE, identity: str | None = None) -> None:
         self._model = model
         self.batch_size = batch_size
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(dimension())
+        self.identity = identity or f"unnamed/{self.dim}"
 
     @classmethod
     def open(cls, model_path: str | Path | None = None, device: str = "cpu",
@@ -40,7 +59,10 @@ class Embedder:
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_dir():
             raise FileNotFoundError(f"embedding model directory {path} does not exist")
-        return cls(SentenceTransformer(str(path), device=device), batch_size=batch_size)
+        model = SentenceTransformer(str(path), device=device)
+        embedder = cls(model, batch_size=batch_size)
+        embedder.identity = model_identity(path, embedder.dim)
+        return embedder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """An (n, dim) float32 array of unit vectors, one row per text."""

@@ -32,3 +32,16 @@ class KnowledgeBaseNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return f"kb_id: no knowledge base {self.kb_id!r} in this tenant"
+
+
+class EmbeddingModelMismatchError(ValueError):
+    """The store's vectors came from another embedding model than the one loaded: searching would compare vectors
+    of two different spaces, so the store is not opened."""
+
+    def __init__(self, path: str, recorded: str, loaded: str) -> None:
+        super().__init__(
+            f"the memories in {path} were embedded with {recorded!r}, but this process loaded {loaded!r}. Configure "
+            f"that same model again (--embedding-model / MEMSIDECAR_EMBEDDING_MODEL), or point --memory-dir at a new "
+            f"directory for the new model; vectors of two models are never mixed.")
+        self.recorded = recorded
+        self.loaded = loaded

@@ -7,6 +7,7 @@ Terms are lower-cased `\\w+` words, English stopwords removed, Snowball-stemmed 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Sequence
 
 import bm25s
@@ -86,6 +87,7 @@ class LayeredLexicalIndex:
         self.min_rebuild = min_rebuild
         self.rebuild_fraction = rebuild_fraction
         self._terms: dict[str, list[str]] = {}
+        self._document_frequency: Counter[str] = Counter()
         self._main = LexicalIndex([], None)
         self._main_rows: dict[str, int] = {}
         self._stale: set[str] = set()
@@ -97,20 +99,40 @@ class LayeredLexicalIndex:
 
     def upsert(self, doc_id: str, terms: Sequence[str]) -> None:
         """Add a document, or replace the terms of one already indexed."""
+        self._forget_terms(doc_id)
         self._terms[doc_id] = list(terms)
+        self._document_frequency.update(set(terms))
         if doc_id in self._main_rows:
             self._stale.add(doc_id)
         self._recent_ids.add(doc_id)
         self._recent = None
 
     def remove(self, doc_id: str) -> None:
-        if self._terms.pop(doc_id, None) is None:
+        if doc_id not in self._terms:
             return
+        self._forget_terms(doc_id)
+        del self._terms[doc_id]
         if doc_id in self._main_rows:
             self._stale.add(doc_id)
         if doc_id in self._recent_ids:
             self._recent_ids.discard(doc_id)
             self._recent = None
+
+    def document_terms(self, doc_id: str) -> list[str]:
+        """The indexed terms of a document (empty for an unknown id)."""
+        return self._terms.get(doc_id, [])
+
+    def document_frequency(self, term: str) -> int:
+        """How many current documents hold `term`."""
+        return self._document_frequency[term]
+
+    def _forget_terms(self, doc_id: str) -> None:
+        old = self._terms.get(doc_id)
+        if old is not None:
+            self._document_frequency.subtract(set(old))
+            for term in set(old):
+                if self._document_frequency[term] <= 0:
+                    del self._document_frequency[term]
 
     def search(self, terms: Sequence[str], k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
         """Up to `k` (id, score) pairs with a positive score, best first, among `allowed` ids if given."""

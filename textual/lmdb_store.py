@@ -6,8 +6,9 @@ Rules, as py-lmdb states them and this module keeps them:
 - Buffers read inside a transaction are copied (decoded) before it ends.
 - LMDB allows one writer at a time; writers here are short and never wait on anything else.
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
-JSON), `versions` (tenant -> write count, as 8-byte little-endian). A tenant's version changes on every write,
-so derived indexes know when they are stale.
+JSON), `versions` (tenant -> write count, as 8-byte little-endian), `meta` (`embedding_model` -> the identity of
+the model every stored vector came from). A tenant's version changes on every write, so derived indexes know when
+they are stale.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class LmdbStore:
         self._vectors = env.open_db(b"vectors")
         self._versions = env.open_db(b"versions")
         self._kbs = env.open_db(b"kbs")
+        self._meta = env.open_db(b"meta")
 
     @classmethod
     def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE) -> "LmdbStore":
@@ -49,6 +51,16 @@ class LmdbStore:
 
     def close(self) -> None:
         self._env.close()
+
+    def embedding_model(self) -> str | None:
+        """The identity of the model the stored vectors came from; None for a store that never recorded one."""
+        with self._env.begin(db=self._meta) as txn:
+            found = txn.get(b"embedding_model")
+        return None if found is None else found.decode()
+
+    def set_embedding_model(self, identity: str) -> None:
+        with self._env.begin(write=True, db=self._meta) as txn:
+            txn.put(b"embedding_model", identity.encode())
 
     def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]]) -> None:
         """Write memories (and embeddings, where given) of any tenants in one durable transaction."""

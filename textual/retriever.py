@@ -1,6 +1,7 @@
 """The search pipeline over one tenant: dense + lexical candidates, fusion, scoring, neighbours, budget.
 
-Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> reciprocal rank fusion ->
+Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> (query expansion: FAISS and BM25
+again with the query expanded from the best first-pass memories, see `expansion`) -> reciprocal rank fusion ->
 speaker/time/importance/recency factors -> neighbour spreading -> de-duplication -> greedy selection under the
 token budget -> rendering. Only memories passing the filters are ever scored, neighbours included.
 `rank` scores one index (the resident one, or a throwaway one over cold memories) and `finish` selects among the
@@ -15,8 +16,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from textual import context
+from textual.expansion import feedback_terms, rocchio
 from textual.filters import Filters
-from textual.fusion import reciprocal_rank_fusion
+from textual.fusion import ranked, reciprocal_rank_fusion
 from textual.lexical_index import Analyzer
 from textual.memory import Memory
 from textual.query import QueryPlan
@@ -30,7 +32,12 @@ DEFAULT_DEPTH = 100
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How deep each retriever looks, how lists are fused and scored, and how results are de-duplicated."""
+    """How deep each retriever looks, how lists are fused and scored, and how results are de-duplicated.
+
+    Query expansion is on when `feedback_docs` > 0: that many best first-pass memories give `feedback_terms`
+    words to the lexical query and `feedback_beta` of their mean vector to the dense one; the two expanded lists
+    join the fusion with `feedback_weight` each.
+    """
 
     depth: int = DEFAULT_DEPTH
     rrf_k: float = 10.0
@@ -39,6 +46,10 @@ class SearchSettings:
     dedupe_threshold: float = 0.9
     max_candidates: int = 200
     cold_fallback_similarity: float = 0.35
+    feedback_docs: int = 3
+    feedback_terms: int = 10
+    feedback_beta: float = 0.5
+    feedback_weight: float = 0.5
     weights: ScoringWeights = field(default_factory=ScoringWeights)
 
 
@@ -105,10 +116,22 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
            settings: SearchSettings) -> tuple[dict[str, float], float]:
     everything = len(allowed) == len(index.memories)
     dense_rows = None if everything else index.positions(index.vectors.ids, allowed)
+    lexical_allowed = None if everything else allowed
+    terms = analyzer.terms(plan.lexical_text)
     dense = index.vectors.search(query_vector, settings.depth, dense_rows)
-    lexical = index.lexical().search(analyzer.terms(plan.lexical_text), settings.depth, None if everything else allowed)
-    fused = reciprocal_rank_fusion([[key for key, _ in dense], [key for key, _ in lexical]], k=settings.rrf_k,
-                                   weights=[settings.dense_weight, settings.lexical_weight])
+    lexical = index.lexical().search(terms, settings.depth, lexical_allowed)
+    lists = [[key for key, _ in dense], [key for key, _ in lexical]]
+    weights = [settings.dense_weight, settings.lexical_weight]
+    fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
+    if settings.feedback_docs > 0 and fused:
+        feedback = ranked(fused)[:settings.feedback_docs]
+        expanded_vector = rocchio(query_vector, index.vectors.vectors_of(feedback), settings.feedback_beta)
+        words = index.lexical()
+        extra = feedback_terms([words.document_terms(key) for key in feedback], terms, words.document_frequency,
+                               len(words), settings.feedback_terms)
+        lists += [[key for key, _ in index.vectors.search(expanded_vector, settings.depth, dense_rows)],
+                  [key for key, _ in words.search(terms + extra, settings.depth, lexical_allowed)]]
+        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights + [settings.feedback_weight] * 2)
     return fused, max((score for _, score in dense), default=0.0)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from textual.consolidation import ConsolidationPolicy
 from textual.curator import LifecycleReport
 from textual.embedder import Embedder
+from textual.errors import EmbeddingModelMismatchError
 from textual.images import DEFAULT_MAX_IMAGE_BYTES
 from textual.lexical_index import Analyzer
 from textual.lifecycle import LifecyclePolicy
@@ -102,8 +103,14 @@ class MemoryStore:
              max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> "MemoryStore":
         """Open or create the store in directory `path`; loads the embedding model unless `embedder` is given."""
         path = Path(path)
-        db = LmdbStore.open(path / "lmdb", map_size=map_size)
         embedder = embedder if embedder is not None else Embedder.open(model_path)
+        db = LmdbStore.open(path / "lmdb", map_size=map_size)
+        recorded = db.embedding_model()
+        if recorded is None:  # a new store, or one from before the record: its vectors are taken as this model's
+            db.set_embedding_model(embedder.identity)
+        elif recorded != embedder.identity:
+            db.close()
+            raise EmbeddingModelMismatchError(str(path), recorded, embedder.identity)
         return cls(db, embedder, path / "faiss", hnsw_threshold, max_content_chars, settings or SearchSettings(),
                    clock, track_access, lifecycle, consolidation, max_image_bytes)
 

@@ -28,6 +28,7 @@ class VectorIndex:
         self.dim = dim
         self.hnsw_threshold = hnsw_threshold
         self.ids: list[str] = []
+        self._rows: dict[str, int] = {}  # memory id -> its newest row
         self._index = faiss.IndexFlatIP(dim)
 
     @classmethod
@@ -57,7 +58,15 @@ class VectorIndex:
             if len(old):
                 self._index.add(old)
         self._index.add(vectors)
+        self._rows.update((memory_id, len(self.ids) + i) for i, memory_id in enumerate(ids))
         self.ids.extend(ids)
+
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of `ids` that are in the index, one row each, in order (unknown ids are skipped)."""
+        rows = [self._rows[memory_id] for memory_id in ids if memory_id in self._rows]
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        return np.stack([self._index.reconstruct(row) for row in rows])
 
     def search(self, query: np.ndarray, k: int, allowed: Sequence[int] | None = None) -> list[tuple[str, float]]:
         """Up to `k` (id, score) pairs, best first; `allowed` restricts the search to those positions."""
@@ -95,6 +104,7 @@ class VectorIndex:
             return None
         index = cls(meta["dim"], hnsw_threshold)
         index._index, index.ids = raw, list(meta["ids"])
+        index._rows = {memory_id: row for row, memory_id in enumerate(index.ids)}
         return index
 
 

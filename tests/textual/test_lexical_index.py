@@ -26,6 +26,8 @@ def test_search_sees_exactly_the_current_documents(ops, query):
             current.pop(key, None)
         found = {key for key, _ in index.search([query], k=100)}
         assert found == {key for key, terms in current.items() if query in terms}
+        assert index.document_frequency(query) == len(found)  # the expansion's idf counts current documents only
+        assert index.document_terms(key) == current.get(key, [])
 
 
 def test_allowed_ids_restrict_results_in_both_layers():

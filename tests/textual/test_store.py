@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from textual.errors import InvalidMemoryError, MemoryNotFoundError
+from textual.embedder import Embedder, default_model_path, model_identity
+from textual.errors import EmbeddingModelMismatchError, InvalidMemoryError, MemoryNotFoundError
 from textual.messages import ChatMessage
 from textual.store import MemoryStore
 
@@ -33,6 +34,18 @@ def test_memories_and_index_survive_reopen(tmp_path, embedder):
         handle = second.for_tenant("t1")
         assert handle.get(added[1].id).content == FACTS[1]
         assert handle.search("Where does Alice work?", k=1).hits[0].memory.id == added[1].id
+
+
+def test_a_store_refuses_another_embedding_model_than_its_vectors_came_from(tmp_path, embedder):
+    path = tmp_path / "store"
+    with MemoryStore.open(path, embedder=embedder) as first:
+        add_facts(first.for_tenant("t1"))
+    assert embedder.identity == model_identity(default_model_path(), 384)  # by content: the same for any copy
+    other = Embedder(embedder._model, identity="another-model/384/0123456789abcdef")
+    with pytest.raises(EmbeddingModelMismatchError, match="another-model.*--embedding-model"):
+        MemoryStore.open(path, embedder=other)
+    with MemoryStore.open(path, embedder=embedder) as again:  # refusing changed nothing
+        assert len(again.for_tenant("t1").list(user="u1")) == len(FACTS)
 
 
 def test_missing_or_stale_faiss_index_is_rebuilt_from_lmdb(tmp_path, embedder):
