@@ -38,6 +38,7 @@ from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
 from kvcache.store import StoreConfig, TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
+from kvcache.worker_control import ControlReader, control_path
 from kvcache.worker_stats import LoadTotals, StatsPublisher, stats_path
 
 if TYPE_CHECKING:
@@ -87,7 +88,8 @@ class MemsidecarConnector(KVConnectorBase_V1):
         else:
             self._store = TieredStore.open(store_config, with_ram=True)
             self._worker = _Worker(self._store, self._base_namespace.kv_layout,
-                                   StatsPublisher(stats_path(self._config.store_dir)))
+                                   StatsPublisher(stats_path(self._config.store_dir)),
+                                   ControlReader(control_path(self._config.store_dir)))
         log.info("memsidecar KV connector (%s) on %s", role.name.lower(), self._config.store_dir)
 
     # ---------------------------------------------------------------- scheduler side
@@ -187,10 +189,12 @@ class _Worker:
     tier) are promoted to RAM afterwards by that same thread, off the critical path.
     """
 
-    def __init__(self, store: TieredStore, layout: str, publisher: StatsPublisher) -> None:
+    def __init__(self, store: TieredStore, layout: str, publisher: StatsPublisher,
+                 control: ControlReader | None = None) -> None:
         self.store = store
         self.layout = layout
         self.publisher = publisher
+        self.control = control
         self._layer_arrays: list | None = None
         self.layers: list[torch.Tensor] = []
         self._load_errors: set[int] = set()
@@ -282,9 +286,11 @@ class _Worker:
 
     def _write_loop(self) -> None:
         while True:
+            self._apply_commands()
             self.publisher.maybe_publish({**self.store.stats(), "dropped_saves": self.dropped_saves,
                                           "load_path": "direct" if self._layer_arrays is not None else "staged",
-                                          "loads": self.loads.as_dict()})
+                                          "loads": self.loads.as_dict(), "ram_namespaces": self.store.ram_namespaces(),
+                                          "applied_command": self.control.applied if self.control else 0})
             self._maybe_promote()
             try:
                 item = self._queue.get(timeout=self.publisher.interval_s if self._waiting_since is None
@@ -303,6 +309,20 @@ class _Worker:
                 log.exception("saving %d KV blocks failed", len(keys))
             finally:
                 self._queue.task_done()
+
+    def _apply_commands(self) -> None:
+        """Carry out the sidecar's tier commands (`worker_control`) for the RAM tier."""
+        if self.control is None:
+            return
+        for command in self.control.pending():
+            try:
+                namespace = bytes.fromhex(command.namespace)
+                moved = (self.store.prefetch if command.action == "prefetch" else self.store.release_ram)(namespace)
+                log.info("tier command %d: %s of namespace %s moved %d blocks", command.id, command.action,
+                         command.namespace, moved)
+            except Exception:  # a failed command costs placement only; the next pass of the scheduler sees it
+                log.exception("tier command %d (%s) failed", command.id, command.action)
+            self.control.applied = command.id
 
     def _maybe_promote(self) -> None:
         """Promote the loads' disk hits to RAM if loading has paused (see PROMOTE_IDLE_S), yielding the GIL between

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from kvcache.block_format import CorruptBlock, Scatter, decode_into, encode
+from kvcache.keys import NAMESPACE_BYTES
 from kvcache.lmdb_tier import LmdbTier
 from kvcache.policy import plan
 from kvcache.ram_tier import RamTier
@@ -277,6 +278,28 @@ class TieredStore:
                 tier.evict(keys)
                 dropped.update(keys)
         return len(dropped)
+
+    def release_ram(self, namespace_id: bytes) -> int:
+        """Take a namespace's unpinned blocks out of RAM (to disk where disk lacks them); returns how many left RAM."""
+        if self.ram is None:
+            return 0
+        with self._lock:
+            keys = [key for key in self.ram.keys(namespace_id) if not self.ram.is_pinned(key)]
+            evicted = [(key, data) for key in keys if (data := self.ram.get(key)) is not None]
+            self.ram.evict(keys)
+        self._demote(evicted)
+        return len(evicted)
+
+    def ram_namespaces(self) -> dict[str, int]:
+        """Bytes in RAM per namespace (hex id)."""
+        if self.ram is None:
+            return {}
+        held: dict[str, int] = {}
+        with self._lock:
+            for entry in self.ram.entries():
+                namespace = entry.key[:NAMESPACE_BYTES].hex()
+                held[namespace] = held.get(namespace, 0) + entry.size
+        return held
 
     def prefetch(self, namespace_id: bytes) -> int:
         """Copy a namespace's disk blocks into free RAM, most recently used first; returns how many were loaded."""

@@ -59,7 +59,9 @@ class MemoryObject:
     """One thing the scheduler may move, or a fixed reservation it only accounts for (`pinned`).
 
     `uses` is the use count as of `last_used_s` (a time on the scheduler's clock); `rebuild_s` is what losing the
-    object's place costs: the seconds to load it back or recompute it. `ceiling` is the highest tier the scheduler
+    object's place costs: the seconds to load it back or recompute it. `reload_s`, where set, is what losing only
+    its place in memory (ENGINE or CPU) costs while its disk copy stays, e.g. reading a KV namespace back from disk
+    rather than recomputing it; unset, it is `rebuild_s`. `ceiling` is the highest tier the scheduler
     may move it to (the engine chooses GPU slots itself, and the sidecar cannot copy KV into the worker's RAM).
     A pinned object never moves down.
     """
@@ -75,6 +77,7 @@ class MemoryObject:
     disk_bytes: int = 0
     ceiling: Tier = Tier.CPU
     evictable: bool = False
+    reload_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("size_bytes", "disk_bytes", "uses", "rebuild_s"):

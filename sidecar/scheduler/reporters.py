@@ -8,12 +8,14 @@ What each package lets the scheduler control, and what it only accounts for:
   ones are in CPU, since the engine's CPU LoRA cache holds every loaded adapter (also those the engine copied into
   its GPU slots, which it picks itself). Demote = `unload`, prefetch = `load` (which counts as a use in the
   service's own residency model). Adapters serving requests are pinned. The registry's blobs are a disk reservation.
-- KV (`kvcache.store.TieredStore`, opened here without RAM): the engine's KV cache (ENGINE) and the worker's RAM
-  tier (CPU) are fixed reservations set when the engine starts, so pinned objects: the RAM tier lives in the
-  engine's worker process and only its own LRU moves blocks in and out of it. What the scheduler controls is the
-  disk: each KV namespace (model, adapter, tenant scope) on disk is an evictable object, evicted by deleting its
-  unpinned blocks from the local LMDB only (`TieredStore.drop_namespace` would also empty the tier shared with
-  other nodes, and pinned blocks). It cannot move KV up: that needs the engine.
+- KV (`kvcache.store.TieredStore`, opened here without RAM): the engine's KV cache (ENGINE) is a fixed
+  reservation. Each KV namespace (model, adapter, tenant scope) is an evictable object: in CPU while the engine
+  worker's RAM tier holds blocks of it (as the worker publishes, `kvcache.worker_stats`), else in DISK. The RAM
+  tier lives in the worker process, so demote and prefetch are commands to it (`kvcache.worker_control`:
+  `release` its blocks from RAM, `prefetch` them from disk into free RAM), carried out on its next poll; evict
+  deletes the namespace's unpinned blocks from the local LMDB (not from the tier shared with other nodes) and
+  releases them from RAM. Until the worker has published its figures (no engine, or an attached one), the RAM tier
+  is a fixed reservation of its configured size and namespaces stay on disk.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pathlib import Path
+
 from kvcache.keys import NAMESPACE_BYTES
 from kvcache.store import TieredStore
+from kvcache.worker_control import ControlWriter
+from kvcache.worker_stats import read_stats
 from sidecar.adapter_service import AdapterService
 from sidecar.scheduler.objects import Action, Kind, MemoryObject, Move, Tier
 from textual.store import MemoryStore, TenantResidency
@@ -33,6 +39,9 @@ from textual.store import MemoryStore, TenantResidency
 # project's 2-core CPU machine (README, `bench.ttft`), i.e. ~5.9 ms per token. Only KV namespaces compete for the
 # disk, so this constant ranks them against each other, where it cancels out; it matters only in absolute reports.
 PREFILL_S_PER_TOKEN = 24.031 / 4096
+# Reading KV back from LMDB into the engine: 2.0 GB/s, measured by the engine worker at 4096 tokens after a restart
+# (`bench.ttft`, this project's 2-core machine). What a namespace leaving the worker's RAM tier costs per byte.
+DISK_LOAD_BYTES_PER_S = 2.0e9
 # Loading a tenant's index (LMDB read, FAISS file, lexical structures): 17-21 us per memory, measured for 2,000
 # episodes on this project's 2-core machine.
 INDEX_LOAD_S_PER_MEMORY = 20e-6
@@ -40,6 +49,8 @@ INDEX_LOAD_S_PER_MEMORY = 20e-6
 BM25_BUILD_S_PER_MEMORY = 14e-6
 
 MEMORY_PREFIX, ADAPTER_PREFIX, KV_PREFIX = "memory:", "adapter:", "kv:"
+WORKER_STATS_MAX_AGE_S = 30.0  # older worker figures are from an engine that is gone: RAM placement unknown
+REPEAT_COMMAND_AFTER_S = 60.0  # the same command for the same namespace is not resent sooner (the worker may lack room)
 
 
 def reservation(kind: Kind, key: str, tier: Tier, size_bytes: int = 0, disk_bytes: int = 0) -> MemoryObject:
@@ -145,13 +156,18 @@ class KvReporter:
 
     def __init__(self, store: TieredStore | None, engine_cache_bytes: int, ram_tier_bytes: int, block_tokens: int,
                  prefill_s_per_token: float = PREFILL_S_PER_TOKEN,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, worker_stats: Path | None = None,
+                 control: ControlWriter | None = None) -> None:
         self.store = store
         self.engine_cache_bytes = engine_cache_bytes
         self.ram_tier_bytes = ram_tier_bytes
         self.block_tokens = block_tokens
         self.prefill_s_per_token = prefill_s_per_token
+        self.clock = clock
+        self.worker_stats = worker_stats
+        self.control = control
         self._seen: dict[bytes, _Seen] = {}
+        self._sent: dict[tuple[str, bytes], float] = {}
 
     async def objects(self, now: float) -> list[MemoryObject]:
         return await asyncio.to_thread(self._objects, now)
@@ -162,12 +178,26 @@ class KvReporter:
             found.append(reservation(Kind.KV, "kv-reserved:engine-cache", Tier.ENGINE, self.engine_cache_bytes))
         if self.store is None:
             return found
-        found.append(reservation(Kind.KV, "kv-reserved:ram-tier", Tier.CPU, self.ram_tier_bytes))
+        in_ram = self._worker_ram()
+        if in_ram is None:
+            found.append(reservation(Kind.KV, "kv-reserved:ram-tier", Tier.CPU, self.ram_tier_bytes))
         namespaces = self._namespaces()
         overhead = self.store.disk.used_bytes() - sum(ns.bytes for ns in namespaces.values())
         found.append(reservation(Kind.KV, "kv-reserved:lmdb-pages", Tier.DISK, disk_bytes=max(0, overhead)))
+        for nsid in (in_ram or {}).keys() - namespaces.keys():  # in RAM only (disk evicted them): still RAM used
+            namespaces[nsid] = _Namespace(0, 0, 0, False)
         self._seen = {nsid: self._observe(nsid, ns, now) for nsid, ns in namespaces.items()}
-        return found + [self._object(nsid, ns) for nsid, ns in sorted(namespaces.items())]
+        return found + [self._object(nsid, ns, in_ram) for nsid, ns in sorted(namespaces.items())]
+
+    def _worker_ram(self) -> dict[bytes, int] | None:
+        """Bytes per namespace in the worker's RAM tier, or None when unknown (no fresh figures, no control)."""
+        if self.worker_stats is None or self.control is None:
+            return None
+        stats = read_stats(self.worker_stats)
+        if stats is None or not isinstance(stats.get("ram_namespaces"), dict) or \
+                self.clock() - float(stats.get("written_at", 0)) > WORKER_STATS_MAX_AGE_S:
+            return None
+        return {bytes.fromhex(nsid): int(size) for nsid, size in stats["ram_namespaces"].items()}
 
     def _namespaces(self) -> dict[bytes, _Namespace]:
         grouped: dict[bytes, _Namespace] = {}
@@ -186,17 +216,38 @@ class KvReporter:
             return _Seen(namespace.sequence, seen.uses + 1, now)
         return seen
 
-    def _object(self, nsid: bytes, namespace: _Namespace) -> MemoryObject:
+    def _object(self, nsid: bytes, namespace: _Namespace, in_ram: dict[bytes, int] | None) -> MemoryObject:
+        """In CPU with its RAM bytes when the worker holds some of it; else in DISK with the bytes a prefetch
+        would take. A namespace with no disk blocks cannot be prefetched."""
         seen = self._seen[nsid]
         rebuild_s = namespace.blocks * self.block_tokens * self.prefill_s_per_token
-        return MemoryObject(Kind.KV, KV_PREFIX + nsid.hex(), Tier.DISK, namespace.bytes, seen.last_used_s,
-                            float(seen.uses), rebuild_s, pinned=namespace.pinned, disk_bytes=namespace.bytes,
-                            ceiling=Tier.DISK, evictable=True)
+        ram_bytes = (in_ram or {}).get(nsid, 0)
+        ceiling = Tier.CPU if in_ram is not None and (ram_bytes or namespace.bytes) else Tier.DISK
+        return MemoryObject(Kind.KV, KV_PREFIX + nsid.hex(), Tier.CPU if ram_bytes else Tier.DISK,
+                            ram_bytes or namespace.bytes, seen.last_used_s, float(seen.uses), rebuild_s,
+                            pinned=namespace.pinned, disk_bytes=namespace.bytes, ceiling=ceiling, evictable=True,
+                            reload_s=namespace.bytes / DISK_LOAD_BYTES_PER_S)
 
     async def apply(self, move: Move) -> None:
-        if move.action is not Action.EVICT or self.store is None:
+        nsid = bytes.fromhex(move.key.removeprefix(KV_PREFIX))
+        if move.action is Action.EVICT and self.store is not None:
+            await asyncio.to_thread(self._evict, nsid)
+            if move.src is Tier.CPU:
+                self._command("release", nsid)
+        elif move.action is Action.DEMOTE and move.dst is Tier.DISK and self.control is not None:
+            self._command("release", nsid)
+        elif move.action in (Action.PREFETCH, Action.PROMOTE) and move.dst is Tier.CPU and self.control is not None:
+            self._command("prefetch", nsid)
+        else:
             raise _unsupported(move)
-        await asyncio.to_thread(self._evict, bytes.fromhex(move.key.removeprefix(KV_PREFIX)))
+
+    def _command(self, action: str, nsid: bytes) -> None:
+        """Send a command to the worker unless the same one went out within `REPEAT_COMMAND_AFTER_S`."""
+        now = self.clock()
+        if now - self._sent.get((action, nsid), float("-inf")) < REPEAT_COMMAND_AFTER_S:
+            return
+        self._sent[action, nsid] = now
+        self.control.send(action, nsid)
 
     def _evict(self, nsid: bytes) -> int:
         keys = [entry.key for entry in self.store.disk.entries(nsid) if not entry.pinned]

@@ -9,7 +9,8 @@
   LFU). Reporters give `uses` as of `last_used_s`; where they keep a plain count, older uses decay from the last
   one, an over-estimate for objects used in bursts.
 - rebuild_s is the price of losing the place: recompute time for KV, load time for an adapter, index rebuild
-  time for a tenant's memories.
+  time for a tenant's memories. Above the disk an object's `reload_s` is used where set: a KV namespace that
+  leaves RAM is read back from disk, not recomputed.
 - dividing by bytes ranks objects for a byte budget the way a fractional knapsack would: the planner keeps the
   objects that save the most seconds per byte. For adapter slots (counted, not bytes) `saved_s` ranks them.
 """
@@ -41,10 +42,12 @@ class ValueModel:
         age = max(0.0, now - obj.last_used_s)
         return obj.uses * 0.5 ** (age / self.half_life_s)
 
-    def saved_s(self, obj: MemoryObject, now: float) -> float:
-        return self.frequency(obj, now) * obj.rebuild_s
+    def saved_s(self, obj: MemoryObject, now: float, tier: Tier = Tier.DISK) -> float:
+        """Seconds holding `obj` in `tier` saves (the default, DISK: holding it at all)."""
+        seconds = obj.reload_s if tier is not Tier.DISK and obj.reload_s is not None else obj.rebuild_s
+        return self.frequency(obj, now) * seconds
 
     def density(self, obj: MemoryObject, now: float, tier: Tier) -> float:
         """Seconds saved per byte of `tier` (ENGINE and CPU: `size_bytes`; the disk: `disk_bytes`)."""
         held = obj.disk_bytes if tier is Tier.DISK else obj.size_bytes
-        return self.saved_s(obj, now) / max(1, held)
+        return self.saved_s(obj, now, tier) / max(1, held)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from kvcache.store import TieredStore
+from kvcache.worker_control import ControlWriter, control_path
+from kvcache.worker_stats import stats_path
 from sidecar.adapter_service import AdapterService
 from sidecar.config import Settings
 from sidecar.scheduler.executor import Reporter, Scheduler
@@ -33,8 +35,12 @@ def build_scheduler(settings: Settings, store: MemoryStore, adapters: AdapterSer
     memory is not ours to account for, so only a managed engine's KV cache is reported."""
     engine_cache = 0 if settings.engine_url else int(settings.kv_cache_gib * GIB)
     ram_tier = int(settings.kv_ram_gib * GIB) if kv_store is not None else 0
-    reporters: list[Reporter] = [MemoryIndexReporter(store),
-                                 KvReporter(kv_store, engine_cache, ram_tier, settings.block_size or CPU_BLOCK_TOKENS)]
+    store_dir = settings.resolved_kv_store_dir
+    managed = kv_store is not None and not settings.engine_url  # a worker this sidecar started reads our commands
+    kv = KvReporter(kv_store, engine_cache, ram_tier, settings.block_size or CPU_BLOCK_TOKENS,
+                    worker_stats=stats_path(store_dir) if managed else None,
+                    control=ControlWriter(control_path(store_dir)) if managed else None)
+    reporters: list[Reporter] = [MemoryIndexReporter(store), kv]
     if adapters is not None:
         reporters.append(AdapterReporter(adapters))
     return Scheduler(reporters, budgets_for(settings))

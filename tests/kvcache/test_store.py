@@ -78,6 +78,17 @@ def test_a_deferred_promotion_copies_the_block_up_only_when_asked(tmp_path):
     assert np.array_equal(read(store, key(1, 0)), block(0)) and store.stats()["ram"]["hits"] == 1
 
 
+def test_a_namespace_released_from_ram_stays_on_disk_and_can_be_prefetched_back(tmp_path):
+    store = open_store(tmp_path)
+    store.put_many([(key(1, i), block(i)) for i in range(3)] + [(key(2, 0), block(9))], "bfloat16", "LBHNC")
+    assert store.ram_namespaces() == {(b"\x01" * 16).hex(): 3 * BLOCK_BYTES, (b"\x02" * 16).hex(): BLOCK_BYTES}
+    store.disk.evict([key(1, 2)])  # only RAM holds this one now: releasing it writes it back to disk
+    assert store.release_ram(b"\x01" * 16) == 3
+    assert list(store.ram_namespaces()) == [(b"\x02" * 16).hex()]
+    assert all(store.disk.contains(key(1, i)) for i in range(3))
+    assert store.prefetch(b"\x01" * 16) == 3 and store.ram_namespaces()[(b"\x01" * 16).hex()] == 3 * BLOCK_BYTES
+
+
 WRITER = """
 import sys
 from pathlib import Path

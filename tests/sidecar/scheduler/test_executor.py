@@ -12,6 +12,8 @@ import pytest
 
 from kvcache.keys import Namespace, block_keys
 from kvcache.store import StoreConfig, TieredStore
+from kvcache.worker_control import ControlReader, ControlWriter, control_path
+from kvcache.worker_stats import StatsPublisher, stats_path
 from sidecar.engine import AttachedEngine
 from sidecar.metrics import Metrics
 from sidecar.scheduler.executor import Scheduler
@@ -141,6 +143,68 @@ def test_the_coldest_kv_namespace_is_evicted_from_disk_and_pinned_blocks_never(t
         assert {m.action for m in squeezed.moves} == {Action.EVICT}
     finally:
         kv.close()
+
+
+class FakeWorker:
+    """The engine worker's side of the RAM tier, in this process: a store with RAM, its published figures, and
+    the control commands it carries out (what `kvcache.connector._Worker` does on its writer thread)."""
+
+    def __init__(self, directory) -> None:
+        self.store = TieredStore.open(StoreConfig(directory, 2**30, 256 * 2**20))
+        self.publisher = StatsPublisher(stats_path(directory), interval_s=0)
+        self.control = ControlReader(control_path(directory))
+        self.publish()
+
+    def publish(self) -> None:
+        self.publisher.maybe_publish({"ram_namespaces": self.store.ram_namespaces()})
+
+    def poll(self) -> list[str]:
+        done = []
+        for command in self.control.pending():
+            move = self.store.prefetch if command.action == "prefetch" else self.store.release_ram
+            move(bytes.fromhex(command.namespace))
+            self.control.applied = command.id
+            done.append(command.action)
+        self.publish()
+        return done
+
+
+def test_kv_namespaces_leave_and_enter_the_worker_ram_by_commands_and_by_value(tmp_path):
+    directory = tmp_path / "kv"
+    worker = FakeWorker(directory)
+    try:
+        hot, cold = (kv_blocks(worker.store, scope, 40) for scope in ("tenant-hot", "tenant-cold"))
+        worker.publish()
+        clock = [1000.0]
+        # one LMDB environment per process: the reporter reads the disk tier through the worker's store here
+        reporter = KvReporter(worker.store, 0, 2**30, block_tokens=4, clock=lambda: clock[0],
+                              worker_stats=stats_path(directory), control=ControlWriter(control_path(directory)))
+        scheduler = Scheduler([reporter], ROOMY, ValueModel(half_life_s=600), clock=lambda: clock[0])
+        first = asyncio.run(scheduler.run_once())
+        in_ram = {o.key: o for o in first.observed if o.kind is Kind.KV and o.tier is Tier.CPU}
+        assert len(in_ram) == 2 and all(o.reload_s < o.rebuild_s for o in in_ram.values())
+        assert "kv-reserved:ram-tier" not in {o.key for o in first.observed}  # real bytes, not a reservation
+        clock[0] += 1200
+        kv_blocks(worker.store, "tenant-hot", 4, start=1000)  # used again
+        worker.publish()
+        one = next(iter(in_ram.values())).size_bytes
+        scheduler.budgets = Budgets(0, one + one // 2, 2**40, 0)  # room in RAM for one namespace
+
+        done = asyncio.run(scheduler.run_once())
+
+        assert [(m.action, m.src, m.dst) for m in done.moves] == [(Action.DEMOTE, Tier.CPU, Tier.DISK)]
+        assert worker.poll() == ["release"]
+        assert set(worker.store.ram_namespaces()) == {hot[0][:16].hex()}  # the cold one left RAM, not the disk
+        assert all(worker.store.disk.contains(key) for key in cold)
+        scheduler.budgets = ROOMY
+        back = asyncio.run(scheduler.run_once())  # room again: the cold namespace is prefetched
+        assert [(m.action, m.dst) for m in back.moves] == [(Action.PREFETCH, Tier.CPU)]
+        assert worker.poll() == ["prefetch"] and len(worker.store.ram_namespaces()) == 2
+        scheduler.budgets = Budgets(0, one + one // 2, 2**40, 0)
+        asyncio.run(scheduler.run_once())  # the same release again within a minute is not resent
+        assert worker.poll() == []
+    finally:
+        worker.store.close()
 
 
 def test_the_background_loop_runs_passes_until_cancelled_and_metrics_show_the_tiers(store):
