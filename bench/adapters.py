@@ -1,24 +1,42 @@
-"""LoRA adapter serving through memsidecar: cold load, warm switch, decode throughput with 0, 1 and N adapters.
+"""LoRA adapter serving through memsidecar, beside vLLM's own filesystem LoRA resolver: cold load, warm switch,
+decode throughput with 0, 1 and N adapters, engine memory.
 
-    python -m bench.adapters [--quick] [--json] [--adapters N] [--max-loras K] [--model DIR]
+    python -m bench.adapters [--quick] [--json] [--adapters N] [--max-loras K] [--model DIR] [--no-compare-resolver]
 
 One `memsidecar serve` (a real sidecar and engine) on the tiny model with K engine slots and N loaded at most.
 N seeded random rank-8 adapters are uploaded through `POST /v1/adapters`, then:
 - cold load: `POST /v1/adapters/{name}/load` of an adapter not in the engine (disk -> serving), p50 over N;
+- cold first request: a 1-token chat naming an adapter unloaded just before (loaded on the request path), p50;
 - warm switch: a 1-token chat alternating between two loaded adapters, p50 (the base model's 1-token chat is
   reported beside it);
 - decode throughput: `--concurrency` simultaneous chats of `--max-tokens` greedy tokens each, for the base model,
   for one adapter, and for N adapters interleaved round-robin through K slots; tokens/s = completion tokens / wall;
-- outputs match: every adapter's output in the interleaved run equals its output requested alone.
-Defaults N=32, K=4 (`--quick`: N=8, K=2). The JSON records every engine setting.
+- outputs match: every adapter's output in the interleaved run equals its output requested alone;
+- engine RSS after the cycle: resident memory of the engine's processes (server and children, summed) once every
+  adapter has served, in MiB; the engine keeps at most `max_cpu_loras` adapters' weights (here max(K, N)).
+Then the resolver comparison (`--compare-resolver`, on by default: one more engine start, about doubling the run;
+`--no-compare-resolver` skips it): the sidecar stops and vLLM's OpenAI server runs alone on the very command line
+the sidecar gave its engine (built by the sidecar's `build_engine` from the same settings: model, dtype, KV cache,
+KV connector, `--max-loras`, `--max-cpu-loras`, `--max-lora-rank`, `--seed 0`), with vLLM's filesystem resolver
+(`VLLM_PLUGINS=lora_filesystem_resolver`, `VLLM_LORA_RESOLVER_CACHE_DIR` holding the same N adapter directories,
+`VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`). The resolver loads an adapter when a request first names it (by directory
+name) and only if its `base_model_name_or_path` is the engine's `--model` string exactly, so the adapters here
+name the resolved model path. The same figures are measured there under `resolver_` keys, except the cold load (the
+resolver has no load call): its cold first request is each adapter's first chat. `resolver_outputs_match`: each
+adapter's output alone and in the interleaved run equals ours alone.
+Defaults N=32, K=4 (`--quick`: N=8, K=2). The JSON records the engine settings both engines share (null: the
+engine's default).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,15 +46,22 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import psutil
 from rich.console import Console
 from rich.table import Table
 
 from adapters.synthetic import random_adapter
-from sidecar.engine import free_port
+from sidecar.config import Settings
+from sidecar.engine import EngineSpec, engine_command, engine_env, free_port
 from sidecar.model_builder import ensure_model
+from sidecar.runner import build_engine
 
 console = Console(stderr=True)
 PROMPT = "The greenhouse door was"
+RANK = 8
+ENGINE_SERVER = "vllm.entrypoints.openai.api_server"
+FIGURES = ("cold_load_ms_p50", "cold_first_request_ms_p50", "warm_switch_ms_p50", "base_one_token_ms_p50",
+           "tokens_per_s_base", "tokens_per_s_one", "tokens_per_s_many", "outputs_match", "engine_rss_mib_after_cycle")
 
 
 def zipped(directory: Path) -> bytes:
@@ -47,36 +72,112 @@ def zipped(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def serve_flags(model: Path, data_dir: Path, slots: int, max_cpu_loras: int) -> dict:
+    """The sidecar's settings in this benchmark (as `Settings` fields); its engine's command line follows from them."""
+    return {"model": model, "data_dir": data_dir, "port": free_port(), "max_loras": slots,
+            "max_cpu_loras": max_cpu_loras, "memory_inject": False, "memory_write": False, "rate_limit_per_minute": 0,
+            "engine_args": "--seed 0"}
+
+
+def serve_argv(flags: dict) -> list[str]:
+    argv = [str(Path(sys.executable).parent / "memsidecar"), "serve"]
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        argv.append((flag if value else f"--no-{flag[2:]}") if isinstance(value, bool) else f"{flag}={value}")
+    return argv
+
+
+def engine_spec(flags: dict, data_dir: Path) -> EngineSpec:
+    """The engine the sidecar starts for `flags`, built as the sidecar builds it, but with its own `data_dir`."""
+    engine, _ = build_engine(Settings.load(None, **{**flags, "data_dir": data_dir}), console)
+    return engine.spec
+
+
+def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout_s: float = 600) -> None:
+    """Poll `url` until it answers 200; the error quotes the log's end (the log goes with the temporary folder)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{log.stem} exited; the end of its log:\n{log_tail(log)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{log.stem} was not ready in {timeout_s:.0f} s; the end of its log:\n{log_tail(log)}")
+
+
+def log_tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 class Sidecar:
     """A `memsidecar serve` subprocess with adapters on, and an async client for it."""
 
-    def __init__(self, model: Path, work: Path, max_loras: int, max_cpu_loras: int) -> None:
-        self.port = free_port()
-        self.argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model),
-                     "--data-dir", str(work / "data"), "--port", str(self.port), "--max-loras", str(max_loras),
-                     "--max-cpu-loras", str(max_cpu_loras), "--no-memory-inject", "--no-memory-write",
-                     "--rate-limit-per-minute", "0", "--engine-args=--seed 0"]
-        self.log = work / "sidecar.log"
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, flags: dict, log: Path) -> None:
+        self.argv = serve_argv(flags)
+        self.log = log
+        self.url = f"http://127.0.0.1:{flags['port']}"
 
     def __enter__(self) -> "Sidecar":
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the sidecar exited; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"the sidecar was not ready in 600 s; see {self.log}")
+        try:
+            wait_ready(self.process, f"{self.url}/readyz", self.log)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc) -> None:
         self.process.terminate()
         self.process.wait(timeout=60)
+
+
+class ResolverEngine:
+    """vLLM's OpenAI server alone on `spec`, in its own process group, finding adapters by name in `adapter_dir`
+    through vLLM's filesystem resolver plugin."""
+
+    def __init__(self, spec: EngineSpec, adapter_dir: Path, log: Path) -> None:
+        self.argv = engine_command(spec)
+        self.env = {**engine_env(spec, dict(os.environ)), "VLLM_PLUGINS": "lora_filesystem_resolver",
+                    "VLLM_LORA_RESOLVER_CACHE_DIR": str(adapter_dir)}  # engine_env allows runtime LoRA updating
+        self.log = log
+        self.url = spec.base_url
+
+    def __enter__(self) -> "ResolverEngine":
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                            start_new_session=True)
+        try:
+            wait_ready(self.process, f"{self.url}/health", self.log)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):  # engine-core processes left behind by the server
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def engine_rss_mib(pid: int) -> float:
+    """Resident memory in MiB of the vLLM server at or under `pid` and of its children, summed."""
+    root = psutil.Process(pid)
+    server = next((p for p in [root, *root.children(recursive=True)] if ENGINE_SERVER in p.cmdline()), None)
+    if server is None:
+        raise RuntimeError(f"no {ENGINE_SERVER} process at or under pid {pid}")
+    total = 0
+    for process in [server, *server.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return round(total / 2**20, 1)
 
 
 async def chat(client: httpx.AsyncClient, model: str | None, max_tokens: int) -> tuple[str, int, float]:
@@ -87,7 +188,8 @@ async def chat(client: httpx.AsyncClient, model: str | None, max_tokens: int) ->
     started = time.perf_counter()
     response = await client.post("/v1/chat/completions", json=body)
     elapsed = time.perf_counter() - started
-    response.raise_for_status()
+    if response.is_error:
+        raise RuntimeError(f"chat with model {model!r}: HTTP {response.status_code} {response.text[:300]}")
     reply = response.json()
     return reply["choices"][0]["message"]["content"], reply["usage"]["completion_tokens"], elapsed
 
@@ -99,45 +201,135 @@ async def throughput(client: httpx.AsyncClient, models: list[str | None], max_to
     return sum(tokens for _, tokens, _ in results) / wall, [text for text, _, _ in results]
 
 
-async def measure(url: str, names: list[str], concurrency: int, max_tokens: int) -> dict:
+def ms_p50(seconds: list[float]) -> float:
+    return round(1000 * statistics.median(seconds), 1)
+
+
+async def cold_loads(client: httpx.AsyncClient, names: list[str]) -> list[float]:
+    cold = []
+    for name in names:  # most are on disk: only the last max_cpu_loras loaded stay loaded
+        await client.post(f"/v1/adapters/{name}/unload")
+        started = time.perf_counter()
+        (await client.post(f"/v1/adapters/{name}/load")).raise_for_status()
+        cold.append(time.perf_counter() - started)
+    return cold
+
+
+async def first_requests(client: httpx.AsyncClient, names: list[str], unload: bool) -> list[float]:
+    """Seconds of a 1-token chat per adapter, each not loaded before it (`unload`: through the sidecar's API)."""
+    seconds = []
+    for name in names:
+        if unload:
+            (await client.post(f"/v1/adapters/{name}/unload")).raise_for_status()
+        seconds.append((await chat(client, name, 1))[2])
+    return seconds
+
+
+async def serving(client: httpx.AsyncClient, names: list[str], concurrency: int,
+                  max_tokens: int) -> tuple[dict, dict[str, str], list[tuple[str, str]]]:
+    """The figures measured by chats alone, each adapter's output alone, and (adapter, output) of the interleaved
+    run."""
+    alone = {name: (await chat(client, name, max_tokens))[0] for name in names}
+    a, b = names[-1], names[-2]
+    await chat(client, a, 1)
+    switch = [(await chat(client, (a, b)[i % 2], 1))[2] for i in range(20)]
+    base_1 = [(await chat(client, None, 1))[2] for _ in range(10)]
+    batch = max(concurrency, len(names))  # the same number of simultaneous chats in all three runs
+    base_tps, _ = await throughput(client, [None] * batch, max_tokens)
+    one_tps, _ = await throughput(client, [a] * batch, max_tokens)
+    order = [names[i % len(names)] for i in range(batch)]
+    many_tps, texts = await throughput(client, order, max_tokens)
+    figures = {"warm_switch_ms_p50": ms_p50(switch), "base_one_token_ms_p50": ms_p50(base_1),
+               "tokens_per_s_base": round(base_tps, 1), "tokens_per_s_one": round(one_tps, 1),
+               "tokens_per_s_many": round(many_tps, 1)}
+    return figures, alone, list(zip(order, texts))
+
+
+async def measure(url: str, names: list[str], concurrency: int, max_tokens: int) -> tuple[dict, dict[str, str]]:
+    """The sidecar's figures, and each adapter's output alone."""
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        cold = []
-        for name in names:  # most are on disk: only the last max_cpu_loras loaded stay loaded
-            await client.post(f"/v1/adapters/{name}/unload")
-            started = time.perf_counter()
-            (await client.post(f"/v1/adapters/{name}/load")).raise_for_status()
-            cold.append(time.perf_counter() - started)
-        alone = {name: (await chat(client, name, max_tokens))[0] for name in names}
-        a, b = names[-1], names[-2]
-        await chat(client, a, 1)
-        switch = [(await chat(client, (a, b)[i % 2], 1))[2] for i in range(20)]
-        base_1 = [(await chat(client, None, 1))[2] for _ in range(10)]
-        batch = max(concurrency, len(names))  # the same number of simultaneous chats in all three runs
-        base_tps, _ = await throughput(client, [None] * batch, max_tokens)
-        one_tps, _ = await throughput(client, [a] * batch, max_tokens)
-        order = [names[i % len(names)] for i in range(batch)]
-        many_tps, texts = await throughput(client, order, max_tokens)
-    return {"cold_load_ms_p50": round(1000 * statistics.median(cold), 1),
-            "warm_switch_ms_p50": round(1000 * statistics.median(switch), 1),
-            "base_one_token_ms_p50": round(1000 * statistics.median(base_1), 1),
-            "tokens_per_s_base": round(base_tps, 1), "tokens_per_s_one": round(one_tps, 1),
-            "tokens_per_s_many": round(many_tps, 1),
-            "outputs_match": all(text == alone[name] for text, name in zip(texts, order))}
+        await chat(client, None, 1)  # one-off costs of the engine's first request
+        cold = await cold_loads(client, names)
+        first = await first_requests(client, names, unload=True)
+        figures, alone, mixed = await serving(client, names, concurrency, max_tokens)
+    return {"cold_load_ms_p50": ms_p50(cold), "cold_first_request_ms_p50": ms_p50(first), **figures,
+            "outputs_match": all(text == alone[name] for name, text in mixed)}, alone
 
 
-def upload_all(url: str, model: Path, work: Path, count: int) -> list[str]:
+async def measure_resolver(url: str, names: list[str], concurrency: int, max_tokens: int,
+                           ours: dict[str, str]) -> dict:
+    """The resolver engine's figures; outputs match when each equals ours alone for its adapter."""
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        await chat(client, None, 1)
+        first = await first_requests(client, names, unload=False)
+        figures, alone, mixed = await serving(client, names, concurrency, max_tokens)
+    same = all(alone[name] == ours[name] for name in names) and all(text == ours[name] for name, text in mixed)
+    return {"cold_first_request_ms_p50": ms_p50(first), **figures, "outputs_match": same}
+
+
+def write_adapters(model: Path, folder: Path, count: int) -> list[str]:
+    """N seeded adapters in `folder`, one directory each named as served, naming `model` as their base model (the
+    engine's `--model`, which vLLM's filesystem resolver requires)."""
     names = []
     for seed in range(count):
         name = f"bench-{seed}"
-        data = zipped(random_adapter(model, work / name, seed))
-        response = httpx.post(f"{url}/v1/adapters", params={"name": name}, content=data, timeout=120,
-                              headers={"content-type": "application/zip"})
-        response.raise_for_status()
+        config_path = random_adapter(model, folder / name, seed, rank=RANK) / "adapter_config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({**config, "base_model_name_or_path": str(model)}, indent=2))
         names.append(name)
     return names
 
 
-def main() -> None:
+def upload_all(url: str, folder: Path, names: list[str]) -> None:
+    for name in names:
+        response = httpx.post(f"{url}/v1/adapters", params={"name": name}, content=zipped(folder / name), timeout=120,
+                              headers={"content-type": "application/zip"})
+        response.raise_for_status()
+
+
+def shared_settings(spec: EngineSpec, concurrency: int, max_tokens: int) -> dict:
+    lora = spec.lora
+    return {"model": spec.model_dir.name, "max_loras": lora.max_loras, "max_cpu_loras": lora.max_cpu_loras,
+            "rank": RANK, "concurrency": concurrency, "max_tokens": max_tokens, "dtype": spec.dtype,
+            "temperature": 0, "max_lora_rank": lora.max_lora_rank, "kv_cache_gib": spec.kv_cache_gib,
+            "block_size": spec.block_size, "max_model_len": spec.max_model_len, "max_num_seqs": None,
+            "kv_connector": spec.kv_transfer_config is not None, "engine_extra_args": " ".join(spec.extra_args)}
+
+
+def print_table(title: str, ours: dict, resolver: dict) -> None:
+    table = Table(title=title)
+    for header in ("figure", "memsidecar", "vLLM filesystem resolver"):
+        table.add_column(header)
+    for key in FIGURES:
+        table.add_row(key, str(ours.get(key, "–")), str(resolver.get(key, "–")))
+    console.print(table)
+
+
+def run_sidecar(flags: dict, work: Path, names: list[str], concurrency: int,
+                max_tokens: int) -> tuple[dict, dict[str, str]]:
+    """The sidecar's figures, and each adapter's output alone."""
+    with console.status(f"starting a sidecar with {flags['max_loras']} slots"), \
+            Sidecar(flags, work / "sidecar.log") as sidecar:
+        with console.status(f"uploading {len(names)} adapters"):
+            upload_all(sidecar.url, work / "adapters", names)
+        with console.status("measuring"):
+            ours, alone = asyncio.run(measure(sidecar.url, names, concurrency, max_tokens))
+            ours["engine_rss_mib_after_cycle"] = engine_rss_mib(sidecar.process.pid)
+    return ours, alone
+
+
+def run_resolver(spec: EngineSpec, work: Path, names: list[str], concurrency: int, max_tokens: int,
+                 ours: dict[str, str]) -> dict:
+    """The figures of vLLM alone on `spec` with its filesystem resolver over the same adapters (unprefixed keys)."""
+    with console.status("starting vLLM with its filesystem LoRA resolver"), \
+            ResolverEngine(spec, work / "adapters", work / "resolver-engine.log") as engine:
+        with console.status("measuring the resolver"):
+            figures = asyncio.run(measure_resolver(engine.url, names, concurrency, max_tokens, ours))
+            figures["engine_rss_mib_after_cycle"] = engine_rss_mib(engine.process.pid)
+    return figures
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 adapters through 2 slots")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
@@ -147,27 +339,32 @@ def main() -> None:
                         help="simultaneous chats per throughput run (at least N)")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per chat")
     parser.add_argument("--model", type=Path, help="base model directory (default: the generated tiny model)")
-    args = parser.parse_args()
+    parser.add_argument("--compare-resolver", action=argparse.BooleanOptionalAction, default=True,
+                        help="then measure vLLM alone with its filesystem LoRA resolver, same engine settings "
+                             "(default: on)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     count = args.adapters or (8 if args.quick else 32)
     slots = args.max_loras or (2 if args.quick else 4)
     with tempfile.TemporaryDirectory(prefix="bench-adapters-") as tmp:
         work = Path(tmp)
-        model = args.model or ensure_model("tiny", work / "tiny")
-        max_cpu_loras = max(slots, count)
-        with console.status(f"starting a sidecar with {slots} slots"), Sidecar(model, work, slots, max_cpu_loras) as s:
-            with console.status(f"uploading {count} adapters"):
-                names = upload_all(s.url, model, work, count)
-            with console.status("measuring"):
-                result = asyncio.run(measure(s.url, names, args.concurrency, args.max_tokens))
-    line = {"bench": "adapters", "adapters": count, "max_loras": slots, **result,
-            "settings": {"model": model.name, "max_loras": slots, "max_cpu_loras": max_cpu_loras, "rank": 8,
-                         "concurrency": max(args.concurrency, count), "max_tokens": args.max_tokens, "dtype": "auto",
-                         "temperature": 0}}
-    table = Table(title=f"{count} adapters through {slots} slots")
-    for key in ("cold_load_ms_p50", "warm_switch_ms_p50", "base_one_token_ms_p50", "tokens_per_s_base",
-                "tokens_per_s_one", "tokens_per_s_many", "outputs_match"):
-        table.add_row(key, str(result[key]))
-    console.print(table)
+        model = (args.model or ensure_model("tiny", work / "tiny")).resolve()
+        flags = serve_flags(model, work / "data", slots, max(slots, count))
+        spec = engine_spec(flags, work / "resolver-data")
+        with console.status(f"writing {count} adapters"):
+            names = write_adapters(model, work / "adapters", count)
+        ours, alone = run_sidecar(flags, work, names, args.concurrency, args.max_tokens)
+        resolver = {}
+        if args.compare_resolver:
+            resolver = run_resolver(spec, work, names, args.concurrency, args.max_tokens, alone)
+    settings = shared_settings(spec, max(args.concurrency, count), args.max_tokens)
+    line = {"bench": "adapters", "adapters": count, "max_loras": slots, **ours,
+            **{f"resolver_{key}": value for key, value in resolver.items()},
+            "settings": {**settings, "compare_resolver": args.compare_resolver}}
+    print_table(f"{count} adapters through {slots} slots", ours, resolver)
     if args.json:
         print(json.dumps(line))
 

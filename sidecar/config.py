@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     )
     memory_dir: Path | None = Field(None, description="Directory of textual and tool memory. Unset: DATA_DIR/memory.")
     embedding_model: Path | None = Field(
-        None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2."
-    )
+        None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2. "
+                           "The memory store records which model (by content) embedded it and refuses to open with "
+                           "another: keep the model, or use a new `--memory-dir`.")
     memory_inject: bool = Field(True, description="Inject relevant memories into chat requests by default.")
     memory_write: bool = Field(True, description="Record chat turns as memories by default.")
     memory_top_k: int = Field(8, ge=1, le=100, description="Default number of memories injected into a chat.")
