@@ -235,6 +235,7 @@ async def serving(client: httpx.AsyncClient, names: list[str], concurrency: int,
     switch = [(await chat(client, (a, b)[i % 2], 1))[2] for i in range(20)]
     base_1 = [(await chat(client, None, 1))[2] for _ in range(10)]
     batch = max(concurrency, len(names))  # the same number of simultaneous chats in all three runs
+    await throughput(client, [None] * batch, max_tokens)  # warm-up: one-off costs of the first batch this wide
     base_tps, _ = await throughput(client, [None] * batch, max_tokens)
     one_tps, _ = await throughput(client, [a] * batch, max_tokens)
     order = [names[i % len(names)] for i in range(batch)]
