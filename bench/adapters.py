@@ -10,7 +10,9 @@ N seeded random rank-8 adapters are uploaded through `POST /v1/adapters`, then:
 - warm switch: a 1-token chat alternating between two loaded adapters, p50 (the base model's 1-token chat is
   reported beside it);
 - decode throughput: `--concurrency` simultaneous chats of `--max-tokens` greedy tokens each, for the base model,
-  for one adapter, and for N adapters interleaved round-robin through K slots; tokens/s = completion tokens / wall;
+  for one adapter, and for N adapters interleaved round-robin through K slots; tokens/s = completion tokens / wall,
+  the median of 3 rounds of the three batches after a warm-up batch (the engine's throughput swings for a while
+  after batches with more adapters than slots; rounds spread a slow spell over all three kinds);
 - outputs match: every adapter's output in the interleaved run equals its output requested alone;
 - engine RSS after the cycle: resident memory of the engine's processes (server and children, summed) once every
   adapter has served, in MiB; the engine keeps at most `max_cpu_loras` adapters' weights (here max(K, N)).
@@ -58,6 +60,7 @@ from sidecar.runner import build_engine
 
 console = Console(stderr=True)
 PROMPT = "The greenhouse door was"
+THROUGHPUT_ROUNDS = 3  # each tokens/s figure is the median of this many batches
 RANK = 8
 ENGINE_SERVER = "vllm.entrypoints.openai.api_server"
 FIGURES = ("cold_load_ms_p50", "cold_first_request_ms_p50", "warm_switch_ms_p50", "base_one_token_ms_p50",
@@ -234,16 +237,21 @@ async def serving(client: httpx.AsyncClient, names: list[str], concurrency: int,
     await chat(client, a, 1)
     switch = [(await chat(client, (a, b)[i % 2], 1))[2] for i in range(20)]
     base_1 = [(await chat(client, None, 1))[2] for _ in range(10)]
-    batch = max(concurrency, len(names))  # the same number of simultaneous chats in all three runs
+    batch = max(concurrency, len(names))  # the same number of simultaneous chats in all three kinds of batch
     await throughput(client, [None] * batch, max_tokens)  # warm-up: one-off costs of the first batch this wide
-    base_tps, _ = await throughput(client, [None] * batch, max_tokens)
-    one_tps, _ = await throughput(client, [a] * batch, max_tokens)
     order = [names[i % len(names)] for i in range(batch)]
-    many_tps, texts = await throughput(client, order, max_tokens)
+    kinds = {"base": [None] * batch, "one": [a] * batch, "many": order}
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    mixed: list[tuple[str, str]] = []
+    for _ in range(THROUGHPUT_ROUNDS):  # rounds of the three kinds: a slow spell of the engine hits all of them
+        for kind, models in kinds.items():
+            rate, texts = await throughput(client, models, max_tokens)
+            rates[kind].append(rate)
+            if kind == "many":
+                mixed += list(zip(order, texts))
     figures = {"warm_switch_ms_p50": ms_p50(switch), "base_one_token_ms_p50": ms_p50(base_1),
-               "tokens_per_s_base": round(base_tps, 1), "tokens_per_s_one": round(one_tps, 1),
-               "tokens_per_s_many": round(many_tps, 1)}
-    return figures, alone, list(zip(order, texts))
+               **{f"tokens_per_s_{kind}": round(statistics.median(values), 1) for kind, values in rates.items()}}
+    return figures, alone, mixed
 
 
 async def measure(url: str, names: list[str], concurrency: int, max_tokens: int) -> tuple[dict, dict[str, str]]:
