@@ -287,10 +287,7 @@ class _Worker:
     def _write_loop(self) -> None:
         while True:
             self._apply_commands()
-            self.publisher.maybe_publish({**self.store.stats(), "dropped_saves": self.dropped_saves,
-                                          "load_path": "direct" if self._layer_arrays is not None else "staged",
-                                          "loads": self.loads.as_dict(), "ram_namespaces": self.store.ram_namespaces(),
-                                          "applied_command": self.control.applied if self.control else 0})
+            self.publisher.maybe_publish(self._stats)
             self._maybe_promote()
             try:
                 item = self._queue.get(timeout=self.publisher.interval_s if self._waiting_since is None
@@ -309,6 +306,13 @@ class _Worker:
                 log.exception("saving %d KV blocks failed", len(keys))
             finally:
                 self._queue.task_done()
+
+    def _stats(self) -> dict:
+        """What the worker publishes for the sidecar (`worker_stats`)."""
+        return {**self.store.stats(), "dropped_saves": self.dropped_saves,
+                "load_path": "direct" if self._layer_arrays is not None else "staged", "loads": self.loads.as_dict(),
+                "ram_namespaces": self.store.ram_namespaces(),
+                "applied_command": self.control.applied if self.control else 0}
 
     def _apply_commands(self) -> None:
         """Carry out the sidecar's tier commands (`worker_control`) for the RAM tier."""

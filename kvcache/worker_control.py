@@ -79,6 +79,23 @@ class ControlReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.applied = last_id(path)
+        self._seen = _version(path)
 
     def pending(self) -> list[Command]:
-        return [command for command in read_commands(self.path) if command.id > self.applied]
+        """Commands newer than `applied`; the file is read only when it changed since the last look (it is polled
+        from the worker's writer thread)."""
+        version = _version(self.path)
+        if version == self._seen:
+            return []
+        commands = [command for command in read_commands(self.path) if command.id > self.applied]
+        self._seen = version
+        return commands
+
+
+def _version(path: Path) -> tuple[int, int] | None:
+    """The file's (inode, mtime in ns): a rename of a new file into place always changes the inode."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_ino, status.st_mtime_ns

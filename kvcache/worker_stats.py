@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger("memsidecar.kvcache")
 FILE_NAME = "worker-stats.json"
@@ -49,18 +49,20 @@ def stats_path(store_dir: str | Path) -> Path:
 
 
 class StatsPublisher:
-    """Writes a stats snapshot when `maybe_publish` is called and `interval_s` has passed since the last one."""
+    """Writes a stats snapshot when `maybe_publish` is called and `interval_s` has passed since the last one; the
+    snapshot is taken (`snapshot()` called) only then, so a caller on a busy thread pays for it once per interval."""
 
     def __init__(self, path: Path, interval_s: float = 2.0) -> None:
         self.path = path
         self.interval_s = interval_s
         self._last = 0.0
 
-    def maybe_publish(self, stats: dict[str, Any]) -> bool:
+    def maybe_publish(self, snapshot: Callable[[], dict[str, Any]]) -> bool:
         now = time.time()
         if now - self._last < self.interval_s:
             return False
         self._last = now
+        stats = snapshot()
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             temporary.write_text(json.dumps({**stats, "written_at": now}))

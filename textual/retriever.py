@@ -124,15 +124,22 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
     weights = [settings.dense_weight, settings.lexical_weight]
     fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     if settings.feedback_docs > 0 and fused:
-        feedback = ranked(fused)[:settings.feedback_docs]
-        expanded_vector = rocchio(query_vector, index.vectors.vectors_of(feedback), settings.feedback_beta)
-        words = index.lexical()
-        extra = feedback_terms([words.document_terms(key) for key in feedback], terms, words.document_frequency,
-                               len(words), settings.feedback_terms)
-        lists += [[key for key, _ in index.vectors.search(expanded_vector, settings.depth, dense_rows)],
-                  [key for key, _ in words.search(terms + extra, settings.depth, lexical_allowed)]]
+        lists += _expanded(index, query_vector, terms, ranked(fused)[:settings.feedback_docs], dense_rows,
+                           lexical_allowed, settings)
         fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights + [settings.feedback_weight] * 2)
     return fused, max((score for _, score in dense), default=0.0)
+
+
+def _expanded(index: TenantIndex, query_vector: np.ndarray, terms: list[str], feedback: list[str],
+              dense_rows: list[int] | None, lexical_allowed: set[str] | None,
+              settings: SearchSettings) -> list[list[str]]:
+    """The dense and lexical candidate lists of the query expanded from the `feedback` memories."""
+    words = index.lexical()
+    vector = rocchio(query_vector, index.vectors.vectors_of(feedback), settings.feedback_beta)
+    extra = feedback_terms([words.document_terms(key) for key in feedback], terms, words.document_frequency,
+                           len(words), settings.feedback_terms)
+    return [[key for key, _ in index.vectors.search(vector, settings.depth, dense_rows)],
+            [key for key, _ in words.search(terms + extra, settings.depth, lexical_allowed)]]
 
 
 def _candidate(memory: Memory, score: float) -> Candidate:

@@ -244,7 +244,8 @@ class KvReporter:
     def _command(self, action: str, nsid: bytes) -> None:
         """Send a command to the worker unless the same one went out within `REPEAT_COMMAND_AFTER_S`."""
         now = self.clock()
-        if now - self._sent.get((action, nsid), float("-inf")) < REPEAT_COMMAND_AFTER_S:
+        self._sent = {sent: at for sent, at in self._sent.items() if now - at < REPEAT_COMMAND_AFTER_S}
+        if (action, nsid) in self._sent:
             return
         self._sent[action, nsid] = now
         self.control.send(action, nsid)

@@ -5,8 +5,8 @@ def test_published_stats_read_back_and_are_rate_limited(tmp_path):
     path = stats_path(tmp_path)
     assert read_stats(path) is None
     publisher = StatsPublisher(path, interval_s=3600)
-    assert publisher.maybe_publish({"ram": {"entries": 3}})
-    assert not publisher.maybe_publish({"ram": {"entries": 4}})  # within the interval
+    assert publisher.maybe_publish(lambda: {"ram": {"entries": 3}})
+    assert not publisher.maybe_publish(lambda: {"ram": {"entries": 4}})  # within the interval
     body = read_stats(path)
     assert body["ram"] == {"entries": 3} and body["written_at"] > 0
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind

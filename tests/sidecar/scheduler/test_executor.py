@@ -156,7 +156,7 @@ class FakeWorker:
         self.publish()
 
     def publish(self) -> None:
-        self.publisher.maybe_publish({"ram_namespaces": self.store.ram_namespaces()})
+        self.publisher.maybe_publish(lambda: {"ram_namespaces": self.store.ram_namespaces()})
 
     def poll(self) -> list[str]:
         done = []
