@@ -113,19 +113,21 @@ def log_tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-class Sidecar:
-    """A `memsidecar serve` subprocess with adapters on, and an async client for it."""
+class _Server:
+    """A server subprocess, logging to `log`, ready once `url + ready_path` answers 200; stopped on exit."""
 
-    def __init__(self, flags: dict, log: Path) -> None:
-        self.argv = serve_argv(flags)
-        self.log = log
-        self.url = f"http://127.0.0.1:{flags['port']}"
+    ready_path = "/readyz"
+    new_session = False  # its own process group (to stop its children with it)
 
-    def __enter__(self) -> "Sidecar":
+    def __init__(self, argv: list[str], url: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv, self.url, self.log, self.env = argv, url, log, env
+
+    def __enter__(self):
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                            start_new_session=self.new_session)
         try:
-            wait_ready(self.process, f"{self.url}/readyz", self.log)
+            wait_ready(self.process, self.url + self.ready_path, self.log)
         except BaseException:
             self.__exit__()
             raise
@@ -136,27 +138,24 @@ class Sidecar:
         self.process.wait(timeout=60)
 
 
-class ResolverEngine:
+class Sidecar(_Server):
+    """A `memsidecar serve` subprocess with adapters on."""
+
+    def __init__(self, flags: dict, log: Path) -> None:
+        super().__init__(serve_argv(flags), f"http://127.0.0.1:{flags['port']}", log)
+
+
+class ResolverEngine(_Server):
     """vLLM's OpenAI server alone on `spec`, in its own process group, finding adapters by name in `adapter_dir`
     through vLLM's filesystem resolver plugin."""
 
-    def __init__(self, spec: EngineSpec, adapter_dir: Path, log: Path) -> None:
-        self.argv = engine_command(spec)
-        self.env = {**engine_env(spec, dict(os.environ)), "VLLM_PLUGINS": "lora_filesystem_resolver",
-                    "VLLM_LORA_RESOLVER_CACHE_DIR": str(adapter_dir)}  # engine_env allows runtime LoRA updating
-        self.log = log
-        self.url = spec.base_url
+    ready_path = "/health"
+    new_session = True
 
-    def __enter__(self) -> "ResolverEngine":
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
-        try:
-            wait_ready(self.process, f"{self.url}/health", self.log)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+    def __init__(self, spec: EngineSpec, adapter_dir: Path, log: Path) -> None:
+        env = {**engine_env(spec, dict(os.environ)), "VLLM_PLUGINS": "lora_filesystem_resolver",
+               "VLLM_LORA_RESOLVER_CACHE_DIR": str(adapter_dir)}  # engine_env allows runtime LoRA updating
+        super().__init__(engine_command(spec), spec.base_url, log, env)
 
     def __exit__(self, *exc) -> None:
         with contextlib.suppress(ProcessLookupError):
