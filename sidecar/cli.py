@@ -122,7 +122,8 @@ def mcp(
     settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir})
     configure_logging(settings.log_level)  # to stderr: stdout carries the MCP messages
     try:
-        store = MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
+        store = MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
+                                 vector_device=settings.memory_index_device)
     except ValueError as exc:  # vectors of another embedding model
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

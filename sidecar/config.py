@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2. "
                            "The memory store records which model (by content) embedded it and refuses to open with "
                            "another: keep the model, or use a new `--memory-dir`.")
+    memory_index_device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="Where memory searches run: 'gpu' keeps each tenant's resident memories (hot and warm) in "
+                            "an exact FAISS index on the GPU too (needs the `gpu` extra); 'auto' does so when FAISS "
+                            "sees a GPU.")
     memory_inject: bool = Field(True, description="Inject relevant memories into chat requests by default.")
     memory_write: bool = Field(True, description="Record chat turns as memories by default.")
     memory_top_k: int = Field(8, ge=1, le=100, description="Default number of memories injected into a chat.")

@@ -90,7 +90,8 @@ def load_keys(settings: Settings) -> KeyTable:
 def open_memory(settings: Settings, console: Console) -> MemoryStore:
     """The textual-memory store of this sidecar (loads the embedding model)."""
     with console.status(f"opening textual memory in {settings.resolved_memory_dir}"):
-        return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model)
+        return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
+                                vector_device=settings.memory_index_device)
 
 
 def open_adapters(settings: Settings, engine: Engine) -> AdapterSetup | None:

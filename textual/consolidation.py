@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from textual.memory import Memory, MemoryType, Tier
+from textual.memory import RESIDENT_TIERS, Memory, MemoryType, Tier
 
 MAX_HISTORY = 20
 STOPWORDS = frozenset({"the", "a", "an", "my", "our", "his", "her", "their", "its", "this", "that", "user", "i"})
@@ -97,7 +97,8 @@ def decide(new: Memory, similar: Sequence[tuple[Memory, float]], policy: Consoli
 
 def merged(existing: Memory, new: Memory, now: float, strength: float) -> Memory:
     """`existing` after `new` was said again: newer wording (old one kept in history), sources and metadata
-    united, the higher importance, reinforced to `strength`, counted as an access."""
+    united, the higher importance, reinforced to `strength`, counted as an access; a cold memory said again comes
+    back in `new`'s tier."""
     metadata = {**existing.metadata, **new.metadata}
     if "history" in existing.metadata:
         metadata["history"] = existing.metadata["history"]
@@ -106,6 +107,7 @@ def merged(existing: Memory, new: Memory, now: float, strength: float) -> Memory
     return replace(existing, content=new.content, metadata=metadata,
                    source=tuple(dict.fromkeys(existing.source + new.source)),
                    importance=max(existing.importance, new.importance), strength=strength,
+                   tier=existing.tier if existing.tier in RESIDENT_TIERS else new.tier,
                    access_count=existing.access_count + 1, last_access_at=now, updated_at=max(now, existing.created_at))
 
 

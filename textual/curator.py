@@ -14,6 +14,7 @@ import numpy as np
 from textual.consolidation import Action, decide, merged, superseding
 from textual.lifecycle import Move, MoveKind, reinforced_strength
 from textual.memory import RESIDENT_TIERS, Memory, Tier
+from textual.tenant_index import peer_key
 
 SIMILAR_NEIGHBOURS = 8
 
@@ -50,14 +51,20 @@ def store_new(store, memory: Memory, vector: np.ndarray, consolidate: bool) -> M
 
 
 def _similar(store, memory: Memory, vector: np.ndarray) -> list[tuple[Memory, float]]:
-    """The resident memories of the same user, type and kb nearest to `vector`, with their cosine similarity."""
+    """The memories of the same user, type and kb nearest to `vector`, with their cosine similarity: resident ones
+    from the index, cold ones read from LMDB (a new value must supersede an old one however long it went unused)."""
     index = store.index(memory.tenant)
-    peers = {key for key, m in index.memories.items()
-             if m.user == memory.user and m.type is memory.type and m.kb_id == memory.kb_id}
-    if not peers:
-        return []
-    found = index.vectors.search(vector, SIMILAR_NEIGHBOURS, index.positions(index.vectors.ids, peers))
-    return [(index.memories[key], score) for key, score in found]
+    key = peer_key(memory)
+    peers = {memory_id for memory_id, m in index.memories.items() if peer_key(m) == key}
+    found = index.vectors.search(vector, SIMILAR_NEIGHBOURS, index.positions(index.vectors.ids, peers)) if peers else []
+    similar = [(index.memories[memory_id], score) for memory_id, score in found]
+    cold = [memory_id for memory_id, cold_key in index.cold.items() if cold_key == key]
+    stored = store.db.get_many(memory.tenant, cold) if cold else []
+    if stored:
+        scores = np.stack([row for _, row in stored]) @ vector
+        nearest = np.argsort(-scores)[:SIMILAR_NEIGHBOURS]
+        similar += [(stored[i][0], float(scores[i])) for i in nearest]
+    return similar
 
 
 def apply_moves(store, tenant: str, moves: Sequence[Move], now: float) -> LifecycleReport:

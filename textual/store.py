@@ -35,8 +35,8 @@ from textual.lifecycle import LifecyclePolicy
 from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Tier, check_identifier
 from textual.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
 from textual.retriever import SearchSettings
-from textual.tenant_index import TenantIndex, build_tenant_index
-from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, VectorIndex
+from textual.tenant_index import TenantIndex, build_tenant_index, peer_key
+from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, ReplicaFactory, VectorIndex, replica_for
 
 # Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in
 # several dicts and sets, its BM25 postings. An estimate for ranking and budgets, not a measurement.
@@ -76,7 +76,7 @@ class MemoryStore:
                  max_content_chars: int, settings: SearchSettings, clock: Callable[[], float],
                  track_access: bool, lifecycle: LifecyclePolicy | None = None,
                  consolidation: ConsolidationPolicy | None = None,
-                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> None:
+                 max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, replica: ReplicaFactory | None = None) -> None:
         self.db = db
         self.embedder = embedder
         self.analyzer = Analyzer()
@@ -89,6 +89,7 @@ class MemoryStore:
         self.lifecycle = lifecycle or LifecyclePolicy()
         self.consolidation = consolidation or ConsolidationPolicy()
         self.max_image_bytes = max_image_bytes
+        self.replica = replica  # where resident indexes also live for searching (a GPU), if anywhere
         self.lock = threading.RLock()
         self._indexes: dict[str, TenantIndex] = {}
         self._activity: dict[str, _Activity] = {}
@@ -100,9 +101,11 @@ class MemoryStore:
              settings: SearchSettings | None = None, clock: Callable[[], float] = time.time,
              track_access: bool = True, map_size: int = DEFAULT_MAP_SIZE, lifecycle: LifecyclePolicy | None = None,
              consolidation: ConsolidationPolicy | None = None,
-             max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> "MemoryStore":
-        """Open or create the store in directory `path`; loads the embedding model unless `embedder` is given."""
+             max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, vector_device: str = "auto") -> "MemoryStore":
+        """Open or create the store in directory `path`; loads the embedding model unless `embedder` is given.
+        `vector_device` ("auto", "cpu", "gpu") says where resident memories are searched (see `replica_for`)."""
         path = Path(path)
+        replica = replica_for(vector_device)
         embedder = embedder if embedder is not None else Embedder.open(model_path)
         db = LmdbStore.open(path / "lmdb", map_size=map_size)
         recorded = db.embedding_model()
@@ -112,7 +115,7 @@ class MemoryStore:
             db.close()
             raise EmbeddingModelMismatchError(str(path), recorded, embedder.identity)
         return cls(db, embedder, path / "faiss", hnsw_threshold, max_content_chars, settings or SearchSettings(),
-                   clock, track_access, lifecycle, consolidation, max_image_bytes)
+                   clock, track_access, lifecycle, consolidation, max_image_bytes, replica)
 
     def for_tenant(self, tenant: str):
         """A handle whose every read and write is confined to `tenant`; counts as one use of its index."""
@@ -194,7 +197,7 @@ class MemoryStore:
                 stored = self.db.memories(tenant)
                 resident = [m for m in stored if m.tier in RESIDENT_TIERS]
                 vectors = self._load_vectors(tenant, [m.id for m in resident])
-                cold = [m.id for m in stored if m.tier is Tier.COLD]
+                cold = [m for m in stored if m.tier is Tier.COLD]
                 index = self._indexes[tenant] = build_tenant_index(resident, vectors, self.analyzer, cold)
                 with self._activity_lock:
                     self._activity.setdefault(tenant, _Activity()).build_s = time.perf_counter() - started
@@ -219,7 +222,7 @@ class MemoryStore:
             index = self.index(tenant)
             removed = self.db.delete_many(tenant, memory_ids)
             for memory_id in removed:
-                index.cold_ids.discard(memory_id)
+                index.cold.pop(memory_id, None)
                 if memory_id in index.memories:
                     index.remove(memory_id)
             return removed
@@ -227,7 +230,7 @@ class MemoryStore:
     def cold_index(self, tenant: str) -> TenantIndex:
         """A throwaway index over the tenant's cold memories, read from LMDB."""
         with self.lock:
-            found = self.db.get_many(tenant, sorted(self.index(tenant).cold_ids))
+            found = self.db.get_many(tenant, sorted(self.index(tenant).cold))
             matrix = np.stack([v for _, v in found]) if found else np.zeros((0, self.embedder.dim), np.float32)
             vectors = VectorIndex.build([m.id for m, _ in found], matrix, self.embedder.dim, self.hnsw_threshold)
             return build_tenant_index([m for m, _ in found], vectors, self.analyzer)
@@ -236,12 +239,12 @@ class MemoryStore:
         """Mirror written memories: resident tiers in the index, cold ids aside, archived in neither."""
         entering, entering_rows = [], []
         for memory, row in zip(memories, rows):
-            index.cold_ids.discard(memory.id)
+            index.cold.pop(memory.id, None)
             if memory.tier not in RESIDENT_TIERS:
                 if memory.id in index.memories:
                     index.remove(memory.id)
                 if memory.tier is Tier.COLD:
-                    index.cold_ids.add(memory.id)
+                    index.cold[memory.id] = peer_key(memory)
             elif memory.id in index.memories:
                 index.add([memory], None)
                 index.vectors_stale = index.vectors_stale or row is not None
@@ -252,7 +255,8 @@ class MemoryStore:
             index.add(entering, np.stack(entering_rows))
 
     def _load_vectors(self, tenant: str, ids: list[str]) -> VectorIndex:
-        loaded = VectorIndex.load(self._index_path(tenant), self.db.version(tenant), self.hnsw_threshold)
+        loaded = VectorIndex.load(self._index_path(tenant), self.db.version(tenant), self.hnsw_threshold,
+                                  self.replica)
         if loaded is not None and set(loaded.ids) == set(ids):
             return loaded
         return self._rebuild_vectors(tenant, ids)
@@ -262,7 +266,7 @@ class MemoryStore:
         stored = {key: vector for key, vector in self.db.vectors(tenant).items() if key in wanted}
         ids = list(stored)
         matrix = np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.embedder.dim), np.float32)
-        return VectorIndex.build(ids, matrix, self.embedder.dim, self.hnsw_threshold)
+        return VectorIndex.build(ids, matrix, self.embedder.dim, self.hnsw_threshold, self.replica)
 
     def _index_path(self, tenant: str) -> Path:
         return self.index_dir / tenant

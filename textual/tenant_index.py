@@ -1,8 +1,8 @@
 """One tenant's in-memory derived state: its memories, FAISS and BM25 indexes, and conversation order.
 
-Invariants: `memories` mirrors LMDB for this tenant's resident (hot and warm) memories and `cold_ids` holds the
-ids of its cold ones (their content and vectors stay on disk); archived memories appear in neither; every id in
-`vectors` is in `memories` unless `vectors_stale` is set (a removal happened and the owner must rebuild from
+Invariants: `memories` mirrors LMDB for this tenant's resident (hot and warm) memories and `cold` maps the ids of
+its cold ones to their `peer_key` (their content and vectors stay on disk); archived memories appear in neither;
+every id in `vectors` is in `memories` unless `vectors_stale` is set (a removal happened and the owner must rebuild from
 LMDB); the lexical index follows every add and removal (see `LayeredLexicalIndex` for how it avoids full rebuilds).
 """
 
@@ -19,6 +19,14 @@ from textual.memory import Memory, MemoryType
 from textual.vector_index import VectorIndex
 
 
+PeerKey = tuple[str, MemoryType, str | None]
+
+
+def peer_key(memory: Memory) -> PeerKey:
+    """(user, type, kb_id): memories that may merge with or supersede each other share it."""
+    return memory.user, memory.type, memory.kb_id
+
+
 class TenantIndex:
     """Search structures over one tenant's memories; mutated only by its owning store."""
 
@@ -26,7 +34,7 @@ class TenantIndex:
         self.memories: dict[str, Memory] = {}
         self.vectors = vectors
         self.vectors_stale = False
-        self.cold_ids: set[str] = set()
+        self.cold: dict[str, PeerKey] = {}
         self._analyzer = analyzer
         self._lexical = LayeredLexicalIndex()
         self._sessions: dict[tuple[str, str], dict[int, str]] = {}
@@ -123,9 +131,9 @@ def _session_key(memory: Memory) -> tuple[str, str] | None:
 
 
 def build_tenant_index(memories: Iterable[Memory], vector_index: VectorIndex, analyzer: Analyzer,
-                       cold_ids: Iterable[str] = ()) -> TenantIndex:
+                       cold: Iterable[Memory] = ()) -> TenantIndex:
     """A tenant index over `memories`; `vector_index` must already hold their vectors (fresh or loaded)."""
     index = TenantIndex(vector_index, analyzer)
     index.add(list(memories), None)
-    index.cold_ids = set(cold_ids)
+    index.cold = {memory.id: peer_key(memory) for memory in cold}
     return index

@@ -125,7 +125,7 @@ class TenantMemory:
             plan = plan_query(query, index.speakers())
             rankings = [rank(index, store.analyzer, vector, plan, filters, now, store.settings)]
             weak = rankings[0].best_similarity < store.settings.cold_fallback_similarity
-            if Tier.COLD in filters.tiers and index.cold_ids and (filters.tiers_given or weak):
+            if Tier.COLD in filters.tiers and index.cold and (filters.tiers_given or weak):
                 cold = store.cold_index(self.tenant)
                 rankings.append(rank(cold, store.analyzer, vector, plan, filters, now, store.settings))
             result = finish(rankings, k, budget_tokens, store.settings)

@@ -1,5 +1,7 @@
 """The merge / supersede rule and feedback, as pure functions over memories and given similarities."""
 
+from dataclasses import replace
+
 import pytest
 
 from textual.consolidation import Action, ConsolidationPolicy, decide, merged, numbers, subject, superseding
@@ -54,6 +56,13 @@ def test_merge_takes_newer_wording_and_keeps_history():
     assert (kept.id, kept.content, kept.source, kept.strength, kept.access_count) == (
         "a", new.content, ("a", "n"), 1.7, 1)
     assert kept.metadata["history"] == [{"content": old.content, "at": 5.0, "reason": "merge"}]
+    assert kept.tier is Tier.HOT
+
+
+def test_a_cold_memory_said_again_comes_back_in_the_new_memorys_tier():
+    old = replace(memory("a", "Alice has a dog"), tier=Tier.COLD)
+    assert merged(old, replace(memory("n", "Alice has a dog"), tier=Tier.WARM), now=5.0, strength=1.0).tier is Tier.WARM
+    assert merged(replace(old, tier=Tier.WARM), memory("n", "Alice has a dog"), now=5.0, strength=1.0).tier is Tier.WARM
 
 
 def test_superseding_archives_the_old_and_links_both_ways():

@@ -43,6 +43,19 @@ def test_changed_fact_supersedes_and_the_old_one_is_never_injected(store):
     assert ids(result)[0] == berlin.id and bob.id in ids(result)
 
 
+def test_cold_memories_are_merged_into_and_superseded_too(store):
+    handle = store.for_tenant("t1")
+    paris = handle.add("Alice lives in Paris", user="u1", tier="cold")
+    dog = handle.add("Alice adopted a dog named Max", user="u1", tier="cold")
+    berlin = handle.add("Alice lives in Berlin", user="u1")
+    again = handle.add("Alice adopted a dog named Max.", user="u1")
+    assert berlin.metadata["supersedes"] == paris.id and handle.get(paris.id).tier.value == "archived"
+    assert again.id == dog.id and handle.get(dog.id).tier.value == "hot"
+    assert handle.stats().by_tier == {"hot": 2, "archived": 1}
+    result = handle.search("Where does Alice live?", k=10, tiers=["hot", "warm", "cold"])
+    assert ids(result)[0] == berlin.id and paris.id not in ids(result)
+
+
 def test_feedback_changes_importance_and_correction_reembeds(store):
     handle = store.for_tenant("t1")
     memory = handle.add("Dana likes jazz", user="u1", importance=0.5)

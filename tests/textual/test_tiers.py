@@ -25,7 +25,7 @@ def test_cold_memories_live_on_disk_and_are_searched_when_asked_or_as_fallback(s
     hot = handle.add(FACTS[0], user="u1")
     cold = handle.add(FACTS[1], user="u1", tier="cold")
     index = store.index("t1")
-    assert cold.id not in index.memories and cold.id not in index.vectors.ids and index.cold_ids == {cold.id}
+    assert cold.id not in index.memories and cold.id not in index.vectors.ids and set(index.cold) == {cold.id}
     assert ids(handle.search("golden retriever dog", k=5)) == [hot.id]  # strong hot match: cold not consulted
     assert ids(handle.search("which instrument does Bob play", k=5, tiers=["cold"])) == [cold.id]
     assert cold.id in ids(handle.search("violin orchestra", k=5))  # weak hot match: cold fallback
@@ -80,7 +80,7 @@ def test_tiers_survive_reopen(tmp_path, embedder):
         handle.update(cold.id, tier="cold")
     with MemoryStore.open(path, embedder=embedder) as second:
         handle = second.for_tenant("t1")
-        assert set(second.index("t1").memories) == {keep.id} and second.index("t1").cold_ids == {cold.id}
+        assert set(second.index("t1").memories) == {keep.id} and set(second.index("t1").cold) == {cold.id}
         assert ids(handle.search("violin", k=1, tiers=["cold"])) == [cold.id]
 
 
