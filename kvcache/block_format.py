@@ -15,13 +15,15 @@
 numpy has no bfloat16, so callers pass arrays of the right byte width (e.g. a uint16 view of bfloat16 data) and
 name the dtype separately. `decode_into` checks the header against what the caller expects, checks the checksum,
 and copies the payload straight into the caller's preallocated array, or scatters it row by row (first axis) into
-separate arrays (`Scatter`: e.g. each layer's slot of the block in a paged KV cache): no pickle, one copy. Nothing
+separate places (`Scatter`, e.g. each layer's slot of the block in a paged KV cache, by address: see `SlotMap`):
+no pickle, one copy. Nothing
 is written to the destination unless the whole block is sound. Any mismatch raises `CorruptBlock`, which the store
 treats as a miss.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from dataclasses import dataclass
 from typing import Sequence
@@ -39,21 +41,53 @@ DTYPE_WIDTHS = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "
 
 @dataclass(frozen=True)
 class Scatter:
-    """Where a block of `shape` goes when its rows (along the first axis) live in separate arrays: row i into
-    `parts[i]`, each C-contiguous and one row's bytes."""
+    """Where a block of `shape` goes when its rows (along the first axis) live in separate places: row i into the
+    `row_bytes` bytes at address `addresses[i]`. Build one with `Scatter.into` (from arrays) or `SlotMap.scatter`;
+    `owner` keeps the memory the addresses point into alive for as long as the Scatter is."""
 
     shape: tuple[int, ...]
-    parts: Sequence[np.ndarray]
+    addresses: tuple[int, ...]
+    row_bytes: int
+    owner: object = None
 
     def __post_init__(self) -> None:
-        if len(self.parts) != self.shape[0]:
-            raise ValueError(f"a block of shape {self.shape} has {self.shape[0]} rows, not {len(self.parts)} parts")
-        if not all(part.flags.c_contiguous for part in self.parts):
-            raise ValueError("every part of a Scatter must be C-contiguous")
+        if len(self.addresses) != self.shape[0]:
+            raise ValueError(f"a block of shape {self.shape} has {self.shape[0]} rows, not {len(self.addresses)} parts")
+
+    @classmethod
+    def into(cls, shape: tuple[int, ...], parts: Sequence[np.ndarray]) -> Scatter:
+        """Row i of the block into `parts[i]`: each C-contiguous and one row's bytes."""
+        if not all(part.flags.c_contiguous and part.flags.writeable for part in parts):
+            raise ValueError("every part of a Scatter must be C-contiguous and writeable")
+        if len({part.nbytes for part in parts}) > 1:
+            raise ValueError("every part of a Scatter must have the same size")
+        return cls(tuple(shape), tuple(part.ctypes.data for part in parts), parts[0].nbytes if parts else 0, parts)
 
     @property
     def nbytes(self) -> int:
-        return sum(part.nbytes for part in self.parts)
+        return self.row_bytes * len(self.addresses)
+
+
+class SlotMap:
+    """Same-shaped arrays of `num_slots` equal slots each (a paged KV cache: one array per layer, one slot per
+    block): `scatter(shape, slot)` sends a block's row i into slot `slot` of array i, by address, with no per-row
+    array indexing (a 4096-token load is thousands of rows)."""
+
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+        if not arrays or not all(a.flags.c_contiguous and a.flags.writeable for a in arrays):
+            raise ValueError("a SlotMap needs at least one array, each C-contiguous and writeable")
+        if len({(a.shape, a.dtype) for a in arrays}) != 1:
+            raise ValueError("the arrays of a SlotMap must share shape and dtype")
+        self.arrays = list(arrays)
+        self.num_slots = arrays[0].shape[0]
+        self.slot_bytes = arrays[0].strides[0]
+        self._bases = [a.ctypes.data for a in arrays]
+
+    def scatter(self, shape: tuple[int, ...], slot: int) -> Scatter:
+        if not 0 <= slot < self.num_slots:
+            raise IndexError(f"slot {slot} is outside 0..{self.num_slots - 1}")
+        offset = slot * self.slot_bytes
+        return Scatter(shape, tuple(base + offset for base in self._bases), self.slot_bytes, self.arrays)
 
 
 class CorruptBlock(ValueError):
@@ -97,9 +131,10 @@ def decode_into(data: bytes | memoryview, out: np.ndarray | Scatter, dtype: str,
     if xxhash.xxh3_64_intdigest(payload) != checksum:
         raise CorruptBlock("block checksum mismatch")
     if isinstance(out, Scatter):
-        row = length // shape[0]
-        for index, part in enumerate(out.parts):
-            np.copyto(part.reshape(-1).view(np.uint8), np.frombuffer(payload, np.uint8, row, index * row))
+        if length:  # nbytes and the row count are checked above, so row == out.row_bytes
+            row, source = length // shape[0], np.frombuffer(payload, np.uint8).ctypes.data
+            for index, address in enumerate(out.addresses):
+                ctypes.memmove(address, source + index * row, row)
     else:
         np.copyto(out.reshape(-1).view(np.uint8), np.frombuffer(payload, dtype=np.uint8))
 

@@ -32,7 +32,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 from vllm.v1.kv_cache_interface import group_kernel_blocks
 
-from kvcache.block_format import Scatter
+from kvcache.block_format import SlotMap
 from kvcache.connector_config import ConnectorConfig
 from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
@@ -195,7 +195,7 @@ class _Worker:
         self.layout = layout
         self.publisher = publisher
         self.control = control
-        self._layer_arrays: list | None = None
+        self._slots: SlotMap | None = None
         self.layers: list[torch.Tensor] = []
         self._load_errors: set[int] = set()
         self.loads = LoadTotals()
@@ -225,7 +225,7 @@ class _Worker:
         # On the CPU a block's slot in each layer is one contiguous slab: stored blocks are decoded straight into
         # those slabs (one copy). Elsewhere (CUDA) they go through a pinned host staging buffer.
         direct = self.device.type == "cpu" and all(layer.is_contiguous() for layer in self.layers)
-        self._layer_arrays = [_numpy_view(layer) for layer in self.layers] if direct else None
+        self._slots = SlotMap([_numpy_view(layer) for layer in self.layers]) if direct else None
         log.info("memsidecar KV worker: %d layers, block %s %s on %s, loads %s", len(self.layers),
                  self.block_shape, self.dtype_name, self.device, "direct (one copy)" if direct else "staged")
 
@@ -237,7 +237,7 @@ class _Worker:
         """Fill the planned blocks before the forward pass; the wall time of the whole step's load is counted."""
         started = time.perf_counter()
         errors_before = len(self._load_errors)
-        if self._layer_arrays is not None:
+        if self._slots is not None:
             self._load_direct(loads)
         else:
             self._load_staged(loads)
@@ -250,7 +250,7 @@ class _Worker:
     def _load_direct(self, loads: tuple[BlockTransfer, ...]) -> None:
         """Decode each block's rows (one per layer) straight into its slot in the layers (CPU, one copy)."""
         for transfer in loads:
-            target = Scatter(self.block_shape, [layer[transfer.block_id] for layer in self._layer_arrays])
+            target = self._slots.scatter(self.block_shape, transfer.block_id)
             if not self.store.get_into(transfer.key, target, self.dtype_name, self.layout, defer_promotion=True):
                 self._load_errors.add(transfer.block_id)
 
@@ -310,7 +310,7 @@ class _Worker:
     def _stats(self) -> dict:
         """What the worker publishes for the sidecar (`worker_stats`)."""
         return {**self.store.stats(), "dropped_saves": self.dropped_saves,
-                "load_path": "direct" if self._layer_arrays is not None else "staged", "loads": self.loads.as_dict(),
+                "load_path": "direct" if self._slots is not None else "staged", "loads": self.loads.as_dict(),
                 "ram_namespaces": self.store.ram_namespaces(),
                 "applied_command": self.control.applied if self.control else 0}
 

@@ -77,10 +77,26 @@ def test_a_block_scatters_row_by_row_into_separate_arrays():
     from kvcache.block_format import Scatter
 
     layers = [np.zeros((5, 3, 4), dtype=np.int16) for _ in range(2)]  # 2 layers of 5 slots
-    target = Scatter((2, 3, 4), [layers[0][3], layers[1][3]])
+    target = Scatter.into((2, 3, 4), [layers[0][3], layers[1][3]])
     decode_into(encode(block(), "bfloat16", "LBHNC"), target, "bfloat16", "LBHNC")
     assert np.array_equal(layers[0][3], block()[0]) and np.array_equal(layers[1][3], block()[1])
     assert not layers[0][[0, 1, 2, 4]].any() and not layers[1][[0, 1, 2, 4]].any()  # other slots untouched
+
+
+def test_a_slot_map_scatters_a_block_into_one_slot_of_every_array():
+    from kvcache.block_format import SlotMap
+
+    layers = [np.zeros((5, 3, 4), dtype=np.int16) for _ in range(2)]
+    slots = SlotMap(layers)
+    decode_into(encode(block(), "bfloat16", "LBHNC"), slots.scatter((2, 3, 4), 4), "bfloat16", "LBHNC")
+    assert np.array_equal(layers[0][4], block()[0]) and np.array_equal(layers[1][4], block()[1])
+    assert not layers[0][:4].any() and not layers[1][:4].any()
+    with pytest.raises(IndexError, match="outside 0..4"):
+        slots.scatter((2, 3, 4), 5)
+    with pytest.raises(CorruptBlock):  # a block of another shape never reaches the slots
+        decode_into(encode(block()[:, :2], "bfloat16", "LBHNC"), slots.scatter((2, 3, 4), 0), "bfloat16", "LBHNC")
+    with pytest.raises(ValueError, match="share shape"):
+        SlotMap([layers[0], np.zeros((5, 3, 5), dtype=np.int16)])
 
 
 def test_a_corrupt_block_scatters_nothing():
@@ -90,7 +106,9 @@ def test_a_corrupt_block_scatters_nothing():
     data[-1] ^= 1
     parts = [np.full((3, 4), 7, dtype=np.int16) for _ in range(2)]
     with pytest.raises(CorruptBlock):
-        decode_into(bytes(data), Scatter((2, 3, 4), parts), "bfloat16", "LBHNC")
+        decode_into(bytes(data), Scatter.into((2, 3, 4), parts), "bfloat16", "LBHNC")
     assert all((part == 7).all() for part in parts)
     with pytest.raises(ValueError, match="rows"):
-        Scatter((3, 3, 4), parts)
+        Scatter.into((3, 3, 4), parts)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        Scatter.into((2, 3, 2), [part[:, ::2] for part in parts])
