@@ -132,9 +132,10 @@ async def run_modes(model_dir: Path, lengths: list[int], runs: int, settings: En
                 samples.append(await engine.ttft(prompt))
                 if store_dir:
                     after = await worker_loads(store_dir)
-                    total = measured.loads.setdefault((mode, n), {"blocks": 0, "bytes": 0, "seconds": 0.0})
+                    total = measured.loads.setdefault((mode, n), {"blocks": 0, "bytes": 0, "seconds": 0.0,
+                                                                  "forward_seconds": 0.0})
                     for key in total:
-                        total[key] += after[key] - loads_before[key]
+                        total[key] += after.get(key, 0) - loads_before.get(key, 0)
             results[mode, n] = (statistics.median(s for s, _ in samples), samples[0][1])
             console.log(f"{mode:>18} {n:>5} tokens: {results[mode, n][0]:.3f} s")
 
@@ -169,8 +170,9 @@ async def run_modes(model_dir: Path, lengths: list[int], runs: int, settings: En
 
 def summarize(measured: Measured, lengths: list[int], per_token: int, runs: int,
               modes: tuple[str, ...] = MODES) -> list[dict]:
-    """One row per length; `<our mode>_load_s` is the mean load time per request, `_load_gb_per_s` its bandwidth.
-    `outputs_match` compares the modes that ran."""
+    """One row per length; `<our mode>_load_s` is the mean load time per request, `_load_gb_per_s` its bandwidth,
+    `_forward_s` the mean time from the end of the load to the end of that step's forward pass (the rest of the TTFT
+    is scheduling, sampling and HTTP). `outputs_match` compares the modes that ran."""
     results = measured.ttft
     rows = []
     for n in lengths:
@@ -183,6 +185,7 @@ def summarize(measured: Measured, lengths: list[int], per_token: int, runs: int,
             seconds = loads.get("seconds") or 0.0
             row[f"{mode}_loaded_bytes"] = int(loads.get("bytes", 0) / runs)
             row[f"{mode}_load_s"] = round(seconds / runs, 4)
+            row[f"{mode}_forward_s"] = round(loads.get("forward_seconds", 0.0) / runs, 4)
             row[f"{mode}_load_gb_per_s"] = round(loads["bytes"] / seconds / 1e9, 2) if seconds else None
         rows.append(row)
     return rows

@@ -166,6 +166,7 @@ class MemsidecarConnector(KVConnectorBase_V1):
         return  # every layer is copied at once in wait_for_save, after the forward pass
 
     def wait_for_save(self) -> None:
+        self._worker.step_finished()
         meta = self._get_connector_metadata()
         assert isinstance(meta, MemsidecarMetadata)
         if meta.transfers.saves:
@@ -200,6 +201,7 @@ class _Worker:
         self._load_errors: set[int] = set()
         self.loads = LoadTotals()
         self._last_load_at = 0.0
+        self._loaded_at: float | None = None  # perf_counter at the end of this step's load, if it loaded
         self._waiting_since: float | None = None  # when the oldest unpromoted load ran
         self.dropped_saves = 0
         self._queue: queue.Queue = queue.Queue(maxsize=64)
@@ -246,6 +248,13 @@ class _Worker:
         self._last_load_at = time.monotonic()
         if self._waiting_since is None and self.store.has_deferred():
             self._waiting_since = self._last_load_at
+        self._loaded_at = time.perf_counter()
+
+    def step_finished(self) -> None:
+        """The forward pass of this step is done: time it if the step loaded blocks (see `LoadTotals`)."""
+        if self._loaded_at is not None:
+            self.loads.add_forward(time.perf_counter() - self._loaded_at)
+            self._loaded_at = None
 
     def _load_direct(self, loads: tuple[BlockTransfer, ...]) -> None:
         """Decode each block's rows (one per layer) straight into its slot in the layers (CPU, one copy)."""

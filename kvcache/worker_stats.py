@@ -24,11 +24,14 @@ FILE_NAME = "worker-stats.json"
 @dataclass
 class LoadTotals:
     """Blocks loaded into the engine's KV cache and the wall time of the loads that did it (the engine's load
-    bandwidth is `bytes / seconds`: store lookup, checksum and the copy into the layers, as the forward pass waits)."""
+    bandwidth is `bytes / seconds`: store lookup, checksum and the copy into the layers, as the forward pass waits),
+    and `forward_seconds`: the wall time from the end of each such load to the end of its step's forward pass (what
+    the loaded blocks did not save: the tokens still computed, sampling)."""
 
     blocks: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    forward_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, blocks: int, nbytes: int, seconds: float) -> None:
@@ -37,11 +40,15 @@ class LoadTotals:
             self.bytes += nbytes
             self.seconds += seconds
 
+    def add_forward(self, seconds: float) -> None:
+        with self._lock:
+            self.forward_seconds += seconds
+
     def as_dict(self) -> dict[str, float]:
         with self._lock:
             rate = self.bytes / self.seconds if self.seconds else 0.0
             return {"blocks": self.blocks, "bytes": self.bytes, "seconds": round(self.seconds, 6),
-                    "bytes_per_s": round(rate)}
+                    "bytes_per_s": round(rate), "forward_seconds": round(self.forward_seconds, 6)}
 
 
 def stats_path(store_dir: str | Path) -> Path:

@@ -8,13 +8,16 @@ Invariants:
   never unloads an adapter with leases, so no request loses its adapter mid-flight;
 - residency changes happen under one asyncio lock, in plan order, and the state is updated move by move, only
   after the engine confirmed the move;
-- an engine restart forgets every loaded adapter; the next request loads its adapter again.
+- an engine restart forgets every loaded adapter; the next request loads its adapter again;
+- an unload goes through the engine's `sidecar.engine_lora` route, which also removes the adapter from the engine
+  worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -27,6 +30,7 @@ from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, Re
                                 apply, pin, plan, record_use, unpin)
 from sidecar.engine import Engine
 from sidecar.engine_client import EngineClient
+from sidecar.engine_lora import RELEASE_PATH
 from sidecar.errors import APIError
 
 log = logging.getLogger("memsidecar.adapters")
@@ -51,6 +55,7 @@ class AdapterService:
         self._lock = asyncio.Lock()
         self._released = asyncio.Event()
         self._restarts = engine.restart_count
+        self.releases: Counter[str] = Counter()  # unloads whose memory the engine did ("released") or did not free
 
     def resolve(self, name: str, tenant: str) -> AdapterRecord:
         """The adapter `name` (or `name@vN`) as `tenant` sees it; a 404 otherwise."""
@@ -170,10 +175,15 @@ class AdapterService:
                 raise APIError(502, f"the engine could not load adapter {record.reference}: {text[:300]}",
                                "adapter_load_failed", "api_error")
         else:
-            status, text = await self.client.post_command("/v1/unload_lora_adapter", {"lora_name": move.adapter})
-            if status not in (200, 404):
+            status, text = await self.client.post_command(RELEASE_PATH, {"lora_name": move.adapter})
+            if status not in (200, 404):  # 404: the engine did not have it (it restarted)
                 raise APIError(502, f"the engine could not unload adapter {record.reference}: {text[:300]}",
                                "adapter_unload_failed", "api_error")
+            if status == 200:
+                released = json.loads(text).get("released") is True
+                self.releases["released" if released else "unreleased"] += 1
+                if not released:
+                    log.warning("adapter %s was unloaded but the engine still holds its weights", record.reference)
         self.state = apply(self.state, [move])
         log.info("adapter %s %sed (%s)", record.reference, move.kind, move.reason)
 

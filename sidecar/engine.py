@@ -87,7 +87,8 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
         argv += ["--kv-transfer-config", spec.kv_transfer_config]
     if spec.lora is not None:
         argv += ["--enable-lora", "--max-loras", str(spec.lora.max_loras), "--max-cpu-loras",
-                 str(spec.lora.max_cpu_loras), "--max-lora-rank", str(spec.lora.max_lora_rank)]
+                 str(spec.lora.max_cpu_loras), "--max-lora-rank", str(spec.lora.max_lora_rank),
+                 "--middleware", "sidecar.engine_lora.LoraRelease"]  # unloading that frees the adapter's memory
     if spec.compact_json and not any(arg.startswith("--structured-outputs-config") for arg in spec.extra_args):
         argv += ["--structured-outputs-config", COMPACT_JSON]
     return argv + list(spec.extra_args)

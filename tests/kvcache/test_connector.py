@@ -116,7 +116,7 @@ def test_the_worker_publishes_its_tiers_and_loads_in_one_copy(kv_sidecar, kv_dat
         time.sleep(0.5)
     count, stats = hits
     assert stats["load_path"] == "direct"
-    assert stats["loads"]["blocks"] >= 3 and stats["loads"]["bytes_per_s"] > 0
+    assert stats["loads"]["blocks"] >= 3 and stats["loads"]["bytes_per_s"] > 0 and stats["loads"]["forward_seconds"] > 0
     assert count >= before + 3 and stats["ram"]["entries"] >= 3 and stats["disk"]["entries"] >= 3
 
 

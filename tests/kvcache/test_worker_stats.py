@@ -22,7 +22,9 @@ def test_a_torn_or_foreign_file_reads_as_none(tmp_path):
 
 def test_load_totals_add_up_and_give_the_bandwidth():
     totals = LoadTotals()
-    assert totals.as_dict() == {"blocks": 0, "bytes": 0, "seconds": 0.0, "bytes_per_s": 0}
+    assert totals.as_dict() == {"blocks": 0, "bytes": 0, "seconds": 0.0, "bytes_per_s": 0, "forward_seconds": 0.0}
     totals.add(3, 3_000_000, 0.002)
     totals.add(1, 1_000_000, 0.002)
-    assert totals.as_dict() == {"blocks": 4, "bytes": 4_000_000, "seconds": 0.004, "bytes_per_s": 1_000_000_000}
+    totals.add_forward(0.05)
+    assert totals.as_dict() == {"blocks": 4, "bytes": 4_000_000, "seconds": 0.004, "bytes_per_s": 1_000_000_000,
+                                "forward_seconds": 0.05}

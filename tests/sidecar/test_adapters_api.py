@@ -150,8 +150,16 @@ def test_versions_delete_while_loaded_and_reload(sidecar, adapter_dirs):
     assert latest != first and text(complete(sidecar, "versioned@v2")) == latest
     versions = httpx.get(f"{sidecar.base_url}/v1/adapters/versioned", headers=auth()).json()["versions"]
     assert [v["version"] for v in versions] == [1, 2]
+    engine = f"http://127.0.0.1:{sidecar.engine_port}"
+    before = httpx.get(f"{engine}/memsidecar/v1/loras").json()
     deleted = httpx.delete(f"{sidecar.base_url}/v1/adapters/versioned", headers=auth()).json()["deleted"]
     assert sorted(deleted) == ["versioned@v1", "versioned@v2"]
+    after = httpx.get(f"{engine}/memsidecar/v1/loras").json()
+    # the engine worker holds no weights beyond the names it serves: vLLM's own unload would leave them cached
+    assert set(after["lora_int_ids"]) == set(after["names"].values())
+    assert len(after["lora_int_ids"]) < len(before["lora_int_ids"])
+    assert httpx.post(f"{engine}/memsidecar/v1/release_lora", json={"lora_name": "nope"}).status_code == 404
+    assert httpx.post(f"{engine}/memsidecar/v1/release_lora", content=b"x" * 5000).status_code == 400
     assert complete(sidecar, "versioned").status_code == 404
     assert upload(sidecar, "versioned", zipped(adapter_dirs[0])).json()["version"] == 3
     assert text(complete(sidecar, "versioned")) == first
