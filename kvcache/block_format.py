@@ -16,9 +16,8 @@ numpy has no bfloat16, so callers pass arrays of the right byte width (e.g. a ui
 name the dtype separately. `decode_into` checks the header against what the caller expects, checks the checksum,
 and copies the payload straight into the caller's preallocated array, or scatters it row by row (first axis) into
 separate places (`Scatter`, e.g. each layer's slot of the block in a paged KV cache, by address: see `SlotMap`):
-no pickle, one copy. Nothing
-is written to the destination unless the whole block is sound. Any mismatch raises `CorruptBlock`, which the store
-treats as a miss.
+no pickle, one copy. Nothing is written to the destination unless the whole block is sound. Any mismatch raises
+`CorruptBlock`, which the store treats as a miss.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from sidecar.adapter_service import AdapterService
 from sidecar.engine import Engine
 from sidecar.memory_extractor import MemoryExtractor
 from sidecar.scheduler.executor import Scheduler
@@ -72,12 +73,27 @@ class _ExtractionCollector:
         return [runs, items]
 
 
+class _AdapterCollector:
+    """Adapter unloads by whether the engine freed the weights, read at scrape time."""
+
+    def __init__(self, service: AdapterService) -> None:
+        self.service = service
+
+    def collect(self):
+        unloads = CounterMetricFamily("memsidecar_adapter_unloads", "Adapter unloads: released (the engine no longer "
+                                      "holds the weights), unreleased (it still does), unverified (an engine without "
+                                      "the release middleware).", labels=["outcome"])
+        for outcome in ("released", "unreleased", "unverified"):
+            unloads.add_metric([outcome], float(self.service.releases[outcome]))
+        return [unloads]
+
+
 class Metrics:
-    """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers' and, given
-    an extractor, its extractions."""
+    """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers', given an
+    extractor, its extractions, and given an adapter service, its unloads."""
 
     def __init__(self, engine: Engine, scheduler: Scheduler | None = None,
-                 extractor: MemoryExtractor | None = None) -> None:
+                 extractor: MemoryExtractor | None = None, adapters: AdapterService | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "memsidecar_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
@@ -92,6 +108,8 @@ class Metrics:
             self.registry.register(_TierCollector(scheduler))
         if extractor is not None:
             self.registry.register(_ExtractionCollector(extractor))
+        if adapters is not None:
+            self.registry.register(_AdapterCollector(adapters))
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

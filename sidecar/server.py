@@ -98,7 +98,7 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
     chat = ChatService(client, catalog, MemoryChat(store, memory_defaults(settings)), gate, settings.kv_scope,
                        service, extractor)
     scheduler = build_scheduler(settings, store, service, kv_store)
-    metrics = Metrics(engine, scheduler, extractor)
+    metrics = Metrics(engine, scheduler, extractor, service)
     access = Access(keys, RateLimiter(settings.rate_limit_per_minute))
     jobs = JobRunner()
     mcp = mcp_http_app(store, access)

@@ -52,7 +52,8 @@ def store_new(store, memory: Memory, vector: np.ndarray, consolidate: bool) -> M
 
 def _similar(store, memory: Memory, vector: np.ndarray) -> list[tuple[Memory, float]]:
     """The memories of the same user, type and kb nearest to `vector`, with their cosine similarity: resident ones
-    from the index, cold ones read from LMDB (a new value must supersede an old one however long it went unused)."""
+    from the index, cold ones read from LMDB (a new value must supersede an old one however long it went unused; the
+    cost grows with the user's cold memories of that type; only facts, preferences and events are consolidated)."""
     index = store.index(memory.tenant)
     key = peer_key(memory)
     peers = {memory_id for memory_id, m in index.memories.items() if peer_key(m) == key}

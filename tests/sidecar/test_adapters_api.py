@@ -158,6 +158,9 @@ def test_versions_delete_while_loaded_and_reload(sidecar, adapter_dirs):
     # the engine worker holds no weights beyond the names it serves: vLLM's own unload would leave them cached
     assert set(after["lora_int_ids"]) == set(after["names"].values())
     assert len(after["lora_int_ids"]) < len(before["lora_int_ids"])
+    metrics = httpx.get(f"{sidecar.base_url}/metrics").text
+    assert 'memsidecar_adapter_unloads_total{outcome="released"}' in metrics
+    assert 'memsidecar_adapter_unloads_total{outcome="unreleased"} 0.0' in metrics
     assert httpx.post(f"{engine}/memsidecar/v1/release_lora", json={"lora_name": "nope"}).status_code == 404
     assert httpx.post(f"{engine}/memsidecar/v1/release_lora", content=b"x" * 5000).status_code == 400
     assert complete(sidecar, "versioned").status_code == 404
