@@ -46,12 +46,30 @@ def git(*args: str) -> str:
 
 
 def machine() -> str:
-    """`uname -m`, the cores this process may use, and the GPU when `nvidia-smi` names one."""
+    """`uname -m`, the cores this process may use, the CPU and its widest vector / bf16 instructions (a bf16 model
+    computes about ten times slower on a CPU without them), and the GPU when `nvidia-smi` names one."""
     gpus = ""
     if shutil.which("nvidia-smi"):
         gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                               text=True).stdout.strip().replace("\n", ", ")
-    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores ({gpus or 'CPU only'})"
+    cpu = cpu_description(Path("/proc/cpuinfo"))
+    return f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores{f' of {cpu}' if cpu else ''} " \
+           f"({gpus or 'CPU only'})"
+
+
+def cpu_description(cpuinfo: Path) -> str:
+    """The first CPU's model name and vector / bf16 instructions from a Linux /proc/cpuinfo, e.g. "AMD EPYC, AVX2,
+    no bf16"; "" where there is no such file."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return ""
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    bf16 = "AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags else "no bf16"
+    return ", ".join(part for part in (fields.get("model name", ""), vector, bf16) if part)
 
 
 def meta(argv: list[str]) -> dict:

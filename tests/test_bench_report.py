@@ -149,3 +149,13 @@ def test_quick_goes_only_to_benchmarks_that_have_it():
     assert run_all.command("overhead", True, Path("d.json"), []) == ["python", "-m", "bench.overhead", "--json"]
     assert run_all.command("locomo", False, run_all.ROOT / "d.json", ["--k", "10"]) == \
         ["python", "-m", "bench.locomo", "--json", "--data", "d.json", "--k", "10"]
+
+
+def test_the_machine_names_the_cpu_and_its_bf16_instructions(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512f "
+                    "avx512_bf16 amx_bf16\n\nprocessor\t: 1\n")
+    assert run_all.cpu_description(info) == "Intel(R) Xeon(R) Platinum 8480+, AVX-512, AMX bf16"
+    info.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx2\n")
+    assert run_all.cpu_description(info) == "AMD EPYC, AVX2, no bf16"
+    assert run_all.cpu_description(tmp_path / "absent") == ""
