@@ -183,18 +183,18 @@ class AdapterService:
         """Unload through the engine middleware that also frees the weights (`sidecar.engine_lora`); an attached
         engine without it gets vLLM's plain unload. A 404 means the engine did not have the adapter (it restarted)."""
         status, text = await self.client.post_command(RELEASE_PATH, {"lora_name": engine_name})
-        outcome = "absent"
         if status == 404 and '"lora_name"' not in text:  # no middleware on this engine
             status, text = await self.client.post_command("/v1/unload_lora_adapter", {"lora_name": engine_name})
             outcome = "unverified"
-        elif status == 200:
-            outcome = "released" if json.loads(text).get("released") is True else "unreleased"
+        else:
+            outcome = "released" if status == 200 and json.loads(text).get("released") is True else "unreleased"
         if status not in (200, 404):
             raise APIError(502, f"the engine could not unload adapter {record.reference}: {text[:300]}",
                            "adapter_unload_failed", "api_error")
-        if status == 200:
-            self.releases[outcome] += 1
-        if status == 200 and outcome == "unreleased":
+        if status == 404:
+            return
+        self.releases[outcome] += 1
+        if outcome == "unreleased":
             log.warning("adapter %s was unloaded but the engine still holds its weights", record.reference)
 
     def _forget_if_restarted(self) -> None:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from textual.memory import RESIDENT_TIERS, Memory, MemoryType, Tier
+from textual.memory import RESIDENT_TIERS, Memory, MemoryType, Tier, peer_key
 
 MAX_HISTORY = 20
 STOPWORDS = frozenset({"the", "a", "an", "my", "our", "his", "her", "their", "its", "this", "that", "user", "i"})
@@ -79,8 +79,7 @@ def word_overlap(left: str, right: str) -> float:
 
 def decide(new: Memory, similar: Sequence[tuple[Memory, float]], policy: ConsolidationPolicy) -> Decision:
     """The decision for `new` given stored memories with their cosine similarity to it (any order)."""
-    peers = [(m, s) for m, s in similar
-             if m.id != new.id and m.user == new.user and m.type is new.type and m.kb_id == new.kb_id]
+    peers = [(m, s) for m, s in similar if m.id != new.id and peer_key(m) == peer_key(new)]
     if not peers:
         return Decision(Action.ADD)
     best, score = max(peers, key=lambda pair: (pair[1], pair[0].id))

@@ -13,8 +13,7 @@ import numpy as np
 
 from textual.consolidation import Action, decide, merged, superseding
 from textual.lifecycle import Move, MoveKind, reinforced_strength
-from textual.memory import RESIDENT_TIERS, Memory, Tier
-from textual.tenant_index import peer_key
+from textual.memory import RESIDENT_TIERS, Memory, Tier, peer_key
 
 SIMILAR_NEIGHBOURS = 8
 

@@ -69,6 +69,14 @@ class Memory:
     accesses: tuple[float, ...] = ()  # the most recent access times, oldest first, at most MAX_ACCESSES
 
 
+PeerKey = tuple[str, MemoryType, str | None]
+
+
+def peer_key(memory: Memory) -> PeerKey:
+    """(user, type, kb_id): memories that may merge with or supersede each other share it."""
+    return memory.user, memory.type, memory.kb_id
+
+
 @dataclass(frozen=True)
 class KnowledgeBase:
     """A named collection of documents in one tenant; its chunks are `document_chunk` memories with its `id`."""

@@ -32,10 +32,10 @@ from textual.errors import EmbeddingModelMismatchError
 from textual.images import DEFAULT_MAX_IMAGE_BYTES
 from textual.lexical_index import Analyzer
 from textual.lifecycle import LifecyclePolicy
-from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Tier, check_identifier
+from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Tier, check_identifier, peer_key
 from textual.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
 from textual.retriever import SearchSettings
-from textual.tenant_index import TenantIndex, build_tenant_index, peer_key
+from textual.tenant_index import TenantIndex, build_tenant_index
 from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, ReplicaFactory, VectorIndex, replica_for
 
 # Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in

@@ -15,16 +15,8 @@ import numpy as np
 
 from textual.filters import Filters
 from textual.lexical_index import Analyzer, LayeredLexicalIndex
-from textual.memory import Memory, MemoryType
+from textual.memory import Memory, MemoryType, PeerKey, peer_key
 from textual.vector_index import VectorIndex
-
-
-PeerKey = tuple[str, MemoryType, str | None]
-
-
-def peer_key(memory: Memory) -> PeerKey:
-    """(user, type, kb_id): memories that may merge with or supersede each other share it."""
-    return memory.user, memory.type, memory.kb_id
 
 
 class TenantIndex:
