@@ -59,10 +59,14 @@ def prompt_ids(length: int, run: int, vocab: int) -> list[int]:
     return np.random.default_rng(length * 1000 + run).integers(3, vocab, size=length).tolist()
 
 
-def kv_bytes_per_token(model_dir: Path) -> int:
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def kv_bytes_per_token(model_dir: Path, dtype: str = "bfloat16") -> int:
+    """KV bytes one token takes in every layer (K and V), for the engine's `dtype`."""
     config = json.loads((model_dir / "config.json").read_text())
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * 2  # K and V, 2-byte dtype
+    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * DTYPE_BYTES[dtype]
 
 
 class Engine:
@@ -211,6 +215,9 @@ def main() -> None:
     parser.add_argument("--lengths", default=None, help="comma-separated prompt lengths (overrides --quick)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--dtype", default=EngineSettings.dtype, choices=sorted(DTYPE_BYTES),
+                        help="every engine's dtype (float32 where the CPU lacks bf16 instructions: it prefills "
+                             "bf16 ~10x slower without them)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated subset of the modes (ours_disk_restart needs ours_ram, which is added)")
     args = parser.parse_args()
@@ -220,12 +227,12 @@ def main() -> None:
     modes = tuple(mode for mode in MODES if mode in chosen)
     lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else [1024, 4096] if args.quick else \
         [1024, 4096, 8192]
-    settings = EngineSettings(block_size=args.block_size)
+    settings = EngineSettings(block_size=args.block_size, dtype=args.dtype)
     model_dir = args.model if (args.model / "config.json").exists() else ensure_model("qwen2-0.5b-shape", args.model)
     vocab = len(json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"])
     with tempfile.TemporaryDirectory(prefix="bench-ttft-") as work:
         results = asyncio.run(run_modes(model_dir, lengths, args.runs, settings, vocab, Path(work), modes))
-    rows = summarize(results, lengths, kv_bytes_per_token(model_dir), args.runs, modes)
+    rows = summarize(results, lengths, kv_bytes_per_token(model_dir, settings.dtype), args.runs, modes)
     print_table(rows, modes)
     if args.json:
         print(json.dumps({"bench": "ttft", "model": model_dir.name, "block_size": settings.block_size,

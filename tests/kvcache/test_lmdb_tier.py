@@ -53,6 +53,22 @@ def test_a_full_map_evicts_and_keeps_accepting(tmp_path, monkeypatch):
     assert not tier.contains(key(0)) and tier.contains(key(0, namespace=9))
 
 
+def test_lookups_read_an_index_that_always_names_exactly_the_stored_blocks(tmp_path, monkeypatch):
+    """`contains` and `keys` answer from the `seq` database (never a block's pages): it must name what `blocks` holds
+    after writes, rewrites, eviction by a full map and explicit eviction."""
+    monkeypatch.setattr(lmdb_tier, "HIGH_WATER", 100.0)
+    tier = LmdbTier.open(tmp_path, 256 << 10)
+    for i in range(150):
+        tier.put_many([(key(i % 97), bytes([i % 256]) * 3000)])
+        if i % 10 == 9:
+            tier.evict([key(i - 3)])
+    tier.close()
+    stored = set(raw_items(tmp_path, b"blocks"))
+    assert set(raw_items(tmp_path, b"seq")) == stored and 10 < len(stored) < 97
+    tier = LmdbTier.open(tmp_path, 256 << 10)
+    assert set(tier.keys()) == stored and all(tier.contains(key(i)) == (key(i) in stored) for i in range(97))
+
+
 def test_a_map_full_of_pinned_blocks_drops_the_write_without_raising(tmp_path, caplog):
     tier = LmdbTier.open(tmp_path, 256 << 10)
     tier.pin([key(i) for i in range(100)])
