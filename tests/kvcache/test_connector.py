@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from adapters.synthetic import random_adapter
+from kvcache.worker_stats import read_stats, stats_path
 from tests.conftest import RedisServer, Sidecar, free_port
 
 pytestmark = pytest.mark.slow
@@ -194,6 +195,10 @@ def test_a_restarted_engine_loads_from_disk_and_recomputes_corrupt_blocks(kv_sid
         assert complete(restarted, kept) == kept_output
         assert external_hits(restarted) == len(kept) - 1  # a fresh engine: all of it came from disk
         assert complete(restarted, damaged) == damaged_output
+        deadline = time.monotonic() + 10
+        while not (read_stats(stats_path(kv_data_dir / "kv")) or {}).get("premapped_bytes"):
+            assert time.monotonic() < deadline, "the new worker maps the store's cached pages at start"
+            time.sleep(0.5)
     assert "dropping a corrupt KV block" in (kv_data_dir / "logs" / "engine.log").read_text()
 
 
