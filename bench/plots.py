@@ -36,12 +36,17 @@ def save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _dtype_note(row: dict) -> str:
+    """", float32" for a row measured in another dtype than the benchmark's bf16, else ""."""
+    return "" if row.get("dtype", "bfloat16") == "bfloat16" else f", {row['dtype']}"
+
+
 def ttft(rows: list[dict], path: Path) -> None:
     """TTFT of every mode, grouped by prompt length, on a log scale."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     modes = [(key, label) for key, label in TTFT_MODES if all(key in row for row in rows)]
-    grouped_bars(ax, [f"{row['prompt_tokens']:,} tokens" for row in rows],
+    grouped_bars(ax, [f"{row['prompt_tokens']:,} tokens{_dtype_note(row)}" for row in rows],
                  [(label, [row[key] for row in rows]) for key, label in modes], ".3f")
     ax.set_yscale("log")
     ax.set_ylabel("time to first token (s, log scale)")

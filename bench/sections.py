@@ -135,14 +135,17 @@ TTFT_MODES = ("recompute", "prefix_cache", "example_connector", "ours_ram", "our
 
 
 def ttft_rows(line: dict) -> list[tuple[tuple, dict]]:
-    """Rows keyed by (prompt tokens, the modes the run measured): a run of some modes does not hide a full one."""
+    """Rows keyed by (prompt tokens, the engines' dtype, the modes the run measured): a run of some modes, or in
+    another dtype, does not hide a full bf16 one."""
     modes = tuple(line.get("modes", TTFT_MODES))
-    return [((row["prompt_tokens"], modes), row) for row in line["results"]]
+    dtype = line.get("settings", {}).get("dtype", "bfloat16")
+    return [((row["prompt_tokens"], dtype, modes), {**row, "dtype": dtype}) for row in line["results"]]
 
 
 def ttft_where(key: tuple) -> str:
-    tokens, modes = key
-    return f"{tokens:,} tokens" + ("" if set(modes) >= set(TTFT_MODES) else f" (a run of {', '.join(modes)})")
+    tokens, dtype, modes = key
+    return f"{tokens:,} tokens" + ("" if dtype == "bfloat16" else f", {dtype}") + \
+        ("" if set(modes) >= set(TTFT_MODES) else f" (a run of {', '.join(modes)})")
 
 
 TTFT = Section(
