@@ -206,11 +206,12 @@ class _Worker:
         self._waiting_since: float | None = None  # when the oldest unpromoted load ran
         self.dropped_saves = 0
         self._queue: queue.Queue = queue.Queue(maxsize=64)
-        self._thread = threading.Thread(target=self._write_loop, name="memsidecar-kv-writer", daemon=True)
-        self._thread.start()
         self._closing = threading.Event()
         self.premapped_bytes = 0
+        # Threads start last: the writer publishes `_stats` at once, which reads every attribute above.
+        self._thread = threading.Thread(target=self._write_loop, name="memsidecar-kv-writer", daemon=True)
         self._premap = threading.Thread(target=self._map_cached_store, name="memsidecar-kv-premap", daemon=True)
+        self._thread.start()
         self._premap.start()
 
     def _map_cached_store(self) -> None:
@@ -312,7 +313,10 @@ class _Worker:
     def _write_loop(self) -> None:
         while True:
             self._apply_commands()
-            self.publisher.maybe_publish(self._stats)
+            try:
+                self.publisher.maybe_publish(self._stats)
+            except Exception:  # a report only (at most one try per interval): it must never stop the saves
+                log.exception("publishing the KV worker's figures failed")
             self._maybe_promote()
             try:
                 item = self._queue.get(timeout=self.publisher.interval_s if self._waiting_since is None
