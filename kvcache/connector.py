@@ -188,7 +188,8 @@ class _Worker:
     cache synchronously (the blocks may be freed after this step) and written to the store by one background thread.
     Loads decode straight into the KV cache while the forward pass waits; blocks they read from disk (or the shared
     tier) are promoted to RAM afterwards by that same thread, off the critical path. At start a third thread maps the
-    disk tier's page-cached pages into the process, so that the first loads after a restart do not fault them in.
+    disk tier's page-cached pages into the process and reads its newest blocks, so that the first loads after a
+    restart neither fault pages in nor wait for the device.
     """
 
     def __init__(self, store: TieredStore, layout: str, publisher: StatsPublisher,
@@ -208,6 +209,7 @@ class _Worker:
         self._queue: queue.Queue = queue.Queue(maxsize=64)
         self._closing = threading.Event()
         self.premapped_bytes = 0
+        self.warmed_bytes = 0
         # Threads start last: the writer publishes `_stats` at once, which reads every attribute above.
         self._thread = threading.Thread(target=self._write_loop, name="memsidecar-kv-writer", daemon=True)
         self._premap = threading.Thread(target=self._map_cached_store, name="memsidecar-kv-premap", daemon=True)
@@ -215,15 +217,20 @@ class _Worker:
         self._premap.start()
 
     def _map_cached_store(self) -> None:
-        """Map the disk tier's page-cached pages into this process before the first loads (see `mapped_pages`):
-        after a restart, loads from disk then cost what loads from RAM do instead of a page fault per block."""
+        """Before the first loads, map the disk tier's page-cached pages into this process (see `mapped_pages`),
+        then read its newest blocks up to the RAM budget (`TieredStore.warm_disk`): after a restart, loads from
+        disk then cost what loads from RAM do instead of page faults and device reads while the forward waits."""
         started = time.perf_counter()
         try:
             self.premapped_bytes = self.store.disk.map_cached_pages(self._closing.is_set)
+            mapped_at = time.perf_counter()
+            self.warmed_bytes = self.store.warm_disk(self._closing.is_set)
         except Exception:  # placement only: unmapped pages are faulted in by the loads
-            log.exception("mapping the KV disk tier's cached pages failed")
-        log.info("memsidecar KV worker: mapped %.1f MiB of the disk tier's cached pages in %.2f s",
-                 self.premapped_bytes / 2**20, time.perf_counter() - started)
+            log.exception("mapping the KV disk tier's pages failed")
+            return
+        log.info("memsidecar KV worker: mapped %.1f MiB of the disk tier's cached pages in %.2f s, then read its "
+                 "newest %.1f MiB in %.2f s", self.premapped_bytes / 2**20, mapped_at - started,
+                 self.warmed_bytes / 2**20, time.perf_counter() - mapped_at)
 
     def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
         seen: set[int] = set()
@@ -339,6 +346,7 @@ class _Worker:
     def _stats(self) -> dict:
         """What the worker publishes for the sidecar (`worker_stats`)."""
         return {**self.store.stats(), "dropped_saves": self.dropped_saves, "premapped_bytes": self.premapped_bytes,
+                "warmed_bytes": self.warmed_bytes,
                 "load_path": "direct" if self._slots is not None else "staged", "loads": self.loads.as_dict(),
                 "ram_namespaces": self.store.ram_namespaces(),
                 "applied_command": self.control.applied if self.control else 0}

@@ -45,6 +45,7 @@ FORMAT = b"msc-kv-lmdb-1"
 HIGH_WATER = 0.8
 LOW_WATER = 0.6
 WRITE_ATTEMPTS = 4
+WARM_CHUNK = 16
 _SEQ = struct.Struct(">Q")
 
 
@@ -98,6 +99,39 @@ class LmdbTier:
         used = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
         return sum(map_resident(address, min(used, length), should_stop)
                    for address, length in file_mappings(Path(self._env.path()) / "data.mdb"))
+
+    def warm(self, budget_bytes: int, should_stop: Callable[[], bool] = lambda: False,
+             chunk: int = WARM_CHUNK) -> int:
+        """Read the most recently used blocks, up to `budget_bytes`, so that their pages are in the OS page cache and
+        mapped into this process; returns the bytes read. Recency is not changed (a warm-up is not a use).
+
+        After a restart the store's pages are wherever the page cache left them; a load that finds them on the
+        device faults them in a few pages at a time while the forward pass waits (fp32, 4096 tokens: 60-120 ms for
+        100 MB instead of ~30 ms). Reading them ahead, in a background thread while the engine starts, moves that
+        wait off the requests. py-lmdb touches every page of a value it returns (outside the GIL), which is the read.
+        Short read transactions (`chunk` blocks each) keep writers free to reuse pages meanwhile.
+        """
+        warmed, newest = 0, None
+        while warmed < budget_bytes and not should_stop():
+            with self._env.begin(buffers=True) as txn:
+                cursor = txn.cursor(db=self._order)
+                if newest is None or not cursor.set_range(newest):
+                    found = cursor.last()  # the first chunk, or every block after `newest` was deleted meanwhile
+                else:
+                    found = cursor.prev()  # the newest block older than the last one warmed
+                batch = []
+                while found and len(batch) < chunk:
+                    batch.append((bytes(cursor.key()), bytes(cursor.value())))
+                    found = cursor.prev()
+                for _, key in batch:
+                    data = txn.get(key, db=self._blocks)
+                    warmed += len(data) if data is not None else 0
+                    if warmed >= budget_bytes:
+                        break
+            if len(batch) < chunk:
+                break
+            newest = batch[-1][0]
+        return warmed
 
     def contains(self, key: bytes) -> bool:
         """Looks the key up in the `seq` index: never touches the block's own pages."""

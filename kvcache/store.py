@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -300,6 +300,12 @@ class TieredStore:
                 namespace = entry.key[:NAMESPACE_BYTES].hex()
                 held[namespace] = held.get(namespace, 0) + entry.size
         return held
+
+    def warm_disk(self, should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Read the newest disk blocks, as many bytes as the RAM tier's budget (the memory this store may use for
+        blocks), into the OS page cache and this process's map: not into the RAM tier. Returns the bytes read.
+        For the start of a worker, in a background thread: loads after a restart then find their pages in memory."""
+        return self.disk.warm(self.ram.budget_bytes, should_stop) if self.ram is not None else 0
 
     def prefetch(self, namespace_id: bytes) -> int:
         """Copy a namespace's disk blocks into free RAM, most recently used first; returns how many were loaded."""

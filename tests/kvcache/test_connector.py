@@ -196,9 +196,11 @@ def test_a_restarted_engine_loads_from_disk_and_recomputes_corrupt_blocks(kv_sid
         assert external_hits(restarted) == len(kept) - 1  # a fresh engine: all of it came from disk
         assert complete(restarted, damaged) == damaged_output
         deadline = time.monotonic() + 10
-        while not (read_stats(stats_path(kv_data_dir / "kv")) or {}).get("premapped_bytes"):
-            assert time.monotonic() < deadline, "the new worker maps the store's cached pages at start"
+        stats: dict = {}
+        while not (stats.get("premapped_bytes") and stats.get("warmed_bytes")):
+            assert time.monotonic() < deadline, "the new worker maps the store's cached pages and reads its newest"
             time.sleep(0.5)
+            stats = read_stats(stats_path(kv_data_dir / "kv")) or {}
     assert "dropping a corrupt KV block" in (kv_data_dir / "logs" / "engine.log").read_text()
 
 

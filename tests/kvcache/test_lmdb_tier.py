@@ -111,3 +111,30 @@ def test_unsynced_commits_are_still_read_back_after_reopening(tmp_path):
     tier.put_many([(key(1), b"data")])
     tier.close()
     assert LmdbTier.open(tmp_path, 1 << 20).read(key(1), bytes) == b"data"
+
+
+def test_warming_reads_the_newest_blocks_up_to_the_budget_and_leaves_recency_alone(tmp_path):
+    sizes = {i: 100_000 + 1000 * i for i in range(8)}
+    tier = LmdbTier.open(tmp_path, 16 << 20)
+    for i, size in sizes.items():  # one write each: block 7 is the newest
+        tier.put_many([(key(i), bytes([i]) * size)])
+    tier.close()
+    order_before = raw_items(tmp_path, b"order")
+    tier = LmdbTier.open(tmp_path, 16 << 20)
+
+    assert tier.warm(1) == sizes[7]
+    assert tier.warm(sizes[7] + 1) == sizes[7] + sizes[6]
+    assert tier.warm(1 << 30, chunk=3) == sum(sizes.values()), "chunks continue past each other"
+    assert tier.warm(1 << 30, should_stop=lambda: True) == 0
+    assert tier.warm(0) == 0
+    tier.put_many([(key(8), b"new")])  # a write re-sequences what reads touched; warming touched nothing
+    assert tier.evict_oldest(1) == 1 and key(0) not in tier.keys()
+    tier.close()
+    assert {k: v for k, v in raw_items(tmp_path, b"order").items() if v != key(8)} == {
+        k: v for k, v in order_before.items() if v != key(0)}
+
+
+def test_warming_an_empty_store_reads_nothing(tmp_path):
+    tier = LmdbTier.open(tmp_path, 1 << 20)
+    assert tier.warm(1 << 20) == 0
+    tier.close()
