@@ -1,7 +1,7 @@
 """Chat with memsidecar against chat with the whole history, end to end, on LoCoMo conversations.
 
     python -m bench.e2e [--quick] [--json] [--data FILE] [--model DIR] [--questions N] [--max-model-len N]
-                        [--memory-budget N]
+                        [--memory-budget N] [--dtype auto|bfloat16|float16|float32]
 
 Each conversation of the development split is replayed session by session; after each session, the questions whose
 evidence ends in it are asked (categories 1-4, evidence present), two ways, on identical engine settings:
@@ -38,6 +38,7 @@ from rich.table import Table
 
 from bench.locomo import CATEGORIES, evidence_ids, session_time
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
+from sidecar.engine_dtype import engine_dtype
 from sidecar.model_builder import ensure_model
 
 console = Console(stderr=True)
@@ -273,6 +274,8 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, help="context of both ways (default: the model's own)")
     parser.add_argument("--memory-budget", type=int, default=Settings.memory_token_budget,
                         help="token budget of the injected memories (default %(default)s)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="both ways' engine dtype (default: what `memsidecar serve` runs the model in)")
     args = parser.parse_args()
     samples = json.loads(args.data.read_text())
     limit = args.questions or (8 if args.quick else None)
@@ -281,7 +284,8 @@ def main() -> None:
         work = Path(tmp)
         model = args.model or ensure_model("qwen2-0.5b-shape", DEFAULT_MODEL_DIR)
         context = json.loads((model / "config.json").read_text())["max_position_embeddings"]
-        settings = Settings(max_model_len=args.max_model_len or context, memory_token_budget=args.memory_budget)
+        settings = Settings(max_model_len=args.max_model_len or context, memory_token_budget=args.memory_budget,
+                            dtype=engine_dtype(args.dtype, model))
         line = asyncio.run(measure(model, work, plan(samples, limit), settings))
     table = Table(title=f"{line['requests']} questions: whole history vs memsidecar")
     table.add_column("")

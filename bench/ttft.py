@@ -1,6 +1,6 @@
 """Time to first token with and without activation memory, every mode on identical engine settings.
 
-    python -m bench.ttft [--quick] [--json] [--model DIR] [--lengths 1024,4096]
+    python -m bench.ttft [--quick] [--json] [--model DIR] [--lengths 1024,4096] [--dtype D] [--modes M,...]
 
 Modes (prompt lengths 1024, 4096, 8192; `--quick`: 1024 and 4096):
 - `recompute`: no prefix caching, no connector: every prompt is prefilled;
@@ -33,6 +33,7 @@ from rich.table import Table
 from kvcache.connector_config import kv_transfer_config
 from kvcache.worker_stats import read_stats, stats_path
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
+from sidecar.engine_dtype import engine_dtype
 from sidecar.model_builder import ensure_model
 
 MODES = ("recompute", "prefix_cache", "example_connector", "ours_ram", "ours_disk_restart")
@@ -215,9 +216,9 @@ def main() -> None:
     parser.add_argument("--lengths", default=None, help="comma-separated prompt lengths (overrides --quick)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=32)
-    parser.add_argument("--dtype", default=EngineSettings.dtype, choices=sorted(DTYPE_BYTES),
-                        help="every engine's dtype (float32 where the CPU lacks bf16 instructions: it prefills "
-                             "bf16 ~10x slower without them)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPE_BYTES)],
+                        help="every engine's dtype (default: what `memsidecar serve` runs the model in, "
+                             "`sidecar.engine_dtype`: float32 on a CPU without bf16 instructions)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated subset of the modes (ours_disk_restart needs ours_ram, which is added)")
     args = parser.parse_args()
@@ -227,8 +228,8 @@ def main() -> None:
     modes = tuple(mode for mode in MODES if mode in chosen)
     lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else [1024, 4096] if args.quick else \
         [1024, 4096, 8192]
-    settings = EngineSettings(block_size=args.block_size, dtype=args.dtype)
     model_dir = args.model if (args.model / "config.json").exists() else ensure_model("qwen2-0.5b-shape", args.model)
+    settings = EngineSettings(block_size=args.block_size, dtype=engine_dtype(args.dtype, model_dir))
     vocab = len(json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"])
     with tempfile.TemporaryDirectory(prefix="bench-ttft-") as work:
         results = asyncio.run(run_modes(model_dir, lengths, args.runs, settings, vocab, Path(work), modes))

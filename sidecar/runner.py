@@ -17,6 +17,7 @@ from kvcache.fingerprint import model_fingerprint
 from kvcache.store import StoreConfig, TieredStore
 from sidecar.engine import (AttachedEngine, Engine, EngineSpec, LoraSpec, ManagedEngine, free_port,
                             parse_extra_args)
+from sidecar.engine_dtype import engine_dtype
 from sidecar.model_builder import ensure_model
 from sidecar.server import AdapterSetup, create_app
 from sidecar.tenancy import DEFAULT_TENANT, KeyTable, check_exposure
@@ -65,7 +66,7 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
         kv_cache_gib=settings.kv_cache_gib,
         max_model_len=settings.max_model_len,
         block_size=settings.block_size,
-        dtype=settings.dtype,
+        dtype=engine_dtype(settings.dtype, model_dir.resolve()),
         extra_args=parse_extra_args(settings.engine_args),
         cache_dir=settings.data_dir / "cache",
         kv_transfer_config=kv_connector_json(settings),
