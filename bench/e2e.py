@@ -71,7 +71,7 @@ def sessions(conversation: dict) -> list[tuple[str, float, list[dict]]]:
 
 def last_evidence_session(qa: dict) -> int:
     """The session number of the question's latest evidence turn (`D3:7` is session 3)."""
-    return max(int(turn[1:].split(":")[0]) for turn in evidence_ids(qa["evidence"]) if turn.startswith("D"))
+    return max(int(turn[1:].split(":")[0]) for turn in evidence_ids(qa["evidence"]))
 
 
 def turn_text(turn: dict) -> str:
@@ -163,7 +163,7 @@ def plan(samples: list[dict], limit: int | None) -> list[tuple[dict, dict[int, l
     """Per conversation, the questions to ask after each session number. With `limit`, that many questions spread
     evenly over all eligible ones, so early and late sessions (short and long histories) are both asked about."""
     eligible = [(index, qa) for index, sample in enumerate(samples) for qa in sample["qa"]
-                if qa["category"] in CATEGORIES and qa.get("evidence")]
+                if qa["category"] in CATEGORIES and evidence_ids(qa.get("evidence") or [])]
     if limit is not None and limit < len(eligible):
         eligible = [eligible[round(i * (len(eligible) - 1) / max(1, limit - 1))] for i in range(limit)]
     result = []

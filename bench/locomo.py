@@ -48,9 +48,14 @@ def conversation_messages(conversation: dict) -> list[ChatMessage]:
     return messages
 
 
+TURN_ID = re.compile(r"D:?(\d+):(\d+)")
+
+
 def evidence_ids(evidence: list[str]) -> set[str]:
-    """Evidence turn ids; a few entries hold several ids separated by ';' or spaces."""
-    return {piece for item in evidence for piece in re.split(r"[;,\s]+", item) if piece}
+    """Evidence turn ids (`D<session>:<turn>`). A few entries hold several ids separated by ';' or spaces; the
+    dataset's typos are read as meant (`D:11:26` is `D11:26`) or skipped when they name no turn (a bare `D`)."""
+    return {f"D{match[1]}:{match[2]}" for item in evidence for piece in re.split(r"[;,\s]+", item)
+            if (match := TURN_ID.fullmatch(piece))}
 
 
 def ingest(store: MemoryStore, samples: list[dict]) -> dict[str, TenantMemory]:
@@ -70,13 +75,13 @@ def evaluate(handles: dict[str, TenantMemory], samples: list[dict], k: int, budg
     recalls, tokens, latencies = defaultdict(list), [], []
     for sample in tqdm(samples, desc="search", unit="conv", file=sys.stderr):
         for qa in sample["qa"]:
-            if qa["category"] not in CATEGORIES or not qa.get("evidence"):
+            wanted = evidence_ids(qa.get("evidence") or [])
+            if qa["category"] not in CATEGORIES or not wanted:
                 continue
             started = time.perf_counter()
             result = handles[sample["sample_id"]].search(qa["question"], k=k, budget_tokens=budget, user="speakers")
             latencies.append((time.perf_counter() - started) * 1000)
             returned = {turn for hit in result.hits for turn in hit.memory.source}
-            wanted = evidence_ids(qa["evidence"])
             recalls[qa["category"]].append(len(wanted & returned) / len(wanted))
             tokens.append(result.context_tokens)
     return {"recalls": recalls, "tokens": tokens, "latencies": latencies}
