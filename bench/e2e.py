@@ -1,7 +1,7 @@
 """Chat with memsidecar against chat with the whole history, end to end, on LoCoMo conversations.
 
     python -m bench.e2e [--quick] [--json] [--data FILE] [--model DIR] [--questions N] [--max-model-len N]
-                        [--memory-budget N] [--dtype auto|bfloat16|float16|float32]
+                        [--memory-budget N] [--dtype auto|bfloat16|float16|float32] [--prompts-only]
 
 Each conversation of the development split is replayed session by session; after each session, the questions whose
 evidence ends in it are asked (categories 1-4, evidence present), two ways, on identical engine settings:
@@ -13,9 +13,11 @@ evidence ends in it are asked (categories 1-4, evidence present), two ways, on i
   question is a chat with only the question, memory injected (top_k 100, `--memory-budget` tokens, default 1,000).
 Reported per way: prompt tokens per request (the engine's count), TTFT p50/p95 (streaming, first content chunk),
 end-to-end latency p50, and for the sidecar the evidence recall of the injected memories (share of the question's
-evidence turn ids among their source turns). Answers are never read. The model is `qwen2-0.5b-shape` (random
-weights: outputs are meaningless, costs are real). `--quick`: the first conversation, 8 of its questions spread over
-its sessions.
+evidence turn ids among their source turns). `--prompts-only` runs no engine: it counts both ways' prompts with
+the model's tokenizer and chat template (as the engine does) and measures recall through the sidecar's memory path
+in process, so the whole split takes minutes (timing it takes many hours on a CPU). Answers are never read. The
+model is `qwen2-0.5b-shape` (random weights: outputs are meaningless, costs are real). `--quick`: the first
+conversation, 8 of its questions spread over its sessions.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 from rich.table import Table
+from tqdm import tqdm
 
 from bench.locomo import CATEGORIES, evidence_ids, session_time
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
@@ -176,19 +179,39 @@ def plan(samples: list[dict], limit: int | None) -> list[tuple[dict, dict[int, l
     return result
 
 
+def baseline_messages(tokenizer, done: list[tuple[str, float, list[dict]]], qa: dict, settings: Settings) -> list:
+    """The baseline's prompt: the history so far (truncated to the context, newest kept) and the question."""
+    history = truncated(tokenizer, history_lines(done), settings.max_model_len - settings.max_tokens - 64 - 32)
+    return [{"role": "system", "content": f"Conversation so far:\n{history}"},
+            {"role": "user", "content": qa["question"]}]
+
+
+def session_turns(name: str, when: float, turns: list[dict]) -> list[dict]:
+    """A session's turns as `POST /v1/memories/messages` takes them."""
+    return [{"role": "user", "content": turn_text(turn), "speaker": turn["speaker"], "time": when, "session": name,
+             "turn_id": turn["dia_id"]} for turn in turns]
+
+
+def memory_options(settings: Settings) -> dict:
+    """The `memory` object of the sidecar's question chats: inject, never write the question back."""
+    return {"inject": True, "write": False, "top_k": MEMORY_TOP_K, "token_budget": settings.memory_token_budget}
+
+
+def evidence_recall(qa: dict, sources: set[str]) -> float:
+    wanted = evidence_ids(qa["evidence"])
+    return len(wanted & sources) / len(wanted)
+
+
 async def run_baseline(engine_url: str, tokenizer, work_plan, settings: Settings) -> list[dict]:
     measured = []
-    budget = settings.max_model_len - settings.max_tokens - 64
     async with httpx.AsyncClient(base_url=engine_url, timeout=900) as client:
         for sample, asked in work_plan:
             done = []
             for number, session in enumerate(sessions(sample["conversation"]), start=1):
                 done.append(session)
                 for qa in asked.get(number, []):
-                    history = truncated(tokenizer, history_lines(done), budget - 32)
-                    body = {"model": "bench", "max_tokens": settings.max_tokens, "temperature": 0, "messages": [
-                        {"role": "system", "content": f"Conversation so far:\n{history}"},
-                        {"role": "user", "content": qa["question"]}]}
+                    body = {"model": "bench", "max_tokens": settings.max_tokens, "temperature": 0,
+                            "messages": baseline_messages(tokenizer, done, qa, settings)}
                     measured.append(await timed_chat(client, body))
     return measured
 
@@ -199,21 +222,58 @@ async def run_sidecar(url: str, work_plan, settings: Settings) -> list[dict]:
         for index, (sample, asked) in enumerate(work_plan):
             user = f"conv{index}"
             for number, (name, when, turns) in enumerate(sessions(sample["conversation"]), start=1):
-                messages = [{"role": "user", "content": turn_text(turn), "speaker": turn["speaker"], "time": when,
-                             "session": name, "turn_id": turn["dia_id"]} for turn in turns]
-                (await client.post("/v1/memories/messages", json={"user_id": user, "messages": messages})
+                (await client.post("/v1/memories/messages",
+                                   json={"user_id": user, "messages": session_turns(name, when, turns)})
                  ).raise_for_status()
                 for qa in asked.get(number, []):
                     body = {"model": "bench", "user": user, "max_tokens": settings.max_tokens, "temperature": 0,
                             "messages": [{"role": "user", "content": qa["question"]}],
-                            "memory": {"inject": True, "write": False, "top_k": MEMORY_TOP_K,
-                                       "token_budget": settings.memory_token_budget}}
+                            "memory": memory_options(settings)}
                     result = await timed_chat(client, body)
-                    sources = await injected_sources(client, result["memory"]["ids"])
-                    wanted = evidence_ids(qa["evidence"])
-                    result["recall"] = len(wanted & sources) / len(wanted)
+                    result["recall"] = evidence_recall(qa, await injected_sources(client, result["memory"]["ids"]))
                     measured.append(result)
     return measured
+
+
+def count_prompts(model: Path, work: Path, work_plan, settings: Settings) -> dict:
+    """`--prompts-only`: both ways' prompt tokens and memsidecar's evidence recall for every planned question, with
+    no engine. The memory side runs in process on the sidecar's own path (`MemoryStore`, `MemoryChat.prepare`, which
+    `/v1/memories/messages` and the chat endpoint call); prompts are counted with the model's tokenizer and chat
+    template, as the engine counts them. TTFT and latency are not measured."""
+    from transformers import AutoTokenizer
+
+    from sidecar.memory_chat import MemoryChat, MemoryDefaults, MemoryOptions, conversation
+    from textual.embedder import Embedder
+    from textual.messages import ChatMessage
+    from textual.store import MemoryStore
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+
+    def tokens(messages: list[dict]) -> int:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    baseline, sidecar = [], []
+    questions = sum(len(qs) for _, asked in work_plan for qs in asked.values())
+    with MemoryStore.open(work / "memory", embedder=Embedder.open(), track_access=False) as store, \
+            tqdm(total=questions, desc="questions", unit="q", file=sys.stderr) as bar:
+        chat, handle = MemoryChat(store, MemoryDefaults(True, False, MEMORY_TOP_K, 1000)), store.for_tenant("bench")
+        for index, (sample, asked) in enumerate(work_plan):
+            user, done = f"conv{index}", []
+            for number, (name, when, turns) in enumerate(sessions(sample["conversation"]), start=1):
+                done.append((name, when, turns))
+                handle.add_messages([ChatMessage(m["speaker"], m["content"], m["time"], m["session"], m["turn_id"])
+                                     for m in session_turns(name, when, turns)], user=user)
+                for qa in asked.get(number, []):
+                    baseline.append({"prompt_tokens": tokens(baseline_messages(tokenizer, done, qa, settings))})
+                    body = {"model": "bench", "user": user, "messages": [{"role": "user", "content": qa["question"]}]}
+                    options = MemoryOptions(**memory_options(settings))
+                    prepared, injection = chat.prepare(conversation("bench", body, options, chat.defaults), body)
+                    sources = {turn for memory_id in injection.ids for turn in handle.get(memory_id).source}
+                    sidecar.append({"prompt_tokens": tokens(prepared["messages"]),
+                                    "recall": evidence_recall(qa, sources)})
+                    bar.update()
+    return summarize(baseline, sidecar, settings)
 
 
 async def injected_sources(client: httpx.AsyncClient, ids: list[str]) -> set[str]:
@@ -229,20 +289,25 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(baseline: list[dict], sidecar: list[dict], settings: Settings) -> dict:
+    """The JSON line; the timing figures only when the rows have them (not with `--prompts-only`)."""
     def stats(rows: list[dict], key: str, q: float) -> float:
         return round(percentile([row[key] for row in rows], q), 3)
 
-    return {
+    line = {
         "bench": "e2e", "requests": len(sidecar),
         "baseline_prompt_tokens_mean": round(statistics.fmean(r["prompt_tokens"] for r in baseline), 1),
         "sidecar_prompt_tokens_mean": round(statistics.fmean(r["prompt_tokens"] for r in sidecar), 1),
-        "baseline_ttft_s_p50": stats(baseline, "ttft", 0.5), "sidecar_ttft_s_p50": stats(sidecar, "ttft", 0.5),
-        "baseline_ttft_s_p95": stats(baseline, "ttft", 0.95), "sidecar_ttft_s_p95": stats(sidecar, "ttft", 0.95),
-        "baseline_latency_s_p50": stats(baseline, "latency", 0.5),
-        "sidecar_latency_s_p50": stats(sidecar, "latency", 0.5),
         "sidecar_evidence_recall": round(statistics.fmean(r["recall"] for r in sidecar), 4),
         "settings": settings.__dict__,
     }
+    if all("ttft" in row for row in baseline + sidecar):
+        line |= {
+            "baseline_ttft_s_p50": stats(baseline, "ttft", 0.5), "sidecar_ttft_s_p50": stats(sidecar, "ttft", 0.5),
+            "baseline_ttft_s_p95": stats(baseline, "ttft", 0.95), "sidecar_ttft_s_p95": stats(sidecar, "ttft", 0.95),
+            "baseline_latency_s_p50": stats(baseline, "latency", 0.5),
+            "sidecar_latency_s_p50": stats(sidecar, "latency", 0.5),
+        }
+    return line
 
 
 async def measure(model: Path, work: Path, work_plan, settings: Settings) -> dict:
@@ -276,6 +341,9 @@ def main() -> None:
                         help="token budget of the injected memories (default %(default)s)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                         help="both ways' engine dtype (default: what `memsidecar serve` runs the model in)")
+    parser.add_argument("--prompts-only", action="store_true",
+                        help="no engine: count both ways' prompt tokens and measure recall only (minutes for the "
+                             "whole split, where timing it would take many hours on a CPU)")
     args = parser.parse_args()
     samples = json.loads(args.data.read_text())
     limit = args.questions or (8 if args.quick else None)
@@ -286,16 +354,20 @@ def main() -> None:
         context = json.loads((model / "config.json").read_text())["max_position_embeddings"]
         settings = Settings(max_model_len=args.max_model_len or context, memory_token_budget=args.memory_budget,
                             dtype=engine_dtype(args.dtype, model))
-        line = asyncio.run(measure(model, work, plan(samples, limit), settings))
+        if args.prompts_only:
+            line = count_prompts(model, work, plan(samples, limit), settings) | {"mode": "prompts_only"}
+        else:
+            line = asyncio.run(measure(model, work, plan(samples, limit), settings))
     table = Table(title=f"{line['requests']} questions: whole history vs memsidecar")
     table.add_column("")
     table.add_column("baseline")
     table.add_column("memsidecar")
     table.add_row("prompt tokens (mean)", str(line["baseline_prompt_tokens_mean"]),
                   str(line["sidecar_prompt_tokens_mean"]))
-    table.add_row("TTFT p50 / p95 (s)", f"{line['baseline_ttft_s_p50']} / {line['baseline_ttft_s_p95']}",
-                  f"{line['sidecar_ttft_s_p50']} / {line['sidecar_ttft_s_p95']}")
-    table.add_row("latency p50 (s)", str(line["baseline_latency_s_p50"]), str(line["sidecar_latency_s_p50"]))
+    if "baseline_ttft_s_p50" in line:
+        table.add_row("TTFT p50 / p95 (s)", f"{line['baseline_ttft_s_p50']} / {line['baseline_ttft_s_p95']}",
+                      f"{line['sidecar_ttft_s_p50']} / {line['sidecar_ttft_s_p95']}")
+        table.add_row("latency p50 (s)", str(line["baseline_latency_s_p50"]), str(line["sidecar_latency_s_p50"]))
     table.add_row("evidence recall", "-", str(line["sidecar_evidence_recall"]))
     console.print(table)
     if args.json:
