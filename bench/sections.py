@@ -208,7 +208,9 @@ def _e2e_context(line: dict) -> int:
 E2E = Section(
     bench="e2e", title="End to end on LoCoMo conversations (`bench.e2e`)",
     about="Each question asked two ways on the same engine settings: the whole history so far in the prompt (vLLM "
-          "alone, truncated to the context) and memsidecar (memory injection, activation memory).",
+          "alone, truncated to the context) and memsidecar (memory injection, activation memory). Rows without "
+          "timings are `--prompts-only` runs: no engine, both prompts counted with the model's tokenizer and chat "
+          "template, recall through the sidecar's memory path in process.",
     split=lambda line: [((line["requests"], _e2e_context(line),
                           line.get("settings", {}).get("memory_token_budget", 1000)), line)],
     where=lambda key: f"{key[0]} requests, {key[1]:,}-token context, {key[2]:,}-token memory budget",
