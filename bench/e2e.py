@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from bench.locomo import CATEGORIES, evidence_ids, session_time
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
-from sidecar.engine_dtype import engine_dtype
+from sidecar.engine_dtype import explicit_dtype
 from sidecar.model_builder import ensure_model
 
 console = Console(stderr=True)
@@ -353,7 +353,7 @@ def main() -> None:
         model = args.model or ensure_model("qwen2-0.5b-shape", DEFAULT_MODEL_DIR)
         context = json.loads((model / "config.json").read_text())["max_position_embeddings"]
         settings = Settings(max_model_len=args.max_model_len or context, memory_token_budget=args.memory_budget,
-                            dtype=engine_dtype(args.dtype, model))
+                            dtype=explicit_dtype(args.dtype, model))
         if args.prompts_only:
             line = count_prompts(model, work, plan(samples, limit), settings) | {"mode": "prompts_only"}
         else:

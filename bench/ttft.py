@@ -33,7 +33,7 @@ from rich.table import Table
 from kvcache.connector_config import kv_transfer_config
 from kvcache.worker_stats import read_stats, stats_path
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
-from sidecar.engine_dtype import engine_dtype
+from sidecar.engine_dtype import explicit_dtype
 from sidecar.model_builder import ensure_model
 
 MODES = ("recompute", "prefix_cache", "example_connector", "ours_ram", "ours_disk_restart")
@@ -229,7 +229,7 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else [1024, 4096] if args.quick else \
         [1024, 4096, 8192]
     model_dir = args.model if (args.model / "config.json").exists() else ensure_model("qwen2-0.5b-shape", args.model)
-    settings = EngineSettings(block_size=args.block_size, dtype=engine_dtype(args.dtype, model_dir))
+    settings = EngineSettings(block_size=args.block_size, dtype=explicit_dtype(args.dtype, model_dir))
     vocab = len(json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"])
     with tempfile.TemporaryDirectory(prefix="bench-ttft-") as work:
         results = asyncio.run(run_modes(model_dir, lengths, args.runs, settings, vocab, Path(work), modes))

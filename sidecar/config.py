@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     block_size: int | None = Field(
         None, ge=1, description="KV cache block size in tokens (multiple of 32 on CPU). Unset: the engine's default."
     )
-    dtype: str = Field("auto", description="Engine dtype: auto (the model's own; float32 for a bf16 model on a CPU "
-                       "without bf16 instructions), float32, bfloat16 or float16.")
+    dtype: str = Field("auto", description="Engine dtype: auto (vLLM's choice, but float32 where that would be bf16 "
+                       "on a CPU without bf16 instructions), float32, bfloat16 or float16.")
     engine_args: str = Field("", description="Extra command-line arguments for the engine, shell-quoted.")
     kv_store: bool = Field(
         True, description="Activation memory: save KV blocks and load them back instead of recomputing prefills."

@@ -1,11 +1,12 @@
 """What the engine dtype `auto` means on this machine: the one place for that policy.
 
-vLLM's `auto` takes the model's own dtype (bfloat16 for the generated `qwen2-0.5b-shape`) and treats bf16 as native
-on every x86 CPU. On a CPU without bf16 instructions (x86 AVX512_BF16 or AMX, Arm BF16) oneDNN refuses bf16 matmuls
-("Failed to create oneDNN linear, fallback to torch linear") and every matmul runs torch's reference kernel: on this
-project's AVX2-only 2-core machines a 4096-token prefill of that model took ~10x longer in bf16 than in float32. So
-with no GPU and no bf16 instructions, `auto` runs a bf16 model in float32; asking for bfloat16 explicitly still gets
-it. The KV namespace records the dtype, so activations of one dtype are never loaded into the other.
+vLLM's `auto` takes the model's own dtype (bfloat16 for the generated `qwen2-0.5b-shape`) and downcasts float32
+models to the platform's first dtype, which on CPUs is bf16, treated as native on every x86 CPU. On a CPU without
+bf16 instructions (x86 AVX512_BF16 or AMX, Arm BF16) oneDNN refuses bf16 matmuls ("Failed to create oneDNN linear,
+fallback to torch linear") and every matmul runs torch's reference kernel: on this project's AVX2-only 2-core
+machines a 4096-token prefill of that model took ~10x longer in bf16 than in float32. So with no GPU and no bf16
+instructions, `auto` runs bf16 and float32 models in float32; asking for bfloat16 explicitly still gets it. The KV
+namespace records the dtype, so activations of one dtype are never loaded into the other.
 """
 
 from __future__ import annotations
@@ -39,19 +40,17 @@ def model_dtype(model_dir: Path) -> str | None:
 
 
 def resolve_dtype(requested: str, declared: str | None, cuda: bool, flags: frozenset[str]) -> str:
-    """The dtype to run: `requested`, except that `auto` becomes float32 for a bf16 model on a CPU-only machine
-    without bf16 instructions (see the module docstring), and the declared dtype (float32 if none) otherwise.
+    """`requested`, except that `auto` becomes float32 where vLLM's `auto` would run bf16 on a CPU without bf16
+    instructions: no GPU, and a bf16 model, or a float32 one (or one declaring no dtype, which is float32): vLLM
+    downcasts float32 models to the platform's first dtype, bf16 on CPUs. Everywhere else `auto` is left to vLLM.
     Pure: `declared` is the model's dtype, `cuda` whether a GPU is visible, `flags` the CPU's feature flags."""
-    if requested != "auto":
-        return requested
-    declared = declared or "float32"
-    if declared == "bfloat16" and not cuda and not flags & BF16_FLAGS:
+    if requested == "auto" and not cuda and not flags & BF16_FLAGS and declared in ("bfloat16", "float32", None):
         return "float32"
-    return declared
+    return requested
 
 
 def engine_dtype(requested: str, model_dir: Path) -> str:
-    """`resolve_dtype` for this machine and the model in `model_dir`; logs when `auto` is not the model's dtype."""
+    """`resolve_dtype` for this machine and the model in `model_dir` (still `auto` where vLLM's rule is kept)."""
     if requested != "auto":
         return requested
     import torch
@@ -60,9 +59,14 @@ def engine_dtype(requested: str, model_dir: Path) -> str:
         flags = cpu_flags(CPUINFO.read_text())
     except OSError:
         flags = frozenset()
-    declared = model_dtype(model_dir)
-    chosen = resolve_dtype(requested, declared, torch.cuda.is_available(), flags)
-    if chosen != (declared or "float32"):
-        log.info("dtype auto: running the %s model in %s (no GPU, and the CPU has no bf16 instructions)",
-                 declared, chosen)
+    chosen = resolve_dtype(requested, model_dtype(model_dir), torch.cuda.is_available(), flags)
+    if chosen != requested:
+        log.info("dtype auto: running the model in %s (no GPU, and the CPU has no bf16 instructions)", chosen)
     return chosen
+
+
+def explicit_dtype(requested: str, model_dir: Path) -> str:
+    """A dtype name to pass the engine explicitly and record, for benchmarks: `engine_dtype`, and where that keeps
+    `auto`, the model's declared dtype (float32 if none)."""
+    chosen = engine_dtype(requested, model_dir)
+    return (model_dtype(model_dir) or "float32") if chosen == "auto" else chosen

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sidecar.engine_dtype import cpu_flags, model_dtype, resolve_dtype
+from sidecar.engine_dtype import cpu_flags, explicit_dtype, model_dtype, resolve_dtype
 
 AVX2 = frozenset({"avx", "avx2", "fma"})
 SAPPHIRE_RAPIDS = AVX2 | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
@@ -14,18 +14,25 @@ SAPPHIRE_RAPIDS = AVX2 | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 
 @pytest.mark.parametrize("requested, declared, cuda, flags, expected", [
     ("auto", "bfloat16", False, AVX2, "float32"),  # oneDNN refuses bf16 matmuls: ~10x slower prefill
-    ("auto", "bfloat16", False, SAPPHIRE_RAPIDS, "bfloat16"),
-    ("auto", "bfloat16", False, frozenset({"avx512_bf16"}), "bfloat16"),
-    ("auto", "bfloat16", False, frozenset({"asimd", "bf16"}), "bfloat16"),  # Arm's flag
-    ("auto", "bfloat16", True, AVX2, "bfloat16"),  # the GPU runs it
-    ("auto", "float32", False, AVX2, "float32"),
-    ("auto", "float16", True, AVX2, "float16"),
-    ("auto", None, False, AVX2, "float32"),  # a config without a dtype: transformers' default
+    ("auto", "float32", False, AVX2, "float32"),  # vLLM would downcast it to bf16 on a CPU
+    ("auto", None, False, AVX2, "float32"),  # no declared dtype: float32, likewise
+    ("auto", "float16", False, AVX2, "auto"),  # not bf16: vLLM's rule
+    ("auto", "bfloat16", False, SAPPHIRE_RAPIDS, "auto"),
+    ("auto", "float32", False, frozenset({"avx512_bf16"}), "auto"),
+    ("auto", "bfloat16", False, frozenset({"asimd", "bf16"}), "auto"),  # Arm's flag
+    ("auto", "bfloat16", True, AVX2, "auto"),  # the GPU runs it
+    ("auto", "float32", True, AVX2, "auto"),
     ("bfloat16", "bfloat16", False, AVX2, "bfloat16"),  # asked for explicitly: kept
     ("float32", "bfloat16", True, SAPPHIRE_RAPIDS, "float32"),
 ])
-def test_auto_is_the_models_dtype_unless_bf16_has_no_hardware(requested, declared, cuda, flags, expected):
+def test_auto_avoids_bf16_only_where_the_cpu_cannot_run_it(requested, declared, cuda, flags, expected):
     assert resolve_dtype(requested, declared, cuda, flags) == expected
+
+
+def test_benchmarks_pass_an_explicit_dtype(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
+    assert explicit_dtype("float16", tmp_path) == "float16"
+    assert explicit_dtype("auto", tmp_path) in ("bfloat16", "float32")  # float32 only on a CPU without bf16
 
 
 def test_cpu_flags_are_read_from_the_first_processor():
