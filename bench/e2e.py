@@ -104,8 +104,9 @@ def truncated(tokenizer, lines: list[str], budget: int) -> str:
 
 
 async def timed_chat(client: httpx.AsyncClient, body: dict) -> dict:
-    """TTFT (first content chunk), total latency, prompt tokens and the final `memory` object of a streamed chat."""
-    started, first, usage, memory = time.perf_counter(), None, {}, None
+    """TTFT (first content chunk), total latency, prompt tokens, the reply's text and the final `memory` object of a
+    streamed chat."""
+    started, first, usage, memory, text = time.perf_counter(), None, {}, None, []
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
@@ -113,17 +114,19 @@ async def timed_chat(client: httpx.AsyncClient, body: dict) -> dict:
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+            pieces = [(c.get("delta") or {}).get("content") or "" for c in chunk.get("choices") or []]
+            if first is None and any(pieces):
                 first = time.perf_counter() - started
+            text += pieces
             usage = chunk.get("usage") or usage
             memory = chunk.get("memory", memory)
     return {"ttft": first if first is not None else time.perf_counter() - started,
             "latency": time.perf_counter() - started, "prompt_tokens": usage.get("prompt_tokens", 0),
-            "memory": memory}
+            "memory": memory, "text": "".join(text)}
 
 
 class Sidecar:
-    def __init__(self, model: Path, work: Path, settings: Settings) -> None:
+    def __init__(self, model: Path, work: Path, settings: Settings, extra_args: list[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model),
@@ -131,7 +134,7 @@ class Sidecar:
                      "--rate-limit-per-minute", "0", "--max-model-len", str(settings.max_model_len),
                      "--block-size", str(settings.block_size), "--dtype", settings.dtype,
                      "--kv-cache-gib", str(settings.kv_cache_gib), "--served-model-name", "bench",
-                     f"--engine-args=--max-num-seqs {settings.max_num_seqs} --seed 0"]
+                     f"--engine-args=--max-num-seqs {settings.max_num_seqs} --seed 0", *extra_args]
         self.log = work / "sidecar.log"
 
     async def __aenter__(self) -> "Sidecar":

