@@ -174,6 +174,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # more configuration, after (so overriding) the defaults: e.g. --requirepass
 
     @property
     def url(self) -> str:
@@ -185,7 +186,7 @@ class RedisServer:
             pytest.skip("redis-server (or valkey-server) is not installed; .ci/run installs it")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(self.directory), *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as sock:
