@@ -37,6 +37,7 @@ class Sidecar:
     port: int = field(default_factory=free_port)
     engine_port: int | None = None  # fixed, so tests can reach the engine's own /metrics
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's (secrets that are not flags)
 
     @property
     def base_url(self) -> str:
@@ -52,7 +53,8 @@ class Sidecar:
         if self.engine_port is not None:
             argv += ["--engine-port", str(self.engine_port)]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env={**os.environ, **self.env})
         return self
 
     @contextlib.contextmanager
