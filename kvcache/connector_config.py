@@ -104,6 +104,6 @@ def remote_from_env(environ: Mapping[str, str]) -> tuple[str, bytes]:
     """The shared tier's URL and MAC secret from the engine's environment; raises naming what is missing."""
     missing = [name for name in (REMOTE_URL_ENV, REMOTE_SECRET_ENV) if not environ.get(name)]
     if missing:
-        raise ValueError(f"the KV connector is configured with a shared tier but {' and '.join(missing)} is not set "
-                         "in the engine's environment (the sidecar sets it from kv_remote_url and kv_remote_secret)")
+        raise ValueError(f"the KV connector is configured with a shared tier but the engine's environment lacks "
+                         f"{' and '.join(missing)} (the sidecar sets them from kv_remote_url and kv_remote_secret)")
     return environ[REMOTE_URL_ENV], environ[REMOTE_SECRET_ENV].encode()

@@ -50,7 +50,7 @@ def test_without_a_shared_tier_the_environment_is_ignored(tmp_path):
 
 def test_a_shared_tier_without_its_environment_is_refused_naming_what_is_missing(tmp_path):
     config_json = kv_transfer_config(tmp_path / "kv", 1 << 20, 1 << 22, remote=True)
-    with pytest.raises(ValueError, match=f"{REMOTE_SECRET_ENV} is not set in the engine's environment"):
+    with pytest.raises(ValueError, match=f"the engine's environment lacks {REMOTE_SECRET_ENV} .the sidecar"):
         ConnectorConfig.from_vllm(vllm_config(tmp_path, config_json), environ={REMOTE_URL_ENV: URL})
     with pytest.raises(ValueError, match="kv_remote_secret"):
         connector_env(URL, None)
