@@ -78,7 +78,7 @@ class MemsidecarConnector(KVConnectorBase_V1):
         self._num_blocks = kv_cache_config.num_blocks
         self._base_namespace = self._config.base_namespace
         store_config = StoreConfig(self._config.store_dir, self._config.ram_bytes, self._config.disk_bytes,
-                                   self._config.remote_url)
+                                   self._config.remote_url, remote_secret=self._config.remote_secret)
         if role == KVConnectorRole.SCHEDULER:
             self._store = TieredStore.open(store_config, with_ram=False)
             self._planner = TransferPlanner(self._block_size, chain_key, self._store.lookup_prefix,

@@ -3,13 +3,18 @@
 The sidecar builds the engine's `--kv-transfer-config` with `kv_transfer_config(...)`; the connector, inside the
 engine, reads it back with `ConnectorConfig.from_vllm(...)` and adds what only the engine knows (KV dtype, layout,
 block size, tensor-parallel rank).
+
+Secrets never travel in `--kv-transfer-config`, which is on the engine's command line and so visible to every user
+in `ps`: the shared tier's URL (it may carry a password) and its MAC secret reach the engine in its environment
+(`connector_env`, readable only by its user), and the JSON says only whether to expect them (`remote`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +23,14 @@ from kvcache.keys import Namespace
 
 CONNECTOR_CLASS = "MemsidecarConnector"
 CONNECTOR_MODULE = "kvcache.connector"
+REMOTE_URL_ENV = "MEMSIDECAR_CONNECTOR_REMOTE_URL"
+REMOTE_SECRET_ENV = "MEMSIDECAR_CONNECTOR_REMOTE_SECRET"
 
 
-def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int, remote_url: str | None = None) -> str:
-    """The JSON for vLLM's `--kv-transfer-config` that loads memsidecar's connector."""
-    extra = {"store_dir": str(store_dir), "ram_bytes": ram_bytes, "disk_bytes": disk_bytes, "remote_url": remote_url}
+def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int, remote: bool = False) -> str:
+    """The JSON for vLLM's `--kv-transfer-config` that loads memsidecar's connector; with `remote`, the engine's
+    environment must hold `connector_env(...)`."""
+    extra = {"store_dir": str(store_dir), "ram_bytes": ram_bytes, "disk_bytes": disk_bytes, "remote": remote}
     return json.dumps({
         "kv_connector": CONNECTOR_CLASS,
         "kv_connector_module_path": CONNECTOR_MODULE,
@@ -30,6 +38,16 @@ def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int, remote_
         "kv_load_failure_policy": "recompute",
         "kv_connector_extra_config": extra,
     })
+
+
+def connector_env(remote_url: str | None, remote_secret: str | None) -> dict[str, str]:
+    """The engine's environment variables for the shared tier: its URL and MAC secret; {} without a shared tier."""
+    if not remote_url:
+        return {}
+    if not remote_secret:
+        raise ValueError("kv_remote_url needs kv_remote_secret (MEMSIDECAR_KV_REMOTE_SECRET), the MAC secret the "
+                         "nodes sharing the tier hold")
+    return {REMOTE_URL_ENV: remote_url, REMOTE_SECRET_ENV: remote_secret}
 
 
 def check_store_dir(store_dir: Path) -> None:
@@ -44,17 +62,22 @@ def check_store_dir(store_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class ConnectorConfig:
-    """Everything the connector needs, resolved inside the engine."""
+    """Everything the connector needs, resolved inside the engine. The shared tier's URL and secret stay out of the
+    repr."""
 
     store_dir: Path
     ram_bytes: int
     disk_bytes: int
-    remote_url: str | None
+    remote_url: str | None = field(repr=False)
+    remote_secret: bytes | None = field(repr=False)
     base_namespace: Namespace
 
     @classmethod
-    def from_vllm(cls, vllm_config: Any) -> "ConnectorConfig":
+    def from_vllm(cls, vllm_config: Any, environ: Mapping[str, str] = os.environ) -> "ConnectorConfig":
+        """Read the sidecar's JSON back (`environ`: the engine's environment, where the shared tier's URL and MAC
+        secret are) and add what the engine knows."""
         extra: dict[str, Any] = vllm_config.kv_transfer_config.kv_connector_extra_config
+        remote_url, remote_secret = remote_from_env(environ) if extra.get("remote") else (None, None)
         parallel = vllm_config.parallel_config
         if parallel.tensor_parallel_size != 1 or parallel.pipeline_parallel_size != 1:
             raise ValueError("memsidecar's KV connector supports tensor/pipeline parallel size 1 only for now")
@@ -74,4 +97,13 @@ class ConnectorConfig:
             adapter="none",
             scope="public",
         )
-        return cls(store_dir, int(extra["ram_bytes"]), int(extra["disk_bytes"]), extra.get("remote_url"), namespace)
+        return cls(store_dir, int(extra["ram_bytes"]), int(extra["disk_bytes"]), remote_url, remote_secret, namespace)
+
+
+def remote_from_env(environ: Mapping[str, str]) -> tuple[str, bytes]:
+    """The shared tier's URL and MAC secret from the engine's environment; raises naming what is missing."""
+    missing = [name for name in (REMOTE_URL_ENV, REMOTE_SECRET_ENV) if not environ.get(name)]
+    if missing:
+        raise ValueError(f"the KV connector is configured with a shared tier but the engine's environment lacks "
+                         f"{' and '.join(missing)} (the sidecar sets them from kv_remote_url and kv_remote_secret)")
+    return environ[REMOTE_URL_ENV], environ[REMOTE_SECRET_ENV].encode()

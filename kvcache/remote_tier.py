@@ -5,6 +5,16 @@ marks it degraded for `cooldown_s`, is counted, and answers as a miss (reads) or
 into the engine. While degraded no request is sent, so a dead server costs nothing per block; after the cooldown
 the next call tries again (redis-py reconnects on demand).
 
+Trust rule: whoever reaches the server can write to it, so every block is sealed with the nodes' shared secret
+(`block_mac`) on the way in and opened on the way out. A block whose MAC fails (written without the secret, with
+another one, or copied from another key) is a miss: `consume` never sees a byte of it, it is counted (`rejected`),
+logged and deleted, so the next save of that block by an honest node replaces it. Only reads check the MAC:
+`contains` / `count_prefix` answer from EXISTS, so a forged key can make the scheduler plan a load that then misses
+(the engine recomputes those tokens), once, until the read deletes it.
+
+Credentials: `url` may carry them (`redis://user:password@host:port/db`, `rediss://` for TLS, as redis-py's
+`from_url` reads them); logs and stats show it without them (`_redacted`).
+
 Keys are `msc:kv:` + the 48-byte block key, optionally expiring after `ttl_s`; Redis's own `maxmemory` policy
 bounds the bytes, so this tier keeps no budget of its own.
 """
@@ -19,6 +29,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from kvcache.block_mac import BlockMac, UnsealedBlock
 from kvcache.tier import TierUsage
 
 log = logging.getLogger("memsidecar.kvcache")
@@ -28,29 +39,33 @@ _GLOB_SPECIAL = frozenset(b"*?[]\\")
 
 
 class RemoteTier:
-    """Blocks in a Redis-compatible server, degrading to misses when it is away."""
+    """Sealed blocks in a Redis-compatible server, degrading to misses when it is away or a block is not ours."""
 
     name = "remote"
 
-    def __init__(self, client: redis.Redis, url: str, ttl_s: int | None = None, cooldown_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: redis.Redis, url: str, mac: BlockMac, ttl_s: int | None = None,
+                 cooldown_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
+        self._mac = mac
         self.url = _redacted(url)
         self.ttl_s = ttl_s
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._down_until = 0.0
         self.errors = 0
+        self.rejected = 0
 
     @classmethod
-    def open(cls, url: str, ttl_s: int | None = None, timeout_s: float = 0.5, cooldown_s: float = 5.0,
-             clock: Callable[[], float] = time.monotonic) -> RemoteTier:
-        """A client for `url` (no connection is made until the first call)."""
+    def open(cls, url: str, secret: bytes, ttl_s: int | None = None, timeout_s: float = 0.5,
+             cooldown_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> RemoteTier:
+        """A client for `url`, sealing blocks with `secret` (no connection is made until the first call)."""
+        mac = BlockMac(secret)
         try:
             client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        except ValueError as exc:
+            _check_options(client)
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"invalid KV remote URL {_redacted(url)!r}: {exc}") from None
-        return cls(client, url, ttl_s, cooldown_s, clock)
+        return cls(client, url, mac, ttl_s, cooldown_s, clock)
 
     @property
     def available(self) -> bool:
@@ -85,15 +100,28 @@ class RemoteTier:
         return self._call(ask, 0)
 
     def read(self, key: bytes, consume: Callable[[memoryview], T]) -> T | None:
-        data = self._call(lambda: self._client.get(KEY_PREFIX + key), None)
-        return None if data is None else consume(memoryview(data))
+        """`consume(block)` when the server holds a block under `key` whose MAC is sound; else None (a miss)."""
+        sealed = self._call(lambda: self._client.get(KEY_PREFIX + key), None)
+        if sealed is None:
+            return None
+        try:
+            block = self._mac.open(key, sealed)
+        except UnsealedBlock as exc:
+            self._reject(key, exc)
+            return None
+        return consume(block)
+
+    def _reject(self, key: bytes, error: UnsealedBlock) -> None:
+        self.rejected += 1
+        log.warning("refusing KV block %s from the shared tier %s (deleted): %s", key.hex(), self.url, error)
+        self._call(lambda: self._client.delete(KEY_PREFIX + key), 0)
 
     def put_many(self, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """Write blocks in one pipeline; dropped (and counted) while degraded. Never evicts: returns []."""
+        """Seal and write blocks in one pipeline; dropped (and counted) while degraded. Never evicts: returns []."""
         def write() -> None:
             pipe = self._client.pipeline(transaction=False)
-            for key, data in items:
-                pipe.set(KEY_PREFIX + key, data, ex=self.ttl_s)
+            for key, block in items:
+                pipe.set(KEY_PREFIX + key, self._mac.seal(key, block), ex=self.ttl_s)
             pipe.execute()
 
         if items:
@@ -114,10 +142,17 @@ class RemoteTier:
         return TierUsage(None, None, None)
 
     def stats(self) -> dict[str, object]:
-        return {"url": self.url, "available": self.available, "errors": self.errors}
+        return {"url": self.url, "available": self.available, "errors": self.errors, "rejected": self.rejected}
 
     def close(self) -> None:
         self._client.close()
+
+
+def _check_options(client: redis.Redis) -> None:
+    """Build one connection object without connecting, so that a URL option that does not apply (`ssl_ca_certs`
+    on a `redis://` URL: a TypeError) is refused at start, not raised into the engine at its first block."""
+    pool = client.connection_pool
+    pool.connection_class(**pool.connection_kwargs)
 
 
 def _glob_escape(raw: bytes) -> bytes:
@@ -126,7 +161,11 @@ def _glob_escape(raw: bytes) -> bytes:
 
 
 def _redacted(url: str) -> str:
-    """The URL without credentials, for logs and stats."""
+    """The URL without credentials (user, password, query parameters such as `?password=`), for logs and stats."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: leave it out rather than echo the raw text
+        port = None
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"

@@ -13,7 +13,8 @@ Rules:
   it is counted, deleted from that tier, and the next tier is tried. A caller on the critical path (the engine's
   load, which the forward pass waits for) passes `defer_promotion=True`: the hit is only noted, and
   `promote_deferred` later copies it up from another thread, so a load from disk costs one copy, not two.
-- the remote tier degrades to misses and dropped writes when its server is away (see `remote_tier`).
+- the remote tier degrades to misses and dropped writes when its server is away, and refuses (as a miss) a block
+  whose MAC is not the nodes' (see `remote_tier`); blocks are sealed only on the wire, local tiers hold them plain.
 - the scheduler opens the store without a RAM tier: it only asks `lookup_prefix` / `contains_locally`.
 
 Locking rule: `_lock` guards the RAM tier and the counters and is held only for in-memory work, never across LMDB
@@ -49,15 +50,18 @@ MAX_DEFERRED_PROMOTIONS = 8192  # beyond this the oldest noted hits are not prom
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where and how big. `sync=False` makes disk commits unsynced (faster; a crash may lose recent blocks)."""
+    """Where and how big. `sync=False` makes disk commits unsynced (faster; a crash may lose recent blocks).
+    A `remote_url` needs `remote_secret`, the MAC secret the nodes sharing that tier hold (see `block_mac`); neither
+    appears in the repr, since the URL may carry a password."""
 
     directory: Path
     ram_bytes: int
     disk_bytes: int
-    remote_url: str | None = None
+    remote_url: str | None = field(default=None, repr=False)
     sync: bool = True
     remote_timeout_s: float = 0.5
     remote_cooldown_s: float = 5.0
+    remote_secret: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -96,12 +100,15 @@ class TieredStore:
 
     @classmethod
     def open(cls, config: StoreConfig, with_ram: bool = True) -> TieredStore:
-        ram = RamTier(config.ram_bytes) if with_ram else None
-        disk = LmdbTier.open(config.directory, config.disk_bytes, sync=config.sync)
         remote = None
         if config.remote_url:
-            remote = RemoteTier.open(config.remote_url, timeout_s=config.remote_timeout_s,
+            if not config.remote_secret:
+                raise ValueError("the shared KV tier (kv_remote_url) needs the nodes' MAC secret: set "
+                                 "kv_remote_secret (MEMSIDECAR_KV_REMOTE_SECRET)")
+            remote = RemoteTier.open(config.remote_url, config.remote_secret, timeout_s=config.remote_timeout_s,
                                      cooldown_s=config.remote_cooldown_s)
+        ram = RamTier(config.ram_bytes) if with_ram else None
+        disk = LmdbTier.open(config.directory, config.disk_bytes, sync=config.sync)
         return cls(ram, disk, remote)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -24,7 +24,7 @@ console = Console(stderr=True)
 def _option_type(annotation: Any) -> type:
     if get_origin(annotation) in (Union, types.UnionType):
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
-    return annotation
+    return str if annotation is SecretStr else annotation  # Settings wraps it again
 
 
 def settings_options(function):

@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+KV_REMOTE_SCHEMES = ("redis", "rediss", "unix")
+MIN_KV_REMOTE_SECRET_BYTES = 16  # as kvcache.block_mac.MIN_SECRET_BYTES; checked here to name the setting
 
 
 def default_data_dir() -> Path:
@@ -25,7 +27,10 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Configuration of one sidecar. Two sidecars with different `data_dir`s share no state."""
 
-    model_config = SettingsConfigDict(env_prefix="MEMSIDECAR_", extra="forbid", validate_default=True)
+    # hide_input_in_errors: a refused kv_remote_url or kv_remote_secret must not be echoed (it may be a password);
+    # errors still name the field and what it allows.
+    model_config = SettingsConfigDict(env_prefix="MEMSIDECAR_", extra="forbid", validate_default=True,
+                                      hide_input_in_errors=True)
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server binds.")
@@ -61,7 +66,13 @@ class Settings(BaseSettings):
     kv_ram_gib: float = Field(1.0, ge=0, description="Budget of the in-RAM KV tier in GiB.")
     kv_disk_gib: float = Field(8.0, gt=0, description="Budget of the on-disk (LMDB) KV tier in GiB.")
     kv_remote_url: str | None = Field(
-        None, description="Redis/Valkey URL of a KV tier shared by several nodes, e.g. redis://host:6379/0."
+        None, description="Redis/Valkey URL of a KV tier shared by several nodes, e.g. redis://host:6379/0, with "
+        "credentials redis://user:password@host:6379/0, with TLS rediss://...; needs kv_remote_secret."
+    )
+    kv_remote_secret: SecretStr | None = Field(
+        None, description="Secret shared by the nodes of the shared KV tier (at least 16 characters, e.g. `openssl "
+        "rand -hex 32`): each block there carries an HMAC-SHA256 under it and its key, and a block without a valid "
+        "one is refused. Set it in the environment or the config file, not as a flag (ps shows flags)."
     )
     kv_scope: str = Field(
         "tenant", description="Whose requests may share cached activations: tenant (each tenant alone) or shared."
@@ -154,6 +165,28 @@ class Settings(BaseSettings):
         if value not in ("tenant", "shared"):
             raise ValueError("must be one of: tenant, shared")
         return value
+
+    @field_validator("kv_remote_url")
+    @classmethod
+    def _check_kv_remote_url(cls, value: str | None) -> str | None:
+        if value is not None and value.split("://", 1)[0] not in KV_REMOTE_SCHEMES:
+            raise ValueError(f"must start with one of: {', '.join(s + '://' for s in KV_REMOTE_SCHEMES)}")
+        return value
+
+    @field_validator("kv_remote_secret")
+    @classmethod
+    def _check_kv_remote_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_KV_REMOTE_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_KV_REMOTE_SECRET_BYTES} bytes; generate one with "
+                             "`openssl rand -hex 32`")
+        return value
+
+    @model_validator(mode="after")
+    def _check_kv_remote_secret_is_set(self) -> "Settings":
+        if self.kv_remote_url is not None and self.kv_remote_secret is None:
+            raise ValueError("kv_remote_url needs kv_remote_secret (MEMSIDECAR_KV_REMOTE_SECRET): the secret the "
+                             "nodes sharing the tier hold, so a block written by anyone else is refused")
+        return self
 
     @model_validator(mode="after")
     def _check_lora_capacity(self) -> "Settings":

@@ -67,6 +67,9 @@ class EngineSpec:
     kv_transfer_config: str | None = None  # JSON for --kv-transfer-config (memsidecar's KV connector)
     lora: LoraSpec | None = None  # adapters loaded at run time through /v1/load_lora_adapter
     compact_json: bool = False  # structured outputs without free whitespace (memory extraction asks for JSON)
+    # variables only the engine's environment may carry, never its command line (ps shows that to every user):
+    # the shared KV tier's URL, which may hold a password, and its MAC secret. Kept out of the repr.
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -108,6 +111,7 @@ def engine_env(spec: EngineSpec, base: dict[str, str]) -> dict[str, str]:
         env["VLLM_CACHE_ROOT"] = str(spec.cache_dir / "vllm")
     if spec.lora is not None:
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
+    env.update(spec.secret_env)
     return env
 
 

@@ -9,7 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from kvcache.connector_config import check_store_dir, kv_transfer_config
+from kvcache.connector_config import check_store_dir, connector_env, kv_transfer_config
 from sidecar.config import Settings
 from adapters.base_model import BaseModelShape
 from adapters.registry import AdapterRegistry
@@ -44,7 +44,18 @@ def kv_connector_json(settings: Settings) -> str | None:
     store_dir = settings.resolved_kv_store_dir
     check_store_dir(store_dir)
     return kv_transfer_config(store_dir, int(settings.kv_ram_gib * 2**30), int(settings.kv_disk_gib * 2**30),
-                              settings.kv_remote_url)
+                              remote=settings.kv_remote_url is not None)
+
+
+def kv_remote_secret(settings: Settings) -> str | None:
+    return settings.kv_remote_secret.get_secret_value() if settings.kv_remote_secret is not None else None
+
+
+def kv_connector_env(settings: Settings) -> dict[str, str]:
+    """The engine's environment for the KV connector's shared tier (URL and MAC secret: never on its command line)."""
+    if not settings.kv_store:
+        return {}
+    return connector_env(settings.kv_remote_url, kv_remote_secret(settings))
 
 
 def lora_spec(settings: Settings) -> LoraSpec | None:
@@ -71,6 +82,7 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
         extra_args=parse_extra_args(settings.engine_args),
         cache_dir=settings.data_dir / "cache",
         kv_transfer_config=kv_connector_json(settings),
+        secret_env=kv_connector_env(settings),
         lora=lora_spec(settings),
         compact_json=settings.memory_extraction,
     )
@@ -121,8 +133,11 @@ def open_kv_store(settings: Settings) -> TieredStore | None:
     """The engine connector's store, opened in this process without a RAM tier (statistics, pins)."""
     if not settings.kv_store:
         return None
+    secret = kv_remote_secret(settings)
     return TieredStore.open(StoreConfig(settings.resolved_kv_store_dir, int(settings.kv_ram_gib * 2**30),
-                                        int(settings.kv_disk_gib * 2**30), settings.kv_remote_url), with_ram=False)
+                                        int(settings.kv_disk_gib * 2**30), settings.kv_remote_url,
+                                        remote_secret=secret.encode() if secret is not None else None),
+                            with_ram=False)
 
 
 def build_app(settings: Settings, console: Console) -> FastAPI:

@@ -37,6 +37,7 @@ class Sidecar:
     port: int = field(default_factory=free_port)
     engine_port: int | None = None  # fixed, so tests can reach the engine's own /metrics
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's (secrets that are not flags)
 
     @property
     def base_url(self) -> str:
@@ -52,7 +53,8 @@ class Sidecar:
         if self.engine_port is not None:
             argv += ["--engine-port", str(self.engine_port)]
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env={**os.environ, **self.env})
         return self
 
     @contextlib.contextmanager
@@ -174,6 +176,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # more configuration, after (so overriding) the defaults: e.g. --requirepass
 
     @property
     def url(self) -> str:
@@ -185,7 +188,7 @@ class RedisServer:
             pytest.skip("redis-server (or valkey-server) is not installed; .ci/run installs it")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(self.directory), *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as sock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -34,5 +35,15 @@ def test_the_compose_example_runs_two_nodes_on_one_shared_kv_tier():
     services = compose["services"]
     nodes = [name for name, service in services.items() if "MEMSIDECAR_KV_REMOTE_URL" in service.get("environment", {})]
     assert sorted(nodes) == ["node-a", "node-b"]
-    assert {services[n]["environment"]["MEMSIDECAR_KV_REMOTE_URL"] for n in nodes} == {"redis://valkey:6379/0"}
-    assert "valkey" in services
+    urls = {services[n]["environment"]["MEMSIDECAR_KV_REMOTE_URL"] for n in nodes}
+    assert len(urls) == 1 and re.fullmatch(r"redis://default:\$\{MEMSIDECAR_VALKEY_PASSWORD:\?[^}]+\}@valkey:6379/0",
+                                           urls.pop())
+    assert all(services[n]["environment"]["MEMSIDECAR_KV_REMOTE_SECRET"].startswith("${MEMSIDECAR_KV_REMOTE_SECRET:?")
+               for n in nodes), "the nodes' MAC secret comes from the environment, required"
+
+
+def test_the_compose_valkey_requires_the_password_the_nodes_use():
+    valkey = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]["valkey"]
+    assert valkey["environment"]["REDISCLI_AUTH"].startswith("${MEMSIDECAR_VALKEY_PASSWORD:?")
+    assert '--requirepass "$$REDISCLI_AUTH"' in valkey["command"][-1], "from the environment, not written in"
+    assert valkey["healthcheck"]["test"] == ["CMD-SHELL", "valkey-cli ping | grep -q PONG"], "NOAUTH is unhealthy"

@@ -24,6 +24,7 @@ from tests.conftest import RedisServer, Sidecar, free_port
 
 pytestmark = pytest.mark.slow
 BLOCK = 32
+SHARED_SECRET = "the-nodes-shared-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def kv_sidecar(kv_data_dir, tiny_model, shared_tier, lora_adapters):
     modules = " ".join(f"{name}={path}" for name, path in lora_adapters.items())
     engine_args = f"--no-enable-prefix-caching --enable-lora --max-lora-rank 8 --max-loras 2 --lora-modules {modules}"
     server = Sidecar(kv_data_dir, ["--model", str(tiny_model), "--kv-remote-url", shared_tier.url,
-                                   "--block-size", str(BLOCK), "--engine-args", engine_args], engine_port=free_port())
+                                   "--block-size", str(BLOCK), "--engine-args", engine_args], engine_port=free_port(),
+                     env={"MEMSIDECAR_KV_REMOTE_SECRET": SHARED_SECRET})
     with server.running():
         yield server
 
@@ -160,6 +162,22 @@ def test_concurrent_requests_with_overlapping_prefixes_are_all_correct(kv_sideca
     assert outputs == references
 
 
+def test_the_engine_seals_its_shared_blocks_and_no_command_line_shows_the_secret(kv_sidecar, shared_tier):
+    """The secret reaches the connector in the engine's environment: ps (every process's argv) never shows it."""
+    import redis
+
+    from kvcache.remote_tier import KEY_PREFIX
+
+    saved_then_hit(kv_sidecar, prompt(3 * BLOCK + 1, seed=450))
+    client = redis.Redis.from_url(shared_tier.url)
+    deadline = time.monotonic() + 30  # the remote write follows the local ones, on the connector's writer thread
+    while not (names := list(client.scan_iter(match=KEY_PREFIX + b"*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert names and all(client.getrange(name, 0, 3) == b"MSKA" for name in names)
+    for pid in kv_sidecar.descendants():
+        assert SHARED_SECRET.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def test_the_shared_tier_going_away_fails_no_request(kv_sidecar, shared_tier):
     tokens = prompt(5 * BLOCK + 9, seed=500)
     computed, _, _ = saved_then_hit(kv_sidecar, tokens)
@@ -190,7 +208,8 @@ def test_a_restarted_engine_loads_from_disk_and_recomputes_corrupt_blocks(kv_sid
     kv_sidecar.stop()
     corrupt_newest_blocks(kv_data_dir / "kv", 3)
 
-    restarted = Sidecar(kv_data_dir, kv_sidecar.args, engine_port=kv_sidecar.engine_port)  # same configuration
+    restarted = Sidecar(kv_data_dir, kv_sidecar.args, engine_port=kv_sidecar.engine_port,
+                        env=kv_sidecar.env)  # same configuration
     with restarted.running():
         assert complete(restarted, kept) == kept_output
         assert external_hits(restarted) == len(kept) - 1  # a fresh engine: all of it came from disk

@@ -84,3 +84,22 @@ def test_serve_help_lists_every_setting():
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in result.output
         assert f"MEMSIDECAR_{name.upper()}" in result.output
+
+
+SECRET = "0123456789abcdef-shared-by-the-nodes"
+
+
+def test_a_shared_kv_tier_needs_the_mac_secret_and_neither_is_echoed(monkeypatch):
+    url = "redis://memsidecar:hunter2-password@valkey:6379/0"
+    needs_secret = "kv_remote_url needs kv_remote_secret .MEMSIDECAR_KV_REMOTE_SECRET"
+    with pytest.raises(ValidationError, match=needs_secret) as missing:
+        Settings.load(kv_remote_url=url)
+    with pytest.raises(ValidationError, match="at least 16 bytes") as short:
+        Settings.load(kv_remote_url=url, kv_remote_secret="short-secret")
+    with pytest.raises(ValidationError, match="redis://, rediss://, unix://") as scheme:
+        Settings.load(kv_remote_url="http://memsidecar:hunter2-password@valkey/0", kv_remote_secret=SECRET)
+    for error in (missing, short, scheme):
+        assert "hunter2" not in str(error.value) and "short-secret" not in str(error.value)
+    monkeypatch.setenv("MEMSIDECAR_KV_REMOTE_SECRET", SECRET)
+    settings = Settings.load(kv_remote_url=url.replace("redis:", "rediss:"))
+    assert settings.kv_remote_secret.get_secret_value() == SECRET and SECRET not in repr(settings)

@@ -74,4 +74,21 @@ def test_the_kv_connector_configuration_reaches_the_engine(tmp_path):
     assert parsed["kv_connector"] == "MemsidecarConnector" and parsed["kv_connector_module_path"] == "kvcache.connector"
     assert parsed["kv_load_failure_policy"] == "recompute"
     assert parsed["kv_connector_extra_config"] == {"store_dir": str(tmp_path / "kv"), "ram_bytes": 1 << 30,
-                                                   "disk_bytes": 8 << 30, "remote_url": None}
+                                                   "disk_bytes": 8 << 30, "remote": False}
+
+
+def test_the_shared_tiers_credentials_and_secret_reach_the_engine_only_in_its_environment(tmp_path):
+    """ps shows every user the engine's argv; /proc/PID/environ only its own user."""
+    from sidecar.config import Settings
+    from sidecar.runner import kv_connector_env, kv_connector_json
+
+    url, secret = "redis://memsidecar:hunter2-password@valkey:6379/0", "0123456789abcdef-shared-by-the-nodes"
+    settings = Settings(data_dir=tmp_path, kv_remote_url=url, kv_remote_secret=secret)
+    engine = spec(kv_transfer_config=kv_connector_json(settings), secret_env=kv_connector_env(settings))
+    argv = " ".join(engine_command(engine))
+    assert '"remote": true' in argv and "hunter2" not in argv and secret not in argv
+    env = engine_env(engine, {"PATH": "/bin"})
+    assert env["MEMSIDECAR_CONNECTOR_REMOTE_URL"] == url and env["MEMSIDECAR_CONNECTOR_REMOTE_SECRET"] == secret
+    assert "hunter2" not in repr(engine) and secret not in repr(engine)
+    assert kv_connector_env(Settings(data_dir=tmp_path, kv_remote_url=url, kv_remote_secret=secret,
+                                     kv_store=False)) == {}
