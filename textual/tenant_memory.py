@@ -91,7 +91,9 @@ class TenantMemory:
 
     def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str,
                      kb_id: str | None = None) -> list[Memory]:
-        """Store every turn as an `episode` memory (one durable write for the batch); returns them in order."""
+        """Store every turn as an `episode` memory (one durable write for the batch); returns them in order.
+        A turn's `time` dates the episode (`created_at`); its forgetting curve starts when it is stored, so an
+        imported history is as fresh as a conversation held now, not archived for its age."""
         user = check_identifier("user", user)
         kb_id = None if kb_id is None else check_identifier("kb_id", kb_id)
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
@@ -271,7 +273,7 @@ class TenantMemory:
                 id=uuid.uuid4().hex, tenant=self.tenant, user=user, kb_id=kb_id, type=parse_type("episode"),
                 content=content, metadata=episode_metadata(message, position),
                 source=(message.turn_id,) if message.turn_id else (), created_at=float(message.time),
-                updated_at=max(float(message.time), now), last_access_at=float(message.time)))
+                updated_at=max(float(message.time), now), last_access_at=max(float(message.time), now)))
             texts.append(embedding_text(message.speaker, content, previous_turn))
             last[message.session] = (position + 1, (message.speaker, content))
         return memories, texts

@@ -118,3 +118,12 @@ def test_archived_memories_are_never_returned_unless_restored(embedder, ops):
                 returned = set(ids(handle.search(query, k=10))) | set(ids(handle.search(query, k=10,
                                                                                          tiers=["cold"])))
                 assert not returned & archived
+
+
+def test_an_imported_history_is_fresh_when_stored_not_archived_for_its_age(clocked_store, clock):
+    handle = clocked_store.for_tenant("t1")
+    two_years_ago = clock.now - 730 * DAY_S
+    [turn] = handle.add_messages([{"speaker": "Alice", "text": FACTS[0], "time": two_years_ago}], user="u1")
+    assert turn.created_at == two_years_ago and turn.last_access_at == clock.now
+    assert handle.run_lifecycle().counts == {}
+    assert ids(handle.search("golden retriever", k=1)) == [turn.id]
