@@ -1,6 +1,6 @@
 """Answers, scored: LoCoMo questions answered by the served model, with and without memory, on one engine.
 
-    python -m bench.answers [--data FILE] [--model DIR] [--questions N] [--conditions a,b,...]
+    python -m bench.answers [--quick] [--data FILE] [--model DIR] [--questions N] [--conditions a,b,...]
                             [--memory-budget N] [--max-tokens N] [--json]
 
 One `memsidecar serve` (the default real model unless `--model` is given) answers every question of categories 1-4
@@ -191,8 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-budget", type=int, default=1000, help="injected tokens (default %(default)s)")
     parser.add_argument("--max-tokens", type=int, default=32, help="answer length (default %(default)s)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    parser.add_argument("--quick", action="store_true", help="20 questions; no extraction condition")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.questions = args.questions or 20
+        args.conditions = ",".join(c for c in args.conditions.split(",") if c != "memory_extraction")
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown or not conditions:

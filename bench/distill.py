@@ -1,6 +1,6 @@
 """Parametric memory, proven or not: a user's facts distilled into a LoRA adapter, then asked closed-book.
 
-    python -m bench.distill [--model DIR] [--facts N] [--epochs N] [--rank N] [--learning-rate X] [--json]
+    python -m bench.distill [--quick] [--model DIR] [--facts N] [--epochs N] [--rank N] [--learning-rate X] [--json]
 
 Seeded made-up facts about one user ("My cat is named Votobi."), each with a question ("What is my cat's name?")
 and the invented word that answers it, so the model cannot know it beforehand. One `memsidecar serve` (the default
@@ -136,8 +136,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="distillation epochs (default %(default)s)")
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (default %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="(default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="4 facts, 10 epochs")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.facts, args.epochs = 4, 10
     facts = make_facts(args.facts)
     model = args.model or ensure_model(DEFAULT_MODEL, DEFAULT_MODEL_DIR)
     settings = EngineSettings(max_model_len=2048, dtype=explicit_dtype("auto", model), kv_cache_gib=1.0)

@@ -276,4 +276,49 @@ TEXTUAL_LIFECYCLE = Section(
              col("lifecycle run", "lifecycle_ms", ".1f", " ms"),
              col("search hot", "search_hot_ms", ".2f", " ms"), col("search cold", "search_cold_ms", ".2f", " ms")))
 
-SECTIONS = (TTFT, ADAPTERS, E2E, OVERHEAD, MEMORY_SCALE, LOCOMO, TEXTUAL_LIFECYCLE)
+def answers_rows(line: dict) -> list[tuple[tuple, dict]]:
+    """One row per run, its conditions' figures flattened (`f1_memory`, `prompt_tokens_history`, ...)."""
+    values = {"questions": line["questions"], "model": line["model"]}
+    for condition, figures in line["conditions"].items():
+        values |= {f"f1_{condition}": figures["f1"], f"bleu1_{condition}": figures["bleu1"],
+                   f"prompt_tokens_{condition}": figures["prompt_tokens_mean"]}
+    budget = line.get("settings", {}).get("memory_token_budget", 1000)
+    return [((line["model"], line["questions"], budget), values)]
+
+
+ANSWERS = Section(
+    bench="answers", title="Answers scored on LoCoMo (`bench.answers`)",
+    about="LoCoMo questions (categories 1-4) answered by the served model, greedy, on one engine, under each "
+          "condition: no memory, the whole conversation (newest turns that fit the context), memsidecar's "
+          "injection, and the gold evidence turns injected the same way (the ceiling of retrieval). LoCoMo's token F1.",
+    split=answers_rows, where=lambda key: f"{key[0]}, {key[1]} questions, {key[2]:,}-token memory budget",
+    columns=(col("model", "model"), col("questions", "questions"), col("F1, no memory", "f1_none", ".3f"),
+             col("F1, whole history", "f1_history", ".3f"), col("F1, memsidecar", "f1_memory", ".3f"),
+             col("F1, gold evidence", "f1_evidence", ".3f"),
+             pair("prompt tokens, whole history / memsidecar", "prompt_tokens_history", "prompt_tokens_memory",
+                  ",.0f")),
+    targets=(Target("F1, memsidecar ÷ whole history", lambda v: ratio(v, "f1_memory", "f1_history"), 2,
+                    at_most=False),
+             Target("F1, memsidecar ÷ no memory", lambda v: ratio(v, "f1_memory", "f1_none"), 4, at_most=False),
+             Target("prompt tokens, memsidecar ÷ whole history",
+                    lambda v: ratio(v, "prompt_tokens_memory", "prompt_tokens_history"), 1 / 6, at_most=True),
+             Target("F1, memsidecar ÷ gold evidence", lambda v: ratio(v, "f1_memory", "f1_evidence"), 0.8,
+                    at_most=False)))
+
+DISTILL = Section(
+    bench="distill", title="Facts distilled into an adapter (`bench.distill`)",
+    about="Made-up facts about one user stored as memories, an adapter distilled from them in the sidecar, and "
+          "every fact's question asked closed-book (no injection) with and without it, and with injection instead.",
+    split=lambda line: [((line["model"], line["facts"]), line["accuracy"] | line["distillation"])],
+    where=lambda key: f"{key[0]}, {key[1]} facts",
+    columns=(col("closed book, base", "base_closed_book", ".0%"),
+             col("closed book, adapter", "adapter_closed_book", ".0%"),
+             col("base with injection", "base_with_injection", ".0%"), col("steps", "steps"),
+             pair("loss first / last", "first_loss", "last_loss", ".3f"),
+             col("training", "train_seconds", ".0f", " s")),
+    targets=(Target("closed-book accuracy with the adapter", lambda v: v.get("adapter_closed_book"), 0.5,
+                    at_most=False, unit=""),
+             Target("closed-book accuracy without it", lambda v: v.get("base_closed_book"), 0.1, at_most=True,
+                    unit="")))
+
+SECTIONS = (TTFT, ADAPTERS, E2E, ANSWERS, DISTILL, OVERHEAD, MEMORY_SCALE, LOCOMO, TEXTUAL_LIFECYCLE)
