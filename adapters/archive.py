@@ -115,7 +115,8 @@ def _check_zip_directory(data: bytes, limits: ArchiveLimits) -> None:
     if end is None:
         raise InvalidAdapterError("archive", "the zip archive is corrupt: no end of central directory record")
     _, _, _, _, entries, directory_bytes, offset, _ = _ZIP_END.unpack_from(data, end)
-    if entries == 0xFFFF or directory_bytes == 0xFFFFFFFF or offset == 0xFFFFFFFF:
+    has_zip64_locator = data[max(0, end - 20):end].startswith(b"PK\x06\x07")  # zipfile would read sizes there
+    if has_zip64_locator or entries == 0xFFFF or directory_bytes == 0xFFFFFFFF or offset == 0xFFFFFFFF:
         raise InvalidAdapterError("archive", "zip64 archives are not accepted: an adapter is far below 4 GiB")
     _check_count(entries, "archive", limits)
     if directory_bytes > max(entries, 1) * ZIP_DIRECTORY_ENTRY_BYTES:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from adapters.safetensors_header import TensorEntry, read_safetensors_header
+from adapters.safetensors_header import read_safetensors_header
 
 _NOT_LINEAR = ("embed", "lm_head", "wte", "wpe")
 
