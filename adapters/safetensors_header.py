@@ -52,8 +52,9 @@ def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
             raise ValueError(f"{path.name} has a header length of {length} bytes, beyond the file or the format")
         header = _json_object(path.name, file.read(length))
     _check_metadata(path.name, header.pop(METADATA, {}))
-    entries = {key: _entry(f"{path.name}: tensor {key[:200]!r}", value) for key, value in header.items()}
-    _check_tiling(path.name, entries, size - 8 - length)
+    data_bytes = size - 8 - length
+    entries = {key: _entry(f"{path.name}: tensor {key[:200]!r}", value, data_bytes) for key, value in header.items()}
+    _check_tiling(path.name, entries, data_bytes)
     return {key: TensorEntry(e.dtype, e.shape, 8 + length + e.start, 8 + length + e.end) for key, e in entries.items()}
 
 
@@ -83,7 +84,7 @@ def _check_metadata(file_name: str, metadata: object) -> None:
         raise ValueError(f"{file_name}: {METADATA} must be an object of strings")
 
 
-def _entry(where: str, value: object) -> TensorEntry:
+def _entry(where: str, value: object, data_bytes: int) -> TensorEntry:
     """The entry with offsets relative to the data buffer; every field checked for type and range."""
     if not isinstance(value, dict) or set(value) != _FIELDS:
         raise ValueError(f"{where} must be an object with exactly dtype, shape and data_offsets")
@@ -95,6 +96,8 @@ def _entry(where: str, value: object) -> TensorEntry:
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
         raise ValueError(f"{where}: data_offsets must be a list of two non-negative integers")
     start, end = offsets
+    if end > data_bytes:
+        raise ValueError(f"{where} has a byte range (data_offsets {offsets}) beyond the {data_bytes}-byte data buffer")
     expected = DTYPE_WIDTHS[dtype]
     for dim in shape:
         expected *= dim

@@ -299,18 +299,48 @@ def test_the_console_checks_the_memory_id_it_forwards_into_an_api_path(sidecar, 
 # 6. a safetensors header with bad data_offsets
 
 
-def with_offsets(weights: bytes, offsets: object) -> bytes:
+def edited_header(weights: bytes, edit) -> bytes:
+    """The safetensors bytes with `edit(tensors)` applied to the header's tensor entries (the data unchanged)."""
     length = int.from_bytes(weights[:8], "little")
     header = json.loads(weights[8:8 + length])
-    first = next(key for key in header if key != "__metadata__")
-    header[first]["data_offsets"] = offsets
+    edit({key: entry for key, entry in header.items() if key != "__metadata__"})
     text = json.dumps(header).encode()
     return len(text).to_bytes(8, "little") + text + weights[8 + length:]
 
 
-@pytest.mark.parametrize("offsets", [[0.0, 2048.0], [-2048, 0], [False, 2048], [0, 2 ** 70], [0, 2048, 4096]])
-def test_bad_safetensors_data_offsets_are_a_400_not_a_500(sidecar, adapter_dir, offsets):
-    weights = with_offsets((adapter_dir / "adapter_model.safetensors").read_bytes(), offsets)
+def as_floats(tensors: dict) -> None:
+    for entry in tensors.values():
+        entry["data_offsets"] = [float(offset) for offset in entry["data_offsets"]]
+
+
+def overlapping(tensors: dict) -> None:
+    """Two tensors of one size share a byte range (the other's bytes are left unaccounted for)."""
+    by_size: dict[int, dict] = {}
+    for entry in tensors.values():
+        start, end = entry["data_offsets"]
+        if end - start in by_size:
+            entry["data_offsets"] = list(by_size[end - start]["data_offsets"])
+            return
+        by_size[end - start] = entry
+    raise AssertionError("no two tensors of one size")
+
+
+def bool_start(tensors: dict) -> None:
+    first = next(entry for entry in tensors.values() if entry["data_offsets"][0] == 0)
+    first["data_offsets"][0] = False
+
+
+def shifted(by: int):
+    def shift(tensors: dict) -> None:
+        for entry in tensors.values():
+            entry["data_offsets"] = [offset + by for offset in entry["data_offsets"]]
+    return shift
+
+
+@pytest.mark.parametrize("edit", [as_floats, overlapping, bool_start, shifted(-(2 ** 40)), shifted(2 ** 70)],
+                         ids=["floats", "overlapping", "bool", "negative", "huge"])
+def test_bad_safetensors_data_offsets_are_a_400_not_a_500(sidecar, adapter_dir, edit):
+    weights = edited_header((adapter_dir / "adapter_model.safetensors").read_bytes(), edit)
     response, _ = refused_at_once(sidecar, lambda: upload(sidecar, zipped(adapter_dir, weights=weights)))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "adapter_model.safetensors"
