@@ -35,7 +35,7 @@ ENGINE_INTERNAL = {
 MAX_STOP = 16
 MAX_TOOLS = 128
 Number = StrictFloat | StrictInt
-Seed = Annotated[StrictInt, Field(ge=-(2 ** 63), le=2 ** 64 - 1)]
+Seed = Annotated[StrictInt, Field(ge=-(2 ** 63), le=2 ** 63 - 1)]  # the engine keeps seeds as int64
 TokenId = Annotated[StrictInt, Field(ge=0, le=2 ** 31 - 1)]
 
 
