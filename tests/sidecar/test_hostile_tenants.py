@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 ATTACK_DEADLINE_S = 5.0
 MAX_RSS_GROWTH = 64 << 20
-MAX_PROBE_LATENCY_S = 2.0
+MAX_PROBE_LATENCY_S = 3.0  # measured: under 0.1 s; the machine running the tests may be shared
 PROBE_INTERVAL_S = 0.1
 
 
