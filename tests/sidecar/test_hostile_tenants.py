@@ -106,6 +106,7 @@ def refused_at_once(server: Sidecar, attack) -> tuple[httpx.Response, Watch]:
     """Run `attack` (a callable returning a response) under a Watch; the response must come within the deadline."""
     with Watch(server) as watch:
         response, elapsed = timed(attack)
+    print(f"\n[attack] {response.status_code} after {elapsed:.3f} s")
     assert elapsed < ATTACK_DEADLINE_S, f"answered after {elapsed:.1f} s"
     watch.check()
     return response, watch
@@ -174,6 +175,7 @@ def test_a_refusal_is_answered_from_the_headers_before_any_body_byte(sidecar, ke
         sock.sendall(request_head(f"/v1/adapters?name=x", length, key))
         started = time.monotonic()
         assert status_of(sock, ATTACK_DEADLINE_S) == status
+        print(f"\n[attack] {status} after {time.monotonic() - started:.3f} s, no body sent")
         assert time.monotonic() - started < 1.0
     watch.check()
 
@@ -217,6 +219,7 @@ def test_three_256_mib_uploads_without_a_key_are_401s_without_being_buffered(roo
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
+    print(f"\n[attack] (status, bytes sent) {results} after {elapsed:.3f} s")
     assert [status for status, _ in results] == [401, 401, 401]
     assert elapsed < ATTACK_DEADLINE_S and all(sent < 64 << 20 for _, sent in results), results
     watch.check()
