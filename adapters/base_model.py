@@ -4,33 +4,20 @@ Read from a Hugging Face model directory without loading weights: `config.json` 
 header of every top-level `*.safetensors` file for tensor names and shapes. A linear layer is a module with a
 2-D `.weight`, except embeddings and the output head (vLLM applies LoRA to decoder-layer linears only).
 
-`read_safetensors_header` parses the safetensors format's header (8-byte little-endian length, then JSON) and
-checks every tensor's byte range lies inside the file; the adapter validation uses it too.
+Headers are read by `adapters.safetensors_header`, which the adapter validation uses too.
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-MAX_HEADER_BYTES = 100 << 20  # the limit the safetensors format itself sets
+from adapters.safetensors_header import read_safetensors_header
+
 _NOT_LINEAR = ("embed", "lm_head", "wte", "wpe")
-DTYPE_WIDTHS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor in a safetensors file: dtype code (e.g. "BF16"), shape, and absolute byte range in the file."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    start: int
-    end: int
 
 
 @dataclass(frozen=True)
@@ -58,46 +45,6 @@ class BaseModelShape:
                 if key.endswith(".weight") and len(entry.shape) == 2 and not _is_excluded(module):
                     linear[module] = (entry.shape[0], entry.shape[1])
         return cls(MappingProxyType(dict(sorted(linear.items()))), _num_layers(model_dir / "config.json"))
-
-
-def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:
-    """Tensor name -> entry of the safetensors file at `path`; ValueError if the header is malformed."""
-    size = path.stat().st_size
-    with open(path, "rb") as file:
-        prefix = file.read(8)
-        if len(prefix) < 8:
-            raise ValueError(f"{path.name} is too short to be a safetensors file")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > min(MAX_HEADER_BYTES, size - 8):
-            raise ValueError(f"{path.name} has a header length of {length} bytes, beyond the file or the format")
-        header = _json_object(file.read(length))
-    if header is None:
-        raise ValueError(f"{path.name} has a header that is not a JSON object")
-    header.pop("__metadata__", None)
-    return {key: _entry(path.name, key, value, 8 + length, size) for key, value in header.items()}
-
-
-def _json_object(raw: bytes) -> dict | None:
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _entry(file_name: str, key: str, value: object, base: int, size: int) -> TensorEntry:
-    try:
-        dtype, shape, (start, end) = value["dtype"], tuple(value["shape"]), value["data_offsets"]
-        count = 1
-        for dim in shape:
-            count *= int(dim)
-        width = DTYPE_WIDTHS[dtype]
-        valid = all(isinstance(d, int) and d >= 0 for d in shape) and 0 <= start <= end <= size - base
-    except (TypeError, KeyError, ValueError):
-        raise ValueError(f"{file_name}: tensor {key!r} has a malformed header entry") from None
-    if not valid or end - start != count * width:
-        raise ValueError(f"{file_name}: tensor {key!r} has a byte range that does not match its shape and dtype")
-    return TensorEntry(dtype, shape, base + start, base + end)
 
 
 def _is_excluded(module: str) -> bool:

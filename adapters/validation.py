@@ -3,8 +3,9 @@
 An adapter directory holds exactly `adapter_config.json` and `adapter_model.safetensors` (a README.md is allowed
 and ignored). Pickle weights are refused outright: loading them runs arbitrary code. The checks, in order: files,
 config JSON, PEFT options vLLM cannot serve, rank and alpha, target modules against the base model's linear
-layers, then every tensor: a lora_A [r, in] or lora_B [out, r] of a targeted linear layer, in float16, bfloat16 or
-float32, finite. Header and byte ranges are read without torch; finiteness is checked on the raw bits.
+layers (`adapters.target_modules`, in linear time), then every tensor: a lora_A [r, in] or lora_B [out, r] of a
+targeted linear layer, in float16, bfloat16 or float32, finite. The safetensors header is checked whole before any
+byte range is used (`adapters.safetensors_header`); finiteness is checked on the raw bits.
 
 `adapter_digest` is the SHA-256 the KV cache uses for the adapter's namespace (`kvcache.fingerprint.adapter_id`):
 over b"msc-adapter-v1\\0", the config as canonical JSON, then "adapter_model.safetensors\\0" and the BLAKE2b-256
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.base_model import BaseModelShape, TensorEntry, read_safetensors_header
+from adapters.base_model import BaseModelShape
 from adapters.errors import UNPROCESSABLE, InvalidAdapterError
+from adapters.safetensors_header import TensorEntry, read_safetensors_header
+from adapters.target_modules import targeted_modules
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -60,7 +63,7 @@ def validate_adapter(directory: Path, base: BaseModelShape, max_lora_rank: int) 
     config = _read_config(directory / CONFIG_FILE)
     _check_plain_lora(config)
     rank, alpha = _check_rank_and_alpha(config, max_lora_rank)
-    targeted = _targeted_modules(config.get("target_modules"), base)
+    targeted = targeted_modules(config.get("target_modules"), base.linear)
     weights = directory / WEIGHTS_FILE
     try:
         tensors = read_safetensors_header(weights)
@@ -106,6 +109,8 @@ def _read_config(path: Path) -> dict:
         config = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidAdapterError(CONFIG_FILE, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidAdapterError(CONFIG_FILE, "nested too deeply to be a PEFT config") from None
     if not isinstance(config, dict):
         raise InvalidAdapterError(CONFIG_FILE, "must be a JSON object")
     if config.get("peft_type") != "LORA":
@@ -130,32 +135,6 @@ def _check_rank_and_alpha(config: dict, max_lora_rank: int) -> tuple[int, float]
         raise InvalidAdapterError("lora_alpha", f"{alpha!r} is not allowed: it must be a positive number",
                                   UNPROCESSABLE)
     return rank, alpha
-
-
-def _targeted_modules(targets: object, base: BaseModelShape) -> frozenset[str]:
-    """The base model's linear modules that `target_modules` (a list of names or a regex, as in PEFT) selects."""
-    known = f"the base model's linear layers are {', '.join(sorted(base.leaf_names))}"
-    if isinstance(targets, str):
-        try:
-            pattern = re.compile(targets)
-        except re.error as exc:
-            raise InvalidAdapterError("target_modules", f"not a valid regular expression: {exc}",
-                                      UNPROCESSABLE) from None
-        selected = frozenset(m for m in base.linear if pattern.fullmatch(m))
-        if not selected:
-            raise InvalidAdapterError("target_modules", f"{targets!r} matches no linear layer; {known}", UNPROCESSABLE)
-        return selected
-    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
-        raise InvalidAdapterError("target_modules", f"must be a non-empty list of module names or a regex; {known}",
-                                  UNPROCESSABLE)
-    selected = set()
-    for target in targets:
-        matches = {m for m in base.linear if m == target or m.endswith("." + target)}
-        if not matches:
-            raise InvalidAdapterError("target_modules", f"{target!r} is not a linear layer of the base model; "
-                                                        f"{known}", UNPROCESSABLE)
-        selected |= matches
-    return frozenset(selected)
 
 
 def _check_tensors(tensors: dict[str, TensorEntry], targeted: frozenset[str], base: BaseModelShape,

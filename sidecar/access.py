@@ -1,7 +1,10 @@
-"""Who is calling: the FastAPI dependency that turns `Authorization: Bearer <key>` into a `Caller`, rate-limited.
+"""Who is calling: `Authorization: Bearer <key>` turned into a `Caller`, rate-limited, once per request.
 
-Every `/v1` route depends on `Access.caller`; routes reach memory only through `caller.tenant`, so another tenant's
-objects cannot be named, only not found.
+`AuthenticateMiddleware` (sidecar.middleware) authenticates every `/v1` and `/mcp` request from its headers alone,
+before any byte of its body is read, and keeps the `Caller` in the ASGI scope; a request without a valid key is
+answered 401 with its body unread. Every `/v1` route depends on `Access.caller`, which returns that `Caller`
+(authenticating only where no middleware ran); routes reach memory only through `caller.tenant`, so another
+tenant's objects cannot be named, only not found.
 """
 
 from __future__ import annotations
@@ -9,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
+from starlette.datastructures import Headers
+from starlette.types import Scope
 
 from sidecar.errors import APIError
 from sidecar.rate_limit import RateLimiter
 from sidecar.tenancy import KeyTable, hash_key
+
+CALLER_KEY = "memsidecar.caller"  # where the request's Caller is kept in the ASGI scope's state
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,17 @@ class Access:
                            "rate_limit_exceeded", headers={"Retry-After": self.limiter.retry_after(wait_s)})
         return Caller(tenant, key_hash)
 
+    def caller_of(self, scope: Scope) -> Caller:
+        """The caller of the request `scope`, authenticated (and rate-limited) once: later calls return the same."""
+        state = scope.setdefault("state", {})
+        if CALLER_KEY not in state:
+            client = (scope.get("client") or ("unknown",))[0]
+            state[CALLER_KEY] = self.authenticate(Headers(scope=scope).get("authorization"), client)
+        return state[CALLER_KEY]
+
     async def caller(self, request: Request) -> Caller:
         """FastAPI dependency: the authenticated caller of this request."""
-        client = request.client.host if request.client else "unknown"
-        return self.authenticate(request.headers.get("authorization"), client)
+        return self.caller_of(request.scope)
 
 
 def _bearer(authorization: str | None) -> str | None:

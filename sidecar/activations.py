@@ -16,9 +16,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from kvcache.store import TieredStore
@@ -27,13 +28,14 @@ from sidecar.chat import ChatService, cache_salt
 from sidecar.errors import APIError
 
 MAX_PIN_CHARS = 200_000
+PIN_ID_REGEX = r"^[0-9a-f]{32}$"  # uuid4().hex
 
 
 class TextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: StrictStr = Field(min_length=1, max_length=MAX_PIN_CHARS, description="The prompt text whose KV to keep.")
-    model: StrictStr | None = Field(None, description="Served model; unset: the default model.")
+    model: StrictStr | None = Field(None, max_length=256, description="Served model; unset: the default model.")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def activation_router(chat: ChatService, store: TieredStore, pins: PinBook, kv_s
         return _pin_json(record)
 
     @router.delete("/pin/{pin_id}")
-    async def unpin(pin_id: str, who: Caller = Depends(caller)) -> dict:
+    async def unpin(pin_id: Annotated[str, PathParam(pattern=PIN_ID_REGEX)], who: Caller = Depends(caller)) -> dict:
         record = pins.get(pin_id, who.tenant)
         await one_token(record.text, record.model, who.tenant, {"kv_transfer_params": {"memsidecar_pin": False}})
         pins.remove(pin_id)

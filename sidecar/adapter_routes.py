@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -25,6 +26,12 @@ from sidecar.memory_schema import ID_REGEX
 from textual.store import MemoryStore
 
 NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+REFERENCE_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@v[1-9][0-9]{0,8})?$"  # name, or name@vN for one version
+JOB_ID_REGEX = r"^[0-9a-f]{32}$"
+MAX_VERSION = 10 ** 9
+AdapterName = Annotated[str, PathParam(pattern=NAME_REGEX, description="An adapter's name.")]
+AdapterReference = Annotated[str, PathParam(pattern=REFERENCE_REGEX, description="`name`, or `name@vN`.")]
+JobId = Annotated[str, PathParam(pattern=JOB_ID_REGEX, description="A job's id.")]
 MEMORY_TYPES_FOR_DISTILLATION = ["fact", "preference", "event", "episode"]
 
 
@@ -32,7 +39,8 @@ class Binding(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: StrictStr | None = Field(None, pattern=ID_REGEX, description="Bind for this user; unset: the tenant.")
-    version: StrictInt | None = Field(None, ge=1, description="Stay on this version; unset: follow the latest.")
+    version: StrictInt | None = Field(None, ge=1, le=MAX_VERSION,
+                                      description="Stay on this version; unset: follow the latest.")
 
 
 class TrainingExample(BaseModel):
@@ -97,12 +105,12 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
     _add_distillation_routes(router, service, jobs, store, base_model_dir, work_dir, caller)
 
     @router.get("/{name}")
-    async def get_adapter(name: str, who: Caller = Depends(caller)) -> dict:
+    async def get_adapter(name: AdapterName, who: Caller = Depends(caller)) -> dict:
         versions = registry.versions(name, who.tenant)
         return {**record_json(versions[-1], service), "versions": [record_json(r, service) for r in versions]}
 
     @router.delete("/{name}")
-    async def delete_adapter(name: str, version: int | None = Query(None, ge=1),
+    async def delete_adapter(name: AdapterName, version: int | None = Query(None, ge=1, le=MAX_VERSION),
                              who: Caller = Depends(caller)) -> dict:
         doomed = [r for r in registry.versions(name, who.tenant) if version in (None, r.version)]
         await service.forget([r for r in doomed if not r.is_public])
@@ -110,7 +118,7 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
         return {"name": name, "deleted": [r.reference for r in deleted]}
 
     @router.post("/{name}/{action}")
-    async def residency(name: str, action: Literal["load", "unload", "pin", "unpin"],
+    async def residency(name: AdapterReference, action: Literal["load", "unload", "pin", "unpin"],
                         who: Caller = Depends(caller)) -> dict:
         """Load or unload now, or pin (keep loaded) or unpin, the adapter `name` (`name@vN` for one version)."""
         record = service.resolve(name, who.tenant)
@@ -121,12 +129,12 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
         return record_json(record, service)
 
     @router.put("/{name}/binding")
-    async def bind(name: str, body: Binding, who: Caller = Depends(caller)) -> dict:
+    async def bind(name: AdapterName, body: Binding, who: Caller = Depends(caller)) -> dict:
         record = registry.bind(who.tenant, name, body.user_id, body.version)
         return {"user_id": body.user_id, "adapter": record.reference, "follows_latest": body.version is None}
 
     @router.delete("/{name}/binding")
-    async def unbind(name: str, user_id: str | None = Query(None, pattern=ID_REGEX),
+    async def unbind(name: AdapterName, user_id: str | None = Query(None, pattern=ID_REGEX),
                      who: Caller = Depends(caller)) -> dict:
         bound = registry.binding_for(who.tenant, user_id)
         if bound is None or bound.name != name:
@@ -169,11 +177,11 @@ def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: J
         return {"data": [job_json(job) for job in jobs.list(who.tenant)]}
 
     @router.get("/jobs/{job_id}")
-    async def get_job(job_id: str, who: Caller = Depends(caller)) -> dict:
+    async def get_job(job_id: JobId, who: Caller = Depends(caller)) -> dict:
         return job_json(_job(jobs.get, job_id, who.tenant))
 
     @router.post("/jobs/{job_id}/cancel")
-    async def cancel_job(job_id: str, who: Caller = Depends(caller)) -> dict:
+    async def cancel_job(job_id: JobId, who: Caller = Depends(caller)) -> dict:
         return job_json(_job(jobs.cancel, job_id, who.tenant))
 
 

@@ -84,12 +84,11 @@ class EngineGate:
 
 
 def cache_salt(body: dict[str, Any], tenant: str, kv_scope: str) -> dict[str, Any]:
-    """The body with its KV isolation scope: per tenant (the client's own salt nested inside) unless shared."""
+    """The body with its KV isolation scope: per tenant unless shared. The salt is the sidecar's alone: a client's
+    `cache_salt` is refused at the HTTP edge (`sidecar.openai_schema.ENGINE_INTERNAL`), and dropped here too."""
     if kv_scope == "shared":
-        return body
-    client_salt = body.get("cache_salt")
-    salt = f"tenant:{tenant}" + (f":{client_salt}" if isinstance(client_salt, str) and client_salt else "")
-    return {**body, "cache_salt": salt}
+        return {key: value for key, value in body.items() if key != "cache_salt"}
+    return {**body, "cache_salt": f"tenant:{tenant}"}
 
 
 def reply_text(result: dict[str, Any]) -> str:

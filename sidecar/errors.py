@@ -58,15 +58,28 @@ def error_bytes(status: int, message: str, code: str | None = None) -> bytes:
     return json.dumps(error_body(status, message, code)).encode()
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
-    """A readable message naming the fields at fault, and the error code."""
-    problems = []
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str, str | None]:
+    """A readable message naming the fields at fault, the error code, and the first field at fault."""
+    problems, fields = [], []
     for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            return f"request body is not valid JSON: {error.get('ctx', {}).get('error', 'parse error')}", "invalid_json"
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        problems.append(f"{location or 'body'}: {error.get('msg')}")
-    return "; ".join(problems) or "invalid request", "invalid_request"
+        kind, context = error.get("type"), error.get("ctx") or {}
+        if kind == "json_invalid":
+            return f"request body is not valid JSON: {context.get('error', 'parse error')}", "invalid_json", None
+        named = _named(context) if kind == "engine_internal" else ()
+        location = ".".join(str(part) for part in (*error.get("loc", ()), *named) if part != "body")
+        fields.append(location or None)
+        if kind == "engine_internal":
+            problems.append(str(error.get("msg")))
+        elif kind == "extra_forbidden":
+            problems.append(f"{location}: unknown field, not accepted (only the documented fields are)")
+        else:
+            problems.append(f"{location or 'body'}: {error.get('msg')}")
+    return "; ".join(problems) or "invalid request", "invalid_request", next(filter(None, fields), None)
+
+
+def _named(context: dict) -> tuple[str, ...]:
+    """The field a model-level error names in its context (loc stops at the model)."""
+    return (context["field"],) if isinstance(context.get("field"), str) else ()
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -78,8 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, code = _describe_validation(exc)
-        return error_response(APIError(400, message, code))
+        message, code, field = _describe_validation(exc)
+        return error_response(APIError(400, message, code, param=field))
 
     @app.exception_handler(InvalidMemoryError)
     async def _invalid_memory(request: Request, exc: InvalidMemoryError) -> JSONResponse:

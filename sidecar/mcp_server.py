@@ -22,7 +22,6 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.access import Access
@@ -218,8 +217,7 @@ class _Authenticated:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         try:
-            client = (scope.get("client") or ("unknown",))[0]
-            caller = self.access.authenticate(Headers(scope=scope).get("authorization"), client)
+            caller = self.access.caller_of(scope)
         except APIError as error:
             return await error_response(error)(scope, receive, send)
         token = self.tenant.set(caller.tenant)

@@ -6,9 +6,9 @@ Memory calls embed text and write LMDB synchronously, so they run in the thread 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
 from sidecar.access import Caller
@@ -19,6 +19,9 @@ from sidecar.memory_schema import (ID_REGEX, AddDocument, AddMemory, AddMessages
                                    search_json, strength_json)
 from textual.messages import ChatMessage
 from textual.store import MemoryStore
+
+MemoryId = Annotated[str, Path(pattern=ID_REGEX, description="A memory's id.")]
+KbId = Annotated[str, Path(pattern=ID_REGEX, description="A knowledge base's id.")]
 
 
 def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
@@ -85,31 +88,31 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
                          for u in await call(who, "users")]}
 
     @router.get("/memories/{memory_id}/strength", tags=["memories"])
-    async def memory_strength(memory_id: str, points: int = Query(48, ge=2, le=500),
+    async def memory_strength(memory_id: MemoryId, points: int = Query(48, ge=2, le=500),
                               who: Caller = Depends(caller)) -> dict:
         memory = await call(who, "get", memory_id)
         return strength_json(memory, store.lifecycle, store.clock(), points)
 
     @router.get("/memories/{memory_id}", tags=["memories"])
-    async def get_memory(memory_id: str, who: Caller = Depends(caller)) -> dict:
+    async def get_memory(memory_id: MemoryId, who: Caller = Depends(caller)) -> dict:
         return memory_json(await call(who, "get", memory_id))
 
     @router.patch("/memories/{memory_id}", tags=["memories"])
-    async def update_memory(memory_id: str, body: UpdateMemory, who: Caller = Depends(caller)) -> dict:
+    async def update_memory(memory_id: MemoryId, body: UpdateMemory, who: Caller = Depends(caller)) -> dict:
         changes = body.model_dump(exclude_none=True)
         return memory_json(await call(who, "update", memory_id, **changes))
 
     @router.delete("/memories/{memory_id}", tags=["memories"])
-    async def delete_memory(memory_id: str, who: Caller = Depends(caller)) -> dict:
+    async def delete_memory(memory_id: MemoryId, who: Caller = Depends(caller)) -> dict:
         await call(who, "delete", memory_id)
         return {"id": memory_id, "deleted": True}
 
     @router.post("/memories/{memory_id}/feedback", tags=["memories"])
-    async def feedback(memory_id: str, body: Feedback, who: Caller = Depends(caller)) -> dict:
+    async def feedback(memory_id: MemoryId, body: Feedback, who: Caller = Depends(caller)) -> dict:
         return memory_json(await call(who, "feedback", memory_id, body.kind, body.text))
 
     @router.post("/memories/{memory_id}/restore", tags=["memories"])
-    async def restore(memory_id: str, who: Caller = Depends(caller)) -> dict:
+    async def restore(memory_id: MemoryId, who: Caller = Depends(caller)) -> dict:
         return memory_json(await call(who, "restore", memory_id))
 
     @router.post("/kbs", tags=["knowledge bases"])
@@ -121,12 +124,12 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
         return {"data": [kb_json(kb) for kb in await call(who, "list_kbs")]}
 
     @router.delete("/kbs/{kb_id}", tags=["knowledge bases"])
-    async def delete_kb(kb_id: str, who: Caller = Depends(caller)) -> dict:
+    async def delete_kb(kb_id: KbId, who: Caller = Depends(caller)) -> dict:
         removed = await call(who, "delete_kb", kb_id)
         return {"id": kb_id, "deleted": True, "memories_removed": removed}
 
     @router.post("/kbs/{kb_id}/documents", tags=["knowledge bases"])
-    async def add_document(kb_id: str, body: AddDocument, who: Caller = Depends(caller)) -> dict:
+    async def add_document(kb_id: KbId, body: AddDocument, who: Caller = Depends(caller)) -> dict:
         options = body.model_dump(exclude_none=True, exclude={"text"})
         chunks = await call(who, "add_document", kb_id, body.text, **options)
         return {"kb_id": kb_id, "ids": [chunk.id for chunk in chunks], "chunks": len(chunks)}

@@ -1,20 +1,54 @@
-"""ASGI middleware: request-size limits and per-route metrics. Pure ASGI, so streaming responses pass through."""
+"""ASGI middleware: authentication, request-size limits and per-route metrics. Pure ASGI, so streaming responses
+pass through.
+
+Order (outermost first): metrics, authentication, body limit, the app. So no byte of a body is read before the
+caller is known: a request without a valid key, or declaring a body over the limit, is answered from its headers,
+with `Connection: close` so the server drops the connection instead of draining the body it will never use.
+"""
 
 from __future__ import annotations
 
 import time
 
-from sidecar.errors import error_bytes
+from sidecar.access import Access
+from sidecar.errors import APIError, error_bytes
 from sidecar.metrics import Metrics
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
+AUTHENTICATED_PREFIXES = ("/v1/", "/mcp")
 
 
-async def _send_error(send, status: int, message: str, code: str) -> None:
+async def _send_error(send, status: int, message: str, code: str | None,
+                      extra_headers: dict[str, str] | None = None) -> None:
+    """Answer an error before the body is read; the connection closes after it (its body is never read)."""
     body = error_bytes(status, message, code)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    headers += [(name.lower().encode(), value.encode()) for name, value in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def needs_key(path: str) -> bool:
+    """Whether a path is the API's (authenticated) rather than health, metrics, docs or the console's pages."""
+    return path == "/v1" or path.startswith(AUTHENTICATED_PREFIXES)
+
+
+class AuthenticateMiddleware:
+    """Authenticates every API request from its headers before anything reads its body; refusals (401, 429) are
+    answered at once. The `Caller` is kept in the scope, where `Access.caller` finds it."""
+
+    def __init__(self, app, access: Access) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and needs_key(scope["path"]):
+            try:
+                self.access.caller_of(scope)
+            except APIError as error:
+                return await _send_error(send, error.status, error.message, error.code, error.headers)
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

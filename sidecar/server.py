@@ -37,7 +37,7 @@ from sidecar.memory_chat import MemoryChat, MemoryDefaults
 from sidecar.memory_extractor import MemoryExtractor
 from sidecar.memory_routes import memory_router
 from sidecar.metrics import Metrics
-from sidecar.middleware import BodyLimitMiddleware, MetricsMiddleware
+from sidecar.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest
 from sidecar.rate_limit import RateLimiter
 from sidecar.scheduler.wiring import build_scheduler
@@ -133,8 +133,10 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
 
     app = FastAPI(title="memsidecar", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    # added innermost first: metrics, then authentication, then the body limit, then the routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
                        per_path={"/v1/adapters": settings.max_adapter_upload_bytes})
+    app.add_middleware(AuthenticateMiddleware, access=access)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(memory_router(store, access.caller, extractor))
     if kv_store is not None:

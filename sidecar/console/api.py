@@ -7,12 +7,15 @@ rate limits, validation and tenant checks as any other client: there is no secon
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 from starlette.types import ASGIApp
 
 INTERNAL_BASE_URL = "http://memsidecar.console"
+# A memory id or adapter name as it may appear in an API path: never a dot segment or anything to escape.
+SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 
 
 class ConsoleAPIError(Exception):
@@ -22,6 +25,16 @@ class ConsoleAPIError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def path_segment(value: str, field: str) -> str:
+    """`value` if it may be put into an API path as one segment; else ConsoleAPIError(400) naming `field`.
+
+    Every id a page forwards from a query string or form into an API path passes here first."""
+    if not re.fullmatch(SEGMENT, value):
+        raise ConsoleAPIError(400, f"{field}: {value[:80]!r} is not a valid id (1 to 128 characters from A-Z a-z "
+                                   "0-9 _ . : @ -, starting with a letter or digit)")
+    return value
 
 
 class ConsoleAPI:

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from sidecar.console import charts
-from sidecar.console.api import ConsoleAPI, ConsoleAPIError
+from sidecar.console.api import SEGMENT, ConsoleAPI, ConsoleAPIError
 from sidecar.console.sessions import ConsoleSession, SessionStore
 from sidecar.console.views import (
     adapters_view,
@@ -41,8 +41,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 MEMORY_ACTIONS = ("edit", "delete", "feedback", "restore")
-# A memory id or adapter name as it may appear in an API path: never a dot segment or anything to escape.
-SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 ADAPTER_ACTIONS = ("load", "unload", "pin", "unpin")
 
 
@@ -175,7 +173,8 @@ def _memory_routes(router: APIRouter, pages: Pages) -> None:
         return pages.render(request, "memory", session, status=404 if context.get("error") else 200, **context)
 
     @router.post("/memories/{memory_id}/{action}")
-    async def memory_action(request: Request, action: str, memory_id: str = PathParam(pattern=SEGMENT)) -> Response:
+    async def memory_action(request: Request, action: str = PathParam(pattern=r"^[a-z]{1,16}$"),
+                            memory_id: str = PathParam(pattern=SEGMENT)) -> Response:
         session = pages.session_of(request)
         form = await pages.checked_form(request, session)
         if action not in MEMORY_ACTIONS:
@@ -199,7 +198,7 @@ def _memory_routes(router: APIRouter, pages: Pages) -> None:
     async def lifecycle(request: Request) -> Response:
         session = pages.session_of(request)
         context = await _guarded(lifecycle_view(pages.api(request, session), dict(request.query_params)))
-        return pages.render(request, "lifecycle", session, **context)
+        return pages.render(request, "lifecycle", session, status=context.get("error_status", 200), **context)
 
 
 def _playground_routes(router: APIRouter, pages: Pages) -> None:
@@ -260,7 +259,8 @@ def _adapter_and_tier_routes(router: APIRouter, pages: Pages) -> None:
         return _redirect("/console/adapters")
 
     @router.post("/adapters/{name}/{action}")
-    async def adapter_action(request: Request, action: str, name: str = PathParam(pattern=SEGMENT)) -> Response:
+    async def adapter_action(request: Request, action: str = PathParam(pattern=r"^[a-z]{1,16}$"),
+                             name: str = PathParam(pattern=SEGMENT)) -> Response:
         session = pages.session_of(request)
         form = await pages.checked_form(request, session)
         client = pages.api(request, session)

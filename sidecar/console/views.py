@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from sidecar.console import charts
-from sidecar.console.api import ConsoleAPI, ConsoleAPIError
+from sidecar.console.api import ConsoleAPI, ConsoleAPIError, path_segment
 from sidecar.console.sessions import PlaygroundTurn
 
 MEMORY_TYPES = ("fact", "preference", "event", "episode", "tool_schema", "tool_trajectory", "image", "document_chunk")
@@ -55,6 +55,7 @@ async def memories_view(api: ConsoleAPI, query: Mapping[str, str]) -> dict[str, 
 
 
 async def memory_view(api: ConsoleAPI, memory_id: str) -> dict[str, Any]:
+    path_segment(memory_id, "memory_id")
     memory, strength = await asyncio.gather(api.get(f"/v1/memories/{memory_id}"),
                                             api.get(f"/v1/memories/{memory_id}/strength"))
     return {"memory": memory, "strength": strength, "chart": strength_chart(strength)}
@@ -83,7 +84,7 @@ async def lifecycle_view(api: ConsoleAPI, query: Mapping[str, str]) -> dict[str,
         context["memories"] = (await api.get("/v1/memories", user_id=user_id, limit=200))["data"]
     memory_id = query.get("memory_id")
     if memory_id:
-        context.update(await memory_view(api, memory_id))
+        context.update(await memory_view(api, path_segment(memory_id, "memory_id")))
     return context
 
 
@@ -108,7 +109,7 @@ async def playground_turn(api: ConsoleAPI, history: list[PlaygroundTurn], user_i
 
 async def _memory_or_gone(api: ConsoleAPI, memory_id: str) -> dict[str, Any]:
     try:
-        return await api.get(f"/v1/memories/{memory_id}")
+        return await api.get(f"/v1/memories/{path_segment(memory_id, 'memory_id')}")
     except ConsoleAPIError:
         return {"id": memory_id, "content": "(deleted since)", "type": "", "tier": ""}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+import zlib
 import zipfile
 from pathlib import Path
 
@@ -117,3 +118,16 @@ def archive_of(directory: Path, kind: str = "zip", folder: str | None = None) ->
     """The files of `directory` as a zip, tar or tgz, optionally under one top-level folder."""
     members = {(f"{folder}/{name}" if folder else name): data for name, data in files_of(directory).items()}
     return zip_bytes(members) if kind == "zip" else tar_bytes(members, gzip=kind == "tgz")
+
+
+def extended_header_bomb(declared: int, inflated: int, kind: bytes = tarfile.GNUTYPE_LONGNAME) -> bytes:
+    """A .tar.gz whose first header is a GNU long name (or PAX header) declaring `declared` bytes, followed by
+    `inflated` zero bytes: `tarfile` reads the declared body whole before anything can look at it."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = kind, declared
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip container
+    parts = [packer.compress(info.tobuf(tarfile.GNU_FORMAT))]
+    zeros = bytes(1 << 20)
+    for start in range(0, inflated, len(zeros)):
+        parts.append(packer.compress(zeros[:min(len(zeros), inflated - start)]))
+    return b"".join(parts) + packer.flush()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import tarfile
 import zipfile
 
 import pytest
 
-from adapters.archive import ArchiveLimits, copy_directory, unpack_archive
+from adapters.archive import MAX_NAME_BYTES, ArchiveLimits, copy_directory, unpack_archive
 from adapters.errors import InvalidAdapterError
 from tests.adapters.conftest import archive_of, files_of, tar_bytes, zip_bytes
 
@@ -168,3 +169,39 @@ def test_a_local_directory_over_the_limit_is_refused(tmp_path, peft_adapters):
     with pytest.raises(InvalidAdapterError) as caught:
         copy_directory(peft_adapters["qv"], tmp_path / "out", ArchiveLimits(max_total_bytes=1000))
     assert caught.value.status == 413
+
+
+@pytest.mark.parametrize("pack", [zip_bytes, tar_bytes])
+def test_a_name_over_the_limit_is_refused_and_quoted_short(tmp_path, pack):
+    error = refused(pack({"n" * (MAX_NAME_BYTES + 1): b""}), tmp_path)
+    assert f"at most {MAX_NAME_BYTES} bytes" in error.message and len(error.field) < 130
+
+
+def _with_end_record(data: bytes, entries_total: int | None = None, directory_bytes: int | None = None) -> bytes:
+    end = data.rindex(b"PK\x05\x06")
+    fields = list(struct.unpack_from("<4s4H2LH", data, end))
+    fields[3] = fields[4] = entries_total if entries_total is not None else fields[4]
+    fields[5] = directory_bytes if directory_bytes is not None else fields[5]
+    return data[:end] + struct.pack("<4s4H2LH", *fields) + data[end + 22:]
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_before_parsing(tmp_path):
+    error = refused(_with_end_record(zip_bytes({"a": b""}), entries_total=60_000), tmp_path)
+    assert error.field == "archive" and "at most 8" in error.message
+
+
+def test_a_zip_central_directory_larger_than_its_entries_need_is_refused(tmp_path):
+    error = refused(_with_end_record(zip_bytes({"a": b""}), directory_bytes=50 << 20), tmp_path)
+    assert error.status == 413 and "central directory" in error.message
+
+
+def test_zip64_is_refused(tmp_path):
+    error = refused(_with_end_record(zip_bytes({"a": b""}), entries_total=0xFFFF), tmp_path)
+    assert "zip64" in error.message
+
+
+def test_a_zip64_locator_before_a_small_end_record_is_refused(tmp_path):
+    data = zip_bytes({"a": b""})
+    end = data.rindex(b"PK\x05\x06")
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, 0, 1)  # zipfile would take the sizes from a zip64 record
+    assert "zip64" in refused(data[:end] + locator + data[end:], tmp_path).message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,57 @@ def test_user_ids_allow_at_and_128_characters():
 def test_route_words_cannot_name_an_adapter(name):
     with pytest.raises(InvalidAdapterError, match="reserved"):
         check_name(name)
+
+
+@pytest.mark.parametrize("change", [lambda s, e: [float(s), float(e)], lambda s, e: [s - 2 ** 40, e - 2 ** 40],
+                                    lambda s, e: [s + 2 ** 64, e + 2 ** 64], lambda s, e: [s, e, e]])
+def test_hostile_data_offsets_are_a_400_not_a_type_error(adapter_copy, base_shape, change):
+    directory = adapter_copy()
+    path = directory / "adapter_model.safetensors"
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    first = next(key for key in header if key != "__metadata__")
+    header[first]["data_offsets"] = change(*header[first]["data_offsets"])
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length:])
+    error = refusal(directory, base_shape)
+    assert error.field == "adapter_model.safetensors" and error.status == 400 and first in error.message
+
+
+@pytest.mark.parametrize("pattern", ["(.*.*)*Z", "(a|a)*(a|a)*(a|a)*(a|a)*X", "(x+x+)+y"])
+def test_a_backtracking_target_modules_regex_is_decided_in_linear_time(adapter_copy, base_shape, pattern):
+    directory = adapter_copy()
+    edit_config(directory, target_modules=pattern)
+    started = time.monotonic()
+    error = refusal(directory, base_shape)
+    assert (error.field, error.status) == ("target_modules", 422) and "matches no linear layer" in error.message
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("targets, words", [
+    ("q_proj|" * 100, "too long: at most 512"),
+    (r"(?!.*vision).*\.q_proj", "lookarounds and backreferences"),
+    (r"(q)\1", "lookarounds and backreferences"),
+    (["q_proj"] * 300, "at most 256 module names"),
+    ({"q_proj": True}, "non-empty list"),
+])
+def test_target_modules_outside_peft_forms_or_bounds_are_named(adapter_copy, base_shape, targets, words):
+    directory = adapter_copy()
+    edit_config(directory, target_modules=targets)
+    error = refusal(directory, base_shape)
+    assert (error.field, error.status) == ("target_modules", 422) and words in error.message
+
+
+@pytest.mark.parametrize("targets", [r".*\.(q_proj|v_proj)", "all-linear", r"model\.layers\.\d+\.self_attn\.[qv]_proj"])
+def test_peft_pattern_forms_select_the_targeted_layers(adapter_copy, base_shape, targets):
+    directory = adapter_copy()
+    edit_config(directory, target_modules=targets)
+    assert set(validate_adapter(directory, base_shape, MAX_RANK).target_modules) == {"q_proj", "v_proj"}
+
+
+def test_a_config_nested_too_deeply_is_a_400(adapter_copy, base_shape):
+    directory = adapter_copy()
+    (directory / "adapter_config.json").write_text("[" * 100_000 + "]" * 100_000)
+    error = refusal(directory, base_shape)
+    assert error.field == "adapter_config.json" and error.status == 400

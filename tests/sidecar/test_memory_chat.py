@@ -28,10 +28,10 @@ def test_the_query_is_the_latest_user_turn_with_a_short_window():
 
 
 def test_tenants_get_their_own_kv_scope_unless_shared():
-    body = {"messages": [], "cache_salt": "mine"}
-    assert cache_salt(body, "acme", "tenant")["cache_salt"] == "tenant:acme:mine"
+    body = {"messages": [], "cache_salt": "mine"}  # refused at the HTTP edge; never the client's to choose
+    assert cache_salt(body, "acme", "tenant")["cache_salt"] == "tenant:acme"
     assert cache_salt({"messages": []}, "acme", "tenant")["cache_salt"] == "tenant:acme"
-    assert cache_salt(body, "acme", "shared") == body
+    assert cache_salt(body, "acme", "shared") == {"messages": []}
 
 
 def test_the_stream_gets_a_memory_chunk_before_done_and_the_reply_is_collected():
