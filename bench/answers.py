@@ -9,8 +9,9 @@ each condition in turn, greedy, through its chat endpoint, with the same client 
 - `none`: the question alone (memory off);
 - `history`: the conversation as one system message (`[date]` headers, `Speaker: text` lines), the newest turns
   that fit the model's context, then the question (memory off), as a client without memory would send it;
-- `memory`: the question alone, memsidecar's injection on (`--memory-budget` tokens, default 1,000); the
-  conversation was written to memory through `POST /v1/memories/messages`;
+- `memory`: the question alone, memsidecar's injection on as a client gets it by default (the sidecar's `top_k`,
+  8, within `--memory-budget` tokens, default 1,000); the conversation was written to memory through
+  `POST /v1/memories/messages`;
 - `memory_extraction`: the same over a second copy of the conversation written with `extract: true`, so that the
   served model's extracted facts, preferences and events sit beside the turns (costly: one generation per 20 turns);
 - `evidence`: the question's gold evidence turns, rendered as memsidecar renders memories, in the same place:
@@ -40,7 +41,7 @@ from bench.e2e import Settings as EngineSettings
 from bench.locomo import CATEGORIES, evidence_ids
 from bench.scoring import answer_f1, bleu1
 from sidecar.engine_dtype import explicit_dtype
-from sidecar.memory_chat import MEMORY_HEADER, inject_block
+from sidecar.memory_chat import MEMORY_HEADER, inject_block, memory_block
 from sidecar.model_builder import ensure_model
 from sidecar.runner import DEFAULT_MODEL
 from textual import context
@@ -51,7 +52,6 @@ CONDITIONS = ("none", "history", "memory", "memory_extraction", "evidence")
 DEFAULT_MODEL_DIR = Path(".data/models") / DEFAULT_MODEL
 INSTRUCTION = "Answer the question in a few words."
 EXTRACTION_BATCH = 20  # turns per extraction request: what one extraction reads (`textual.extraction.MAX_TURNS`)
-MEMORY_TOP_K = 100
 
 
 def plan(samples: list[dict], limit: int | None) -> list[tuple[int, dict]]:
@@ -77,7 +77,7 @@ def evidence_block(sample: dict, qa: dict) -> str:
                 for turn_id in sorted(evidence_ids(qa["evidence"])) if turn_id in found
                 for name, when, position, turn in [found[turn_id]]
                 for text in [session_turns(name, when, [turn])[0]["content"]]]
-    return f"{MEMORY_HEADER}\n{context.render(memories)}"
+    return memory_block([(MEMORY_HEADER, context.render(memories))])
 
 
 def request(condition: str, index: int, sample: dict, qa: dict, tokenizer, settings: EngineSettings) -> dict:
@@ -91,7 +91,7 @@ def request(condition: str, index: int, sample: dict, qa: dict, tokenizer, setti
     elif condition == "evidence":
         messages = inject_block(messages, evidence_block(sample, qa))
     elif condition in ("memory", "memory_extraction"):
-        memory = {"inject": True, "write": False, "top_k": MEMORY_TOP_K, "token_budget": settings.memory_token_budget}
+        memory = {"inject": True, "write": False, "token_budget": settings.memory_token_budget}
     user = f"conv{index}x" if condition == "memory_extraction" else f"conv{index}"
     return {"model": "bench", "user": user, "messages": messages, "max_tokens": settings.max_tokens,
             "temperature": 0, "memory": memory}

@@ -36,7 +36,8 @@ log = logging.getLogger("memsidecar.memory")
 
 QUERY_WINDOW = 3  # the latest user turn plus the two messages before it
 MAX_QUERY_CHARS = 2000
-MEMORY_HEADER = "Relevant memories of this user (from earlier conversations):"
+MEMORY_HEADER = "Notes from earlier conversations with this user (quoted, for reference):"
+BLOCK_FOOTER = "Use these notes to answer the user's question."
 KB_HEADER = "Relevant knowledge-base passages:"
 TOOLS_HEADER = "Tools used before, with their outcomes:"
 DEFAULT_USER = "default"
@@ -138,6 +139,12 @@ def inject_block(messages: list[dict[str, Any]], text: str) -> list[dict[str, An
     return [*messages[:position], {"role": "system", "content": text}, *messages[position:]]
 
 
+def memory_block(sections: list[tuple[str, str]]) -> str:
+    """The injected text: each (header, rendered lines) section, blank lines between, then the closing instruction
+    (a small model measured better with it: `bench.answers`)."""
+    return "\n\n".join(f"{header}\n{rendered}" for header, rendered in sections) + f"\n{BLOCK_FOOTER}"
+
+
 class MemoryChat:
     """Retrieval for, and write-back from, chat requests over one `MemoryStore`."""
 
@@ -156,8 +163,8 @@ class MemoryChat:
             return body, Injection()
         handle = self.store.for_tenant(chat.tenant)
         seen = {message_text(m).strip() for m in chat.messages}
-        sections: list[tuple[str, list[Memory]]] = []
-        budget = chat.token_budget
+        sections: list[tuple[str, str, list[Memory]]] = []
+        budget = chat.token_budget - count_tokens(BLOCK_FOOTER)
         kb_ids = list(chat.kb_ids) or [kb.id for kb in handle.list_kbs() if kb.metadata.get("pinned") is True]
         if kb_ids:
             found = handle.search(query, k=chat.top_k, budget_tokens=max(1, budget // 2), kb_id=kb_ids)
@@ -170,7 +177,7 @@ class MemoryChat:
             _add_section(sections, MEMORY_HEADER, _unseen(found, seen), budget)
         if not sections:
             return body, Injection()
-        text = "\n\n".join(f"{header}\n{rendered}" for header, rendered, _ in sections)
+        text = memory_block([(header, rendered) for header, rendered, _ in sections])
         ids = tuple(memory.id for _, _, memories in sections for memory in memories)
         return {**body, "messages": inject_block(list(chat.messages), text)}, Injection(ids, count_tokens(text))
 

@@ -1,7 +1,9 @@
 """The injected text: the exact words a model will see for a set of memories. Owns the rendering format.
 
-Format: memories in time order, grouped under a `[8 May 2023]` header per UTC day of `created_at`, one line each:
-`Speaker: content` for an episode with a speaker, `(type) content` otherwise; lines joined by newlines.
+Format: memories in time order, grouped under an `On 8 May 2023:` header per UTC day of `created_at`, one line each:
+`- Speaker said: "content"` for an episode with a speaker, `- content` otherwise; lines joined by newlines.
+Why this shape: a small chat model given `Speaker: text` lines continues the dialogue instead of answering; quoted,
+attributed notes are read as reference (measured with `bench.answers`: LoCoMo F1 0.109 -> 0.141 at the same retrieval).
 Invariant: `count_tokens(render(ms)) == sum(line_cost) + sum(header_cost of each distinct header)`, which is what
 lets budget selection count tokens before rendering.
 """
@@ -18,7 +20,7 @@ from textual.tokens import count_tokens
 def header(memory: Memory) -> str:
     """The group header of `memory`: its UTC day."""
     day = datetime.fromtimestamp(memory.created_at, tz=timezone.utc)
-    return f"[{day.day} {day:%B %Y}]"
+    return f"On {day.day} {day:%B %Y}:"
 
 
 def line(memory: Memory) -> str:
@@ -26,8 +28,8 @@ def line(memory: Memory) -> str:
     content = " ".join(memory.content.split())
     speaker = memory.metadata.get("speaker")
     if memory.type is MemoryType.EPISODE and speaker:
-        return f"{speaker}: {content}"
-    return f"({memory.type.value}) {content}"
+        return f'- {speaker} said: "{content}"'
+    return f"- {content}"
 
 
 def line_cost(memory: Memory) -> int:

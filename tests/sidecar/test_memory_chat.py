@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from sidecar.chat import cache_salt
-from sidecar.memory_chat import inject_block, message_text, retrieval_query
+from sidecar.memory_chat import BLOCK_FOOTER, MEMORY_HEADER, inject_block, memory_block, message_text, retrieval_query
 from sidecar.sse import with_memory_chunk
 
 
@@ -83,3 +83,8 @@ def test_the_engine_gate_refuses_past_its_limit_with_retry_after():
     assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "1"
     gate.leave()
     gate.enter()  # room again
+
+
+def test_the_block_ends_with_the_instruction_to_use_the_notes():
+    block = memory_block([("Passages:", "- a"), (MEMORY_HEADER, '- Ann said: "b"')])
+    assert block == f'Passages:\n- a\n\n{MEMORY_HEADER}\n- Ann said: "b"\n{BLOCK_FOOTER}'

@@ -17,7 +17,8 @@ def memory(key, content, when=MAY_8, position=0, speaker="Caroline", type=Memory
 def test_render_groups_turns_under_day_headers_in_turn_order():
     text = render([memory("b", "Fine, thanks!", position=1), memory("a", "How are you?", speaker="Mel"),
                    memory("c", "I like tea", when=MAY_8 + 86_400, type=MemoryType.FACT)])
-    assert text == "[8 May 2023]\nMel: How are you?\nCaroline: Fine, thanks!\n[9 May 2023]\n(fact) I like tea"
+    assert text == ('On 8 May 2023:\n- Mel said: "How are you?"\n- Caroline said: "Fine, thanks!"\n'
+                    "On 9 May 2023:\n- I like tea")
 
 
 def test_count_tokens_uses_word_and_punctuation_pieces():
