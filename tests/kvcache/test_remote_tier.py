@@ -30,12 +30,12 @@ SECRET = b"the-nodes-shared-secret-0123456789"
 
 
 def node(tmp_path, name: str, url: str, secret: bytes = SECRET) -> TieredStore:
-    return TieredStore.open(StoreConfig(tmp_path / name, 1 << 20, 1 << 22, url, remote_timeout_s=0.2,
+    return TieredStore.open(StoreConfig(tmp_path / name, 1 << 20, 1 << 22, url, remote_timeout_s=2.0,
                                         remote_secret=secret))
 
 
 def test_blocks_round_trip_and_namespaces_are_listed_literally(redis_server):
-    tier = RemoteTier.open(redis_server.url, SECRET)
+    tier = RemoteTier.open(redis_server.url, SECRET, timeout_s=5.0)  # generous: a loaded CI machine is slow
     star, plain = key(ord("*"), 0), key(ord("a"), 0)
     tier.put_many([(star, b"star"), (plain, b"plain")])
     assert tier.read(star, bytes) == b"star" and tier.contains(plain) and not tier.contains(key(1, 0))
@@ -140,7 +140,7 @@ def test_the_tier_hands_a_refused_block_to_no_consumer(redis_server):
     client = redis.Redis.from_url(redis_server.url)
     client.set(KEY_PREFIX + key(1, 0), encode(block(0), "bfloat16", "LBHNC"))
     seen: list[bytes] = []
-    tier = RemoteTier.open(redis_server.url, SECRET)
+    tier = RemoteTier.open(redis_server.url, SECRET, timeout_s=5.0)  # generous: a loaded CI machine is slow
     assert tier.read(key(1, 0), lambda view: seen.append(bytes(view))) is None
     assert seen == [] and tier.stats()["rejected"] == 1
 
