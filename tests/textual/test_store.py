@@ -110,7 +110,7 @@ def test_add_messages_stores_episodes_with_turn_sources(store):
         ("episode", ("D1:1",), 0), ("episode", ("D1:2",), 1), ("episode", ("D1:3",), 2)]
     result = handle.search("Where did Ben hike?", k=3)
     assert result.hits[0].memory.source == ("D1:2",)
-    assert result.context.startswith("[14 November 2023]\nAnn: Did you go anywhere")
+    assert result.context.startswith('On 14 November 2023:\n- Ann said: "Did you go anywhere')
 
 
 def test_budget_bounds_the_injected_text(store):
