@@ -79,7 +79,7 @@ class TenantMemory:
         text = embedding_text(str(memory.metadata.get("speaker", "")), memory.content, None) \
             if memory.metadata.get("speaker") else memory.content
         vector = self._store.embedder.embed([text])[0]
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             return curator.store_new(self._store, memory, vector, consolidate)
 
     def add_image(self, caption: str, image_url: str, *, user: str, metadata: Mapping[str, Any] | None = None,
@@ -97,9 +97,14 @@ class TenantMemory:
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
         for i, message in enumerate(checked):
             check_content(episode_content(message), self._store.max_content_chars)
-        with self._store.lock:
-            memories, texts = self._episodes(checked, user, kb_id)
-            self._store.write(self.tenant, memories, self._store.embedder.embed(texts))
+        with self._store.tenant_lock(self.tenant):
+            _, texts = self._episodes(checked, user, kb_id)
+        vectors = self._store.embedder.embed(texts)  # outside the lock: a bulk write never stalls this tenant's reads
+        with self._store.tenant_lock(self.tenant):
+            memories, now_texts = self._episodes(checked, user, kb_id)
+            if now_texts != texts:  # a concurrent write to one of these sessions moved the turns' positions
+                vectors = self._store.embedder.embed(now_texts)
+            self._store.write(self.tenant, memories, vectors)
         return memories
 
     def search(self, query: str, *, k: int = 10, budget_tokens: int | None = None, user: str | None = None,
@@ -120,7 +125,7 @@ class TenantMemory:
             raise InvalidMemoryError("tiers", "archived memories are never searched; restore(id) one first")
         vector = self._store.embedder.embed([query])[0]
         store = self._store
-        with store.lock:
+        with store.tenant_lock(self.tenant):
             index, now = store.index(self.tenant), store.clock()
             plan = plan_query(query, index.speakers())
             rankings = [rank(index, store.analyzer, vector, plan, filters, now, store.settings)]
@@ -155,11 +160,14 @@ class TenantMemory:
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
                importance: float | None = None, strength: float | None = None, tier: str | None = None) -> Memory:
         """Change the given fields (a new content is re-embedded); returns the updated memory."""
-        with self._store.lock:
+        if content is not None:
+            content = check_content(content, self._store.max_content_chars)
+        vectors = self._store.embedder.embed([content]) if content is not None else None
+        with self._store.tenant_lock(self.tenant):
             old = self.get(memory_id)
             changes: dict[str, Any] = {"updated_at": max(self._store.clock(), old.created_at)}
             if content is not None:
-                changes["content"] = check_content(content, self._store.max_content_chars)
+                changes["content"] = content
             if metadata is not None:
                 changes["metadata"] = self._checked_metadata(old.type, metadata)
             if importance is not None:
@@ -169,7 +177,6 @@ class TenantMemory:
             if tier is not None:
                 changes["tier"] = parse_tier(tier)
             new = dataclasses.replace(old, **changes)
-            vectors = self._store.embedder.embed([new.content]) if content is not None else None
             self._store.write(self.tenant, [new], vectors)
         return new
 
@@ -180,7 +187,7 @@ class TenantMemory:
 
     def restore(self, memory_id: str) -> Memory:
         """Bring a memory (archived, superseded or cold) back to the hot tier, reinforced as if just accessed."""
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             old, now = self.get(memory_id), self._store.clock()
             new = dataclasses.replace(old, tier=Tier.HOT, strength=reinforced_strength(old, now, self._policy),
                                       last_access_at=max(now, old.created_at), updated_at=max(now, old.created_at))
@@ -193,7 +200,7 @@ class TenantMemory:
         if kind == "correction":
             check_content(text, self._store.max_content_chars)
         vectors = self._store.embedder.embed([text]) if kind == "correction" else None
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             old, now = self.get(memory_id), self._store.clock()
             new = apply_feedback(old, kind, text, now, reinforced_strength(old, now, self._policy))
             self._store.write(self.tenant, [new], vectors)
@@ -202,7 +209,7 @@ class TenantMemory:
     def run_lifecycle(self, now: float | None = None) -> curator.LifecycleReport:
         """Plan and apply this tenant's tier moves at `now` (default: the store's clock)."""
         now = self._store.clock() if now is None else check_time("now", now)
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             moves = plan_lifecycle(self._store.db.memories(self.tenant), now, self._policy)
             return curator.apply_moves(self._store, self.tenant, moves, now)
 
@@ -239,7 +246,7 @@ class TenantMemory:
 
     def stats(self) -> TenantStats:
         memories = self._all()
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             kind = "hnsw" if self._store.index(self.tenant).vectors.is_hnsw else "flat"
         return TenantStats(count=len(memories), by_type=dict(Counter(m.type.value for m in memories)),
                            by_tier=dict(Counter(m.tier.value for m in memories)), vector_index=kind)
