@@ -131,6 +131,12 @@ class JobRunner:
         with self._lock:
             return [job for job in self._jobs.values() if job.tenant == tenant]
 
+    def active(self, tenant: str, kind: str | None = None) -> int:
+        """How many of the tenant's jobs (of `kind`, if given) are queued or running."""
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.tenant == tenant and not job.status.is_finished
+                       and kind in (None, job.kind))
+
     def cancel(self, job_id: str, tenant: str) -> Job:
         """Ask the job to stop: a queued job is cancelled at once, a running one at its next check; a finished job
         is left as it is. Returns the job as it is now."""

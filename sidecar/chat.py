@@ -19,6 +19,9 @@ from sidecar.memory_chat import Conversation, Injection, MemoryChat, conversatio
 from sidecar.sse import with_memory_chunk
 from sidecar.errors import APIError
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest, engine_body
+from sidecar.output_limit import bound_output_tokens
+from sidecar.quota_book import QuotaBook
+from sidecar.quotas import QuotaExceeded
 
 if TYPE_CHECKING:  # memory_extractor imports this module
     from sidecar.memory_extractor import MemoryExtractor
@@ -39,6 +42,7 @@ class ModelCatalog:
         self.client = client
         self.default_model = default_model
         self._names: set[str] = set()
+        self._context: dict[str, int] = {}
         self._fetched_at = 0.0
 
     async def listing(self) -> dict:
@@ -46,6 +50,8 @@ class ModelCatalog:
         cards = [entry for entry in listing.get("data", []) if isinstance(entry, dict) and "id" in entry
                  and not MANAGED_ADAPTER.search(str(entry["id"]))]
         self._names = {card["id"] for card in cards}
+        self._context = {card["id"]: card["max_model_len"] for card in cards
+                         if isinstance(card.get("max_model_len"), int)}
         self._fetched_at = time.monotonic()
         return {**listing, "data": cards}
 
@@ -53,6 +59,11 @@ class ModelCatalog:
         if time.monotonic() - self._fetched_at > MODELS_TTL_S:
             await self.listing()
         return self._names
+
+    def context_length(self, name: str) -> int | None:
+        """The context length the engine reported for model `name`; for an adapter (not listed), the smallest of
+        the served models'; None when the engine reports none."""
+        return self._context.get(name) or min(self._context.values(), default=None)
 
     async def resolve(self, name: str | None) -> str:
         """The engine-side model name for a request, or a 404 naming the models that exist."""
@@ -67,20 +78,31 @@ class ModelCatalog:
 
 
 class EngineGate:
-    """Bounds the requests in flight to the engine; over the bound a request is refused at once with 503."""
+    """Bounds the requests in flight to the engine: per tenant (429 over its share, from `book`) and in all (503 over
+    `limit`). Invariant: a tenant's slot is held exactly while one of its requests holds a slot of the gate."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, book: QuotaBook | None = None) -> None:
         self.limit = limit
+        self.book = book
         self.in_flight = 0
 
-    def enter(self) -> None:
+    def enter(self, tenant: str | None = None) -> None:
+        if self.book is not None and tenant is not None:
+            with self.book.refusing(tenant):
+                self.book.engine_slots.acquire(tenant)
         if self.in_flight >= self.limit:
+            self._release_tenant(tenant)
             raise APIError(503, f"the engine already has {self.limit} requests in flight; retry shortly",
                            "engine_busy", headers={"Retry-After": "1"})
         self.in_flight += 1
 
-    def leave(self) -> None:
+    def leave(self, tenant: str | None = None) -> None:
         self.in_flight -= 1
+        self._release_tenant(tenant)
+
+    def _release_tenant(self, tenant: str | None) -> None:
+        if self.book is not None and tenant is not None:
+            self.book.engine_slots.release(tenant)
 
 
 def cache_salt(body: dict[str, Any], tenant: str, kv_scope: str) -> dict[str, Any]:
@@ -105,7 +127,7 @@ class ChatService:
 
     def __init__(self, client: EngineClient, catalog: ModelCatalog, memory: MemoryChat | None, gate: EngineGate,
                  kv_scope: str, adapters: AdapterService | None = None,
-                 extractor: MemoryExtractor | None = None) -> None:
+                 extractor: MemoryExtractor | None = None, max_output_tokens: int = 4096) -> None:
         self.client = client
         self.catalog = catalog
         self.memory = memory
@@ -113,22 +135,23 @@ class ChatService:
         self.kv_scope = kv_scope
         self.adapters = adapters
         self.extractor = extractor
+        self.max_output_tokens = max_output_tokens
         self._writes: set[asyncio.Task] = set()
 
     async def chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, request.user)
         try:
-            body = cache_salt(engine_body(request, model), tenant, self.kv_scope)
+            body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
             chat, injection = None, Injection()
             if self.memory is not None:
                 chat = conversation(tenant, body, request.memory, self.memory.defaults)
                 body, injection = await run_in_threadpool(self.memory.prepare, chat, body)
             if request.stream:
-                stream = await self._stream("/v1/chat/completions", body, lease)
+                stream = await self._stream("/v1/chat/completions", body, lease, tenant)
                 lease = None  # the stream releases it
                 remember = (lambda reply: self._remember(chat, reply)) if chat else (lambda reply: None)
                 return EngineStream(with_memory_chunk(stream.chunks, injection.as_json(), remember))
-            result = await self._json("/v1/chat/completions", body)
+            result = await self._json("/v1/chat/completions", body, tenant)
         finally:
             self._release(lease)
         result["model"] = request.model or result.get("model")
@@ -140,12 +163,12 @@ class ChatService:
     async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, None)
         try:
-            body = cache_salt(engine_body(request, model), tenant, self.kv_scope)
+            body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
             if request.stream:
-                stream = await self._stream("/v1/completions", body, lease)
+                stream = await self._stream("/v1/completions", body, lease, tenant)
                 lease = None
                 return stream
-            return await self._json("/v1/completions", body)
+            return await self._json("/v1/completions", body, tenant)
         finally:
             self._release(lease)
 
@@ -176,21 +199,24 @@ class ChatService:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    async def _json(self, path: str, body: dict) -> dict:
-        self.gate.enter()
+    def _bounded(self, body: dict, model: str) -> dict:
+        return bound_output_tokens(body, self.max_output_tokens, self.catalog.context_length(model))
+
+    async def _json(self, path: str, body: dict, tenant: str) -> dict:
+        self.gate.enter(tenant)
         try:
             return await self.client.post_json(path, body)
         finally:
-            self.gate.leave()
+            self.gate.leave(tenant)
 
-    async def _stream(self, path: str, body: dict, lease: str | None) -> EngineStream:
-        self.gate.enter()
+    async def _stream(self, path: str, body: dict, lease: str | None, tenant: str) -> EngineStream:
+        self.gate.enter(tenant)
         try:
             stream = await self.client.post_stream(path, body)
         except BaseException:
-            self.gate.leave()
+            self.gate.leave(tenant)
             raise
-        return EngineStream(_released(stream.chunks, self.gate, lambda: self._release(lease)))
+        return EngineStream(_released(stream.chunks, lambda: self.gate.leave(tenant), lambda: self._release(lease)))
 
     def _remember(self, chat: Conversation, reply: str) -> None:
         task = asyncio.get_running_loop().create_task(self._record(chat, reply))
@@ -199,7 +225,11 @@ class ChatService:
 
     async def _record(self, chat: Conversation, reply: str) -> None:
         """Store the new turns as episodes, then extract from them (each step off the response path)."""
-        episodes = await run_in_threadpool(self.memory.remember, chat, reply)
+        try:
+            episodes = await run_in_threadpool(self.memory.remember, chat, reply)
+        except QuotaExceeded as error:  # the reply was delivered; only its record is refused
+            log.info("tenant %s: chat not recorded in memory: %s", chat.tenant, error)
+            return
         if episodes and self.extractor is not None:
             await self.extractor.extract(chat.tenant, episodes)
 
@@ -213,11 +243,11 @@ def _is_user(user: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9@][A-Za-z0-9._@-]{0,127}", user) is not None
 
 
-async def _released(chunks: AsyncIterator[bytes], gate: EngineGate,
+async def _released(chunks: AsyncIterator[bytes], leave: Callable[[], None],
                     release: Callable[[], None]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
             yield chunk
     finally:
-        gate.leave()
+        leave()
         release()

@@ -43,6 +43,11 @@ from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
 from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, ReplicaFactory, VectorIndex, replica_for
 
+# Admission of new memories, given by the process serving the store (its quota policy): called with the tenant, its
+# stored (memories, bytes), the contents of the memories about to be added and the embedding dimension, before they
+# are embedded; it raises to refuse the write, and its error reaches the caller unchanged.
+WriteAdmission = Callable[[str, tuple[int, int], Sequence[str], int], None]
+
 # Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in
 # several dicts and sets, its BM25 postings. An estimate for ranking and budgets, not a measurement.
 PER_MEMORY_BYTES = 1024
@@ -95,6 +100,7 @@ class MemoryStore:
         self.consolidation = consolidation or ConsolidationPolicy()
         self.max_image_bytes = max_image_bytes
         self.replica = replica  # where resident indexes also live for searching (a GPU), if anywhere
+        self.admission: WriteAdmission | None = None  # set by the server that enforces quotas; None admits all
         self._lock = threading.Lock()
         self._tenant_locks: dict[str, threading.RLock] = {}
         self._indexes: dict[str, TenantIndex] = {}
@@ -150,6 +156,12 @@ class MemoryStore:
     def usage(self, tenant: str) -> tuple[int, int]:
         """(memories, bytes) `tenant` stores, all tiers, as LMDB holds them; read in O(1)."""
         return self.db.usage(tenant)
+
+    def admit(self, tenant: str, contents: Sequence[str]) -> None:
+        """Ask `admission` whether `tenant` may add memories holding `contents` (raises to refuse). Checked before
+        embedding, without the tenant's lock: concurrent writes of one tenant can overshoot by what they carry."""
+        if self.admission is not None and contents:
+            self.admission(tenant, self.db.usage(tenant), list(contents), self.embedder.dim)
 
     def run_lifecycle(self, now: float | None = None) -> dict[str, LifecycleReport]:
         """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job,

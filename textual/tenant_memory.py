@@ -78,6 +78,7 @@ class TenantMemory:
             tier=parse_tier(tier), created_at=created, updated_at=max(created, now), last_access_at=created)
         text = embedding_text(str(memory.metadata.get("speaker", "")), memory.content, None) \
             if memory.metadata.get("speaker") else memory.content
+        self._store.admit(self.tenant, [memory.content])
         vector = self._store.embedder.embed([text])[0]
         with self._store.tenant_lock(self.tenant):
             return curator.store_new(self._store, memory, vector, consolidate)
@@ -97,6 +98,7 @@ class TenantMemory:
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
         for i, message in enumerate(checked):
             check_content(episode_content(message), self._store.max_content_chars)
+        self._store.admit(self.tenant, [episode_content(message) for message in checked])
         with self._store.tenant_lock(self.tenant):
             _, texts = self._episodes(checked, user, kb_id)
         vectors = self._store.embedder.embed(texts)  # outside the lock: a bulk write never stalls this tenant's reads
