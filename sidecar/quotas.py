@@ -75,9 +75,10 @@ class QuotaExceeded(Exception):
         self.limit = limit
         self.used = used
         self.adding = adding
+        flag = "--" + resource.setting.replace("_", "-")
         super().__init__(
             f"quota exceeded: {resource.value} (the {_WHAT[resource]} of this tenant): limit {limit}, in use {used}, "
-            f"this request adds {adding}; {_ADVICE[resource.status]} (limit set by --{resource.setting.replace('_', '-')})")
+            f"this request adds {adding}; {_ADVICE[resource.status]} (limit set by {flag})")
 
     @property
     def status(self) -> int:

@@ -52,7 +52,7 @@ class StoreFullError(RuntimeError):
 
     def __init__(self, map_size: int, ceiling: int) -> None:
         super().__init__(
-            f"the memory store is full: its LMDB map is {map_size} bytes and may not grow past {ceiling} bytes "
-            f"(--memory-map-max-gib); delete memories, or raise the ceiling")
+            f"the memory store is full: its LMDB map is {map_size} bytes and may not grow past {ceiling} bytes for new "
+            f"data (--memory-map-max-gib, less 1/8 kept for deletes); delete memories, or raise the ceiling")
         self.map_size = map_size
         self.ceiling = ceiling

@@ -5,15 +5,16 @@ Rules, as py-lmdb states them and this module keeps them:
 - Every write is one transaction, committed with sync: once `put`/`delete` returns, the change survives kill -9.
 - Buffers read inside a transaction are copied (decoded) before it ends.
 - LMDB allows one writer at a time; writers here are short and never wait on anything else.
-- The map grows when full (`MapFullError`): the writer's transaction is aborted, the map doubles up to
-  `max_map_size` while no transaction is open (`map_growth.GrowthGate`), and the write is retried; at the ceiling
-  the write raises `StoreFullError` and nothing is changed.
+- The map grows when full (`MapFullError`): the writer's transaction is aborted, the map doubles while no
+  transaction is open (`map_growth.GrowthGate`), and the write is retried. Writes that add data grow it up to
+  `max_map_size` less a reserve (`map_growth.delete_reserve`), then raise `StoreFullError` with nothing changed;
+  deletes may grow into the reserve (a copy-on-write B-tree needs free pages even to delete), after which the map
+  shrinks back to the adding ceiling, or to the pages in use if more, so the reserve is there for the next deletes.
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
-JSON), `versions` (tenant -> write count, as 8-byte little-endian), `usage` (tenant -> memories and their bytes,
-two 8-byte little-endian counts), `meta` (`embedding_model` -> the identity of the model every stored vector came
-from; `usage` -> b"1" once every tenant's usage was counted). A tenant's version changes on every write, so
-derived indexes know when they are stale. Invariant of `usage`: it equals the tenant's number of records in
-`memories` and the summed lengths of its `memories` and `vectors` values, updated in the same transaction as they.
+JSON), `versions` (tenant -> write count, as 8-byte little-endian), `meta` (`embedding_model` -> the identity of
+the model every stored vector came from; `derived` -> b"1" once the derived databases were built), and the derived
+`usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant). A tenant's version changes on
+every write, so derived indexes know when they are stale.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ import lmdb
 import numpy as np
 
 from textual.errors import StoreFullError
-from textual.map_growth import GrowthGate, next_map_size
+from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
+from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory
-from textual.record import (decode_kb, decode_key, decode_memory, decode_vector, encode_kb, encode_key, encode_memory,
-                            encode_vector)
+from textual.record import (decode_kb, decode_key, decode_memory, decode_user_stats, decode_vector, encode_kb,
+                            encode_key, encode_memory, encode_vector, sortable_time)
 
 DEFAULT_MAP_SIZE = 1 << 30
 DEFAULT_MAX_MAP_SIZE = 1 << 36
-_USAGE = struct.Struct("<QQ")
 T = TypeVar("T")
 
 
@@ -49,8 +50,8 @@ class LmdbStore:
         self._vectors = env.open_db(b"vectors")
         self._versions = env.open_db(b"versions")
         self._kbs = env.open_db(b"kbs")
-        self._usage = env.open_db(b"usage")
         self._meta = env.open_db(b"meta")
+        self._derived = DerivedDbs(env.open_db(b"usage"), env.open_db(b"by_time"), env.open_db(b"users"))
 
     @classmethod
     def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE,
@@ -58,9 +59,9 @@ class LmdbStore:
         """Open (creating if needed) the environment in directory `path`, synced on every commit. The map starts at
         `map_size` (or the size the file already needs) and may grow to `max_map_size`."""
         Path(path).mkdir(parents=True, exist_ok=True)
-        env = lmdb.open(str(path), map_size=map_size, max_dbs=8, sync=True, metasync=True, writemap=False)
+        env = lmdb.open(str(path), map_size=map_size, max_dbs=12, sync=True, metasync=True, writemap=False)
         store = cls(env, max_map_size)
-        store._count_usage_once()
+        store._derive_once()
         return store
 
     @property
@@ -80,6 +81,11 @@ class LmdbStore:
             found = txn.get(b"embedding_model", db=self._meta)
             return None if found is None else bytes(found).decode()
 
+    @property
+    def adding_ceiling(self) -> int:
+        """The map size writes that add data may grow it to; the rest up to `max_map_size` is for deletes."""
+        return self.max_map_size - delete_reserve(self.max_map_size)
+
     def set_embedding_model(self, identity: str) -> None:
         self._write(lambda txn: txn.put(b"embedding_model", identity.encode(), db=self._meta))
 
@@ -89,20 +95,20 @@ class LmdbStore:
                  None if vector is None else encode_vector(vector)) for memory, vector in items]
 
         def put(txn: lmdb.Transaction) -> None:
-            changes: dict[str, list[int]] = {}
+            ledger, tenants = Ledger(self._derived, txn), set()
             for memory, key, record, vector in rows:
-                change = changes.setdefault(memory.tenant, [0, 0])
-                old = txn.get(key, db=self._memories)
-                change[0] += old is None
-                change[1] += len(record) - (0 if old is None else len(old))
+                old, old_vector = txn.get(key, db=self._memories), txn.get(key, db=self._vectors)
+                old_vector_size = 0 if old_vector is None else len(old_vector)
+                if old is not None:
+                    ledger.removed(old, len(old) + old_vector_size)
                 txn.put(key, record, db=self._memories)
                 if vector is not None:
-                    old_vector = txn.get(key, db=self._vectors)
-                    change[1] += len(vector) - (0 if old_vector is None else len(old_vector))
                     txn.put(key, vector, db=self._vectors)
-            for tenant, (count, size) in changes.items():
+                ledger.added(memory, len(record) + (old_vector_size if vector is None else len(vector)))
+                tenants.add(memory.tenant)
+            for tenant in tenants:
                 self._bump_version(txn, tenant)
-                self._add_usage(txn, tenant, count, size)
+            ledger.flush()
 
         self._write(put)
 
@@ -115,26 +121,25 @@ class LmdbStore:
         memory_ids = list(memory_ids)
 
         def delete(txn: lmdb.Transaction) -> list[str]:
-            removed, freed = [], 0
+            ledger, removed = Ledger(self._derived, txn), []
             for memory_id in memory_ids:
                 key = encode_key(tenant, memory_id)
                 record, vector = txn.pop(key, db=self._memories), txn.pop(key, db=self._vectors)
-                freed += (0 if record is None else len(record)) + (0 if vector is None else len(vector))
                 if record is not None:
+                    ledger.removed(record, len(record) + (0 if vector is None else len(vector)))
                     removed.append(memory_id)
             if removed:
                 self._bump_version(txn, tenant)
-            if freed:
-                self._add_usage(txn, tenant, -len(removed), -freed)
+            ledger.flush()
             return removed
 
-        return self._write(delete)
+        return self._write(delete, deleting=True)
 
     def put_kb(self, kb: KnowledgeBase) -> None:
         self._write(lambda txn: txn.put(encode_key(kb.tenant, kb.id), encode_kb(kb), db=self._kbs))
 
     def delete_kb(self, tenant: str, kb_id: str) -> bool:
-        return self._write(lambda txn: txn.delete(encode_key(tenant, kb_id), db=self._kbs))
+        return self._write(lambda txn: txn.delete(encode_key(tenant, kb_id), db=self._kbs), deleting=True)
 
     def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None:
         with self._read() as txn:
@@ -199,8 +204,30 @@ class LmdbStore:
     def usage(self, tenant: str) -> tuple[int, int]:
         """(memories, bytes) `tenant` holds: records of every tier, and their records' and embeddings' bytes."""
         with self._read() as txn:
-            data = txn.get(tenant.encode(), db=self._usage)
-            return (0, 0) if data is None else _USAGE.unpack(data)
+            data = txn.get(tenant.encode(), db=self._derived.usage)
+            return (0, 0) if data is None else USAGE.unpack(data)
+
+    def users(self, tenant: str) -> list[tuple[str, int, dict[str, int], float]]:
+        """(user, count, count by tier, newest updated_at) of each of `tenant`'s users, by user id; reads one row
+        per user, not the memories."""
+        with self._read() as txn:
+            return [(decode_key(key)[1], *decode_user_stats(value))
+                    for key, value in self._scan(txn, tenant, self._derived.users)]
+
+    def memories_by_time(self, tenant: str, since: float | None = None, batch: int = 256) -> Iterator[Memory]:
+        """`tenant`'s memories in time order (`context.time_order`), from `since` on, read `batch` at a time in
+        short transactions; stop iterating to stop reading."""
+        after = None if since is None else encode_key(tenant) + sortable_time(since)
+        while True:
+            with self._read() as txn:
+                chunk = list(self._scan(txn, tenant, self._derived.by_time, after, batch))
+                found = [txn.get(encode_key(tenant, bytes(memory_id).decode()), db=self._memories)
+                         for _key, memory_id in chunk]
+                decoded = [decode_memory(data) for data in found if data is not None]
+            yield from decoded
+            if len(chunk) < batch:
+                return
+            after = chunk[-1][0]
 
     def tenants(self) -> list[str]:
         with self._read() as txn:
@@ -211,55 +238,56 @@ class LmdbStore:
         with self._gate.shared(), self._env.begin() as txn:
             yield txn
 
-    def _write(self, change: Callable[[lmdb.Transaction], T]) -> T:
-        """Run `change` in one write transaction, growing the map and retrying when it is full."""
+    def _write(self, change: Callable[[lmdb.Transaction], T], deleting: bool = False) -> T:
+        """Run `change` in one write transaction, growing the map and retrying when it is full (see the rules)."""
+        grew = False
         while True:
             try:
                 with self._gate.shared(), self._env.begin(write=True) as txn:
-                    return change(txn)
+                    result = change(txn)
+                break
             except lmdb.MapFullError:
-                self._grow()
+                self._grow(self.max_map_size if deleting else self.adding_ceiling)
+                grew = True
+        if deleting and grew:
+            self._shrink_to_adding_ceiling()
+        return result
 
-    def _grow(self) -> None:
+    def _grow(self, ceiling: int) -> None:
         with self._gate.exclusive():
             current = self.map_size
-            grown = next_map_size(current, self.max_map_size)
+            grown = next_map_size(current, ceiling)
             if grown is None:
-                raise StoreFullError(current, self.max_map_size)
+                raise StoreFullError(current, ceiling)
             self._env.set_mapsize(grown)
+
+    def _shrink_to_adding_ceiling(self) -> None:
+        with self._gate.exclusive():
+            in_use = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+            self._env.set_mapsize(max(self.adding_ceiling, in_use))
 
     def _bump_version(self, txn: lmdb.Transaction, tenant: str) -> None:
         data = txn.get(tenant.encode(), db=self._versions)
         count = 0 if data is None else struct.unpack("<Q", data)[0]
         txn.put(tenant.encode(), struct.pack("<Q", count + 1), db=self._versions)
 
-    def _add_usage(self, txn: lmdb.Transaction, tenant: str, count: int, size: int) -> None:
-        data = txn.get(tenant.encode(), db=self._usage)
-        old_count, old_size = (0, 0) if data is None else _USAGE.unpack(data)
-        txn.put(tenant.encode(), _USAGE.pack(max(0, old_count + count), max(0, old_size + size)), db=self._usage)
-
-    def _count_usage_once(self) -> None:
-        """Count every tenant's usage in a store written before `usage` existed (once; later writes keep it)."""
+    def _derive_once(self) -> None:
+        """Build the derived databases of a store written before they existed (once; writes keep them after)."""
         with self._read() as txn:
-            if txn.get(b"usage", db=self._meta) is not None:
+            if txn.get(b"derived", db=self._meta) is not None:
                 return
 
-        def count(txn: lmdb.Transaction) -> None:
-            totals: dict[bytes, list[int]] = {}
-            for db, counted in ((self._memories, True), (self._vectors, False)):
-                for key, value in txn.cursor(db=db):
-                    total = totals.setdefault(bytes(key).split(b"\0", 1)[0], [0, 0])
-                    total[0] += counted
-                    total[1] += len(value)
-            for tenant, (memories, size) in totals.items():
-                txn.put(tenant, _USAGE.pack(memories, size), db=self._usage)
-            txn.put(b"usage", b"1", db=self._meta)
+        def build(txn: lmdb.Transaction) -> None:
+            count_all(self._derived, txn, self._memories, self._vectors)
+            txn.put(b"derived", b"1", db=self._meta)
 
-        self._write(count)
+        self._write(build)
 
     @staticmethod
     def _scan(txn: lmdb.Transaction, tenant: str, db, after: bytes | None = None,
               limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """The tenant's (key, value) pairs of `db` in key order: all, or those after `after` (a key, or a lower
+        bound no key equals), at most `limit`."""
         prefix = encode_key(tenant)
         cursor = txn.cursor(db=db)
         if not cursor.set_range(after or prefix):

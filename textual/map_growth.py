@@ -16,6 +16,11 @@ from typing import Iterator
 GROWTH_FACTOR = 2
 
 
+def delete_reserve(max_map_size: int) -> int:
+    """The part of a map's ceiling kept for deletes: 1/8 of it, at least 256 KiB (never all of it)."""
+    return min(max_map_size // 2, max(max_map_size // 8, 256 << 10))
+
+
 def next_map_size(current: int, ceiling: int) -> int | None:
     """The map size after `current` filled: doubled, capped at `ceiling`; None when `current` is the ceiling."""
     if current >= ceiling:

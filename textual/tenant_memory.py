@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from textual import context, curator, knowledge_bases, tool_memory
+from textual import curator, knowledge_bases, tool_memory
 from textual.errors import InvalidMemoryError, MemoryNotFoundError
 from textual.feedback import apply_feedback, check_kind
 from textual.filters import Filters
@@ -151,13 +151,24 @@ class TenantMemory:
              tiers: Iterable[str] | None = None, since: float | None = None, until: float | None = None,
              contains: str | None = None, limit: int = 100, offset: int = 0) -> list[Memory]:
         """Memories passing the filters in time order, `limit` of them from `offset`; `contains` keeps those whose
-        content holds that text (case-insensitive)."""
+        content holds that text (case-insensitive). Reads the tenant's time index from `since` and stops after the
+        page: the cost grows with `offset + limit` and the memories the filters skip, not with the tenant's size."""
         _check_count("limit", limit, 1, 100_000)
         _check_count("offset", offset, 0, 1 << 62)
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
         needle = contains.casefold() if contains else None
-        memories = [m for m in self._all() if filters.matches(m) and (needle is None or needle in m.content.casefold())]
-        return sorted(memories, key=context.time_order)[offset:offset + limit]
+        page: list[Memory] = []
+        for memory in self._store.db.memories_by_time(self.tenant, filters.since):
+            if filters.until is not None and memory.created_at > filters.until:
+                break
+            if filters.matches(memory) and (needle is None or needle in memory.content.casefold()):
+                if offset:
+                    offset -= 1
+                    continue
+                page.append(memory)
+                if len(page) == limit:
+                    break
+        return page
 
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
                importance: float | None = None, strength: float | None = None, tier: str | None = None) -> Memory:
@@ -254,12 +265,10 @@ class TenantMemory:
                            by_tier=dict(Counter(m.tier.value for m in memories)), vector_index=kind)
 
     def users(self) -> list[UserStats]:
-        """Each user with memories in this tenant: counts in all and by tier, and the latest change, by user id."""
-        by_user: dict[str, list[Memory]] = {}
-        for memory in self._all():
-            by_user.setdefault(memory.user, []).append(memory)
-        return [UserStats(user, len(ms), dict(Counter(m.tier.value for m in ms)), max(m.updated_at for m in ms))
-                for user, ms in sorted(by_user.items())]
+        """Each user with memories in this tenant: counts in all and by tier, and the latest change (the newest
+        `updated_at` written; a delete does not lower it), by user id. Reads one stored row per user."""
+        return [UserStats(user, count, by_tier, updated_at)
+                for user, count, by_tier, updated_at in self._store.db.users(self.tenant)]
 
     def _episodes(self, messages: Sequence[ChatMessage], user: str,
                   kb_id: str | None) -> tuple[list[Memory], list[str]]:

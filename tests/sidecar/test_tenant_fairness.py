@@ -114,7 +114,7 @@ def test_a_full_memory_map_grows_to_its_ceiling_then_answers_507(sidecar, engine
             usage = client.get(f"{server.base_url}/v1/whoami", headers=auth("tenant-a")).json()["usage"]
             assert statuses[-1] == 507, statuses
             error = response.json()["error"]
-            assert error["code"] == "memory_store_full" and "may not grow past 4194304 bytes" in error["message"]
+            assert error["code"] == "memory_store_full" and "may not grow past 3670016 bytes" in error["message"]
             assert usage["memory_bytes"] > 1 << 20  # the map grew past its first mebibyte before it was full
             search = client.post(f"{server.base_url}/v1/memories/search", headers=auth("tenant-b"),
                                  json={"query": "kiln"})

@@ -10,11 +10,16 @@ import pytest
 
 from textual.errors import StoreFullError
 from textual.lmdb_store import LmdbStore
-from textual.map_growth import GrowthGate, next_map_size
+from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import Memory, MemoryType
-from textual.record import encode_memory, encode_vector
 
 MIB = 1 << 20
+
+
+def test_the_delete_reserve_is_an_eighth_of_the_ceiling_at_least_256_kib():
+    assert delete_reserve(64 * MIB) == 8 * MIB
+    assert delete_reserve(1 * MIB) == 256 * 1024
+    assert delete_reserve(256 * 1024) == 128 * 1024
 
 
 def test_next_map_size_doubles_up_to_the_ceiling_then_stops():
@@ -69,7 +74,8 @@ def test_a_full_map_grows_and_the_write_goes_through(tmp_path):
 
 def test_a_full_map_at_its_ceiling_refuses_with_store_full_and_changes_nothing(tmp_path):
     db = LmdbStore.open(tmp_path / "db", map_size=1 * MIB, max_map_size=2 * MIB)
-    with pytest.raises(StoreFullError, match="may not grow past 2097152 bytes"):
+    assert db.adding_ceiling == 2 * MIB - 256 * 1024
+    with pytest.raises(StoreFullError, match=f"may not grow past {2 * MIB - 256 * 1024} bytes for new data"):
         fill(db, "t", 2000)
     stored = len(db.memories("t"))
     assert 0 < stored < 2000
@@ -78,47 +84,3 @@ def test_a_full_map_at_its_ceiling_refuses_with_store_full_and_changes_nothing(t
     fill(db, "t", 10, start=5000)
     assert db.usage("t")[0] == 10
     db.close()
-
-
-def test_usage_counts_records_and_bytes_through_updates_and_deletes(tmp_path):
-    db = LmdbStore.open(tmp_path / "db")
-    vector = np.ones(384, np.float32)
-    db.put_many([(memory("a", 1, 100), vector), (memory("a", 2, 100), vector), (memory("b", 1, 10), vector)])
-    count, size = db.usage("a")
-    assert count == 2 and size > 2 * (100 + 384 * 4)
-    db.put_many([(memory("a", 1, 300), None)])  # an update: no new record, 200 more bytes of content
-    assert db.usage("a") == (2, size + 200)
-    db.delete_many("a", ["m000001", "absent"])
-    freed = len(encode_memory(memory("a", 1, 300))) + len(encode_vector(vector))
-    assert db.usage("a") == (1, size + 200 - freed)
-    assert db.usage("b")[0] == 1 and db.usage("nobody") == (0, 0)
-    db.close()
-
-
-def test_usage_equals_a_full_count_and_is_counted_once_for_an_older_store(tmp_path):
-    db = LmdbStore.open(tmp_path / "db")
-    fill(db, "a", 7)
-    db.delete_many("a", ["m000003"])
-    kept = db.usage("a")
-    with db._env.begin(write=True) as txn:  # as a store written before usage counting existed
-        txn.drop(db._usage, delete=False)
-        txn.delete(b"usage", db=db._meta)
-    db.close()
-    again = LmdbStore.open(tmp_path / "db")
-    assert again.usage("a") == kept
-    assert kept[0] == 6 and kept[1] == sum(len(v) for v in _values(again, "a"))
-    again.close()
-
-
-def test_each_memory_reads_in_batches_in_key_order(tmp_path):
-    db = LmdbStore.open(tmp_path / "db")
-    fill(db, "a", 11)
-    fill(db, "b", 3)
-    assert [m.id for m in db.each_memory("a", batch=4)] == [f"m{n:06d}" for n in range(11)]
-    db.close()
-
-
-def _values(db: LmdbStore, tenant: str) -> list[bytes]:
-    with db._env.begin() as txn:
-        return [value for _key, value in db._scan(txn, tenant, db._memories)] + \
-               [value for _key, value in db._scan(txn, tenant, db._vectors)]
