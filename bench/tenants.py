@@ -59,7 +59,8 @@ def start(model: Path, work: Path) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the sidecar exited; see {work / 'sidecar.log'}")
+            tail = (work / "sidecar.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the sidecar exited; its log ends:\n{tail}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return process, url

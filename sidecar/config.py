@@ -187,6 +187,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_memory_map(self) -> "Settings":
+        if self.memory_map_gib > self.memory_map_max_gib:
+            raise ValueError(f"memory_map_gib ({self.memory_map_gib}) must be at most memory_map_max_gib "
+                             f"({self.memory_map_max_gib})")
+        return self
+
+    @model_validator(mode="after")
     def _check_lora_capacity(self) -> "Settings":
         if self.max_loras > self.max_cpu_loras:
             raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
