@@ -8,7 +8,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # memory_extractor imports this module
 
 log = logging.getLogger("memsidecar.chat")
 MODELS_TTL_S = 30.0
+WRITE_BACKS_PER_TENANT = 2
 MANAGED_ADAPTER = re.compile(r"\.v\d+\.[0-9a-f]{12}$")
 
 
@@ -79,30 +80,39 @@ class ModelCatalog:
 
 class EngineGate:
     """Bounds the requests in flight to the engine: per tenant (429 over its share, from `book`) and in all (503 over
-    `limit`). Invariant: a tenant's slot is held exactly while one of its requests holds a slot of the gate."""
+    `limit`). A tenant's slot is taken when its request arrives (`admit`), before any memory or adapter work is done
+    for it, and held until its last byte; the shared slot only around the engine call (`enter`/`leave`)."""
 
     def __init__(self, limit: int, book: QuotaBook | None = None) -> None:
         self.limit = limit
         self.book = book
         self.in_flight = 0
 
-    def enter(self, tenant: str | None = None) -> None:
-        if self.book is not None and tenant is not None:
+    def admit(self, tenant: str) -> None:
+        """Take one of `tenant`'s slots (429 when it holds its share)."""
+        if self.book is not None:
             with self.book.refusing(tenant):
                 self.book.engine_slots.acquire(tenant)
+
+    def dismiss(self, tenant: str) -> None:
+        if self.book is not None:
+            self.book.engine_slots.release(tenant)
+
+    def enter(self, tenant: str | None = None) -> None:
+        """Take a shared slot (503 when all are taken), and with `tenant`, one of its slots first."""
+        if tenant is not None:
+            self.admit(tenant)
         if self.in_flight >= self.limit:
-            self._release_tenant(tenant)
+            if tenant is not None:
+                self.dismiss(tenant)
             raise APIError(503, f"the engine already has {self.limit} requests in flight; retry shortly",
                            "engine_busy", headers={"Retry-After": "1"})
         self.in_flight += 1
 
     def leave(self, tenant: str | None = None) -> None:
         self.in_flight -= 1
-        self._release_tenant(tenant)
-
-    def _release_tenant(self, tenant: str | None) -> None:
-        if self.book is not None and tenant is not None:
-            self.book.engine_slots.release(tenant)
+        if tenant is not None:
+            self.dismiss(tenant)
 
 
 def cache_salt(body: dict[str, Any], tenant: str, kv_scope: str) -> dict[str, Any]:
@@ -137,8 +147,29 @@ class ChatService:
         self.extractor = extractor
         self.max_output_tokens = max_output_tokens
         self._writes: set[asyncio.Task] = set()
+        self._write_slots: dict[str, asyncio.Semaphore] = {}  # tenant -> its write-backs that may run at once
 
     async def chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
+        return await self._admitted(tenant, lambda: self._chat(request, tenant))
+
+    async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
+        return await self._admitted(tenant, lambda: self._complete(request, tenant))
+
+    async def _admitted(self, tenant: str, work: Callable[[], Awaitable[dict | EngineStream]]) -> dict | EngineStream:
+        """Run `work` holding one of the tenant's engine slots from now (memory preparation included) to the end of
+        its answer, the last byte of a stream included: a tenant never has more chats in the works than its share."""
+        self.gate.admit(tenant)
+        try:
+            result = await work()
+        except BaseException:
+            self.gate.dismiss(tenant)
+            raise
+        if isinstance(result, EngineStream):
+            return EngineStream(_released(result.chunks, lambda: None, lambda: self.gate.dismiss(tenant)))
+        self.gate.dismiss(tenant)
+        return result
+
+    async def _chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, request.user)
         try:
             body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
@@ -147,11 +178,11 @@ class ChatService:
                 chat = conversation(tenant, body, request.memory, self.memory.defaults)
                 body, injection = await run_in_threadpool(self.memory.prepare, chat, body)
             if request.stream:
-                stream = await self._stream("/v1/chat/completions", body, lease, tenant)
+                stream = await self._stream("/v1/chat/completions", body, lease)
                 lease = None  # the stream releases it
                 remember = (lambda reply: self._remember(chat, reply)) if chat else (lambda reply: None)
                 return EngineStream(with_memory_chunk(stream.chunks, injection.as_json(), remember))
-            result = await self._json("/v1/chat/completions", body, tenant)
+            result = await self._json("/v1/chat/completions", body)
         finally:
             self._release(lease)
         result["model"] = request.model or result.get("model")
@@ -160,15 +191,15 @@ class ChatService:
             self._remember(chat, reply_text(result))
         return result
 
-    async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
+    async def _complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, None)
         try:
             body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
             if request.stream:
-                stream = await self._stream("/v1/completions", body, lease, tenant)
+                stream = await self._stream("/v1/completions", body, lease)
                 lease = None
                 return stream
-            return await self._json("/v1/completions", body, tenant)
+            return await self._json("/v1/completions", body)
         finally:
             self._release(lease)
 
@@ -202,21 +233,21 @@ class ChatService:
     def _bounded(self, body: dict, model: str) -> dict:
         return bound_output_tokens(body, self.max_output_tokens, self.catalog.context_length(model))
 
-    async def _json(self, path: str, body: dict, tenant: str) -> dict:
-        self.gate.enter(tenant)
+    async def _json(self, path: str, body: dict) -> dict:
+        self.gate.enter()
         try:
             return await self.client.post_json(path, body)
         finally:
-            self.gate.leave(tenant)
+            self.gate.leave()
 
-    async def _stream(self, path: str, body: dict, lease: str | None, tenant: str) -> EngineStream:
-        self.gate.enter(tenant)
+    async def _stream(self, path: str, body: dict, lease: str | None) -> EngineStream:
+        self.gate.enter()
         try:
             stream = await self.client.post_stream(path, body)
         except BaseException:
-            self.gate.leave(tenant)
+            self.gate.leave()
             raise
-        return EngineStream(_released(stream.chunks, lambda: self.gate.leave(tenant), lambda: self._release(lease)))
+        return EngineStream(_released(stream.chunks, self.gate.leave, lambda: self._release(lease)))
 
     def _remember(self, chat: Conversation, reply: str) -> None:
         task = asyncio.get_running_loop().create_task(self._record(chat, reply))
@@ -224,9 +255,12 @@ class ChatService:
         task.add_done_callback(self._write_done)
 
     async def _record(self, chat: Conversation, reply: str) -> None:
-        """Store the new turns as episodes, then extract from them (each step off the response path)."""
+        """Store the new turns as episodes, then extract from them (each step off the response path). At most
+        `WRITE_BACKS_PER_TENANT` of a tenant's write-backs hold worker threads at once; the others wait on the loop."""
+        slot = self._write_slots.setdefault(chat.tenant, asyncio.Semaphore(WRITE_BACKS_PER_TENANT))
         try:
-            episodes = await run_in_threadpool(self.memory.remember, chat, reply)
+            async with slot:
+                episodes = await run_in_threadpool(self.memory.remember, chat, reply)
         except QuotaExceeded as error:  # the reply was delivered; only its record is refused
             log.info("tenant %s: chat not recorded in memory: %s", chat.tenant, error)
             return
