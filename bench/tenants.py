@@ -10,7 +10,8 @@ greedy tokens: first alone (`--chats` chats), then again while tenant A floods t
 - adapter uploads (one thread, the same few random LoRA adapters again and again: each upload is a new version).
 Reported: B's chat latency p50/p95 alone and under the flood, their ratio (target: p95 under flood <= 2x alone),
 B's failures, A's requests served and refused by reason (status and error code / quota), and 5xx answers of
-either tenant (target: none).
+either tenant (target: none). To tell where B's time goes, B also times, alone and under the flood, memory searches
+alone (`b_search_*`) and chats with memory off (`b_plain_*`, the engine path only).
 """
 
 from __future__ import annotations
@@ -166,6 +167,34 @@ def b_chats(client: httpx.Client, url: str, count: int, max_tokens: int, offset:
     return latencies, failures
 
 
+def b_searches(client: httpx.Client, url: str, count: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        started = time.perf_counter()
+        response = client.post(f"{url}/v1/memories/search", headers=headers("B"),
+                               json={"user_id": "normal", "query": f"What about {TOPICS[i % len(TOPICS)]}?"})
+        latencies.append(time.perf_counter() - started)
+        response.raise_for_status()
+    return latencies
+
+
+def b_plain_chats(client: httpx.Client, url: str, count: int, max_tokens: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        body = {"messages": [{"role": "user", "content": f"Say something about {TOPICS[i % len(TOPICS)]}."}],
+                "max_tokens": max_tokens, "temperature": 0, "memory": {"inject": False, "write": False}}
+        started = time.perf_counter()
+        response = client.post(f"{url}/v1/chat/completions", headers=headers("B"), json=body)
+        latencies.append(time.perf_counter() - started)
+        response.raise_for_status()
+    return latencies
+
+
+def summary(name: str, values: list[float]) -> dict:
+    return {f"{name}_ms_p50": round(1000 * statistics.median(values), 1),
+            f"{name}_ms_p95": round(1000 * percentile(values, 0.95), 1)}
+
+
 def run(url: str, archives: list[bytes], args: argparse.Namespace) -> dict:
     with httpx.Client(timeout=600) as client:
         for i in range(args.memories):
@@ -173,10 +202,14 @@ def run(url: str, archives: list[bytes], args: argparse.Namespace) -> dict:
                 "user_id": "normal", "content": f"Fact {i}: I like {TOPICS[i % len(TOPICS)]} ({i})"}).raise_for_status()
         b_chats(client, url, 3, args.max_tokens, 0)  # warm-up
         alone, alone_failures = b_chats(client, url, args.chats, args.max_tokens, 100)
+        parts = {**summary("b_search_alone", b_searches(client, url, args.parts)),
+                 **summary("b_plain_alone", b_plain_chats(client, url, args.parts, args.max_tokens))}
         flood = Flood(url, archives, args)
         flood.start()
         time.sleep(args.flood_lead_s)  # let the flood reach its steady state
         loaded, loaded_failures = b_chats(client, url, args.chats, args.max_tokens, 1000)
+        parts.update({**summary("b_search_flood", b_searches(client, url, args.parts)),
+                      **summary("b_plain_flood", b_plain_chats(client, url, args.parts, args.max_tokens))})
         flood.finish()
         whoami = client.get(f"{url}/v1/whoami", headers=headers("A")).json()
     failures = alone_failures + loaded_failures
@@ -186,6 +219,7 @@ def run(url: str, archives: list[bytes], args: argparse.Namespace) -> dict:
         "b_alone_ms_p50": round(1000 * statistics.median(alone), 1), "b_alone_ms_p95": round(1000 * alone_p95, 1),
         "b_flood_ms_p50": round(1000 * statistics.median(loaded), 1), "b_flood_ms_p95": round(1000 * loaded_p95, 1),
         "b_p95_ratio": round(loaded_p95 / alone_p95, 2), "b_failures": dict(failures),
+        **parts,
         "a_answers": dict(sorted(flood.answers.items())),
         "a_refused": {r: n for r, n in sorted(flood.answers.items()) if r[:1] == "4"},
         "server_errors": server_errors, "a_usage_after": whoami.get("usage", {}),
@@ -197,6 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chats", type=int, default=30, help="B's chats alone, and again under the flood")
     parser.add_argument("--memories", type=int, default=50, help="B's memories")
+    parser.add_argument("--parts", type=int, default=15, help="B's searches and plain chats, alone and flooded")
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens of B's answers")
     parser.add_argument("--bulk-threads", type=int, default=10, help="A's threads writing memories in bulk")
     parser.add_argument("--bulk-turns", type=int, default=200, help="turns per bulk write")
@@ -221,6 +256,10 @@ def main() -> None:
         table.add_column(column)
     table.add_row("B alone", str(result["b_alone_ms_p50"]), str(result["b_alone_ms_p95"]))
     table.add_row("B under A's flood", str(result["b_flood_ms_p50"]), str(result["b_flood_ms_p95"]))
+    for part, label in (("search", "B memory search"), ("plain", "B chat, memory off")):
+        for phase in ("alone", "flood"):
+            table.add_row(f"{label}, {'alone' if phase == 'alone' else 'under the flood'}",
+                          str(result[f"b_{part}_{phase}_ms_p50"]), str(result[f"b_{part}_{phase}_ms_p95"]))
     console.print(table)
     answers = Table(title="tenant A's answers")
     answers.add_column("answer")

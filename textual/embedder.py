@@ -3,9 +3,9 @@
 Vectors are float32 and L2-normalised, so inner product is cosine similarity. Fairness rule: a bulk request (more
 than `SMALL_TEXTS` texts) is embedded one `batch_size` batch at a time, and only one bulk batch runs at once in the
 process; small requests (a query, a chat turn) never wait for that lock, so one caller's thousand-turn write
-neither oversubscribes the CPU with parallel encodes nor delays another's search by more than one batch of CPU. `identity` names the model by
-content (directory name, dimension, hash of its small config files and its files' sizes), not by path: a store
-records it and refuses to mix vectors of two models.
+neither oversubscribes the CPU with parallel encodes nor delays another's search by more than one batch of CPU.
+`identity` names the model by content (directory name, dimension, hash of its small config files and its files'
+sizes), not by path: a store records it and refuses to mix vectors of two models.
 """
 
 from __future__ import annotations
