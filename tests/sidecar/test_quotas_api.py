@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 KEYS = "key-a:tenant-a,key-b:tenant-b"
 QUOTAS = ["--tenant-max-memories", "20", "--tenant-max-memory-bytes", "60000", "--tenant-max-engine-requests", "2",
-          "--tenant-max-adapters", "1", "--tenant-max-distill-jobs", "1", "--max-output-tokens", "64"]
+          "--tenant-max-adapters", "1", "--tenant-max-distill-jobs", "1", "--max-output-tokens", "1024"]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_memory_bytes_quota_is_a_413_naming_its_limit(small):
 
 def test_engine_slots_per_tenant_are_a_429_and_leave_other_tenants_served(small):
     def complete(tenant: str) -> httpx.Response:
-        return post(small, "/v1/completions", tenant, prompt="Once upon a time", max_tokens=64, ignore_eos=True,
-                    temperature=0)
+        return post(small, "/v1/completions", tenant, prompt="Once upon a time", max_tokens=1024, ignore_eos=True,
+                    temperature=0)  # long enough to overlap: the flood's requests are all in flight together
 
     with ThreadPoolExecutor(7) as pool:
         flood = [pool.submit(complete, "tenant-a") for _ in range(6)]
@@ -99,12 +99,12 @@ def test_engine_slots_per_tenant_are_a_429_and_leave_other_tenants_served(small)
 def test_max_tokens_over_the_ceiling_is_a_400_naming_the_field_and_unset_gets_the_ceiling(small, sidecar):
     chat = {"messages": [{"role": "user", "content": "Say something"}], "memory": {"inject": False, "write": False}}
     for field in ("max_tokens", "max_completion_tokens"):
-        response = post(small, "/v1/chat/completions", **chat, **{field: 65})
+        response = post(small, "/v1/chat/completions", **chat, **{field: 1025})
         assert response.status_code == 400, response.text
         error = response.json()["error"]
-        assert error["param"] == field and "65 is more than this sidecar allows, 64" in error["message"]
+        assert error["param"] == field and "1025 is more than this sidecar allows, 1024" in error["message"]
     unset = post(small, "/v1/chat/completions", **chat, ignore_eos=True, temperature=0)
-    assert unset.status_code == 200 and unset.json()["usage"]["completion_tokens"] == 64
+    assert unset.status_code == 200 and unset.json()["usage"]["completion_tokens"] == 1024
     context = post(sidecar, "/v1/completions", "tenant-c", prompt="Hello", max_tokens=2049)  # tiny: 2,048 tokens
     assert context.status_code == 400 and context.json()["error"]["param"] == "max_tokens"
     assert "2048 (the model's context length" in context.json()["error"]["message"]
