@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -50,11 +51,11 @@ def headers(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[tenant]}"}
 
 
-def start(model: Path, work: Path) -> tuple[subprocess.Popen, str]:
+def start(model: Path, work: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     keys = ",".join(f"{key}:tenant-{name.lower()}" for name, key in KEYS.items())
     argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model), "--data-dir",
-            str(work / "data"), "--port", str(port), "--api-keys", keys]
+            str(work / "data"), "--port", str(port), "--api-keys", keys, *extra]
     process = subprocess.Popen(argv, stdout=open(work / "sidecar.log", "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
@@ -238,13 +239,14 @@ def main() -> None:
     parser.add_argument("--long-threads", type=int, default=24, help="A's threads sending long chats")
     parser.add_argument("--long-tokens", type=int, default=512, help="tokens of A's long chats")
     parser.add_argument("--flood-lead-s", type=float, default=5.0, help="seconds the flood runs before B measures")
+    parser.add_argument("--sidecar-args", default="", help="more `memsidecar serve` flags, e.g. quotas")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp:
         work = Path(tmp)
         model = ensure_model("tiny", work / "tiny")
         archives = adapter_archives(model, work)
-        process, url = start(model, work)
+        process, url = start(model, work, shlex.split(args.sidecar_args))
         try:
             with console.status("measuring"):
                 result = run(url, archives, args)
@@ -273,7 +275,8 @@ def main() -> None:
         print(json.dumps({"bench": "tenants", "chats": args.chats, "memories": args.memories,
                           "settings": {"model": "tiny", "max_tokens": args.max_tokens,
                                        "bulk_threads": args.bulk_threads, "bulk_turns": args.bulk_turns,
-                                       "long_threads": args.long_threads, "long_tokens": args.long_tokens},
+                                       "long_threads": args.long_threads, "long_tokens": args.long_tokens,
+                                       "sidecar_args": args.sidecar_args},
                           **result}))
 
 
