@@ -11,6 +11,8 @@ Rules:
 - All state is behind one lock; `Job` values handed out are frozen snapshots. Worker threads start on the first
   `submit`; `close` cancels every unfinished job and joins the workers.
 - At most `max_finished` finished jobs are remembered; the oldest finished ones are forgotten first.
+- Queued jobs start round-robin over tenants (each tenant's in submission order): a tenant with many queued jobs
+  delays another tenant's next job by at most one of its own per worker.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import collections
 import enum
 import logging
-import queue
 import secrets
 import threading
 import time
@@ -105,7 +106,9 @@ class JobRunner:
         self._functions: dict[str, JobFunction] = {}
         self._cancels: dict[str, threading.Event] = {}
         self._finished_ids: collections.deque[str] = collections.deque()  # in the order they finished
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._queued: dict[str, collections.deque[str]] = {}  # tenant -> its queued job ids, oldest first
+        self._turns: collections.deque[str] = collections.deque()  # tenants with queued jobs, next to start first
+        self._available = threading.Condition(self._lock)
         self._threads: list[threading.Thread] = []
         self._closed = False
 
@@ -119,7 +122,10 @@ class JobRunner:
             self._functions[job.id] = fn
             self._cancels[job.id] = threading.Event()
             self._start_workers()
-        self._queue.put(job.id)
+            self._queued.setdefault(tenant, collections.deque()).append(job.id)
+            if tenant not in self._turns:
+                self._turns.append(tenant)
+            self._available.notify()
         return job
 
     def get(self, job_id: str, tenant: str) -> Job:
@@ -130,6 +136,12 @@ class JobRunner:
         """The tenant's jobs in submission order."""
         with self._lock:
             return [job for job in self._jobs.values() if job.tenant == tenant]
+
+    def active(self, tenant: str, kind: str | None = None) -> int:
+        """How many of the tenant's jobs (of `kind`, if given) are queued or running."""
+        with self._lock:
+            return sum(1 for job in self._jobs.values() if job.tenant == tenant and not job.status.is_finished
+                       and kind in (None, job.kind))
 
     def cancel(self, job_id: str, tenant: str) -> Job:
         """Ask the job to stop: a queued job is cancelled at once, a running one at its next check; a finished job
@@ -161,8 +173,7 @@ class JobRunner:
                     if job.status is JobStatus.QUEUED:
                         self._finish(job, JobStatus.CANCELLED)
             threads = list(self._threads)
-        for _ in threads:
-            self._queue.put(None)
+            self._available.notify_all()
         for thread in threads:
             thread.join(timeout)
 
@@ -179,10 +190,25 @@ class JobRunner:
             self._threads.append(thread)
 
     def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None:
+        while (job_id := self._next_queued()) is not None:
             started = self._begin(job_id)
             if started is not None:
                 self._run(*started)
+
+    def _next_queued(self) -> str | None:
+        """The next job to start, the tenants taking turns; None once the runner is closed."""
+        with self._available:
+            self._available.wait_for(lambda: self._closed or self._turns)
+            if self._closed:
+                return None
+            tenant = self._turns.popleft()
+            queued = self._queued[tenant]
+            job_id = queued.popleft()
+            if queued:
+                self._turns.append(tenant)
+            else:
+                del self._queued[tenant]
+            return job_id
 
     def _begin(self, job_id: str) -> tuple[Job, JobFunction, threading.Event] | None:
         with self._lock:

@@ -132,6 +132,13 @@ class AdapterRegistry:
                     latest[(owner, record.name)] = record
         return sorted(latest.values(), key=lambda r: (r.owner is None, r.name))
 
+    def owned(self, tenant: str) -> tuple[int, int]:
+        """(versions, bytes) of the adapters `tenant` owns (public ones excluded); bytes count each blob once."""
+        check_tenant(tenant)
+        with self._env.begin() as txn:
+            records = list(self._scan(txn, _scope(tenant) + _SEP))
+        return len(records), sum({r.sha256: r.bytes for r in records}.values())
+
     def usage(self) -> dict[str, int]:
         """Across all owners: how many versions are registered and the bytes of their distinct blobs."""
         with self._env.begin() as txn:

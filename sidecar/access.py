@@ -9,9 +9,11 @@ tenant's objects cannot be named, only not found.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -76,12 +78,15 @@ def _bearer(authorization: str | None) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
-def whoami_router(caller) -> APIRouter:
-    """`GET /v1/whoami`: the tenant the caller's key belongs to (a cheap way to check a key)."""
+def whoami_router(caller, quota_report: Callable[[str], dict] | None = None) -> APIRouter:
+    """`GET /v1/whoami`: the tenant the caller's key belongs to (a cheap way to check a key), with its quota usage
+    and limits."""
     router = APIRouter(prefix="/v1")
 
     @router.get("/whoami")
     async def whoami(who: Caller = Depends(caller)) -> dict:
-        return {"tenant": who.tenant}
+        if quota_report is None:
+            return {"tenant": who.tenant}
+        return {"tenant": who.tenant, **await run_in_threadpool(quota_report, who.tenant)}
 
     return router

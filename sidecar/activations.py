@@ -26,6 +26,8 @@ from kvcache.store import TieredStore
 from sidecar.access import Caller
 from sidecar.chat import ChatService, cache_salt
 from sidecar.errors import APIError
+from sidecar.quota_book import QuotaBook
+from sidecar.quotas import Resource
 
 MAX_PIN_CHARS = 200_000
 PIN_ID_REGEX = r"^[0-9a-f]{32}$"  # uuid4().hex
@@ -83,7 +85,8 @@ class PinBook:
         os.replace(temporary, self.path)
 
 
-def activation_router(chat: ChatService, store: TieredStore, pins: PinBook, kv_scope: str, caller) -> APIRouter:
+def activation_router(chat: ChatService, store: TieredStore, pins: PinBook, kv_scope: str, caller,
+                      book: QuotaBook | None = None) -> APIRouter:
     """The `/v1/activations` routes over the engine connector's store (opened here without a RAM tier)."""
     router = APIRouter(prefix="/v1/activations", tags=["activations"])
 
@@ -101,6 +104,8 @@ def activation_router(chat: ChatService, store: TieredStore, pins: PinBook, kv_s
 
     @router.post("/pin")
     async def pin(body: TextRequest, who: Caller = Depends(caller)) -> dict:
+        if book is not None:
+            book.check(who.tenant, Resource.PINNED_KV)
         model, tokens = await one_token(body.text, body.model, who.tenant,
                                         {"kv_transfer_params": {"memsidecar_pin": True}})
         record = Pin(uuid.uuid4().hex, who.tenant, body.text, model, tokens, time.time())

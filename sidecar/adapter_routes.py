@@ -23,6 +23,8 @@ from sidecar.access import Caller
 from sidecar.adapter_service import AdapterService
 from sidecar.errors import APIError
 from sidecar.memory_schema import ID_REGEX
+from sidecar.quota_book import QuotaBook
+from sidecar.quotas import Resource
 from textual.store import MemoryStore
 
 NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -84,8 +86,9 @@ def job_json(job: Job) -> dict[str, Any]:
 
 
 def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore, base_model_dir: Path,
-                   work_dir: Path, max_upload_bytes: int, caller) -> APIRouter:
-    """The `/v1/adapters` routes; uploads are raw zip or tar bodies of up to `max_upload_bytes`."""
+                   work_dir: Path, max_upload_bytes: int, caller, book: QuotaBook) -> APIRouter:
+    """The `/v1/adapters` routes; uploads are raw zip or tar bodies of up to `max_upload_bytes`, within the
+    tenant's adapter quotas (`book`)."""
     router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
     registry = service.registry
 
@@ -95,6 +98,7 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
         data = await request.body()
         if not data:
             raise APIError(400, "the body must be the adapter as a zip or tar archive", "empty_upload")
+        book.check_adapter_upload(who.tenant, len(data))
         record = await run_in_threadpool(registry.register_archive, data, name, who.tenant)
         return record_json(record, service)
 
@@ -102,7 +106,7 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
     async def list_adapters(who: Caller = Depends(caller)) -> dict:
         return {"data": [record_json(r, service) for r in registry.list(who.tenant)]}
 
-    _add_distillation_routes(router, service, jobs, store, base_model_dir, work_dir, caller)
+    _add_distillation_routes(router, service, jobs, store, base_model_dir, work_dir, caller, book)
 
     @router.get("/{name}")
     async def get_adapter(name: AdapterName, who: Caller = Depends(caller)) -> dict:
@@ -125,7 +129,9 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
         if action in ("load", "unload"):
             await (service.load if action == "load" else service.unload)(record)
         else:
-            await service.set_pinned(record, action == "pin")
+            if action == "pin" and not service.is_pinned(record):
+                book.check(who.tenant, Resource.PINNED_ADAPTERS)
+            await service.set_pinned(record, action == "pin", who.tenant)
         return record_json(record, service)
 
     @router.put("/{name}/binding")
@@ -147,8 +153,9 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
 
 
 def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: JobRunner, store: MemoryStore,
-                             base_model_dir: Path, work_dir: Path, caller) -> None:
-    """`POST /distill` (a background job: train, register, load) and the job routes."""
+                             base_model_dir: Path, work_dir: Path, caller, book: QuotaBook) -> None:
+    """`POST /distill` (a background job: train, register, load), within the tenant's job and adapter quotas, and
+    the job routes."""
     registry = service.registry
 
     @router.post("/distill", status_code=202)
@@ -170,6 +177,8 @@ def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: J
             return {"adapter": record.reference, "steps": result.steps, "first_loss": result.first_loss,
                     "last_loss": result.last_loss, "seconds": result.seconds}
 
+        book.check(who.tenant, Resource.DISTILL_JOBS)  # checked and submitted with no await between: atomic
+        book.check(who.tenant, Resource.ADAPTERS, 1 + jobs.active(who.tenant, "distill"))
         return job_json(jobs.submit("distill", who.tenant, run))
 
     @router.get("/jobs")

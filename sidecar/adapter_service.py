@@ -56,6 +56,7 @@ class AdapterService:
         self._released = asyncio.Event()
         self._restarts = engine.restart_count
         self.releases: Counter[str] = Counter()  # unloads whose memory the engine did ("released") or did not free
+        self.pinners: dict[str, str] = {}  # engine name of a pinned adapter -> the tenant that pinned it
 
     def resolve(self, name: str, tenant: str) -> AdapterRecord:
         """The adapter `name` (or `name@vN`) as `tenant` sees it; a 404 otherwise."""
@@ -127,12 +128,22 @@ class AdapterService:
             if self.state.load(key).tier.is_loaded:
                 await self._execute(Move("unload", key, "operator"))
 
-    async def set_pinned(self, record: AdapterRecord, pinned: bool) -> None:
+    def pinned_by(self, tenant: str) -> int:
+        """How many adapters `tenant` pinned that are pinned now (its share of the engine's adapter slots)."""
+        return sum(1 for key, pinner in self.pinners.items() if pinner == tenant and self.state.get(key) is not None
+                   and self.state.load(key).is_pinned)
+
+    async def set_pinned(self, record: AdapterRecord, pinned: bool, tenant: str | None = None) -> None:
+        """Pin (keep loaded) or unpin; a pin is counted against `tenant`, the caller, until unpinned."""
         key = self._track(record)
         try:
             self.state = pin(self.state, key, self.capacity) if pinned else unpin(self.state, key)
         except ResidencyError as error:
             raise APIError(409, str(error), "too_many_pinned") from None
+        if pinned and tenant is not None:
+            self.pinners[key] = tenant
+        elif not pinned:
+            self.pinners.pop(key, None)
         if pinned:
             async with self._lock:
                 await self._apply_plan()
@@ -146,6 +157,7 @@ class AdapterService:
             await self.unload(record)
             self.state = ResidencyState(tuple(a for a in self.state.adapters if a.key != key))
             self.records.pop(key, None)
+            self.pinners.pop(key, None)
 
     def _track(self, record: AdapterRecord) -> str:
         key = record.engine_name

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -19,12 +19,16 @@ from sidecar.memory_chat import Conversation, Injection, MemoryChat, conversatio
 from sidecar.sse import with_memory_chunk
 from sidecar.errors import APIError
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest, engine_body
+from sidecar.output_limit import bound_output_tokens
+from sidecar.quota_book import QuotaBook
+from sidecar.quotas import QuotaExceeded
 
 if TYPE_CHECKING:  # memory_extractor imports this module
     from sidecar.memory_extractor import MemoryExtractor
 
 log = logging.getLogger("memsidecar.chat")
 MODELS_TTL_S = 30.0
+WRITE_BACKS_PER_TENANT = 2
 MANAGED_ADAPTER = re.compile(r"\.v\d+\.[0-9a-f]{12}$")
 
 
@@ -39,6 +43,7 @@ class ModelCatalog:
         self.client = client
         self.default_model = default_model
         self._names: set[str] = set()
+        self._context: dict[str, int] = {}
         self._fetched_at = 0.0
 
     async def listing(self) -> dict:
@@ -46,6 +51,8 @@ class ModelCatalog:
         cards = [entry for entry in listing.get("data", []) if isinstance(entry, dict) and "id" in entry
                  and not MANAGED_ADAPTER.search(str(entry["id"]))]
         self._names = {card["id"] for card in cards}
+        self._context = {card["id"]: card["max_model_len"] for card in cards
+                         if isinstance(card.get("max_model_len"), int)}
         self._fetched_at = time.monotonic()
         return {**listing, "data": cards}
 
@@ -53,6 +60,11 @@ class ModelCatalog:
         if time.monotonic() - self._fetched_at > MODELS_TTL_S:
             await self.listing()
         return self._names
+
+    def context_length(self, name: str) -> int | None:
+        """The context length the engine reported for model `name`; for an adapter (not listed), the smallest of
+        the served models'; None when the engine reports none."""
+        return self._context.get(name) or min(self._context.values(), default=None)
 
     async def resolve(self, name: str | None) -> str:
         """The engine-side model name for a request, or a 404 naming the models that exist."""
@@ -67,20 +79,40 @@ class ModelCatalog:
 
 
 class EngineGate:
-    """Bounds the requests in flight to the engine; over the bound a request is refused at once with 503."""
+    """Bounds the requests in flight to the engine: per tenant (429 over its share, from `book`) and in all (503 over
+    `limit`). A tenant's slot is taken when its request arrives (`admit`), before any memory or adapter work is done
+    for it, and held until its last byte; the shared slot only around the engine call (`enter`/`leave`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, book: QuotaBook | None = None) -> None:
         self.limit = limit
+        self.book = book
         self.in_flight = 0
 
-    def enter(self) -> None:
+    def admit(self, tenant: str) -> None:
+        """Take one of `tenant`'s slots (429 when it holds its share)."""
+        if self.book is not None:
+            with self.book.refusing(tenant):
+                self.book.engine_slots.acquire(tenant)
+
+    def dismiss(self, tenant: str) -> None:
+        if self.book is not None:
+            self.book.engine_slots.release(tenant)
+
+    def enter(self, tenant: str | None = None) -> None:
+        """Take a shared slot (503 when all are taken), and with `tenant`, one of its slots first."""
+        if tenant is not None:
+            self.admit(tenant)
         if self.in_flight >= self.limit:
+            if tenant is not None:
+                self.dismiss(tenant)
             raise APIError(503, f"the engine already has {self.limit} requests in flight; retry shortly",
                            "engine_busy", headers={"Retry-After": "1"})
         self.in_flight += 1
 
-    def leave(self) -> None:
+    def leave(self, tenant: str | None = None) -> None:
         self.in_flight -= 1
+        if tenant is not None:
+            self.dismiss(tenant)
 
 
 def cache_salt(body: dict[str, Any], tenant: str, kv_scope: str) -> dict[str, Any]:
@@ -104,7 +136,7 @@ class ChatService:
 
     def __init__(self, client: EngineClient, catalog: ModelCatalog, memory: MemoryChat | None, gate: EngineGate,
                  kv_scope: str, adapters: AdapterService | None = None,
-                 extractor: MemoryExtractor | None = None) -> None:
+                 extractor: MemoryExtractor | None = None, max_output_tokens: int = 4096) -> None:
         self.client = client
         self.catalog = catalog
         self.memory = memory
@@ -112,12 +144,34 @@ class ChatService:
         self.kv_scope = kv_scope
         self.adapters = adapters
         self.extractor = extractor
+        self.max_output_tokens = max_output_tokens
         self._writes: set[asyncio.Task] = set()
+        self._write_slots: dict[str, asyncio.Semaphore] = {}  # tenant -> its write-backs that may run at once
 
     async def chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
+        return await self._admitted(tenant, lambda: self._chat(request, tenant))
+
+    async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
+        return await self._admitted(tenant, lambda: self._complete(request, tenant))
+
+    async def _admitted(self, tenant: str, work: Callable[[], Awaitable[dict | EngineStream]]) -> dict | EngineStream:
+        """Run `work` holding one of the tenant's engine slots from now (memory preparation included) to the end of
+        its answer, the last byte of a stream included: a tenant never has more chats in the works than its share."""
+        self.gate.admit(tenant)
+        try:
+            result = await work()
+        except BaseException:
+            self.gate.dismiss(tenant)
+            raise
+        if isinstance(result, EngineStream):
+            return EngineStream(_released(result.chunks, lambda: None, lambda: self.gate.dismiss(tenant)))
+        self.gate.dismiss(tenant)
+        return result
+
+    async def _chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, request.user)
         try:
-            body = cache_salt(engine_body(request, model), tenant, self.kv_scope)
+            body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
             chat, injection = None, Injection()
             if self.memory is not None:
                 chat = conversation(tenant, body, request.memory, self.memory.defaults)
@@ -136,10 +190,10 @@ class ChatService:
             self._remember(chat, reply_text(result))
         return result
 
-    async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
+    async def _complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, None)
         try:
-            body = cache_salt(engine_body(request, model), tenant, self.kv_scope)
+            body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
             if request.stream:
                 stream = await self._stream("/v1/completions", body, lease)
                 lease = None
@@ -175,6 +229,9 @@ class ChatService:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
+    def _bounded(self, body: dict, model: str) -> dict:
+        return bound_output_tokens(body, self.max_output_tokens, self.catalog.context_length(model))
+
     async def _json(self, path: str, body: dict) -> dict:
         self.gate.enter()
         try:
@@ -189,7 +246,7 @@ class ChatService:
         except BaseException:
             self.gate.leave()
             raise
-        return EngineStream(_released(stream.chunks, self.gate, lambda: self._release(lease)))
+        return EngineStream(_released(stream.chunks, self.gate.leave, lambda: self._release(lease)))
 
     def _remember(self, chat: Conversation, reply: str) -> None:
         task = asyncio.get_running_loop().create_task(self._record(chat, reply))
@@ -197,8 +254,15 @@ class ChatService:
         task.add_done_callback(self._write_done)
 
     async def _record(self, chat: Conversation, reply: str) -> None:
-        """Store the new turns as episodes, then extract from them (each step off the response path)."""
-        episodes = await run_in_threadpool(self.memory.remember, chat, reply)
+        """Store the new turns as episodes, then extract from them (each step off the response path). At most
+        `WRITE_BACKS_PER_TENANT` of a tenant's write-backs hold worker threads at once; the others wait on the loop."""
+        slot = self._write_slots.setdefault(chat.tenant, asyncio.Semaphore(WRITE_BACKS_PER_TENANT))
+        try:
+            async with slot:
+                episodes = await run_in_threadpool(self.memory.remember, chat, reply)
+        except QuotaExceeded as error:  # the reply was delivered; only its record is refused
+            log.info("tenant %s: chat not recorded in memory: %s", chat.tenant, error)
+            return
         if episodes and self.extractor is not None:
             await self.extractor.extract(chat.tenant, episodes)
 
@@ -212,11 +276,11 @@ def _is_user(user: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9@][A-Za-z0-9._@-]{0,127}", user) is not None
 
 
-async def _released(chunks: AsyncIterator[bytes], gate: EngineGate,
+async def _released(chunks: AsyncIterator[bytes], leave: Callable[[], None],
                     release: Callable[[], None]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
             yield chunk
     finally:
-        gate.leave()
+        leave()
         release()

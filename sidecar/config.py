@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from sidecar.quotas import QuotaLimits, Resource
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 KV_REMOTE_SCHEMES = ("redis", "rediss", "unix")
 MIN_KV_REMOTE_SECRET_BYTES = 16  # as kvcache.block_mac.MIN_SECRET_BYTES; checked here to name the setting
@@ -88,6 +90,30 @@ class Settings(BaseSettings):
     max_engine_requests: int = Field(
         64, ge=1, description="Chat and completion requests in flight to the engine; more are refused with 503."
     )
+    max_output_tokens: int = Field(
+        4096, ge=1, description="Ceiling of a request's `max_tokens` / `max_completion_tokens` (also capped by the "
+        "engine's context length); a request asking more gets a 400 naming the field, one asking nothing gets this "
+        "ceiling, or what the context leaves, whichever is smaller.")
+    tenant_max_engine_requests: int = Field(
+        16, ge=0, description="Chat and completion requests one tenant may have in flight to the engine (429 over "
+        "it), so no tenant holds every engine slot; 0: no per-tenant limit.")
+    tenant_max_memory_requests: int = Field(
+        8, ge=0, description="Memory REST requests one tenant may have in flight (429 over it); 0: no limit.")
+    tenant_max_memories: int = Field(
+        100_000, ge=0, description="Memories one tenant may store, all tiers (413 over it); 0: no limit.")
+    tenant_max_memory_bytes: int = Field(
+        1 << 30, ge=0, description="Bytes of memories (records and embeddings) one tenant may store (413 over it); "
+        "0: no limit.")
+    tenant_max_adapters: int = Field(
+        32, ge=0, description="Adapter versions one tenant may own (413 over it); 0: no limit.")
+    tenant_max_adapter_bytes: int = Field(
+        1 << 30, ge=0, description="Bytes of adapter weights one tenant may own (413 over it); 0: no limit.")
+    tenant_max_distill_jobs: int = Field(
+        2, ge=0, description="Distillation jobs one tenant may have queued or running (409 over it); 0: no limit.")
+    tenant_max_pinned_adapters: int = Field(
+        1, ge=0, description="Adapters one tenant may keep pinned in the engine (409 over it); 0: no limit.")
+    tenant_max_pinned_kv: int = Field(
+        16, ge=0, description="Activation prefixes one tenant may keep pinned on disk (409 over it); 0: no limit.")
     max_loras: int = Field(
         4, ge=0, le=64, description="LoRA adapters the engine runs in one batch (its slots); 0 turns adapters off."
     )
@@ -107,6 +133,12 @@ class Settings(BaseSettings):
         "auto", description="Where memory searches run: 'gpu' keeps each tenant's resident memories (hot and warm) in "
                             "an exact FAISS index on the GPU too (needs the `gpu` extra); 'auto' does so when FAISS "
                             "sees a GPU.")
+    memory_map_gib: float = Field(
+        1.0, gt=0, description="Initial size of the memory store's LMDB map in GiB; it doubles when full, up to "
+        "memory_map_max_gib.")
+    memory_map_max_gib: float = Field(
+        64.0, gt=0, description="Ceiling of the memory store's LMDB map in GiB; a write that does not fit under it "
+        "is refused with 507.")
     memory_inject: bool = Field(True, description="Inject relevant memories into chat requests by default.")
     memory_write: bool = Field(True, description="Record chat turns as memories by default.")
     memory_top_k: int = Field(8, ge=1, le=100, description="Default number of memories injected into a chat.")
@@ -189,10 +221,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_memory_map(self) -> "Settings":
+        if self.memory_map_gib > self.memory_map_max_gib:
+            raise ValueError(f"memory_map_gib ({self.memory_map_gib}) must be at most memory_map_max_gib "
+                             f"({self.memory_map_max_gib})")
+        return self
+
+    @model_validator(mode="after")
     def _check_lora_capacity(self) -> "Settings":
         if self.max_loras > self.max_cpu_loras:
             raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
         return self
+
+    @property
+    def quota_limits(self) -> QuotaLimits:
+        """Every tenant's quotas (see `sidecar.quotas`)."""
+        return QuotaLimits(**{resource.value: getattr(self, resource.setting) for resource in Resource})
 
     @field_validator("model")
     @classmethod

@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterError
-from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError
+from sidecar.output_limit import OutputLimitError
+from sidecar.quotas import QuotaExceeded
+from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 
 log = logging.getLogger("memsidecar.http")
 
@@ -25,6 +27,7 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -107,6 +110,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _adapter_error(request: Request, exc: AdapterError) -> JSONResponse:
         code = "not_found" if exc.status == 404 else "invalid_adapter"
         return error_response(APIError(exc.status, str(exc), code, param=exc.field))
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota_exceeded(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return error_response(APIError(exc.status, str(exc), "quota_exceeded", param=exc.resource.value,
+                                       headers=headers))
+
+    @app.exception_handler(StoreFullError)
+    async def _store_full(request: Request, exc: StoreFullError) -> JSONResponse:
+        log.error("memory store full on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(APIError(507, str(exc), "memory_store_full"))
+
+    @app.exception_handler(OutputLimitError)
+    async def _output_limit(request: Request, exc: OutputLimitError) -> JSONResponse:
+        return error_response(APIError(400, str(exc), "max_tokens_too_large", param=exc.field))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -28,7 +28,8 @@ from sidecar.access import Access
 from sidecar.errors import APIError, error_response
 from sidecar.memory_schema import (ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, kb_json, memory_json,
                                    search_json)
-from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError
+from sidecar.quotas import QuotaExceeded
+from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 from textual.store import MemoryStore
 
 SERVER_NAME = "memsidecar"
@@ -39,7 +40,7 @@ INSTRUCTIONS = ("Long-term memory for agents. Store facts, preferences and event
 Id = Annotated[str, Field(pattern=ID_REGEX, description="1-128 characters of letters, digits and _.:@-")]
 UserId = Annotated[str, Field(pattern=ID_REGEX, description="The user the memory is about.")]
 Metadata = Annotated[dict[str, Any] | None, Field(description="Free-form JSON object stored with the memory.")]
-MEMORY_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError)
+MEMORY_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, QuotaExceeded, StoreFullError)
 
 
 class MemoryTools:

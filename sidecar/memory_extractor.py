@@ -24,6 +24,7 @@ from sidecar.chat import EngineGate, ModelCatalog, cache_salt, reply_text
 from sidecar.engine_client import EngineClient
 from sidecar.errors import APIError
 from sidecar.memory_schema import memory_json
+from sidecar.quotas import QuotaExceeded
 from textual.extraction import Extraction, SourceTurn, answer_schema, parse_answer, prompt_messages, recent_turns
 from textual.memory import Memory
 from textual.store import MemoryStore
@@ -75,6 +76,8 @@ class MemoryExtractor:
             stored = await run_in_threadpool(self._store, tenant, episodes[0], turns, parsed, model)
         except APIError as error:
             return self._failed(tenant, f"the engine call failed: {error.message}")
+        except QuotaExceeded as error:  # the tenant's engine share or memory quota is used up
+            return self._failed(tenant, str(error))
         except Exception as error:  # an internal fault: logged with its trace and counted, the write stands
             log.exception("memory extraction for tenant %s failed", tenant)
             return self._failed(tenant, f"extraction failed: {type(error).__name__}")
@@ -103,11 +106,11 @@ class MemoryExtractor:
             "response_format": {"type": "json_schema",
                                 "json_schema": {"name": "memories", "schema": answer_schema(turns), "strict": True}},
         }
-        self.gate.enter()
+        self.gate.enter(tenant)
         try:
             return await self.client.post_json("/v1/chat/completions", cache_salt(body, tenant, self.kv_scope))
         finally:
-            self.gate.leave()
+            self.gate.leave(tenant)
 
     def _store(self, tenant: str, episode: Memory, turns: Sequence[SourceTurn], parsed: Extraction,
                model: str) -> list[Memory]:

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from sidecar.access import Caller
 from sidecar.errors import APIError
 from sidecar.memory_extractor import MemoryExtractor
+from sidecar.quota_book import QuotaBook
 from sidecar.memory_schema import (ID_REGEX, AddDocument, AddMemory, AddMessages, CreateKnowledgeBase, Feedback,
                                    MemoryTypeName, SearchMemories, TierName, Turn, UpdateMemory, kb_json, memory_json,
                                    search_json, strength_json)
@@ -32,14 +33,18 @@ def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
 
 
 def memory_router(store: MemoryStore, caller: Callable[..., Any],
-                  extractor: MemoryExtractor | None = None) -> APIRouter:
+                  extractor: MemoryExtractor | None = None, book: QuotaBook | None = None) -> APIRouter:
     """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves; with an
-    `extractor`, added conversations are also mined for facts, preferences and events."""
+    `extractor`, added conversations are also mined for facts, preferences and events; with a `book`, a tenant has
+    at most its quota of memory requests in flight (so it never holds every worker thread)."""
     router = APIRouter(prefix="/v1")
 
     async def call(who: Caller, method: str, *args: Any, **kwargs: Any) -> Any:
         handle = store.for_tenant(who.tenant)
-        return await run_in_threadpool(getattr(handle, method), *args, **kwargs)
+        if book is None:
+            return await run_in_threadpool(getattr(handle, method), *args, **kwargs)
+        with book.holding(book.memory_slots, who.tenant):
+            return await run_in_threadpool(getattr(handle, method), *args, **kwargs)
 
     @router.post("/memories", tags=["memories"])
     async def add_memory(body: AddMemory, who: Caller = Depends(caller)) -> dict:

@@ -10,6 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sidecar.adapter_service import AdapterService
 from sidecar.engine import Engine
 from sidecar.memory_extractor import MemoryExtractor
+from sidecar.quota_book import QuotaBook
+from sidecar.quotas import Resource
 from sidecar.scheduler.executor import Scheduler
 from sidecar.scheduler.objects import Tier
 
@@ -88,12 +90,37 @@ class _AdapterCollector:
         return [unloads]
 
 
+class _QuotaCollector:
+    """Each configured tenant's usage of its quotas, the limits, and the refusals so far, read at scrape time."""
+
+    def __init__(self, book: QuotaBook, tenants: list[str]) -> None:
+        self.book = book
+        self.tenants = tenants
+
+    def collect(self):
+        usage = GaugeMetricFamily("memsidecar_tenant_usage", "What a tenant uses of each quota-limited resource.",
+                                  labels=["tenant", "resource"])
+        limit = GaugeMetricFamily("memsidecar_tenant_limit", "Every tenant's limit per resource (0: unlimited).",
+                                  labels=["resource"])
+        refusals = CounterMetricFamily("memsidecar_quota_refusals", "Requests refused because a tenant was at a "
+                                       "quota, by tenant and resource.", labels=["tenant", "resource"])
+        for resource in Resource:
+            limit.add_metric([resource.value], float(self.book.limits.of(resource)))
+            for tenant in self.tenants:
+                usage.add_metric([tenant, resource.value], float(self.book.used(tenant, resource)))
+        for (tenant, resource), count in sorted(self.book.refusals.items()):
+            refusals.add_metric([tenant, resource], float(count))
+        return [usage, limit, refusals]
+
+
 class Metrics:
     """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers', given an
-    extractor, its extractions, and given an adapter service, its unloads."""
+    extractor, its extractions, given an adapter service, its unloads, and given a quota book and the tenants, their
+    quota usage and refusals."""
 
     def __init__(self, engine: Engine, scheduler: Scheduler | None = None,
-                 extractor: MemoryExtractor | None = None, adapters: AdapterService | None = None) -> None:
+                 extractor: MemoryExtractor | None = None, adapters: AdapterService | None = None,
+                 quotas: tuple[QuotaBook, list[str]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "memsidecar_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
@@ -110,6 +137,8 @@ class Metrics:
             self.registry.register(_ExtractionCollector(extractor))
         if adapters is not None:
             self.registry.register(_AdapterCollector(adapters))
+        if quotas is not None:
+            self.registry.register(_QuotaCollector(*quotas))
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

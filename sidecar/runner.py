@@ -105,7 +105,9 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
     """The textual-memory store of this sidecar (loads the embedding model)."""
     with console.status(f"opening textual memory in {settings.resolved_memory_dir}"):
         return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
-                                vector_device=settings.memory_index_device)
+                                vector_device=settings.memory_index_device,
+                                map_size=int(settings.memory_map_gib * 2**30),
+                                max_map_size=int(settings.memory_map_max_gib * 2**30))
 
 
 def open_adapters(settings: Settings, engine: Engine) -> AdapterSetup | None:

@@ -39,9 +39,11 @@ from sidecar.memory_routes import memory_router
 from sidecar.metrics import Metrics
 from sidecar.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from sidecar.openai_schema import ChatCompletionRequest, CompletionRequest
+from sidecar.quota_book import QuotaBook
+from sidecar.quotas import Resource
 from sidecar.rate_limit import RateLimiter
 from sidecar.scheduler.wiring import build_scheduler
-from sidecar.tenancy import KeyTable
+from sidecar.tenancy import DEFAULT_TENANT, KeyTable
 from sidecar.tier_history import TierHistory, sample_loop, tier_history_router
 from sidecar.tiers import tier_report
 from textual.store import MemoryStore
@@ -91,16 +93,18 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
     catalog = ModelCatalog(client, default_model)
     service = None if adapters is None else AdapterService(
         adapters.registry, client, engine, Capacity(settings.max_loras, settings.max_cpu_loras))
-    gate = EngineGate(settings.max_engine_requests)
+    book = quota_book(settings, store, adapters, service)
+    gate = EngineGate(settings.max_engine_requests, book)
     extractor = None if not settings.memory_extraction else MemoryExtractor(
         client, catalog, gate, store, settings.memory_extraction_model, settings.memory_extraction_max_tokens,
         settings.kv_scope)
     chat = ChatService(client, catalog, MemoryChat(store, memory_defaults(settings)), gate, settings.kv_scope,
-                       service, extractor)
+                       service, extractor, settings.max_output_tokens)
     scheduler = build_scheduler(settings, store, service, kv_store)
-    metrics = Metrics(engine, scheduler, extractor, service)
+    metrics = Metrics(engine, scheduler, extractor, service, (book, tenants_of(keys)))
     access = Access(keys, RateLimiter(settings.rate_limit_per_minute))
     jobs = JobRunner()
+    book.readers[Resource.DISTILL_JOBS] = lambda tenant: jobs.active(tenant, "distill")
     mcp = mcp_http_app(store, access)
     history = TierHistory()
 
@@ -138,17 +142,18 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
                        per_path={"/v1/adapters": settings.max_adapter_upload_bytes})
     app.add_middleware(AuthenticateMiddleware, access=access)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(memory_router(store, access.caller, extractor))
+    app.include_router(memory_router(store, access.caller, extractor, book))
     if kv_store is not None:
         pins = PinBook(settings.data_dir / "activation-pins.json")
-        app.include_router(activation_router(chat, kv_store, pins, settings.kv_scope, access.caller))
+        book.readers[Resource.PINNED_KV] = lambda tenant: len(pins.of(tenant))
+        app.include_router(activation_router(chat, kv_store, pins, settings.kv_scope, access.caller, book))
     app.add_route("/mcp", mcp.endpoint, include_in_schema=False)  # not mount: that answers a bare /mcp with 307
     if adapters is not None:
         app.include_router(adapter_router(service, jobs, store, adapters.base_model_dir, adapters.work_dir,
-                                          settings.max_adapter_upload_bytes, access.caller))
+                                          settings.max_adapter_upload_bytes, access.caller, book))
 
     app.include_router(health_router(engine, metrics))
-    app.include_router(whoami_router(access.caller))
+    app.include_router(whoami_router(access.caller, book.report))
     app.include_router(tier_history_router(history, access.caller))
     install_console(app)
     app.include_router(openai_router(chat, catalog, adapters, default_model, access.caller))
@@ -158,6 +163,26 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
         return await run_in_threadpool(tier_report, settings, kv_store, service, store, scheduler.report())
 
     return app
+
+
+def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | None,
+               service: AdapterService | None) -> QuotaBook:
+    """The tenants' quotas, reading memory usage from the store (which asks the book before new memories are
+    written) and adapter usage from the registry and the adapter service."""
+    book = QuotaBook(settings.quota_limits)
+    store.admission = book.admit_memory_write
+    book.readers[Resource.MEMORIES] = lambda tenant: store.usage(tenant)[0]
+    book.readers[Resource.MEMORY_BYTES] = lambda tenant: store.usage(tenant)[1]
+    if adapters is not None and service is not None:
+        book.readers[Resource.ADAPTERS] = lambda tenant: adapters.registry.owned(tenant)[0]
+        book.readers[Resource.ADAPTER_BYTES] = lambda tenant: adapters.registry.owned(tenant)[1]
+        book.readers[Resource.PINNED_ADAPTERS] = service.pinned_by
+    return book
+
+
+def tenants_of(keys: KeyTable) -> list[str]:
+    """The tenants the configured keys name (`default` for an open sidecar): the label values of quota metrics."""
+    return sorted(set(keys.tenants_by_hash.values())) if not keys.is_open else [DEFAULT_TENANT]
 
 
 def health_router(engine: Engine, metrics: Metrics) -> APIRouter:

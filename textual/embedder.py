@@ -1,20 +1,25 @@
 """Sentence embeddings with sentence-transformers (MiniLM by default): the only module in `textual/` that loads torch.
 
-Vectors are float32 and L2-normalised, so inner product is cosine similarity. `identity` names the model by
-content (directory name, dimension, hash of its small config files and its files' sizes), not by path: a store
-records it and refuses to mix vectors of two models.
+Vectors are float32 and L2-normalised, so inner product is cosine similarity. Fairness rule: a bulk request (more
+than `SMALL_TEXTS` texts) is embedded one `batch_size` batch at a time, and only one bulk batch runs at once in the
+process; small requests (a query, a chat turn) never wait for that lock, so one caller's thousand-turn write
+neither oversubscribes the CPU with parallel encodes nor delays another's search by more than one batch of CPU.
+`identity` names the model by content (directory name, dimension, hash of its small config files and its files'
+sizes), not by path: a store records it and refuses to mix vectors of two models.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 DEFAULT_BATCH_SIZE = 64
+SMALL_TEXTS = 8
 CONFIG_SUFFIXES = (".json", ".txt", ".cfg")
 MAX_HASHED_CONFIG_BYTES = 1 << 20
 
@@ -48,6 +53,7 @@ class Embedder:
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(dimension())
         self.identity = identity or f"unnamed/{self.dim}"
+        self._bulk = threading.Lock()
 
     @classmethod
     def open(cls, model_path: str | Path | None = None, device: str = "cpu",
@@ -68,6 +74,16 @@ class Embedder:
         """An (n, dim) float32 array of unit vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+        texts = list(texts)
+        if len(texts) <= SMALL_TEXTS:
+            return self._encode(texts)
+        parts = []
+        for start in range(0, len(texts), self.batch_size):
+            with self._bulk:
+                parts.append(self._encode(texts[start:start + self.batch_size]))
+        return np.concatenate(parts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)

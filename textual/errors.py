@@ -45,3 +45,14 @@ class EmbeddingModelMismatchError(ValueError):
             f"directory for the new model; vectors of two models are never mixed.")
         self.recorded = recorded
         self.loaded = loaded
+
+
+class StoreFullError(RuntimeError):
+    """The memory store's LMDB map is full and already at its configured ceiling: the write was not made."""
+
+    def __init__(self, map_size: int, ceiling: int) -> None:
+        super().__init__(
+            f"the memory store is full: its LMDB map is {map_size} bytes and may not grow past {ceiling} bytes for new "
+            f"data (--memory-map-max-gib, less 1/8 kept for deletes); delete memories, or raise the ceiling")
+        self.map_size = map_size
+        self.ceiling = ceiling

@@ -30,7 +30,7 @@ def create_kb(handle, kb_id: str, name: str | None = None, description: str = ""
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
         raise InvalidMemoryError("description", f"must be a string of at most {MAX_DESCRIPTION_CHARS} characters")
     store = handle._store
-    with store.lock:
+    with store.tenant_lock(handle.tenant):
         if store.db.get_kb(handle.tenant, kb_id) is not None:
             raise InvalidMemoryError("kb_id", f"knowledge base {kb_id!r} already exists")
         kb = KnowledgeBase(id=kb_id, tenant=handle.tenant, name=name, description=description,
@@ -50,7 +50,7 @@ def load_kb(handle, kb_id: str) -> KnowledgeBase:
 def delete_kb(handle, kb_id: str) -> int:
     """Delete the knowledge base and every memory in it; returns how many memories went."""
     store = handle._store
-    with store.lock:
+    with store.tenant_lock(handle.tenant):
         load_kb(handle, kb_id)
         ids = [m.id for m in store.db.memories(handle.tenant) if m.kb_id == kb_id]
         removed = store.remove(handle.tenant, ids)
@@ -79,8 +79,9 @@ def add_document(handle, kb_id: str, text: str, *, title: str | None = None,
         last_access_at=now, metadata={**metadata, "document_id": document_id, "title": title,
                                       "chunk_index": chunk.index, "chunk_count": len(chunks),
                                       "start": chunk.start, "end": chunk.end}) for chunk in chunks]
+    store.admit(handle.tenant, [m.content for m in memories])
     vectors = store.embedder.embed([m.content if title is None else f"{title}\n{m.content}" for m in memories])
-    with store.lock:
+    with store.tenant_lock(handle.tenant):
         load_kb(handle, kb_id)  # it may have been deleted while the chunks were embedded
         store.write(handle.tenant, memories, vectors)
     return memories

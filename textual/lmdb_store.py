@@ -5,45 +5,68 @@ Rules, as py-lmdb states them and this module keeps them:
 - Every write is one transaction, committed with sync: once `put`/`delete` returns, the change survives kill -9.
 - Buffers read inside a transaction are copied (decoded) before it ends.
 - LMDB allows one writer at a time; writers here are short and never wait on anything else.
+- The map grows when full (`MapFullError`): the writer's transaction is aborted, the map doubles while no
+  transaction is open (`map_growth.GrowthGate`), and the write is retried. Writes that add data grow it up to
+  `max_map_size` less a reserve (`map_growth.delete_reserve`), then raise `StoreFullError` with nothing changed;
+  deletes may grow into the reserve (a copy-on-write B-tree needs free pages even to delete), after which the map
+  shrinks back to the adding ceiling, or to the pages in use if more, so the reserve is there for the next deletes.
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
 JSON), `versions` (tenant -> write count, as 8-byte little-endian), `meta` (`embedding_model` -> the identity of
-the model every stored vector came from). A tenant's version changes on every write, so derived indexes know when
-they are stale.
+the model every stored vector came from; `derived` -> b"1" once the derived databases were built), and the derived
+`usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant). A tenant's version changes on
+every write, so derived indexes know when they are stale.
 """
 
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import lmdb
 import numpy as np
 
+from textual.errors import StoreFullError
+from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
+from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory
-from textual.record import (decode_kb, decode_key, decode_memory, decode_vector, encode_kb, encode_key, encode_memory,
-                            encode_vector)
+from textual.record import (decode_kb, decode_key, decode_memory, decode_user_stats, decode_vector, encode_kb,
+                            encode_key, encode_memory, encode_vector, sortable_time)
 
-DEFAULT_MAP_SIZE = 1 << 36
+DEFAULT_MAP_SIZE = 1 << 30
+DEFAULT_MAX_MAP_SIZE = 1 << 36
+T = TypeVar("T")
 
 
 class LmdbStore:
     """Memories and embeddings of all tenants in one LMDB environment; every method names its tenant."""
 
-    def __init__(self, env: lmdb.Environment) -> None:
+    def __init__(self, env: lmdb.Environment, max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> None:
         self._env = env
+        self.max_map_size = max(max_map_size, env.info()["map_size"])
+        self._gate = GrowthGate()
         self._memories = env.open_db(b"memories")
         self._vectors = env.open_db(b"vectors")
         self._versions = env.open_db(b"versions")
         self._kbs = env.open_db(b"kbs")
         self._meta = env.open_db(b"meta")
+        self._derived = DerivedDbs(env.open_db(b"usage"), env.open_db(b"by_time"), env.open_db(b"users"))
 
     @classmethod
-    def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE) -> "LmdbStore":
-        """Open (creating if needed) the environment in directory `path`, synced on every commit."""
+    def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE,
+             max_map_size: int = DEFAULT_MAX_MAP_SIZE) -> "LmdbStore":
+        """Open (creating if needed) the environment in directory `path`, synced on every commit. The map starts at
+        `map_size` (or the size the file already needs) and may grow to `max_map_size`."""
         Path(path).mkdir(parents=True, exist_ok=True)
-        env = lmdb.open(str(path), map_size=map_size, max_dbs=8, sync=True, metasync=True, writemap=False)
-        return cls(env)
+        env = lmdb.open(str(path), map_size=map_size, max_dbs=12, sync=True, metasync=True, writemap=False)
+        store = cls(env, max_map_size)
+        store._derive_once()
+        return store
+
+    @property
+    def map_size(self) -> int:
+        return self._env.info()["map_size"]
 
     def disk_bytes(self) -> int:
         """Bytes of the LMDB data file (its pages in use grow into it; freed pages are reused, not returned)."""
@@ -54,82 +77,94 @@ class LmdbStore:
 
     def embedding_model(self) -> str | None:
         """The identity of the model the stored vectors came from; None for a store that never recorded one."""
-        with self._env.begin(db=self._meta) as txn:
-            found = txn.get(b"embedding_model")
-        return None if found is None else found.decode()
+        with self._read() as txn:
+            found = txn.get(b"embedding_model", db=self._meta)
+            return None if found is None else bytes(found).decode()
+
+    @property
+    def adding_ceiling(self) -> int:
+        """The map size writes that add data may grow it to; the rest up to `max_map_size` is for deletes."""
+        return self.max_map_size - delete_reserve(self.max_map_size)
 
     def set_embedding_model(self, identity: str) -> None:
-        with self._env.begin(write=True, db=self._meta) as txn:
-            txn.put(b"embedding_model", identity.encode())
+        self._write(lambda txn: txn.put(b"embedding_model", identity.encode(), db=self._meta))
 
     def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]]) -> None:
         """Write memories (and embeddings, where given) of any tenants in one durable transaction."""
-        with self._env.begin(write=True) as txn:
-            tenants = set()
-            for memory, vector in items:
-                key = encode_key(memory.tenant, memory.id)
-                txn.put(key, encode_memory(memory), db=self._memories)
+        rows = [(memory, encode_key(memory.tenant, memory.id), encode_memory(memory),
+                 None if vector is None else encode_vector(vector)) for memory, vector in items]
+
+        def put(txn: lmdb.Transaction) -> None:
+            ledger, tenants = Ledger(self._derived, txn), set()
+            for memory, key, record, vector in rows:
+                old, old_vector = txn.get(key, db=self._memories), txn.get(key, db=self._vectors)
+                old_vector_size = 0 if old_vector is None else len(old_vector)
+                if old is not None:
+                    ledger.removed(old, len(old) + old_vector_size)
+                txn.put(key, record, db=self._memories)
                 if vector is not None:
-                    txn.put(key, encode_vector(vector), db=self._vectors)
+                    txn.put(key, vector, db=self._vectors)
+                ledger.added(memory, len(record) + (old_vector_size if vector is None else len(vector)))
                 tenants.add(memory.tenant)
             for tenant in tenants:
                 self._bump_version(txn, tenant)
+            ledger.flush()
+
+        self._write(put)
 
     def delete(self, tenant: str, memory_id: str) -> bool:
         """Remove one memory and its embedding; False if it was not there."""
-        key = encode_key(tenant, memory_id)
-        with self._env.begin(write=True) as txn:
-            found = txn.delete(key, db=self._memories)
-            txn.delete(key, db=self._vectors)
-            if found:
-                self._bump_version(txn, tenant)
-        return found
+        return bool(self.delete_many(tenant, [memory_id]))
 
     def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
         """Remove memories and their embeddings in one transaction; returns the ids that were there."""
-        removed = []
-        with self._env.begin(write=True) as txn:
+        memory_ids = list(memory_ids)
+
+        def delete(txn: lmdb.Transaction) -> list[str]:
+            ledger, removed = Ledger(self._derived, txn), []
             for memory_id in memory_ids:
                 key = encode_key(tenant, memory_id)
-                if txn.delete(key, db=self._memories):
+                record, vector = txn.pop(key, db=self._memories), txn.pop(key, db=self._vectors)
+                if record is not None:
+                    ledger.removed(record, len(record) + (0 if vector is None else len(vector)))
                     removed.append(memory_id)
-                txn.delete(key, db=self._vectors)
             if removed:
                 self._bump_version(txn, tenant)
-        return removed
+            ledger.flush()
+            return removed
+
+        return self._write(delete, deleting=True)
 
     def put_kb(self, kb: KnowledgeBase) -> None:
-        with self._env.begin(write=True) as txn:
-            txn.put(encode_key(kb.tenant, kb.id), encode_kb(kb), db=self._kbs)
+        self._write(lambda txn: txn.put(encode_key(kb.tenant, kb.id), encode_kb(kb), db=self._kbs))
 
     def delete_kb(self, tenant: str, kb_id: str) -> bool:
-        with self._env.begin(write=True) as txn:
-            return txn.delete(encode_key(tenant, kb_id), db=self._kbs)
+        return self._write(lambda txn: txn.delete(encode_key(tenant, kb_id), db=self._kbs), deleting=True)
 
     def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             data = txn.get(encode_key(tenant, kb_id), db=self._kbs)
             return None if data is None else decode_kb(data)
 
     def kbs(self, tenant: str) -> list[KnowledgeBase]:
         """All of `tenant`'s knowledge bases, in id order."""
-        with self._env.begin() as txn:
+        with self._read() as txn:
             return [decode_kb(value) for _key, value in self._scan(txn, tenant, self._kbs)]
 
     def get(self, tenant: str, memory_id: str) -> Memory | None:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             data = txn.get(encode_key(tenant, memory_id), db=self._memories)
             return None if data is None else decode_memory(data)
 
     def get_vector(self, tenant: str, memory_id: str) -> np.ndarray | None:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             data = txn.get(encode_key(tenant, memory_id), db=self._vectors)
             return None if data is None else decode_vector(data)
 
     def get_many(self, tenant: str, memory_ids: Iterable[str]) -> list[tuple[Memory, np.ndarray]]:
         """(memory, embedding) for each id that has both, read in one transaction."""
         found = []
-        with self._env.begin() as txn:
+        with self._read() as txn:
             for memory_id in memory_ids:
                 key = encode_key(tenant, memory_id)
                 data, vector = txn.get(key, db=self._memories), txn.get(key, db=self._vectors)
@@ -139,36 +174,127 @@ class LmdbStore:
 
     def memories(self, tenant: str) -> list[Memory]:
         """All of `tenant`'s memories, in key order."""
-        with self._env.begin() as txn:
+        with self._read() as txn:
             return [decode_memory(value) for _key, value in self._scan(txn, tenant, self._memories)]
+
+    def each_memory(self, tenant: str, batch: int = 512) -> Iterator[Memory]:
+        """All of `tenant`'s memories in key order, read `batch` at a time in short transactions (a long scan never
+        holds one transaction open: other writers and a map resize go ahead between batches)."""
+        after: bytes | None = None
+        while True:
+            with self._read() as txn:
+                chunk = list(self._scan(txn, tenant, self._memories, after, batch))
+                decoded = [decode_memory(value) for _key, value in chunk]
+            yield from decoded
+            if len(chunk) < batch:
+                return
+            after = chunk[-1][0]
 
     def vectors(self, tenant: str) -> dict[str, np.ndarray]:
         """All of `tenant`'s embeddings by memory id."""
-        with self._env.begin() as txn:
+        with self._read() as txn:
             return {decode_key(key)[1]: decode_vector(value) for key, value in self._scan(txn, tenant, self._vectors)}
 
     def version(self, tenant: str) -> int:
         """How many writes `tenant` has had; 0 for a tenant never written."""
-        with self._env.begin() as txn:
+        with self._read() as txn:
             data = txn.get(tenant.encode(), db=self._versions)
             return 0 if data is None else struct.unpack("<Q", data)[0]
 
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """(memories, bytes) `tenant` holds: records of every tier, and their records' and embeddings' bytes."""
+        with self._read() as txn:
+            data = txn.get(tenant.encode(), db=self._derived.usage)
+            return (0, 0) if data is None else USAGE.unpack(data)
+
+    def users(self, tenant: str) -> list[tuple[str, int, dict[str, int], float]]:
+        """(user, count, count by tier, newest updated_at) of each of `tenant`'s users, by user id; reads one row
+        per user, not the memories."""
+        with self._read() as txn:
+            return [(decode_key(key)[1], *decode_user_stats(value))
+                    for key, value in self._scan(txn, tenant, self._derived.users)]
+
+    def memories_by_time(self, tenant: str, since: float | None = None, batch: int = 256) -> Iterator[Memory]:
+        """`tenant`'s memories in time order (`context.time_order`), from `since` on, read `batch` at a time in
+        short transactions; stop iterating to stop reading."""
+        after = None if since is None else encode_key(tenant) + sortable_time(since)
+        while True:
+            with self._read() as txn:
+                chunk = list(self._scan(txn, tenant, self._derived.by_time, after, batch))
+                found = [txn.get(encode_key(tenant, bytes(memory_id).decode()), db=self._memories)
+                         for _key, memory_id in chunk]
+                decoded = [decode_memory(data) for data in found if data is not None]
+            yield from decoded
+            if len(chunk) < batch:
+                return
+            after = chunk[-1][0]
+
     def tenants(self) -> list[str]:
-        with self._env.begin() as txn:
+        with self._read() as txn:
             return [bytes(key).decode() for key, _ in txn.cursor(db=self._versions)]
+
+    @contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        with self._gate.shared(), self._env.begin() as txn:
+            yield txn
+
+    def _write(self, change: Callable[[lmdb.Transaction], T], deleting: bool = False) -> T:
+        """Run `change` in one write transaction, growing the map and retrying when it is full (see the rules)."""
+        grew = False
+        while True:
+            try:
+                with self._gate.shared(), self._env.begin(write=True) as txn:
+                    result = change(txn)
+                break
+            except lmdb.MapFullError:
+                self._grow(self.max_map_size if deleting else self.adding_ceiling)
+                grew = True
+        if deleting and grew:
+            self._shrink_to_adding_ceiling()
+        return result
+
+    def _grow(self, ceiling: int) -> None:
+        with self._gate.exclusive():
+            current = self.map_size
+            grown = next_map_size(current, ceiling)
+            if grown is None:
+                raise StoreFullError(current, ceiling)
+            self._env.set_mapsize(grown)
+
+    def _shrink_to_adding_ceiling(self) -> None:
+        with self._gate.exclusive():
+            in_use = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+            self._env.set_mapsize(max(self.adding_ceiling, in_use))
 
     def _bump_version(self, txn: lmdb.Transaction, tenant: str) -> None:
         data = txn.get(tenant.encode(), db=self._versions)
         count = 0 if data is None else struct.unpack("<Q", data)[0]
         txn.put(tenant.encode(), struct.pack("<Q", count + 1), db=self._versions)
 
+    def _derive_once(self) -> None:
+        """Build the derived databases of a store written before they existed (once; writes keep them after)."""
+        with self._read() as txn:
+            if txn.get(b"derived", db=self._meta) is not None:
+                return
+
+        def build(txn: lmdb.Transaction) -> None:
+            count_all(self._derived, txn, self._memories, self._vectors)
+            txn.put(b"derived", b"1", db=self._meta)
+
+        self._write(build)
+
     @staticmethod
-    def _scan(txn: lmdb.Transaction, tenant: str, db) -> Iterator[tuple[bytes, bytes]]:
+    def _scan(txn: lmdb.Transaction, tenant: str, db, after: bytes | None = None,
+              limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """The tenant's (key, value) pairs of `db` in key order: all, or those after `after` (a key, or a lower
+        bound no key equals), at most `limit`."""
         prefix = encode_key(tenant)
         cursor = txn.cursor(db=db)
-        if not cursor.set_range(prefix):
+        if not cursor.set_range(after or prefix):
             return
-        for key, value in cursor:
-            if not key.startswith(prefix):
+        if after is not None and cursor.key() == after and not cursor.next():
+            return
+        for taken, (key, value) in enumerate(cursor.iternext()):
+            if not key.startswith(prefix) or (limit is not None and taken >= limit):
                 return
-            yield key, value
+            yield bytes(key), bytes(value)

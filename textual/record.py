@@ -7,11 +7,18 @@ Embedding: the vector as little-endian float32 bytes, nothing else.
 Knowledge base: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `KnowledgeBase`.
 Key: `tenant` + NUL + `id` (of a memory or of a knowledge base), UTF-8 (ids cannot hold NUL, so one tenant's
 keys are a contiguous prefix range).
+Time key (the `by_time` index; its value is the memory id): `tenant` + NUL + `created_at` as 8 bytes that sort as
+the float does (IEEE big-endian, sign bit flipped for positives, all bits flipped for negatives) + the session
+(metadata `session`, UTF-8) + NUL + the position (metadata `position`, an int, else 0) plus 2^63 as 8 big-endian
+bytes + `id`. Bytewise order of one tenant's time keys is `textual.context.time_order`.
+User stats (the `users` index): key `tenant` + NUL + `user`; value UTF-8 JSON, keys sorted, no whitespace, `"v": 1`,
+`count`, `by_tier` (tier -> count) and `updated_at` (the newest `updated_at` written, not lowered by deletes).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 
@@ -82,3 +89,33 @@ def encode_vector(vector: np.ndarray) -> bytes:
 def decode_vector(data: bytes) -> np.ndarray:
     """A float32 vector copied out of `data` (safe to keep after the LMDB transaction ends)."""
     return np.frombuffer(bytes(data), dtype="<f4").astype(np.float32)
+
+
+def encode_time_key(memory: Memory) -> bytes:
+    """The `by_time` key of `memory` (see the module docstring)."""
+    position = memory.metadata.get("position", 0)
+    position = position if isinstance(position, int) and not isinstance(position, bool) else 0
+    position = min(max(position, -(1 << 63)), (1 << 63) - 1) + (1 << 63)
+    return (encode_key(memory.tenant) + sortable_time(memory.created_at)
+            + str(memory.metadata.get("session", "")).encode() + _SEPARATOR + struct.pack(">Q", position)
+            + memory.id.encode())
+
+
+def sortable_time(seconds: float) -> bytes:
+    """8 bytes whose bytewise order is the numeric order of `seconds`."""
+    bits = struct.unpack(">Q", struct.pack(">d", seconds))[0]
+    bits = bits ^ (1 << 63) if not bits >> 63 else bits ^ ((1 << 64) - 1)
+    return struct.pack(">Q", bits)
+
+
+def encode_user_stats(count: int, by_tier: dict[str, int], updated_at: float) -> bytes:
+    body = {"v": FORMAT_VERSION, "count": count, "by_tier": by_tier, "updated_at": updated_at}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_user_stats(data: bytes) -> tuple[int, dict[str, int], float]:
+    """(count, by_tier, updated_at) of one user's stats value."""
+    body = json.loads(bytes(data))
+    if body.get("v") != FORMAT_VERSION:
+        raise ValueError(f"unknown user stats format version {body.get('v')!r}")
+    return body["count"], body["by_tier"], body["updated_at"]

@@ -13,6 +13,11 @@ Residency: a tenant's index is loaded on first use and stays in RAM until `relea
 or `close`; a released index loses nothing (LMDB is the source of truth; its FAISS file is saved on release, so the
 next use loads the file instead of rebuilding). `residency()` reports per tenant what the scheduler ranks by: uses
 (`for_tenant` calls, i.e. requests), last use, estimated resident bytes and the seconds the last load took.
+
+Locking: each tenant has its own lock (`tenant_lock`); a tenant's index and its LMDB records change only under it,
+so one tenant's bulk write or index build never stalls another tenant's search. The store-wide `_lock` guards only
+the maps of indexes and locks and is never held across I/O, embedding or a tenant's lock. Embedding happens before
+a tenant's lock is taken wherever the text to embed does not depend on the stored state.
 """
 
 from __future__ import annotations
@@ -33,10 +38,15 @@ from textual.images import DEFAULT_MAX_IMAGE_BYTES
 from textual.lexical_index import Analyzer
 from textual.lifecycle import LifecyclePolicy
 from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Tier, check_identifier, peer_key
-from textual.lmdb_store import DEFAULT_MAP_SIZE, LmdbStore
+from textual.lmdb_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbStore
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
 from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, ReplicaFactory, VectorIndex, replica_for
+
+# Admission of new memories, given by the process serving the store (its quota policy): called with the tenant, its
+# stored (memories, bytes), the contents of the memories about to be added and the embedding dimension, before they
+# are embedded; it raises to refuse the write, and its error reaches the caller unchanged.
+WriteAdmission = Callable[[str, tuple[int, int], Sequence[str], int], None]
 
 # Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in
 # several dicts and sets, its BM25 postings. An estimate for ranking and budgets, not a measurement.
@@ -90,7 +100,9 @@ class MemoryStore:
         self.consolidation = consolidation or ConsolidationPolicy()
         self.max_image_bytes = max_image_bytes
         self.replica = replica  # where resident indexes also live for searching (a GPU), if anywhere
-        self.lock = threading.RLock()
+        self.admission: WriteAdmission | None = None  # set by the server that enforces quotas; None admits all
+        self._lock = threading.Lock()
+        self._tenant_locks: dict[str, threading.RLock] = {}
         self._indexes: dict[str, TenantIndex] = {}
         self._activity: dict[str, _Activity] = {}
         self._activity_lock = threading.Lock()  # never held across I/O: `for_tenant` runs on the event loop
@@ -99,15 +111,17 @@ class MemoryStore:
     def open(cls, path: str | Path, *, embedder: Embedder | None = None, model_path: str | Path | None = None,
              hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD, max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS,
              settings: SearchSettings | None = None, clock: Callable[[], float] = time.time,
-             track_access: bool = True, map_size: int = DEFAULT_MAP_SIZE, lifecycle: LifecyclePolicy | None = None,
+             track_access: bool = True, map_size: int = DEFAULT_MAP_SIZE,
+             max_map_size: int = DEFAULT_MAX_MAP_SIZE, lifecycle: LifecyclePolicy | None = None,
              consolidation: ConsolidationPolicy | None = None,
              max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES, vector_device: str = "auto") -> "MemoryStore":
         """Open or create the store in directory `path`; loads the embedding model unless `embedder` is given.
-        `vector_device` ("auto", "cpu", "gpu") says where resident memories are searched (see `replica_for`)."""
+        `vector_device` ("auto", "cpu", "gpu") says where resident memories are searched (see `replica_for`); the
+        LMDB map starts at `map_size` bytes and grows up to `max_map_size` (then writes raise StoreFullError)."""
         path = Path(path)
         replica = replica_for(vector_device)
         embedder = embedder if embedder is not None else Embedder.open(model_path)
-        db = LmdbStore.open(path / "lmdb", map_size=map_size)
+        db = LmdbStore.open(path / "lmdb", map_size=map_size, max_map_size=max_map_size)
         recorded = db.embedding_model()
         if recorded is None:  # a new store, or one from before the record: its vectors are taken as this model's
             db.set_embedding_model(embedder.identity)
@@ -131,6 +145,24 @@ class MemoryStore:
 
         return TenantMemory(self, check_identifier("tenant", tenant))
 
+    def tenant_lock(self, tenant: str) -> threading.RLock:
+        """The lock under which `tenant`'s memories and index change (re-entrant; see "Locking" above)."""
+        with self._lock:
+            lock = self._tenant_locks.get(tenant)
+            if lock is None:
+                lock = self._tenant_locks[tenant] = threading.RLock()
+            return lock
+
+    def usage(self, tenant: str) -> tuple[int, int]:
+        """(memories, bytes) `tenant` stores, all tiers, as LMDB holds them; read in O(1)."""
+        return self.db.usage(tenant)
+
+    def admit(self, tenant: str, contents: Sequence[str]) -> None:
+        """Ask `admission` whether `tenant` may add memories holding `contents` (raises to refuse). Checked before
+        embedding, without the tenant's lock: concurrent writes of one tenant can overshoot by what they carry."""
+        if self.admission is not None and contents:
+            self.admission(tenant, self.db.usage(tenant), list(contents), self.embedder.dim)
+
     def run_lifecycle(self, now: float | None = None) -> dict[str, LifecycleReport]:
         """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job,
         so not counted as uses."""
@@ -138,7 +170,7 @@ class MemoryStore:
 
     def resident_usage(self) -> dict[str, int]:
         """What the in-memory indexes hold across tenants: tenants loaded, resident memories, vector bytes."""
-        with self.lock:
+        with self._lock:
             indexes = list(self._indexes.values())
         memories = sum(len(index.memories) for index in indexes)
         vector_bytes = sum(len(index.vectors) * index.vectors.dim * 4 for index in indexes)
@@ -146,10 +178,11 @@ class MemoryStore:
 
     def residency(self) -> list[TenantResidency]:
         """Every tenant used or loaded in this process, by tenant id (see `TenantResidency`)."""
-        with self.lock:
-            for tenant, index in self._indexes.items():
+        with self._lock:
+            loaded = dict(self._indexes)
+        for tenant, index in loaded.items():
+            with self.tenant_lock(tenant):
                 self._note_resident(tenant, index)
-            loaded = set(self._indexes)
         with self._activity_lock:
             return [TenantResidency(tenant, tenant in loaded, a.resident_bytes, a.memories, a.uses, a.last_used_at,
                                     a.build_s) for tenant, a in sorted(self._activity.items())]
@@ -157,13 +190,14 @@ class MemoryStore:
     def release(self, tenant: str) -> int:
         """Drop the tenant's index from RAM (saving its FAISS file first when fresh); the next use loads it again.
         Returns the estimated bytes released (0 when it was not loaded)."""
-        with self.lock:
-            index = self._indexes.get(tenant)
+        with self.tenant_lock(tenant):
+            index = self._loaded(tenant)
             if index is None:
                 return 0
             if not index.vectors_stale:  # a failed save raises with the index still loaded
                 index.vectors.save(self._index_path(tenant), self.db.version(tenant))
-            del self._indexes[tenant]
+            with self._lock:
+                del self._indexes[tenant]
             return self._note_resident(tenant, index)
 
     def _note_resident(self, tenant: str, index: TenantIndex) -> int:
@@ -175,12 +209,16 @@ class MemoryStore:
 
     def close(self) -> None:
         """Save fresh FAISS indexes for the next open, then close LMDB."""
-        with self.lock:
-            for tenant, index in self._indexes.items():
-                if not index.vectors_stale:
+        with self._lock:
+            tenants = list(self._indexes)
+        for tenant in tenants:
+            with self.tenant_lock(tenant):
+                index = self._loaded(tenant)
+                if index is not None and not index.vectors_stale:
                     index.vectors.save(self._index_path(tenant), self.db.version(tenant))
+        with self._lock:
             self._indexes.clear()
-            self.db.close()
+        self.db.close()
 
     def __enter__(self) -> "MemoryStore":
         return self
@@ -190,15 +228,17 @@ class MemoryStore:
 
     def index(self, tenant: str) -> TenantIndex:
         """The tenant's up-to-date index, loaded or rebuilt on first use and after removals."""
-        with self.lock:
-            index = self._indexes.get(tenant)
+        with self.tenant_lock(tenant):
+            index = self._loaded(tenant)
             if index is None:
                 started = time.perf_counter()
                 stored = self.db.memories(tenant)
                 resident = [m for m in stored if m.tier in RESIDENT_TIERS]
                 vectors = self._load_vectors(tenant, [m.id for m in resident])
                 cold = [m for m in stored if m.tier is Tier.COLD]
-                index = self._indexes[tenant] = build_tenant_index(resident, vectors, self.analyzer, cold)
+                index = build_tenant_index(resident, vectors, self.analyzer, cold)
+                with self._lock:
+                    self._indexes[tenant] = index
                 with self._activity_lock:
                     self._activity.setdefault(tenant, _Activity()).build_s = time.perf_counter() - started
             elif index.vectors_stale:
@@ -210,7 +250,7 @@ class MemoryStore:
               vectors: np.ndarray | Sequence[np.ndarray | None] | None) -> None:
         """Durably store memories (new or changed), with a vector for each (None: keep the stored one), then mirror
         them in the index."""
-        with self.lock:
+        with self.tenant_lock(tenant):
             index = self.index(tenant)
             rows = [None] * len(memories) if vectors is None else list(vectors)
             self.db.put_many(zip(memories, rows))
@@ -218,7 +258,7 @@ class MemoryStore:
 
     def remove(self, tenant: str, memory_ids: Sequence[str]) -> list[str]:
         """Delete memories for good in one transaction; returns the ids that existed."""
-        with self.lock:
+        with self.tenant_lock(tenant):
             index = self.index(tenant)
             removed = self.db.delete_many(tenant, memory_ids)
             for memory_id in removed:
@@ -229,11 +269,15 @@ class MemoryStore:
 
     def cold_index(self, tenant: str) -> TenantIndex:
         """A throwaway index over the tenant's cold memories, read from LMDB."""
-        with self.lock:
+        with self.tenant_lock(tenant):
             found = self.db.get_many(tenant, sorted(self.index(tenant).cold))
             matrix = np.stack([v for _, v in found]) if found else np.zeros((0, self.embedder.dim), np.float32)
             vectors = VectorIndex.build([m.id for m, _ in found], matrix, self.embedder.dim, self.hnsw_threshold)
             return build_tenant_index([m for m, _ in found], vectors, self.analyzer)
+
+    def _loaded(self, tenant: str) -> TenantIndex | None:
+        with self._lock:
+            return self._indexes.get(tenant)
 
     def _place(self, tenant: str, index: TenantIndex, memories: Sequence[Memory], rows: list) -> None:
         """Mirror written memories: resident tiers in the index, cold ids aside, archived in neither."""

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from textual import context, curator, knowledge_bases, tool_memory
+from textual import curator, knowledge_bases, tool_memory
 from textual.errors import InvalidMemoryError, MemoryNotFoundError
 from textual.feedback import apply_feedback, check_kind
 from textual.filters import Filters
@@ -78,8 +78,9 @@ class TenantMemory:
             tier=parse_tier(tier), created_at=created, updated_at=max(created, now), last_access_at=created)
         text = embedding_text(str(memory.metadata.get("speaker", "")), memory.content, None) \
             if memory.metadata.get("speaker") else memory.content
+        self._store.admit(self.tenant, [memory.content])
         vector = self._store.embedder.embed([text])[0]
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             return curator.store_new(self._store, memory, vector, consolidate)
 
     def add_image(self, caption: str, image_url: str, *, user: str, metadata: Mapping[str, Any] | None = None,
@@ -99,9 +100,15 @@ class TenantMemory:
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
         for i, message in enumerate(checked):
             check_content(episode_content(message), self._store.max_content_chars)
-        with self._store.lock:
-            memories, texts = self._episodes(checked, user, kb_id)
-            self._store.write(self.tenant, memories, self._store.embedder.embed(texts))
+        self._store.admit(self.tenant, [episode_content(message) for message in checked])
+        with self._store.tenant_lock(self.tenant):
+            _, texts = self._episodes(checked, user, kb_id)
+        vectors = self._store.embedder.embed(texts)  # outside the lock: a bulk write never stalls this tenant's reads
+        with self._store.tenant_lock(self.tenant):
+            memories, now_texts = self._episodes(checked, user, kb_id)
+            if now_texts != texts:  # a concurrent write to one of these sessions moved the turns' positions
+                vectors = self._store.embedder.embed(now_texts)
+            self._store.write(self.tenant, memories, vectors)
         return memories
 
     def search(self, query: str, *, k: int = 10, budget_tokens: int | None = None, user: str | None = None,
@@ -122,7 +129,7 @@ class TenantMemory:
             raise InvalidMemoryError("tiers", "archived memories are never searched; restore(id) one first")
         vector = self._store.embedder.embed([query])[0]
         store = self._store
-        with store.lock:
+        with store.tenant_lock(self.tenant):
             index, now = store.index(self.tenant), store.clock()
             plan = plan_query(query, index.speakers())
             rankings = [rank(index, store.analyzer, vector, plan, filters, now, store.settings)]
@@ -146,22 +153,36 @@ class TenantMemory:
              tiers: Iterable[str] | None = None, since: float | None = None, until: float | None = None,
              contains: str | None = None, limit: int = 100, offset: int = 0) -> list[Memory]:
         """Memories passing the filters in time order, `limit` of them from `offset`; `contains` keeps those whose
-        content holds that text (case-insensitive)."""
+        content holds that text (case-insensitive). Reads the tenant's time index from `since` and stops after the
+        page: the cost grows with `offset + limit` and the memories the filters skip, not with the tenant's size."""
         _check_count("limit", limit, 1, 100_000)
         _check_count("offset", offset, 0, 1 << 62)
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
         needle = contains.casefold() if contains else None
-        memories = [m for m in self._all() if filters.matches(m) and (needle is None or needle in m.content.casefold())]
-        return sorted(memories, key=context.time_order)[offset:offset + limit]
+        page: list[Memory] = []
+        for memory in self._store.db.memories_by_time(self.tenant, filters.since):
+            if filters.until is not None and memory.created_at > filters.until:
+                break
+            if filters.matches(memory) and (needle is None or needle in memory.content.casefold()):
+                if offset:
+                    offset -= 1
+                    continue
+                page.append(memory)
+                if len(page) == limit:
+                    break
+        return page
 
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
                importance: float | None = None, strength: float | None = None, tier: str | None = None) -> Memory:
         """Change the given fields (a new content is re-embedded); returns the updated memory."""
-        with self._store.lock:
+        if content is not None:
+            content = check_content(content, self._store.max_content_chars)
+        vectors = self._store.embedder.embed([content]) if content is not None else None
+        with self._store.tenant_lock(self.tenant):
             old = self.get(memory_id)
             changes: dict[str, Any] = {"updated_at": max(self._store.clock(), old.created_at)}
             if content is not None:
-                changes["content"] = check_content(content, self._store.max_content_chars)
+                changes["content"] = content
             if metadata is not None:
                 changes["metadata"] = self._checked_metadata(old.type, metadata)
             if importance is not None:
@@ -171,7 +192,6 @@ class TenantMemory:
             if tier is not None:
                 changes["tier"] = parse_tier(tier)
             new = dataclasses.replace(old, **changes)
-            vectors = self._store.embedder.embed([new.content]) if content is not None else None
             self._store.write(self.tenant, [new], vectors)
         return new
 
@@ -182,7 +202,7 @@ class TenantMemory:
 
     def restore(self, memory_id: str) -> Memory:
         """Bring a memory (archived, superseded or cold) back to the hot tier, reinforced as if just accessed."""
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             old, now = self.get(memory_id), self._store.clock()
             new = dataclasses.replace(old, tier=Tier.HOT, strength=reinforced_strength(old, now, self._policy),
                                       last_access_at=max(now, old.created_at), updated_at=max(now, old.created_at))
@@ -195,7 +215,7 @@ class TenantMemory:
         if kind == "correction":
             check_content(text, self._store.max_content_chars)
         vectors = self._store.embedder.embed([text]) if kind == "correction" else None
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             old, now = self.get(memory_id), self._store.clock()
             new = apply_feedback(old, kind, text, now, reinforced_strength(old, now, self._policy))
             self._store.write(self.tenant, [new], vectors)
@@ -204,7 +224,7 @@ class TenantMemory:
     def run_lifecycle(self, now: float | None = None) -> curator.LifecycleReport:
         """Plan and apply this tenant's tier moves at `now` (default: the store's clock)."""
         now = self._store.clock() if now is None else check_time("now", now)
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             moves = plan_lifecycle(self._store.db.memories(self.tenant), now, self._policy)
             return curator.apply_moves(self._store, self.tenant, moves, now)
 
@@ -241,18 +261,16 @@ class TenantMemory:
 
     def stats(self) -> TenantStats:
         memories = self._all()
-        with self._store.lock:
+        with self._store.tenant_lock(self.tenant):
             kind = "hnsw" if self._store.index(self.tenant).vectors.is_hnsw else "flat"
         return TenantStats(count=len(memories), by_type=dict(Counter(m.type.value for m in memories)),
                            by_tier=dict(Counter(m.tier.value for m in memories)), vector_index=kind)
 
     def users(self) -> list[UserStats]:
-        """Each user with memories in this tenant: counts in all and by tier, and the latest change, by user id."""
-        by_user: dict[str, list[Memory]] = {}
-        for memory in self._all():
-            by_user.setdefault(memory.user, []).append(memory)
-        return [UserStats(user, len(ms), dict(Counter(m.tier.value for m in ms)), max(m.updated_at for m in ms))
-                for user, ms in sorted(by_user.items())]
+        """Each user with memories in this tenant: counts in all and by tier, and the latest change (the newest
+        `updated_at` written; a delete does not lower it), by user id. Reads one stored row per user."""
+        return [UserStats(user, count, by_tier, updated_at)
+                for user, count, by_tier, updated_at in self._store.db.users(self.tenant)]
 
     def _episodes(self, messages: Sequence[ChatMessage], user: str,
                   kb_id: str | None) -> tuple[list[Memory], list[str]]:

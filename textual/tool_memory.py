@@ -27,8 +27,9 @@ def register_tool(handle, schema: Mapping[str, Any]) -> Memory:
     name = full["function"]["name"]
     store = handle._store
     content = check_content(tool_content(full), store.max_content_chars)
+    store.admit(handle.tenant, [content])
     vector = store.embedder.embed([content])
-    with store.lock:
+    with store.tenant_lock(handle.tenant):
         now = store.clock()
         existing = find_tool(handle, name)
         if existing is None:
@@ -59,8 +60,9 @@ def record_trajectory(handle, tool_name: str, arguments: Mapping[str, Any], resu
         raise InvalidMemoryError("tool_name", f"no registered tool {tool_name!r}; register_tool it first")
     content = check_content(trajectory_content(tool_name, arguments, result_summary, success),
                             store.max_content_chars)
+    store.admit(handle.tenant, [content])
     vector = store.embedder.embed([content])[0]
-    with store.lock:
+    with store.tenant_lock(handle.tenant):
         tool = find_tool(handle, tool_name)
         if tool is None:
             raise InvalidMemoryError("tool_name", f"no registered tool {tool_name!r}; register_tool it first")

@@ -78,6 +78,21 @@ def test_jobs_run_one_at_a_time_and_a_queued_job_cancels_at_once(runner):
     assert [j.id for j in runner.list("tenant-a")] == [first.id, second.id, third.id]
 
 
+def test_queued_jobs_start_round_robin_over_tenants(runner):
+    started, release, order = threading.Event(), threading.Event(), []
+    first = runner.submit("distill", "tenant-a", blocking_job(started, release))
+    assert started.wait(TIMEOUT)
+    jobs = [runner.submit("distill", tenant, lambda context, name=name: order.append(name))
+            for tenant, name in (("tenant-a", "a2"), ("tenant-a", "a3"), ("tenant-a", "a4"), ("tenant-b", "b1"),
+                                 ("tenant-c", "c1"), ("tenant-b", "b2"))]
+    release.set()
+    runner.wait(first.id, "tenant-a", TIMEOUT)
+    for job in jobs:
+        runner.wait(job.id, job.tenant, TIMEOUT)
+    assert order == ["a2", "b1", "c1", "a3", "b2", "a4"]  # tenant-a's backlog delays the others by one job each
+    assert runner.active("tenant-a") == 0
+
+
 def test_a_late_cancel_leaves_a_finished_job_as_it_was(runner):
     job = runner.submit("distill", "tenant-a", lambda context: 7)
     done = runner.wait(job.id, "tenant-a", TIMEOUT)

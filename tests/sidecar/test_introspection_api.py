@@ -20,8 +20,10 @@ def client(sidecar):
 
 
 def test_whoami_names_the_keys_tenant(client):
-    assert client.get("/v1/whoami", headers=auth("tenant-a")).json() == {"tenant": "tenant-a"}
-    assert client.get("/v1/whoami", headers=auth("tenant-b")).json() == {"tenant": "tenant-b"}
+    for tenant in ("tenant-a", "tenant-b"):
+        me = client.get("/v1/whoami", headers=auth(tenant)).json()
+        assert me["tenant"] == tenant and set(me) == {"tenant", "usage", "limits"}  # see test_quotas_api.py
+        assert set(me["usage"]) == set(me["limits"]) and me["limits"]["engine_requests"] == 16
     assert client.get("/v1/whoami", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 

@@ -1,0 +1,284 @@
+"""Two tenants on one sidecar: does tenant A's flood starve tenant B?
+
+    python -m bench.tenants [--chats N] [--json]
+
+One `memsidecar serve` on the tiny model with its default quotas and rate limit, and two API keys. Tenant B holds
+`--memories` memories and chats one request at a time with memory on (injection and write-back), `--max-tokens`
+greedy tokens: first alone (`--chats` chats), then again while tenant A floods the sidecar from many threads with
+- bulk memory writes (`--bulk-threads` threads, `--bulk-turns` turns per request),
+- long chats (`--long-threads` threads, `--long-tokens` tokens each, EOS ignored),
+- adapter uploads (one thread, the same few random LoRA adapters again and again: each upload is a new version).
+Reported: B's chat latency p50/p95 alone and under the flood, their ratio (target: p95 under flood <= 2x alone),
+B's failures, A's requests served and refused by reason (status and error code / quota), and 5xx answers of
+either tenant (target: none). To tell where B's time goes, B also times, alone and under the flood, memory searches
+alone (`b_search_*`) and chats with memory off (`b_plain_*`, the engine path only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from sidecar.engine import free_port
+from sidecar.model_builder import ensure_model
+
+console = Console(stderr=True)
+KEYS = {"A": "key-flood", "B": "key-normal"}
+TOPICS = ["parrots", "the greenhouse", "Lisbon", "my sister", "Python", "the festival", "the garden", "music"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def headers(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[tenant]}"}
+
+
+def start(model: Path, work: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    keys = ",".join(f"{key}:tenant-{name.lower()}" for name, key in KEYS.items())
+    argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model), "--data-dir",
+            str(work / "data"), "--port", str(port), "--api-keys", keys, *extra]
+    process = subprocess.Popen(argv, stdout=open(work / "sidecar.log", "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = (work / "sidecar.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the sidecar exited; its log ends:\n{tail}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the sidecar was not ready in 600 s")
+
+
+def adapter_archives(model: Path, work: Path, count: int = 3) -> list[bytes]:
+    from adapters.synthetic import random_adapter
+
+    archives = []
+    for seed in range(count):
+        directory = random_adapter(model, work / f"adapter-{seed}", seed)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for path in sorted(directory.iterdir()):
+                archive.write(path, path.name)
+        archives.append(buffer.getvalue())
+    return archives
+
+
+def reason(response: httpx.Response) -> str:
+    """`status code/param` of an answer: e.g. `429 quota_exceeded/engine_requests`, `200`."""
+    if response.status_code < 400:
+        return str(response.status_code)
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return str(response.status_code)
+    return f"{response.status_code} {error.get('code')}" + (f"/{error['param']}" if error.get("param") else "")
+
+
+class Flood:
+    """Tenant A's threads, counting every answer by reason until `stop`."""
+
+    def __init__(self, url: str, archives: list[bytes], args: argparse.Namespace) -> None:
+        self.url, self.archives, self.args = url, archives, args
+        self.answers: Counter[str] = Counter()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        plan = [self._bulk] * self.args.bulk_threads + [self._long] * self.args.long_threads + [self._upload]
+        for number, work in enumerate(plan):
+            thread = threading.Thread(target=self._loop, args=(work, number), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(600)
+
+    def _loop(self, work, number: int) -> None:
+        with httpx.Client(timeout=600) as client:
+            round_ = 0
+            while not self.stop.is_set():
+                try:
+                    response = work(client, number, round_)
+                    answer = reason(response)
+                except httpx.HTTPError as error:
+                    answer = f"transport {type(error).__name__}"
+                with self._lock:
+                    self.answers[answer] += 1
+                if answer.startswith("429"):
+                    time.sleep(0.2)  # a well-behaved client backs off a little; a hostile one would not need to
+                round_ += 1
+
+    def _bulk(self, client: httpx.Client, number: int, round_: int) -> httpx.Response:
+        turns = [{"role": "user" if i % 2 == 0 else "assistant", "session": f"s{number}-{round_}",
+                  "content": f"Flood turn {i}: the quarterly numbers for region {number} went up by {i} percent."}
+                 for i in range(self.args.bulk_turns)]
+        return client.post(f"{self.url}/v1/memories/messages", headers=headers("A"),
+                           json={"user_id": "flooder", "messages": turns})
+
+    def _long(self, client: httpx.Client, number: int, round_: int) -> httpx.Response:
+        body = {"messages": [{"role": "user", "content": f"Tell me a very long story number {number}-{round_}."}],
+                "max_tokens": self.args.long_tokens, "ignore_eos": True, "temperature": 0, "user": "flooder"}
+        return client.post(f"{self.url}/v1/chat/completions", headers=headers("A"), json=body)
+
+    def _upload(self, client: httpx.Client, number: int, round_: int) -> httpx.Response:
+        return client.post(f"{self.url}/v1/adapters", params={"name": f"flood-{round_ % 50}"},
+                           content=self.archives[round_ % len(self.archives)],
+                           headers={**headers("A"), "content-type": "application/zip"})
+
+
+def b_chats(client: httpx.Client, url: str, count: int, max_tokens: int, offset: int) -> tuple[list[float], Counter]:
+    latencies, failures = [], Counter()
+    for i in range(offset, offset + count):
+        body = {"messages": [{"role": "user", "content": f"What do you remember about {TOPICS[i % len(TOPICS)]}? "
+                                                         f"({i})"}],
+                "max_tokens": max_tokens, "temperature": 0, "user": "normal"}
+        started = time.perf_counter()
+        response = client.post(f"{url}/v1/chat/completions", headers=headers("B"), json=body)
+        elapsed = time.perf_counter() - started
+        if response.status_code == 200:
+            latencies.append(elapsed)
+        else:
+            failures[reason(response)] += 1
+    return latencies, failures
+
+
+def b_searches(client: httpx.Client, url: str, count: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        started = time.perf_counter()
+        response = client.post(f"{url}/v1/memories/search", headers=headers("B"),
+                               json={"user_id": "normal", "query": f"What about {TOPICS[i % len(TOPICS)]}?"})
+        latencies.append(time.perf_counter() - started)
+        response.raise_for_status()
+    return latencies
+
+
+def b_plain_chats(client: httpx.Client, url: str, count: int, max_tokens: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        body = {"messages": [{"role": "user", "content": f"Say something about {TOPICS[i % len(TOPICS)]}."}],
+                "max_tokens": max_tokens, "temperature": 0, "memory": {"inject": False, "write": False}}
+        started = time.perf_counter()
+        response = client.post(f"{url}/v1/chat/completions", headers=headers("B"), json=body)
+        latencies.append(time.perf_counter() - started)
+        response.raise_for_status()
+    return latencies
+
+
+def summary(name: str, values: list[float]) -> dict:
+    return {f"{name}_ms_p50": round(1000 * statistics.median(values), 1),
+            f"{name}_ms_p95": round(1000 * percentile(values, 0.95), 1)}
+
+
+def run(url: str, archives: list[bytes], args: argparse.Namespace) -> dict:
+    with httpx.Client(timeout=600) as client:
+        for i in range(args.memories):
+            client.post(f"{url}/v1/memories", headers=headers("B"), json={
+                "user_id": "normal", "content": f"Fact {i}: I like {TOPICS[i % len(TOPICS)]} ({i})"}).raise_for_status()
+        b_chats(client, url, 3, args.max_tokens, 0)  # warm-up
+        alone, alone_failures = b_chats(client, url, args.chats, args.max_tokens, 100)
+        parts = {**summary("b_search_alone", b_searches(client, url, args.parts)),
+                 **summary("b_plain_alone", b_plain_chats(client, url, args.parts, args.max_tokens))}
+        flood = Flood(url, archives, args)
+        flood.start()
+        time.sleep(args.flood_lead_s)  # let the flood reach its steady state
+        loaded, loaded_failures = b_chats(client, url, args.chats, args.max_tokens, 1000)
+        parts.update({**summary("b_search_flood", b_searches(client, url, args.parts)),
+                      **summary("b_plain_flood", b_plain_chats(client, url, args.parts, args.max_tokens))})
+        flood.finish()
+        whoami = client.get(f"{url}/v1/whoami", headers=headers("A")).json()
+    failures = alone_failures + loaded_failures
+    server_errors = sum(n for r, n in (flood.answers + failures).items() if r[:1] == "5")
+    alone_p95, loaded_p95 = percentile(alone, 0.95), percentile(loaded, 0.95)
+    return {
+        "b_alone_ms_p50": round(1000 * statistics.median(alone), 1), "b_alone_ms_p95": round(1000 * alone_p95, 1),
+        "b_flood_ms_p50": round(1000 * statistics.median(loaded), 1), "b_flood_ms_p95": round(1000 * loaded_p95, 1),
+        "b_p95_ratio": round(loaded_p95 / alone_p95, 2), "b_failures": dict(failures),
+        **parts,
+        "a_answers": dict(sorted(flood.answers.items())),
+        "a_refused": {r: n for r, n in sorted(flood.answers.items()) if r[:1] == "4"},
+        "server_errors": server_errors, "a_usage_after": whoami.get("usage", {}),
+        "target_met": loaded_p95 <= 2 * alone_p95 and server_errors == 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chats", type=int, default=30, help="B's chats alone, and again under the flood")
+    parser.add_argument("--memories", type=int, default=50, help="B's memories")
+    parser.add_argument("--parts", type=int, default=15, help="B's searches and plain chats, alone and flooded")
+    parser.add_argument("--max-tokens", type=int, default=16, help="tokens of B's answers")
+    parser.add_argument("--bulk-threads", type=int, default=10, help="A's threads writing memories in bulk")
+    parser.add_argument("--bulk-turns", type=int, default=200, help="turns per bulk write")
+    parser.add_argument("--long-threads", type=int, default=24, help="A's threads sending long chats")
+    parser.add_argument("--long-tokens", type=int, default=512, help="tokens of A's long chats")
+    parser.add_argument("--flood-lead-s", type=float, default=5.0, help="seconds the flood runs before B measures")
+    parser.add_argument("--sidecar-args", default="", help="more `memsidecar serve` flags, e.g. quotas")
+    parser.add_argument("--json", action="store_true", help="print one JSON line last")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp:
+        work = Path(tmp)
+        model = ensure_model("tiny", work / "tiny")
+        archives = adapter_archives(model, work)
+        process, url = start(model, work, shlex.split(args.sidecar_args))
+        try:
+            with console.status("measuring"):
+                result = run(url, archives, args)
+        finally:
+            process.terminate()
+            process.wait(timeout=120)
+    table = Table(title="tenant B's chat latency, ms")
+    for column in ("", "p50", "p95"):
+        table.add_column(column)
+    table.add_row("B alone", str(result["b_alone_ms_p50"]), str(result["b_alone_ms_p95"]))
+    table.add_row("B under A's flood", str(result["b_flood_ms_p50"]), str(result["b_flood_ms_p95"]))
+    for part, label in (("search", "B memory search"), ("plain", "B chat, memory off")):
+        for phase in ("alone", "flood"):
+            table.add_row(f"{label}, {'alone' if phase == 'alone' else 'under the flood'}",
+                          str(result[f"b_{part}_{phase}_ms_p50"]), str(result[f"b_{part}_{phase}_ms_p95"]))
+    console.print(table)
+    answers = Table(title="tenant A's answers")
+    answers.add_column("answer")
+    answers.add_column("count")
+    for answer, count in result["a_answers"].items():
+        answers.add_row(answer, str(count))
+    console.print(answers)
+    console.print(f"B p95 ratio {result['b_p95_ratio']} (target <= 2), 5xx answers {result['server_errors']} "
+                  f"(target 0), B failures {result['b_failures'] or 'none'}")
+    if args.json:
+        print(json.dumps({"bench": "tenants", "chats": args.chats, "memories": args.memories,
+                          "settings": {"model": "tiny", "max_tokens": args.max_tokens,
+                                       "bulk_threads": args.bulk_threads, "bulk_turns": args.bulk_turns,
+                                       "long_threads": args.long_threads, "long_tokens": args.long_tokens,
+                                       "sidecar_args": args.sidecar_args},
+                          **result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Per-tenant quotas: the one policy deciding whether a tenant may hold more, or do more at once. Pure: no I/O.
+
+Resources and the answer a tenant gets when it would pass a limit (`QuotaExceeded.status`):
+- concurrency, 429 (retry later): `engine_requests` (chat and completion requests in flight to the engine, so one
+  tenant never holds every engine slot), `memory_requests` (memory REST calls in flight, so one tenant never holds
+  every worker thread);
+- storage, 413 (the write does not fit what is left): `memories`, `memory_bytes` (records plus embeddings as LMDB
+  stores them), `adapters` (registered versions the tenant owns), `adapter_bytes` (their weights);
+- held slots, 409 (release one first): `distill_jobs` (queued or running), `pinned_adapters`, `pinned_kv`.
+
+A limit of 0 means unlimited. Invariant of `check`: it refuses exactly when `used + adding > limit` (limit > 0),
+so a tenant at its limit may still make writes that add nothing (updates, deletes, access bookkeeping).
+`TenantSlots` keeps the concurrency counts; its invariant: `in_flight(t) <= limit` for every tenant t, and every
+`acquire` that returned is matched by one `release`.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import asdict, dataclass
+
+# What one stored memory costs besides its content: the JSON record's fields and the LMDB key, measured on records
+# of the chat path (about 500 bytes) and rounded up. Used to estimate a write's bytes before it is made.
+RECORD_OVERHEAD_BYTES = 640
+
+
+class Resource(str, enum.Enum):
+    """A quota-limited resource of one tenant; the value is its name in settings, `/v1/whoami` and metrics."""
+
+    ENGINE_REQUESTS = "engine_requests"
+    MEMORY_REQUESTS = "memory_requests"
+    MEMORIES = "memories"
+    MEMORY_BYTES = "memory_bytes"
+    ADAPTERS = "adapters"
+    ADAPTER_BYTES = "adapter_bytes"
+    DISTILL_JOBS = "distill_jobs"
+    PINNED_ADAPTERS = "pinned_adapters"
+    PINNED_KV = "pinned_kv"
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of a refusal: 429 concurrency, 413 storage, 409 held slots."""
+        if self in (Resource.ENGINE_REQUESTS, Resource.MEMORY_REQUESTS):
+            return 429
+        if self in (Resource.MEMORIES, Resource.MEMORY_BYTES, Resource.ADAPTERS, Resource.ADAPTER_BYTES):
+            return 413
+        return 409
+
+    @property
+    def setting(self) -> str:
+        """The settings field (and `--flag`) holding this resource's per-tenant limit."""
+        return f"tenant_max_{self.value}"
+
+
+_WHAT = {
+    Resource.ENGINE_REQUESTS: "chat and completion requests in flight",
+    Resource.MEMORY_REQUESTS: "memory requests in flight",
+    Resource.MEMORIES: "stored memories",
+    Resource.MEMORY_BYTES: "bytes of stored memories",
+    Resource.ADAPTERS: "adapter versions",
+    Resource.ADAPTER_BYTES: "bytes of adapter weights",
+    Resource.DISTILL_JOBS: "queued or running distillation jobs",
+    Resource.PINNED_ADAPTERS: "pinned adapters",
+    Resource.PINNED_KV: "pinned activation prefixes",
+}
+_ADVICE = {429: "retry when some finish", 413: "delete some first", 409: "release one first"}
+
+
+class QuotaExceeded(Exception):
+    """A tenant would pass one of its limits. The message names the resource, the limit and the setting."""
+
+    def __init__(self, resource: Resource, limit: int, used: int, adding: int) -> None:
+        self.resource = resource
+        self.limit = limit
+        self.used = used
+        self.adding = adding
+        flag = "--" + resource.setting.replace("_", "-")
+        super().__init__(
+            f"quota exceeded: {resource.value} (the {_WHAT[resource]} of this tenant): limit {limit}, in use {used}, "
+            f"this request adds {adding}; {_ADVICE[resource.status]} (limit set by {flag})")
+
+    @property
+    def status(self) -> int:
+        return self.resource.status
+
+
+def check(resource: Resource, limit: int, used: int, adding: int) -> None:
+    """Raise QuotaExceeded when `adding` more on top of `used` would pass `limit` (0: unlimited)."""
+    if limit > 0 and adding > 0 and used + adding > limit:
+        raise QuotaExceeded(resource, limit, used, adding)
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """Every tenant's limits (the same for all tenants); 0 means unlimited."""
+
+    engine_requests: int = 16
+    memory_requests: int = 8
+    memories: int = 100_000
+    memory_bytes: int = 1 << 30
+    adapters: int = 32
+    adapter_bytes: int = 1 << 30
+    distill_jobs: int = 2
+    pinned_adapters: int = 1
+    pinned_kv: int = 16
+
+    def of(self, resource: Resource) -> int:
+        return getattr(self, resource.value)
+
+    def as_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def memory_write_bytes(contents: list[str], dim: int) -> int:
+    """Estimated bytes `contents` take once stored as memories: content, record overhead and a float32 vector."""
+    return sum(len(text.encode()) + RECORD_OVERHEAD_BYTES + 4 * dim for text in contents)
+
+
+def check_memory_write(limits: QuotaLimits, stored: tuple[int, int], contents: list[str], dim: int) -> None:
+    """Refuse a write of `contents` as new memories when the tenant's `stored` (count, bytes) leaves no room."""
+    count, size = stored
+    check(Resource.MEMORIES, limits.memories, count, len(contents))
+    check(Resource.MEMORY_BYTES, limits.memory_bytes, size, memory_write_bytes(contents, dim))
+
+
+def check_adapter_upload(limits: QuotaLimits, owned: tuple[int, int], upload_bytes: int) -> None:
+    """Refuse one more adapter version of `upload_bytes` when the tenant's `owned` (versions, bytes) is at a limit."""
+    versions, size = owned
+    check(Resource.ADAPTERS, limits.adapters, versions, 1)
+    check(Resource.ADAPTER_BYTES, limits.adapter_bytes, size, upload_bytes)
+
+
+class TenantSlots:
+    """Requests in flight per tenant for one resource, at most `limit` each (0: unlimited). Thread-safe."""
+
+    def __init__(self, resource: Resource, limit: int) -> None:
+        self.resource = resource
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, tenant: str) -> None:
+        """Take one slot for `tenant`, or raise QuotaExceeded (429) when it holds `limit` already."""
+        with self._lock:
+            used = self._counts.get(tenant, 0)
+            check(self.resource, self.limit, used, 1)
+            self._counts[tenant] = used + 1
+
+    def release(self, tenant: str) -> None:
+        with self._lock:
+            left = self._counts.get(tenant, 0) - 1
+            if left > 0:
+                self._counts[tenant] = left
+            else:
+                self._counts.pop(tenant, None)
+
+    def in_flight(self, tenant: str) -> int:
+        with self._lock:
+            return self._counts.get(tenant, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)

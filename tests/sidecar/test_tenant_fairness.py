@@ -1,0 +1,130 @@
+"""One tenant's flood does not stall another, and a full memory map grows or answers 507, never 500: on real
+`memsidecar serve` processes attached to the session engine (memory only; the engine is not used)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import Sidecar, auth
+
+pytestmark = pytest.mark.slow
+
+KEYS = "key-a:tenant-a,key-b:tenant-b"
+MIB_IN_GIB = 1 / 1024
+
+
+def serve(engine_port: int, data_dir, *extra: str) -> Sidecar:
+    return Sidecar(data_dir, ["--engine-url", f"http://127.0.0.1:{engine_port}", "--api-keys", KEYS,
+                              "--rate-limit-per-minute", "0", "--max-loras", "0", *extra])
+
+
+def turns(count: int, tag: str) -> list[dict]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "session": tag,
+             "content": f"Turn {i} of {tag}: we talked about the pottery kiln, glazes and firing schedule number {i}."}
+            for i in range(count)]
+
+
+def p95(values: list[float]) -> float:
+    return sorted(values)[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+
+
+def searches(server: Sidecar, count: int) -> list[float]:
+    latencies = []
+    with httpx.Client(timeout=120) as client:
+        for i in range(count):
+            started = time.perf_counter()
+            response = client.post(f"{server.base_url}/v1/memories/search", headers=auth("tenant-b"),
+                                   json={"user_id": "b", "query": f"what did I say about the garden ({i})?"})
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return latencies
+
+
+def test_a_bulk_writer_does_not_stall_another_tenants_searches(sidecar, engine_port, tmp_path):
+    """A writes 1,000-turn batches from 3 threads (3,000 turns) while B searches; B's p95 stays bounded, far below
+    the time one of A's batches takes (with one lock over all tenants, B waited for whole batches)."""
+    with serve(engine_port, tmp_path / "data", "--memory-map-gib", str(MIB_IN_GIB)).running() as server:
+        for i in range(30):
+            assert httpx.post(f"{server.base_url}/v1/memories", headers=auth("tenant-b"), timeout=60, json={
+                "user_id": "b", "content": f"I planted {i} tomato seedlings in the garden"}).status_code == 200
+        searches(server, 5)  # warm-up: the first search builds B's lexical index
+        alone = searches(server, 20)
+        batches, failures = [], []
+
+        def flood(thread: int) -> None:
+            started = time.perf_counter()
+            response = httpx.post(f"{server.base_url}/v1/memories/messages", headers=auth("tenant-a"), timeout=600,
+                                  json={"user_id": "a", "messages": turns(1000, f"s{thread}")})
+            if response.status_code != 200:
+                failures.append(response.status_code)
+            batches.append(time.perf_counter() - started)
+
+        with ThreadPoolExecutor(3) as pool:
+            writers = [pool.submit(flood, thread) for thread in range(3)]
+            time.sleep(1.0)  # the batches are being embedded
+            loaded = searches(server, 30)
+            for writer in writers:
+                writer.result()
+        stored = httpx.get(f"{server.base_url}/v1/whoami", headers=auth("tenant-a")).json()["usage"]["memories"]
+    assert failures == []
+    assert stored == 3000  # thousands of turns went in, through several growths of a map that started at 1 MiB
+    print(f"B search p50/p95 alone {statistics.median(alone):.3f}/{p95(alone):.3f} s, under A's flood "
+          f"{statistics.median(loaded):.3f}/{p95(loaded):.3f} s; A's batch p50 {statistics.median(batches):.1f} s")
+    assert p95(loaded) < 3.0
+    assert p95(loaded) < min(batches) / 4
+
+
+def test_one_tenant_may_not_hold_every_worker_thread(sidecar, engine_port, tmp_path):
+    """More concurrent memory requests than a tenant's quota (8): the extra ones are 429s naming the limit, and the
+    other tenant's requests still go through meanwhile."""
+    with serve(engine_port, tmp_path / "data").running() as server:
+        def write(i: int) -> httpx.Response:
+            return httpx.post(f"{server.base_url}/v1/memories/messages", headers=auth("tenant-a"), timeout=300,
+                              json={"user_id": "a", "messages": turns(300, f"w{i}")})
+
+        with ThreadPoolExecutor(14) as pool:
+            flood = [pool.submit(write, i) for i in range(12)]
+            time.sleep(0.5)
+            other = httpx.post(f"{server.base_url}/v1/memories", headers=auth("tenant-b"), timeout=120,
+                               json={"user_id": "b", "content": "I still get served"})
+            responses = [future.result() for future in flood]
+    statuses = [response.status_code for response in responses]
+    assert other.status_code == 200
+    assert set(statuses) == {200, 429} and statuses.count(429) >= 1, statuses
+    error = next(r for r in responses if r.status_code == 429).json()["error"]
+    assert error["param"] == "memory_requests" and "limit 8," in error["message"]
+
+
+def test_a_full_memory_map_grows_to_its_ceiling_then_answers_507(sidecar, engine_port, tmp_path):
+    args = ("--memory-map-gib", str(MIB_IN_GIB), "--memory-map-max-gib", str(4 * MIB_IN_GIB))
+    with serve(engine_port, tmp_path / "data", *args).running() as server:
+        statuses = []
+        with httpx.Client(timeout=120) as client:
+            for batch in range(40):
+                response = client.post(f"{server.base_url}/v1/memories/messages", headers=auth("tenant-a"),
+                                       json={"user_id": "a", "messages": turns(100, f"full-{batch}")})
+                statuses.append(response.status_code)
+                if response.status_code != 200:
+                    break
+            usage = client.get(f"{server.base_url}/v1/whoami", headers=auth("tenant-a")).json()["usage"]
+            assert statuses[-1] == 507, statuses
+            error = response.json()["error"]
+            assert error["code"] == "memory_store_full" and "may not grow past 3670016 bytes" in error["message"]
+            assert usage["memory_bytes"] > 1 << 20  # the map grew past its first mebibyte before it was full
+            search = client.post(f"{server.base_url}/v1/memories/search", headers=auth("tenant-b"),
+                                 json={"query": "kiln"})
+            assert search.status_code == 200  # reads go on in a full store
+            listed = client.get(f"{server.base_url}/v1/memories", params={"limit": 50},
+                                headers=auth("tenant-a")).json()["data"]
+            for memory in listed:
+                assert client.delete(f"{server.base_url}/v1/memories/{memory['id']}",
+                                     headers=auth("tenant-a")).status_code == 200
+            again = client.post(f"{server.base_url}/v1/memories", headers=auth("tenant-b"),
+                                json={"user_id": "b", "content": "written after deletes made room"})
+            assert again.status_code == 200, again.text
+    assert set(statuses[:-1]) == {200} and 500 not in statuses
