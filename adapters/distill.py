@@ -78,7 +78,7 @@ class Example:
 @dataclass(frozen=True)
 class DistillSpec:
     """What to train: a LoRA of `rank`/`alpha` on `target_modules` of the model in `base_model_dir`, saved to
-    `output_dir`. It runs `epochs` passes over `examples`, stopping early at `max_steps` if given. `device`:
+    `output_dir` (`("all-linear",)`: PEFT's every linear layer but the output head). It runs `epochs` passes over `examples`, stopping early at `max_steps` if given. `device`:
     "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
 
     base_model_dir: Path
@@ -300,7 +300,8 @@ def _build_model(spec: DistillSpec, device: str):
     # LoRA training in float32 on CPU (bfloat16 matmuls there are slow and lossy); the model's own dtype on GPU.
     dtype = torch.float32 if device == "cpu" else "auto"
     base = AutoModelForCausalLM.from_pretrained(spec.base_model_dir, dtype=dtype).to(device)
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=list(spec.target_modules),
+    targets = "all-linear" if spec.target_modules == ("all-linear",) else list(spec.target_modules)
+    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, target_modules=targets,
                         lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
     try:
         return get_peft_model(base, config), tokenizer

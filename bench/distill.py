@@ -91,7 +91,7 @@ async def accuracy(client: httpx.AsyncClient, model: str, facts: list[Fact], inj
 
 async def distill(client: httpx.AsyncClient, args) -> dict:
     body = {"name": "dana-facts", "source": "memories", "user_id": USER, "rank": args.rank, "epochs": args.epochs,
-            "learning_rate": args.learning_rate}
+            "learning_rate": args.learning_rate, "target_modules": ["all-linear"]}
     response = await client.post("/v1/adapters/distill", json=body)
     response.raise_for_status()
     job = response.json()
@@ -125,7 +125,7 @@ async def measure(model: Path, work: Path, facts: list[Fact], settings: EngineSe
             "distillation": {"steps": result["steps"], "first_loss": round(result["first_loss"], 4),
                              "last_loss": round(result["last_loss"], 4), "train_seconds": round(result["seconds"], 1),
                              "job_seconds": round(seconds, 1), "rank": args.rank, "epochs": args.epochs,
-                             "learning_rate": args.learning_rate},
+                             "learning_rate": args.learning_rate, "target_modules": ["all-linear"]},
             "settings": settings.__dict__}
 
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help=f"model directory (default: {DEFAULT_MODEL}, built if needed)")
     parser.add_argument("--facts", type=int, default=10, help=f"facts (1 to {len(TEMPLATES)}, default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30, help="distillation epochs (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=40, help="distillation epochs (default %(default)s)")
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (default %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="(default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="4 facts, 10 epochs")

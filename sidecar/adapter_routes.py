@@ -45,6 +45,9 @@ class Binding(BaseModel):
                                       description="Stay on this version; unset: follow the latest.")
 
 
+ModuleName = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
 class TrainingExample(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +67,9 @@ class DistillRequest(BaseModel):
     max_steps: StrictInt | None = Field(None, ge=1, le=100_000)
     learning_rate: float = Field(5e-4, gt=0, le=1)
     source: Literal["memories", "examples"] = "examples"
+    target_modules: list[ModuleName] = Field(
+        ["q_proj", "v_proj"], min_length=1, max_length=16,
+        description='Module names to train, or ["all-linear"] (PEFT: every linear layer but the output head).')
 
 
 def record_json(record: AdapterRecord, service: AdapterService) -> dict[str, Any]:
@@ -167,7 +173,7 @@ def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: J
             output = work_dir / context.job_id
             spec = DistillSpec(base_model_dir=base_model_dir, output_dir=output, examples=examples, rank=body.rank,
                                alpha=2.0 * body.rank, epochs=body.epochs, max_steps=body.max_steps,
-                               learning_rate=body.learning_rate)
+                               learning_rate=body.learning_rate, target_modules=tuple(body.target_modules))
             try:
                 result = distill(spec, context.report, context.cancel_event)
                 record = registry.register_directory(output, body.name, who.tenant)

@@ -189,3 +189,10 @@ def test_without_a_callback_a_progress_bar_is_shown(tiny_model, tmp_path, capsys
     assert result.steps == 2
     assert "distilling" in capsys.readouterr().out
     assert isinstance(result.output_dir, Path)
+
+
+def test_all_linear_trains_every_linear_layer_but_the_output_head(tiny_model, tmp_path):
+    spec = DistillSpec(tiny_model, tmp_path / "adapter", QA[:4], epochs=1, max_steps=1, target_modules=("all-linear",))
+    distill(spec)
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["target_modules"]
+    assert {name.rsplit(".", 1)[-1] for name in saved} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
