@@ -24,7 +24,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent  # benchmarks run here: some default to paths such as `.data/models`
-BENCHES = ("ttft", "adapters", "overhead", "memory_scale", "locomo", "e2e", "answers", "distill", "textual_lifecycle")
+BENCHES = ("ttft", "adapters", "overhead", "memory_scale", "locomo", "e2e", "answers", "distill", "tenants", "textual_lifecycle")
 HAS_QUICK = ("ttft", "adapters", "e2e", "answers", "distill")
 LOCOMO_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
 

@@ -321,4 +321,15 @@ DISTILL = Section(
              Target("closed-book accuracy without it", lambda v: v.get("base_closed_book"), 0.1, at_most=True,
                     unit="")))
 
-SECTIONS = (TTFT, ADAPTERS, E2E, ANSWERS, DISTILL, OVERHEAD, MEMORY_SCALE, LOCOMO, TEXTUAL_LIFECYCLE)
+TENANTS = Section(
+    bench="tenants", title="One tenant flooding, another served (`bench.tenants`)",
+    about="Tenant A floods one sidecar (bulk memory writes, long chats, adapter uploads) while tenant B chats with "
+          "memory; B's chat latency alone and under the flood, and A's refusals.",
+    split=per_line(), where=lambda key: "",
+    columns=(pair("B chat p50 / p95, alone", "b_alone_ms_p50", "b_alone_ms_p95", ",.0f", " ms"),
+             pair("B chat p50 / p95, under A's flood", "b_flood_ms_p50", "b_flood_ms_p95", ",.0f", " ms"),
+             col("server errors", "server_errors")),
+    targets=(Target("B's chat p95 under the flood ÷ alone", lambda v: v.get("b_p95_ratio"), 2, at_most=True),
+             Target("server errors", lambda v: v.get("server_errors"), 0, at_most=True, unit="")))
+
+SECTIONS = (TTFT, ADAPTERS, E2E, ANSWERS, DISTILL, TENANTS, OVERHEAD, MEMORY_SCALE, LOCOMO, TEXTUAL_LIFECYCLE)
