@@ -309,9 +309,10 @@ DISTILL = Section(
     bench="distill", title="Facts distilled into an adapter (`bench.distill`)",
     about="Made-up facts about one user stored as memories, an adapter distilled from them in the sidecar, and "
           "every fact's question asked closed-book (no injection) with and without it, and with injection instead.",
-    split=lambda line: [((line["model"], line["facts"]), line["accuracy"] | line["distillation"])],
-    where=lambda key: f"{key[0]}, {key[1]} facts",
-    columns=(col("closed book, base", "base_closed_book", ".0%"),
+    split=lambda line: [((line["model"], line["facts"], line["distillation"]["epochs"]),
+                         line["accuracy"] | line["distillation"])],
+    where=lambda key: f"{key[0]}, {key[1]} facts, {key[2]} epochs",
+    columns=(col("epochs", "epochs"), col("closed book, base", "base_closed_book", ".0%"),
              col("closed book, adapter", "adapter_closed_book", ".0%"),
              col("base with injection", "base_with_injection", ".0%"), col("steps", "steps"),
              pair("loss first / last", "first_loss", "last_loss", ".3f"),
