@@ -45,5 +45,5 @@ def test_no_input_makes_a_server_error(sidecar, group):
 
         no_server_error()
     assert httpx.get(f"{sidecar.base_url}/readyz", timeout=30).status_code == 200
-    assert httpx.get(f"{sidecar.base_url}/v1/whoami", headers=auth("tenant-a"), timeout=30).json() == {
-        "tenant": "tenant-a"}
+    assert httpx.get(f"{sidecar.base_url}/v1/whoami", headers=auth("tenant-a"), timeout=30).json()["tenant"] == \
+        "tenant-a"

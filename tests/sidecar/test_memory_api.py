@@ -261,7 +261,8 @@ def test_pinning_a_texts_activations_is_per_tenant_and_undone_by_unpinning(sidec
     assert pin["tokens"] > 64
     assert pinned() > before  # the prompt's full blocks (how many depends on the engine's block size)
     assert [p["id"] for p in httpx.get(f"{base}/v1/activations", headers=auth()).json()["pins"]] == [pin["id"]]
-    assert httpx.get(f"{base}/v1/activations", headers=auth("tenant-b")).json()["pins"] == []
+    others = httpx.get(f"{base}/v1/activations", headers=auth("tenant-b")).json()["pins"]  # the fuzz test pins some
+    assert pin["id"] not in [p["id"] for p in others]
     assert httpx.delete(f"{base}/v1/activations/pin/{pin['id']}", headers=auth("tenant-b")).status_code == 404
     prefetched = httpx.post(f"{base}/v1/activations/prefetch", json={"text": text}, headers=auth(), timeout=120)
     assert prefetched.json()["tokens"] == pin["tokens"]
