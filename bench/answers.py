@@ -36,7 +36,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from bench.e2e import DEFAULT_DATA, Sidecar, history_lines, percentile, session_turns, sessions, timed_chat, truncated
+from bench.e2e import (DEFAULT_DATA, Sidecar, history_lines, percentile, session_turns, sessions, timed_chat,
+                       truncated, turn_text)
 from bench.e2e import Settings as EngineSettings
 from bench.locomo import CATEGORIES, evidence_ids
 from bench.scoring import answer_f1, bleu1
@@ -63,20 +64,15 @@ def plan(samples: list[dict], limit: int | None) -> list[tuple[int, dict]]:
     return eligible
 
 
-def turns_by_id(sample: dict) -> dict[str, tuple[str, float, int, dict]]:
-    """Turn id -> (session name, session time, position, turn) over the whole conversation."""
-    return {turn["dia_id"]: (name, when, position, turn) for name, when, turns in sessions(sample["conversation"])
-            for position, turn in enumerate(turns)}
-
-
 def evidence_block(sample: dict, qa: dict) -> str:
     """The gold evidence turns as memsidecar's injection renders episode memories, under the same header."""
-    found = turns_by_id(sample)
-    memories = [Memory(turn_id, "bench", "bench", MemoryType.EPISODE, text, when, when, when,
-                       metadata={"speaker": turn["speaker"], "session": name, "position": position})
-                for turn_id in sorted(evidence_ids(qa["evidence"])) if turn_id in found
-                for name, when, position, turn in [found[turn_id]]
-                for text in [session_turns(name, when, [turn])[0]["content"]]]
+    wanted, memories = evidence_ids(qa["evidence"]), []
+    for name, when, turns in sessions(sample["conversation"]):
+        for position, turn in enumerate(turns):
+            if turn["dia_id"] in wanted:
+                memories.append(Memory(turn["dia_id"], "bench", "bench", MemoryType.EPISODE, turn_text(turn), when,
+                                       when, when, metadata={"speaker": turn["speaker"], "session": name,
+                                                             "position": position}))
     return memory_block([(MEMORY_HEADER, context.render(memories))])
 
 

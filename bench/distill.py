@@ -69,11 +69,12 @@ def made_up_word(rng: random.Random) -> str:
 def make_facts(count: int, seed: int = 0) -> list[Fact]:
     if not 1 <= count <= len(TEMPLATES):
         raise SystemExit(f"--facts: give 1 to {len(TEMPLATES)}")
-    rng, words = random.Random(seed), set()
+    rng, words = random.Random(seed), []
     while len(words) < count:
-        words.add(made_up_word(rng))
-    return [Fact(statement.format(word), question, word)
-            for (statement, question), word in zip(TEMPLATES, sorted(words, key=lambda _: rng.random()))]
+        word = made_up_word(rng)
+        if word not in words:
+            words.append(word)
+    return [Fact(statement.format(word), question, word) for (statement, question), word in zip(TEMPLATES, words)]
 
 
 async def ask(client: httpx.AsyncClient, model: str, question: str, inject: bool) -> str:

