@@ -109,8 +109,8 @@ async def distill(client: httpx.AsyncClient, args) -> dict:
 
 
 async def measure(model: Path, work: Path, facts: list[Fact], settings: EngineSettings, args) -> dict:
-    async with Sidecar(model, work, settings, ["--max-loras", "1", "--max-lora-rank", str(max(16, args.rank))]) \
-            as sidecar:
+    adapters_on = ["--max-loras", "1", "--max-lora-rank", str(max(16, args.rank))]  # later flags win over the 0
+    async with Sidecar(model, work, settings, adapters_on) as sidecar:
         async with httpx.AsyncClient(base_url=sidecar.url, timeout=1800) as client:
             for fact in facts:
                 (await client.post("/v1/memories", json={"user_id": USER, "type": "fact", "content": fact.statement})
