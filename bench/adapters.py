@@ -54,8 +54,8 @@ from rich.table import Table
 
 from adapters.synthetic import random_adapter
 from sidecar.config import Settings
-from sidecar.engine import EngineSpec, engine_command, engine_env, free_port
-from sidecar.model_builder import ensure_model
+from sidecar.engine.process import EngineSpec, engine_command, engine_env, free_port
+from sidecar.engine.model_builder import ensure_model
 from sidecar.runner import build_engine
 
 console = Console(stderr=True)

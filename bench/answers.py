@@ -41,9 +41,9 @@ from bench.e2e import (DEFAULT_DATA, Sidecar, history_lines, percentile, session
 from bench.e2e import Settings as EngineSettings
 from bench.locomo import CATEGORIES, evidence_ids
 from bench.scoring import answer_f1, bleu1
-from sidecar.engine_dtype import explicit_dtype
-from sidecar.memory_chat import MEMORY_HEADER, inject_block, memory_block
-from sidecar.model_builder import ensure_model
+from sidecar.engine.dtype import explicit_dtype
+from sidecar.chat.injection import MEMORY_HEADER, inject_block, memory_block
+from sidecar.engine.model_builder import ensure_model
 from sidecar.runner import DEFAULT_MODEL
 from textual import context
 from textual.memory import Memory, MemoryType

@@ -32,8 +32,8 @@ from rich.table import Table
 from bench.answers import DEFAULT_MODEL_DIR
 from bench.e2e import Settings as EngineSettings
 from bench.e2e import Sidecar
-from sidecar.engine_dtype import explicit_dtype
-from sidecar.model_builder import ensure_model
+from sidecar.engine.dtype import explicit_dtype
+from sidecar.engine.model_builder import ensure_model
 from sidecar.runner import DEFAULT_MODEL
 
 console = Console(stderr=True)

@@ -40,9 +40,9 @@ from rich.table import Table
 from tqdm import tqdm
 
 from bench.locomo import CATEGORIES, evidence_ids, session_time
-from sidecar.engine import EngineSpec, ManagedEngine, free_port
-from sidecar.engine_dtype import explicit_dtype
-from sidecar.model_builder import ensure_model
+from sidecar.engine.process import EngineSpec, ManagedEngine, free_port
+from sidecar.engine.dtype import explicit_dtype
+from sidecar.engine.model_builder import ensure_model
 
 console = Console(stderr=True)
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -245,7 +245,7 @@ def count_prompts(model: Path, work: Path, work_plan, settings: Settings) -> dic
     template, as the engine counts them. TTFT and latency are not measured."""
     from transformers import AutoTokenizer
 
-    from sidecar.memory_chat import MemoryChat, MemoryDefaults, MemoryOptions, conversation
+    from sidecar.chat.injection import MemoryChat, MemoryDefaults, MemoryOptions, conversation
     from textual.embedder import Embedder
     from textual.messages import ChatMessage
     from textual.store import MemoryStore

@@ -26,8 +26,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.engine import free_port
-from sidecar.model_builder import ensure_model
+from sidecar.engine.process import free_port
+from sidecar.engine.model_builder import ensure_model
 
 console = Console(stderr=True)
 TOPICS = ["parrots", "the greenhouse", "Lisbon", "my sister", "Python", "the festival", "the garden", "music"]

@@ -34,8 +34,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.engine import free_port
-from sidecar.model_builder import ensure_model
+from sidecar.engine.process import free_port
+from sidecar.engine.model_builder import ensure_model
 
 console = Console(stderr=True)
 KEYS = {"A": "key-flood", "B": "key-normal"}

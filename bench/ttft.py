@@ -32,9 +32,9 @@ from rich.table import Table
 
 from kvcache.connector_config import kv_transfer_config
 from kvcache.worker_stats import read_stats, stats_path
-from sidecar.engine import EngineSpec, ManagedEngine, free_port
-from sidecar.engine_dtype import explicit_dtype
-from sidecar.model_builder import ensure_model
+from sidecar.engine.process import EngineSpec, ManagedEngine, free_port
+from sidecar.engine.dtype import explicit_dtype
+from sidecar.engine.model_builder import ensure_model
 
 MODES = ("recompute", "prefix_cache", "example_connector", "ours_ram", "ours_disk_restart")
 OURS = ("ours_ram", "ours_disk_restart")
@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPE_BYTES)],
                         help="every engine's dtype (default: what `memsidecar serve` runs the model in, "
-                             "`sidecar.engine_dtype`: float32 on a CPU without bf16 instructions)")
+                             "`sidecar.engine.dtype`: float32 on a CPU without bf16 instructions)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated subset of the modes (ours_disk_restart needs ours_ram, which is added)")
     args = parser.parse_args()

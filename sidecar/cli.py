@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from sidecar.config import Settings
-from sidecar.tenancy import DEFAULT_TENANT
-from sidecar.model_builder import DEFAULT_CORPUS, ModelBuildError, build_model, directory_digest, model_names
+from sidecar.engine.model_builder import DEFAULT_CORPUS, ModelBuildError, build_model, directory_digest, model_names
+from sidecar.tenants.keys import DEFAULT_TENANT
 
 app = typer.Typer(help="memsidecar: a memory sidecar for LLM inference.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -121,7 +121,7 @@ def mcp(
     Do not point it at the memory directory of a running `serve`: one process per store."""
     import anyio
 
-    from sidecar.mcp_server import run_stdio
+    from sidecar.http.mcp import run_stdio
     from textual.store import MemoryStore
 
     settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir})
@@ -151,7 +151,7 @@ def add_api_key(
     file: Path = typer.Option(..., help="Keys file to append to (serve it with --api-keys-file)."),
 ) -> None:
     """Create an API key for a tenant, store its hash in FILE and print the key once."""
-    from sidecar.tenancy import KeyConfigError, add_key
+    from sidecar.tenants.keys import KeyConfigError, add_key
 
     try:
         key = add_key(file, tenant)

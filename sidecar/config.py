@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
-from sidecar.quotas import QuotaLimits, Resource
+from sidecar.tenants.quotas import QuotaLimits, Resource
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 KV_REMOTE_SCHEMES = ("redis", "rediss", "unix")
@@ -235,7 +235,7 @@ class Settings(BaseSettings):
 
     @property
     def quota_limits(self) -> QuotaLimits:
-        """Every tenant's quotas (see `sidecar.quotas`)."""
+        """Every tenant's quotas (see `sidecar.tenants.quotas`)."""
         return QuotaLimits(**{resource.value: getattr(self, resource.setting) for resource in Resource})
 
     @field_validator("model")

@@ -9,18 +9,25 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from kvcache.connector_config import check_store_dir, connector_env, kv_transfer_config
-from sidecar.config import Settings
 from adapters.base_model import BaseModelShape
 from adapters.registry import AdapterRegistry
+from kvcache.connector_config import check_store_dir, connector_env, kv_transfer_config
 from kvcache.fingerprint import model_fingerprint
 from kvcache.store import StoreConfig, TieredStore
-from sidecar.engine import (AttachedEngine, Engine, EngineSpec, LoraSpec, ManagedEngine, free_port,
-                            parse_extra_args)
-from sidecar.engine_dtype import engine_dtype
-from sidecar.model_builder import ensure_model
-from sidecar.server import AdapterSetup, create_app
-from sidecar.tenancy import DEFAULT_TENANT, KeyTable, check_exposure
+from sidecar.config import Settings
+from sidecar.engine.dtype import engine_dtype
+from sidecar.engine.model_builder import ensure_model
+from sidecar.engine.process import (
+    AttachedEngine,
+    Engine,
+    EngineSpec,
+    LoraSpec,
+    ManagedEngine,
+    free_port,
+    parse_extra_args,
+)
+from sidecar.http.app import AdapterSetup, create_app
+from sidecar.tenants.keys import DEFAULT_TENANT, KeyTable, check_exposure
 from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")

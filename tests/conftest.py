@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.model_builder import build_model
+from sidecar.engine.model_builder import build_model
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 600

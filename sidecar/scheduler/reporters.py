@@ -4,7 +4,7 @@ What each package lets the scheduler control, and what it only accounts for:
 - memory indexes (`textual.store.MemoryStore`): each tenant's in-RAM index is an object in CPU; demote = `release`
   (rebuilt from LMDB and its FAISS file on the next use), prefetch = load it now. The memory LMDB is a pinned disk
   reservation: it is the source of truth and is never evicted.
-- adapters (`sidecar.adapter_service.AdapterService`): every adapter this sidecar has served is an object; loaded
+- adapters (`sidecar.engine.adapters.AdapterService`): every adapter this sidecar has served is an object; loaded
   ones are in CPU, since the engine's CPU LoRA cache holds every loaded adapter (also those the engine copied into
   its GPU slots, which it picks itself). Demote = `unload`, prefetch = `load` (which counts as a use in the
   service's own residency model). Adapters serving requests are pinned. The registry's blobs are a disk reservation.
@@ -24,14 +24,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from kvcache.keys import NAMESPACE_BYTES
 from kvcache.store import TieredStore
 from kvcache.worker_control import ControlWriter
 from kvcache.worker_stats import read_stats
-from sidecar.adapter_service import AdapterService
+from sidecar.engine.adapters import AdapterService
 from sidecar.scheduler.objects import Action, Kind, MemoryObject, Move, Tier
 from textual.store import MemoryStore, TenantResidency
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from kvcache.store import TieredStore
 from kvcache.worker_control import ControlWriter, control_path
 from kvcache.worker_stats import stats_path
-from sidecar.adapter_service import AdapterService
 from sidecar.config import Settings
+from sidecar.engine.adapters import AdapterService
 from sidecar.scheduler.executor import Reporter, Scheduler
 from sidecar.scheduler.objects import GIB, Budgets
 from sidecar.scheduler.reporters import AdapterReporter, KvReporter, MemoryIndexReporter

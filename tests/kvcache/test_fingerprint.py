@@ -6,7 +6,7 @@ import re
 import shutil
 
 from kvcache.fingerprint import adapter_id, model_fingerprint
-from sidecar.model_builder import build_model
+from sidecar.engine.model_builder import build_model
 
 
 def test_same_content_anywhere_same_fingerprint_other_weights_another(tmp_path, tiny_model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sidecar.adapter_routes import DistillRequest
+from sidecar.http.adapter_routes import DistillRequest
 
 
 def test_target_modules_default_to_the_attention_projections_and_take_all_linear():

@@ -234,7 +234,7 @@ def test_invalid_utf8_is_a_400_and_the_server_still_serves(sidecar):
 
 
 def test_mcp_tools_on_the_sidecar_see_the_same_tenant_memories(sidecar):
-    from tests.sidecar.test_mcp import call, http_session, run
+    from tests.sidecar.http.test_mcp import call, http_session, run
 
     user = new_user()
     memory = add_memory(sidecar, user)

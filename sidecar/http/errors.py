@@ -1,0 +1,136 @@
+"""Errors in the OpenAI shape: `{"error": {"message", "type", "code"}}`, for every failure the HTTP layer returns."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.errors import AdapterError
+from sidecar.chat.output_limit import OutputLimitError
+from sidecar.tenants.quotas import QuotaExceeded
+from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
+
+log = logging.getLogger("memsidecar.http")
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+    507: "insufficient_storage",
+}
+
+
+class APIError(Exception):
+    """An error the client sees, with its HTTP status, OpenAI error type and machine-readable code."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, error_type: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        self.error_type = error_type or ERROR_TYPES.get(status, fallback)
+
+
+def error_body(status: int, message: str, code: str | None = None, error_type: str | None = None,
+               param: str | None = None) -> dict:
+    error = APIError(status, message, code, error_type)
+    return {"error": {"message": error.message, "type": error.error_type, "param": param, "code": error.code}}
+
+
+def error_response(error: APIError) -> JSONResponse:
+    body = error_body(error.status, error.message, error.code, error.error_type, error.param)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def error_bytes(status: int, message: str, code: str | None = None) -> bytes:
+    return json.dumps(error_body(status, message, code)).encode()
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str, str | None]:
+    """A readable message naming the fields at fault, the error code, and the first field at fault."""
+    problems, fields = [], []
+    for error in exc.errors():
+        kind, context = error.get("type"), error.get("ctx") or {}
+        if kind == "json_invalid":
+            return f"request body is not valid JSON: {context.get('error', 'parse error')}", "invalid_json", None
+        named = _named(context) if kind == "engine_internal" else ()
+        location = ".".join(str(part) for part in (*error.get("loc", ()), *named) if part != "body")
+        fields.append(location or None)
+        if kind == "engine_internal":
+            problems.append(str(error.get("msg")))
+        elif kind == "extra_forbidden":
+            problems.append(f"{location}: unknown field, not accepted (only the documented fields are)")
+        else:
+            problems.append(f"{location or 'body'}: {error.get('msg')}")
+    return "; ".join(problems) or "invalid request", "invalid_request", next(filter(None, fields), None)
+
+
+def _named(context: dict) -> tuple[str, ...]:
+    """The field a model-level error names in its context (loc stops at the model)."""
+    return (context["field"],) if isinstance(context.get("field"), str) else ()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error path of `app` answer in the OpenAI error shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, code, field = _describe_validation(exc)
+        return error_response(APIError(400, message, code, param=field))
+
+    @app.exception_handler(InvalidMemoryError)
+    async def _invalid_memory(request: Request, exc: InvalidMemoryError) -> JSONResponse:
+        return error_response(APIError(400, str(exc), "invalid_value", param=exc.field))
+
+    @app.exception_handler(MemoryNotFoundError)
+    @app.exception_handler(KnowledgeBaseNotFoundError)
+    async def _not_found(request: Request, exc: KeyError) -> JSONResponse:
+        return error_response(APIError(404, str(exc), "not_found"))
+
+    @app.exception_handler(AdapterError)
+    async def _adapter_error(request: Request, exc: AdapterError) -> JSONResponse:
+        code = "not_found" if exc.status == 404 else "invalid_adapter"
+        return error_response(APIError(exc.status, str(exc), code, param=exc.field))
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota_exceeded(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return error_response(APIError(exc.status, str(exc), "quota_exceeded", param=exc.resource.value,
+                                       headers=headers))
+
+    @app.exception_handler(StoreFullError)
+    async def _store_full(request: Request, exc: StoreFullError) -> JSONResponse:
+        log.error("memory store full on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(APIError(507, str(exc), "memory_store_full"))
+
+    @app.exception_handler(OutputLimitError)
+    async def _output_limit(request: Request, exc: OutputLimitError) -> JSONResponse:
+        return error_response(APIError(400, str(exc), "max_tokens_too_large", param=exc.field))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(APIError(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(APIError(500, "internal server error", "internal_error", "api_error"))

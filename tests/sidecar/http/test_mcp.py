@@ -1,0 +1,259 @@
+"""The MCP tools through the official `mcp` client: over real streamable HTTP (a FastAPI app wired as the sidecar
+wires it, on uvicorn, with two tenants' API keys) and over stdio (a subprocess running `run_stdio`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from sidecar.http.access import Access
+from sidecar.http.mcp import mcp_http_app
+from sidecar.tenants.rate_limit import RateLimiter
+from sidecar.tenants.keys import KeyTable
+from tests.conftest import free_port
+from textual.embedder import Embedder
+from textual.store import MemoryStore
+
+REPO = Path(__file__).resolve().parents[3]
+TOOLS = {"memos_add_memory", "memos_search_memory", "memos_delete_memory", "memos_feedback_memory",
+         "memos_list_memories", "memos_get_memory", "memos_create_kb", "memos_list_kbs", "memos_delete_kb",
+         "memos_add_document"}
+FACT = "Rosalind keeps three green parrots named Pip, Mango and Kiwi in her greenhouse"
+OTHER_FACT = "Rosalind's neighbour keeps two grey parrots named Ash and Smoke on his balcony"
+STDIO_ENTRY = ("import sys, anyio; from textual.store import MemoryStore; from sidecar.http.mcp import run_stdio; "
+               "store = MemoryStore.open(sys.argv[1])\n"
+               "try: anyio.run(run_stdio, store, sys.argv[2])\n"
+               "finally: store.close()")
+
+
+def sidecar_like_app(store: MemoryStore, access: Access) -> FastAPI:
+    """A FastAPI app with the MCP endpoint wired exactly as `sidecar.http.app.create_app` wires it."""
+    mcp = mcp_http_app(store, access)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with mcp.running():
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_route("/mcp", mcp.endpoint, include_in_schema=False)
+    return app
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder.open()
+
+
+@pytest.fixture(scope="module")
+def mcp_url(tmp_path_factory, embedder):
+    store = MemoryStore.open(tmp_path_factory.mktemp("mcp") / "store", embedder=embedder)
+    access = Access(KeyTable.load("key-a:tenant-a,key-b:tenant-b", None), RateLimiter(100_000))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(sidecar_like_app(store, access), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/mcp"
+    server.should_exit = True
+    thread.join(timeout=30)
+    store.close()
+
+
+@asynccontextmanager
+async def http_session(url: str, key: str):
+    async with (httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+                streamable_http_client(url, http_client=http) as (read, write),
+                ClientSession(read, write) as session):
+        await session.initialize()
+        yield session
+
+
+async def call(session: ClientSession, tool: str, **arguments) -> dict:
+    """The tool's JSON result; fails the test on an error result."""
+    result = await session.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    return json.loads(result.content[0].text)
+
+
+async def call_error(session: ClientSession, tool: str, **arguments) -> str:
+    """The message of the error result the tool must return."""
+    result = await session.call_tool(tool, arguments)
+    assert result.is_error, result.content[0].text
+    return result.content[0].text
+
+
+def run(scenario, *args) -> None:
+    async def bounded():
+        with anyio.fail_after(60):
+            await scenario(*args)
+
+    anyio.run(bounded)
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+def test_every_memos_tool_is_listed_with_a_description(mcp_url):
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as session:
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            assert set(tools) == TOOLS
+            assert all(tool.description for tool in tools.values())
+            search = tools["memos_search_memory"].input_schema["properties"]
+            assert (search["top_k"]["minimum"], search["top_k"]["maximum"]) == (1, 100)
+
+    run(scenario)
+
+
+def test_a_tenant_adds_finds_corrects_lists_and_deletes_a_memory(mcp_url):
+    user = new_user()
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as session:
+            memory = await call(session, "memos_add_memory", user_id=user, content=FACT)
+            found = await call(session, "memos_search_memory", query="what are the parrots called?", user_id=user)
+            assert memory["id"] in [hit["id"] for hit in found["results"]]
+            assert "Mango" in found["context"]
+            corrected = await call(session, "memos_feedback_memory", memory_id=memory["id"], kind="correction",
+                                   text="Rosalind keeps four green parrots")
+            assert corrected["content"] == "Rosalind keeps four green parrots"
+            listed = await call(session, "memos_list_memories", user_id=user)
+            assert [m["id"] for m in listed["data"]] == [memory["id"]] and not listed["has_more"]
+            assert (await call(session, "memos_delete_memory", memory_id=memory["id"]))["deleted"]
+            assert (await call(session, "memos_list_memories", user_id=user))["data"] == []
+            assert memory["id"] in await call_error(session, "memos_get_memory", memory_id=memory["id"])
+
+    run(scenario)
+
+
+def test_another_tenant_can_neither_find_nor_delete_a_memory(mcp_url):
+    user = new_user()
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as tenant_a, http_session(mcp_url, "key-b") as tenant_b:
+            memory = await call(tenant_a, "memos_add_memory", user_id=user, content=FACT)
+            found = await call(tenant_b, "memos_search_memory", query="parrots in the greenhouse", user_id=user)
+            assert found["results"] == [] and found["context"] == ""
+            refused = await call_error(tenant_b, "memos_delete_memory", memory_id=memory["id"])
+            assert f"no memory {memory['id']!r} in this tenant" in refused
+            assert (await call(tenant_a, "memos_get_memory", memory_id=memory["id"]))["content"] == FACT
+
+    run(scenario)
+
+
+def test_concurrent_calls_of_two_tenants_each_see_only_their_own_memories(mcp_url):
+    user = new_user()
+    seen: dict[str, set[str]] = {"key-a": set(), "key-b": set()}
+
+    async def search_repeatedly(key: str, session: ClientSession) -> None:
+        for _ in range(8):
+            found = await call(session, "memos_search_memory", query="parrots", user_id=user, top_k=5)
+            seen[key] |= {hit["id"] for hit in found["results"]}
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as tenant_a, http_session(mcp_url, "key-b") as tenant_b:
+            mine = {"key-a": (await call(tenant_a, "memos_add_memory", user_id=user, content=FACT))["id"],
+                    "key-b": (await call(tenant_b, "memos_add_memory", user_id=user, content=OTHER_FACT))["id"]}
+            async with anyio.create_task_group() as group:
+                group.start_soon(search_repeatedly, "key-a", tenant_a)
+                group.start_soon(search_repeatedly, "key-b", tenant_b)
+            assert seen == {key: {memory_id} for key, memory_id in mine.items()}
+
+    run(scenario)
+
+
+def test_bad_arguments_are_error_results_naming_the_field(mcp_url):
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as session:
+            assert "top_k" in await call_error(session, "memos_search_memory", query="parrots", top_k=101)
+            assert "token_budget" in await call_error(session, "memos_search_memory", query="parrots",
+                                                      token_budget=0)
+            assert "user_id" in await call_error(session, "memos_add_memory", user_id="no spaces", content=FACT)
+            assert "content:" in await call_error(session, "memos_add_memory", user_id=new_user(), content="   ")
+            assert "kind" in await call_error(session, "memos_feedback_memory", memory_id="abc", kind="great")
+            assert "kb_id: no knowledge base 'nope'" in await call_error(session, "memos_add_document",
+                                                                        kb_id="nope", text="some text")
+
+    run(scenario)
+
+
+def test_knowledge_base_documents_are_searchable_then_deleted_with_it(mcp_url):
+    kb = f"kb-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as session:
+            created = await call(session, "memos_create_kb", kb_id=kb, name="Birds")
+            assert (created["id"], created["name"]) == (kb, "Birds")
+            document = await call(session, "memos_add_document", kb_id=kb, text=FACT, title="Greenhouse")
+            assert document["chunks"] == len(document["ids"]) >= 1
+            found = await call(session, "memos_search_memory", query="parrot names", kb_ids=[kb])
+            assert set(document["ids"]) & {hit["id"] for hit in found["results"]}
+            assert kb in [k["id"] for k in (await call(session, "memos_list_kbs"))["data"]]
+            assert (await call(session, "memos_delete_kb", kb_id=kb))["memories_removed"] == len(document["ids"])
+            assert kb not in [k["id"] for k in (await call(session, "memos_list_kbs"))["data"]]
+
+    run(scenario)
+
+
+def test_a_missing_or_unknown_key_is_refused_with_401(mcp_url):
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "test", "version": "0"}}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    for extra in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": "Basic key-a"}):
+        response = httpx.post(mcp_url, json=initialize, headers={**headers, **extra}, timeout=30)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    accepted = httpx.post(mcp_url, json=initialize, headers={**headers, "Authorization": "Bearer key-b"}, timeout=30)
+    assert accepted.status_code == 200 and accepted.json()["result"]["serverInfo"]["name"] == "memsidecar"
+
+    async def scenario():
+        # the session's task group wraps the refused initialize in exception groups
+        with pytest.RaisesGroup(MCPError, flatten_subgroups=True):
+            async with http_session(mcp_url, "wrong-key"):
+                pass
+
+    run(scenario)
+
+
+def test_stdio_serves_one_fixed_tenant(tmp_path, embedder):
+    server = StdioServerParameters(command=sys.executable, args=["-c", STDIO_ENTRY, str(tmp_path / "store"),
+                                                                 "tenant-s"], cwd=REPO)
+    user = new_user()
+
+    async def scenario():
+        async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            memory = await call(session, "memos_add_memory", user_id=user, content=FACT, type="event")
+            found = await call(session, "memos_search_memory", query="who lives in the greenhouse?", top_k=3)
+            assert [hit["id"] for hit in found["results"]] == [memory["id"]]
+            assert found["results"][0]["type"] == "event"
+
+    run(scenario)
+    store = MemoryStore.open(tmp_path / "store", embedder=embedder)
+    try:
+        assert [m.user for m in store.for_tenant("tenant-s").list()] == [user]
+    finally:
+        store.close()
