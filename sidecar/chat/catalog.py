@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import time
 
+from sidecar.chat.errors import ModelNotFound
 from sidecar.engine.client import EngineClient
-from sidecar.http.errors import APIError
 
 MODELS_TTL_S = 30.0
 
@@ -55,6 +55,5 @@ class ModelCatalog:
         if name is None:
             name = self.default_model or (min(self._names) if self._names else None)
         if name not in self._names:
-            available = ", ".join(sorted(self._names)) or "none"
-            raise APIError(404, f"The model `{name}` does not exist. Available: {available}.", "model_not_found")
+            raise ModelNotFound(name, sorted(self._names))
         return name

@@ -16,16 +16,15 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
 from sidecar.chat.catalog import ModelCatalog
+from sidecar.chat.errors import ChatError
 from sidecar.chat.gate import EngineGate
 from sidecar.chat.kv_scope import cache_salt
 from sidecar.engine.client import EngineClient, reply_text
-from sidecar.http.errors import APIError
-from sidecar.http.memory_schema import memory_json
+from sidecar.engine.errors import EngineError
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.extraction import Extraction, SourceTurn, answer_schema, parse_answer, prompt_messages, recent_turns
 from textual.memory import Memory
@@ -41,10 +40,6 @@ class ExtractionOutcome:
     memories: tuple[Memory, ...] = ()
     dropped: int = 0
     error: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"status": "failed" if self.error else "done", "memories": [memory_json(m) for m in self.memories],
-                "dropped": self.dropped, "error": self.error}
 
 
 class MemoryExtractor:
@@ -76,8 +71,8 @@ class MemoryExtractor:
             result = await self._ask(model, tenant, turns)
             parsed = parse_answer(reply_text(result), turns)
             stored = await run_in_threadpool(self._store, tenant, episodes[0], turns, parsed, model)
-        except APIError as error:
-            return self._failed(tenant, f"the engine call failed: {error.message}")
+        except (EngineError, ChatError) as error:
+            return self._failed(tenant, f"the engine call failed: {error}")
         except QuotaExceeded as error:  # the tenant's engine share or memory quota is used up
             return self._failed(tenant, str(error))
         except Exception as error:  # an internal fault: logged with its trace and counted, the write stands

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.http.errors import APIError
+from sidecar.chat.errors import EngineBusy
 from sidecar.tenants.quota_book import QuotaBook
 
 
@@ -33,8 +33,7 @@ class EngineGate:
         if self.in_flight >= self.limit:
             if tenant is not None:
                 self.dismiss(tenant)
-            raise APIError(503, f"the engine already has {self.limit} requests in flight; retry shortly",
-                           "engine_busy", headers={"Retry-After": "1"})
+            raise EngineBusy(f"the engine already has {self.limit} requests in flight; retry shortly")
         self.in_flight += 1
 
     def leave(self, tenant: str | None = None) -> None:

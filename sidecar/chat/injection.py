@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from sidecar.http.memory_schema import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName
+from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName
 from textual import context
 from textual.errors import InvalidMemoryError
 from textual.memory import Memory

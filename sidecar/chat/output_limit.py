@@ -26,7 +26,7 @@ class OutputLimitError(ValueError):
 def output_limit(ceiling: int, context_length: int | None) -> tuple[int, str]:
     """The output-token limit and what sets it."""
     if context_length is not None and context_length < ceiling:
-        return context_length, f"the model's context length; prompt and output share it"
+        return context_length, "the model's context length; prompt and output share it"
     return ceiling, "the configured max_output_tokens"
 
 

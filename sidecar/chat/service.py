@@ -12,16 +12,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi.concurrency import run_in_threadpool
 
 from sidecar.chat.catalog import ModelCatalog
+from sidecar.chat.errors import ModelNotFound
 from sidecar.chat.extraction import MemoryExtractor
 from sidecar.chat.gate import EngineGate
 from sidecar.chat.injection import Conversation, Injection, MemoryChat, conversation
 from sidecar.chat.kv_scope import cache_salt
 from sidecar.chat.output_limit import bound_output_tokens
+from sidecar.chat.requests import ChatCompletionRequest, CompletionRequest, engine_body
 from sidecar.chat.sse import with_memory_chunk
 from sidecar.engine.adapters import AdapterService
 from sidecar.engine.client import EngineClient, EngineStream, reply_text
-from sidecar.http.errors import APIError
-from sidecar.http.openai_schema import ChatCompletionRequest, CompletionRequest, engine_body
 from sidecar.tenants.quotas import QuotaExceeded
 
 log = logging.getLogger("memsidecar.chat")
@@ -113,8 +113,7 @@ class ChatService:
             record = self.adapters.registry_lookup(name, tenant)
             if record is None:
                 names = sorted(await self.catalog.names()) + [r.name for r in self.adapters.registry.list(tenant)]
-                raise APIError(404, f"The model `{name}` does not exist. Available: {', '.join(names) or 'none'}.",
-                               "model_not_found")
+                raise ModelNotFound(name, names)
         key = await self.adapters.acquire(record)
         return key, key
 

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, AdapterNotFoundError
 from adapters.record import AdapterRecord
 from adapters.registry import AdapterRegistry
 from adapters.residency import (
@@ -41,9 +41,9 @@ from adapters.residency import (
     unpin,
 )
 from sidecar.engine.client import EngineClient
+from sidecar.engine.errors import AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, TooManyPinned
 from sidecar.engine.lora_release import RELEASE_PATH
 from sidecar.engine.process import Engine
-from sidecar.http.errors import APIError
 
 log = logging.getLogger("memsidecar.adapters")
 
@@ -74,7 +74,7 @@ class AdapterService:
         """The adapter `name` (or `name@vN`) as `tenant` sees it; a 404 otherwise."""
         record = self.registry_lookup(name, tenant)
         if record is None:
-            raise APIError(404, f"no adapter `{name}`", "not_found")
+            raise AdapterNotFoundError("adapter", f"no adapter `{name}`")
         return record
 
     def registry_lookup(self, name: str, tenant: str) -> AdapterRecord | None:
@@ -107,9 +107,8 @@ class AdapterService:
                 if self.state.load(key).tier.is_loaded:
                     break
                 if self.clock() >= deadline:
-                    raise APIError(503, f"every loaded adapter ({self.capacity.max_cpu_loras}) stayed pinned or busy "
-                                   f"for {self.wait_s:.0f} s; retry shortly", "adapter_slots_busy",
-                                   headers={"Retry-After": "1"})
+                    raise AdapterSlotsBusy(f"every loaded adapter ({self.capacity.max_cpu_loras}) stayed pinned or busy "
+                                           f"for {self.wait_s:.0f} s; retry shortly")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(released.wait(), max(0.01, deadline - self.clock()))
         except BaseException:
@@ -135,8 +134,7 @@ class AdapterService:
         async with self._lock:
             self._forget_if_restarted()
             if self.leases[key]:
-                raise APIError(409, f"adapter {record.reference} is serving requests; unload it when they end",
-                               "adapter_busy")
+                raise AdapterBusy(f"adapter {record.reference} is serving requests; unload it when they end")
             if self.state.load(key).tier.is_loaded:
                 await self._execute(Move("unload", key, "operator"))
 
@@ -151,7 +149,7 @@ class AdapterService:
         try:
             self.state = pin(self.state, key, self.capacity) if pinned else unpin(self.state, key)
         except ResidencyError as error:
-            raise APIError(409, str(error), "too_many_pinned") from None
+            raise TooManyPinned(str(error)) from None
         if pinned and tenant is not None:
             self.pinners[key] = tenant
         elif not pinned:
@@ -196,8 +194,7 @@ class AdapterService:
             status, text = await self.client.post_command("/v1/load_lora_adapter", {
                 "lora_name": move.adapter, "lora_path": str(self.registry.path_of(record))})
             if status != 200 and "already been loaded" not in text:
-                raise APIError(502, f"the engine could not load adapter {record.reference}: {text[:300]}",
-                               "adapter_load_failed", "api_error")
+                raise AdapterLoadFailed(f"the engine could not load adapter {record.reference}: {text[:300]}")
         else:
             await self._unload(record, move.adapter)
         self.state = apply(self.state, [move])
@@ -213,8 +210,8 @@ class AdapterService:
         else:
             outcome = "released" if status == 200 and json.loads(text).get("released") is True else "unreleased"
         if status not in (200, 404):
-            raise APIError(502, f"the engine could not unload adapter {record.reference}: {text[:300]}",
-                           "adapter_unload_failed", "api_error")
+            raise AdapterLoadFailed(f"the engine could not unload adapter {record.reference}: {text[:300]}",
+                                    "adapter_unload_failed")
         if status == 404:
             return
         self.releases[outcome] += 1

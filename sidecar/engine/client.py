@@ -1,8 +1,8 @@
-"""HTTP client for the engine's OpenAI API. Engine failures become `APIError`s the caller can return as they are."""
+"""HTTP client for the engine's OpenAI API. Engine failures raise `sidecar.engine.errors`; an error the engine
+answers itself is relayed with its status (`EngineRefused`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from sidecar.engine.errors import EngineBadResponse, EngineNotReady, EngineRefused, EngineTimeout, EngineUnavailable
 from sidecar.engine.process import Engine
-from sidecar.http.errors import APIError, error_body
 
 log = logging.getLogger("memsidecar.engine")
 
@@ -35,7 +35,7 @@ class EngineClient:
 
     def _require_ready(self) -> None:
         if not self.engine.is_ready:
-            raise APIError(503, "the engine is not ready (starting or restarting); retry shortly", "engine_not_ready")
+            raise EngineNotReady("the engine is not ready (starting or restarting); retry shortly")
 
     async def get_json(self, path: str) -> dict:
         self._require_ready()
@@ -72,10 +72,10 @@ class EngineClient:
         try:
             return await self._http.send(request, stream=stream)
         except httpx.TimeoutException:
-            raise APIError(504, "the engine did not answer in time", "engine_timeout", "api_error") from None
+            raise EngineTimeout("the engine did not answer in time") from None
         except httpx.HTTPError as exc:
             log.warning("engine request failed: %s", exc)
-            raise APIError(503, "the engine is unavailable (restarting); retry shortly", "engine_unavailable") from None
+            raise EngineUnavailable("the engine is unavailable (restarting); retry shortly") from None
 
 
 async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -84,17 +84,13 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
             yield chunk
     except httpx.HTTPError as exc:
         log.warning("engine stream broke off: %s", exc)
-        yield b"data: " + _sse_error() + b"\n\n"
+        raise EngineUnavailable("the engine stopped while streaming") from None
     finally:
         await response.aclose()
 
 
-def _sse_error() -> bytes:
-    return json.dumps(error_body(503, "the engine stopped while streaming", "engine_unavailable")).encode()
-
-
 def _json_or_raise(response: httpx.Response, content: bytes) -> dict:
-    """The engine's JSON on 200; otherwise an APIError carrying the engine's own status and message."""
+    """The engine's JSON on 200; otherwise an EngineRefused carrying the engine's own status and message."""
     try:
         payload = response.json() if content else {}
     except ValueError:
@@ -104,9 +100,9 @@ def _json_or_raise(response: httpx.Response, content: bytes) -> dict:
     error = payload.get("error") if isinstance(payload, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     if response.status_code == 200:
-        raise APIError(502, "the engine answered with invalid JSON", "bad_engine_response", "api_error")
-    raise APIError(response.status_code, message or f"engine error (HTTP {response.status_code})",
-                   code=(error or {}).get("code") if isinstance((error or {}).get("code"), str) else None)
+        raise EngineBadResponse("the engine answered with invalid JSON")
+    raise EngineRefused(response.status_code, message or f"engine error (HTTP {response.status_code})",
+                        (error or {}).get("code") if isinstance((error or {}).get("code"), str) else None)
 
 
 def reply_text(result: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from sidecar.chat.extraction import MemoryExtractor
 from sidecar.chat.gate import EngineGate
 from sidecar.chat.injection import MemoryChat, MemoryDefaults
 from sidecar.chat.pins import PinBook
+from sidecar.chat.requests import ChatCompletionRequest, CompletionRequest
 from sidecar.chat.service import ChatService
 from sidecar.config import Settings
 from sidecar.console.routes import install_console
@@ -36,12 +37,11 @@ from sidecar.engine.process import Engine
 from sidecar.http.access import Access, Caller, whoami_router
 from sidecar.http.activation_routes import activation_router
 from sidecar.http.adapter_routes import adapter_router
-from sidecar.http.errors import APIError, error_response, install_error_handlers
+from sidecar.http.errors import APIError, error_response, install_error_handlers, sse_with_errors
 from sidecar.http.mcp import mcp_http_app
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.metrics import Metrics
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from sidecar.http.openai_schema import ChatCompletionRequest, CompletionRequest
 from sidecar.http.tier_routes import tier_history_router
 from sidecar.scheduler.history import TierHistory, sample_loop
 from sidecar.scheduler.report import tier_report
@@ -68,7 +68,7 @@ class AdapterSetup:
 
 def _to_response(result: dict | EngineStream) -> Response:
     if isinstance(result, EngineStream):
-        return StreamingResponse(result.chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(sse_with_errors(result.chunks), media_type="text/event-stream", headers=SSE_HEADERS)
     return JSONResponse(result)
 
 

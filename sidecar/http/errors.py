@@ -1,9 +1,14 @@
-"""Errors in the OpenAI shape: `{"error": {"message", "type", "code"}}`, for every failure the HTTP layer returns."""
+"""Errors in the OpenAI shape: `{"error": {"message", "type", "code"}}`, for every failure the HTTP layer returns.
+
+The one place where the services' domain errors (`sidecar.engine.errors`, `sidecar.chat.errors`, the tenants' quota
+errors and the memory packages' errors) become HTTP statuses: `as_api_error`. Nothing below the edge raises an
+`APIError`."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +16,20 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterError
+from sidecar.chat.errors import ChatError, EngineBusy, ModelNotFound, PinNotFound
 from sidecar.chat.output_limit import OutputLimitError
+from sidecar.engine.errors import (
+    AdapterBusy,
+    AdapterLoadFailed,
+    AdapterSlotsBusy,
+    EngineBadResponse,
+    EngineError,
+    EngineNotReady,
+    EngineRefused,
+    EngineTimeout,
+    EngineUnavailable,
+    TooManyPinned,
+)
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 
@@ -27,6 +45,7 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
+    504: "api_error",
     507: "insufficient_storage",
 }
 
@@ -61,6 +80,17 @@ def error_bytes(status: int, message: str, code: str | None = None) -> bytes:
     return json.dumps(error_body(status, message, code)).encode()
 
 
+async def sse_with_errors(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Relay a stream's events; a domain error once the response has started ends the stream with one more event
+    holding the error (its status can no longer be sent)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except DOMAIN_ERRORS as exc:
+        error = as_api_error(exc)
+        yield b"data: " + error_bytes(error.status, error.message, error.code) + b"\n\n"
+
+
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str, str | None]:
     """A readable message naming the fields at fault, the error code, and the first field at fault."""
     problems, fields = [], []
@@ -85,46 +115,63 @@ def _named(context: dict) -> tuple[str, ...]:
     return (context["field"],) if isinstance(context.get("field"), str) else ()
 
 
+RETRY_SOON = {"Retry-After": "1"}
+
+# Each domain error's HTTP status; the first class in this order that the error is an instance of decides.
+STATUSES: tuple[tuple[type[Exception], int], ...] = (
+    (EngineNotReady, 503), (EngineUnavailable, 503), (EngineTimeout, 504), (EngineBadResponse, 502),
+    (AdapterSlotsBusy, 503), (AdapterBusy, 409), (TooManyPinned, 409), (AdapterLoadFailed, 502),
+    (ModelNotFound, 404), (PinNotFound, 404), (EngineBusy, 503),
+)
+BUSY = (AdapterSlotsBusy, EngineBusy)  # answered with Retry-After
+
+
+def as_api_error(exc: Exception) -> APIError | None:
+    """The error the client sees for a domain error, or None when `exc` is not one (an internal fault)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, EngineRefused):
+        return APIError(exc.status, str(exc), exc.code)
+    if isinstance(exc, (EngineError, ChatError)):
+        status = next(status for kind, status in STATUSES if isinstance(exc, kind))
+        return APIError(status, str(exc), exc.code, "api_error" if status in (502, 504) else None,
+                        headers=RETRY_SOON if isinstance(exc, BUSY) else None)
+    if isinstance(exc, InvalidMemoryError):
+        return APIError(400, str(exc), "invalid_value", param=exc.field)
+    if isinstance(exc, (MemoryNotFoundError, KnowledgeBaseNotFoundError)):
+        return APIError(404, str(exc), "not_found")
+    if isinstance(exc, AdapterError):
+        return APIError(exc.status, str(exc), "not_found" if exc.status == 404 else "invalid_adapter",
+                        param=exc.field)
+    if isinstance(exc, QuotaExceeded):
+        return APIError(exc.status, str(exc), "quota_exceeded", param=exc.resource.value,
+                        headers=RETRY_SOON if exc.status == 429 else None)
+    if isinstance(exc, StoreFullError):
+        return APIError(507, str(exc), "memory_store_full")
+    if isinstance(exc, OutputLimitError):
+        return APIError(400, str(exc), "max_tokens_too_large", param=exc.field)
+    return None
+
+
+DOMAIN_ERRORS = (APIError, EngineError, ChatError, InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError,
+                 AdapterError, QuotaExceeded, StoreFullError, OutputLimitError)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error path of `app` answer in the OpenAI error shape."""
 
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc)
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StoreFullError):
+            log.error("memory store full on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(as_api_error(exc))
+
+    for kind in DOMAIN_ERRORS:
+        app.add_exception_handler(kind, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, code, field = _describe_validation(exc)
         return error_response(APIError(400, message, code, param=field))
-
-    @app.exception_handler(InvalidMemoryError)
-    async def _invalid_memory(request: Request, exc: InvalidMemoryError) -> JSONResponse:
-        return error_response(APIError(400, str(exc), "invalid_value", param=exc.field))
-
-    @app.exception_handler(MemoryNotFoundError)
-    @app.exception_handler(KnowledgeBaseNotFoundError)
-    async def _not_found(request: Request, exc: KeyError) -> JSONResponse:
-        return error_response(APIError(404, str(exc), "not_found"))
-
-    @app.exception_handler(AdapterError)
-    async def _adapter_error(request: Request, exc: AdapterError) -> JSONResponse:
-        code = "not_found" if exc.status == 404 else "invalid_adapter"
-        return error_response(APIError(exc.status, str(exc), code, param=exc.field))
-
-    @app.exception_handler(QuotaExceeded)
-    async def _quota_exceeded(request: Request, exc: QuotaExceeded) -> JSONResponse:
-        headers = {"Retry-After": "1"} if exc.status == 429 else None
-        return error_response(APIError(exc.status, str(exc), "quota_exceeded", param=exc.resource.value,
-                                       headers=headers))
-
-    @app.exception_handler(StoreFullError)
-    async def _store_full(request: Request, exc: StoreFullError) -> JSONResponse:
-        log.error("memory store full on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(APIError(507, str(exc), "memory_store_full"))
-
-    @app.exception_handler(OutputLimitError)
-    async def _output_limit(request: Request, exc: OutputLimitError) -> JSONResponse:
-        return error_response(APIError(400, str(exc), "max_tokens_too_large", param=exc.field))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

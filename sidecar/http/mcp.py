@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, TypeVar
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -38,6 +38,7 @@ from sidecar.http.memory_schema import (
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 from textual.store import MemoryStore
+from textual.tenant_memory import TenantMemory
 
 SERVER_NAME = "memsidecar"
 INSTRUCTIONS = ("Long-term memory for agents. Store facts, preferences and events about a user with "
@@ -47,6 +48,7 @@ INSTRUCTIONS = ("Long-term memory for agents. Store facts, preferences and event
 Id = Annotated[str, Field(pattern=ID_REGEX, description="1-128 characters of letters, digits and _.:@-")]
 UserId = Annotated[str, Field(pattern=ID_REGEX, description="The user the memory is about.")]
 Metadata = Annotated[dict[str, Any] | None, Field(description="Free-form JSON object stored with the memory.")]
+T = TypeVar("T")
 MEMORY_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, QuotaExceeded, StoreFullError)
 
 
@@ -68,10 +70,11 @@ class MemoryTools:
                 self.memos_delete_memory, self.memos_feedback_memory, self.memos_create_kb, self.memos_list_kbs,
                 self.memos_delete_kb, self.memos_add_document]
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, work: Callable[[TenantMemory], T]) -> T:
+        """`work` on the calling tenant's memory, in a worker thread; textual's refusals become `ToolError`s."""
         memory = self._store.for_tenant(self._tenant_of_request())
         try:
-            return await anyio.to_thread.run_sync(partial(getattr(memory, method), *args, **kwargs))
+            return await anyio.to_thread.run_sync(work, memory)
         except MEMORY_ERRORS as exc:
             raise ToolError(str(exc)) from exc
 
@@ -83,7 +86,8 @@ class MemoryTools:
     ) -> dict[str, Any]:
         """Remember something about a user. A near-duplicate of a stored memory is merged into it, and a changed
         fact supersedes the old one. Returns the stored memory, with the `id` later calls refer to."""
-        memory = await self._call("add", content, user=user_id, type=type, kb_id=kb_id, metadata=metadata)
+        memory = await self._call(lambda memory: memory.add(content, user=user_id, type=type, kb_id=kb_id,
+                                                            metadata=metadata))
         return memory_json(memory)
 
     async def memos_search_memory(
@@ -99,13 +103,13 @@ class MemoryTools:
     ) -> dict[str, Any]:
         """Recall the memories most relevant to a query, best first. Returns `results` (memories with a `score`)
         and `context`, the results as one text ready to put in a prompt (`context_tokens` long)."""
-        result = await self._call("search", query, k=top_k, budget_tokens=token_budget, user=user_id, kb_id=kb_ids,
-                                  types=types)
+        result = await self._call(lambda memory: memory.search(query, k=top_k, budget_tokens=token_budget, user=user_id,
+                                                               kb_id=kb_ids, types=types))
         return search_json(result)
 
     async def memos_get_memory(self, memory_id: Id) -> dict[str, Any]:
         """Read one memory by its id."""
-        return memory_json(await self._call("get", memory_id))
+        return memory_json(await self._call(lambda memory: memory.get(memory_id)))
 
     async def memos_list_memories(
         self, user_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Only this user's memories.")] = None,
@@ -115,14 +119,14 @@ class MemoryTools:
     ) -> dict[str, Any]:
         """List memories in time order, oldest first, a page at a time; `has_more` says whether another page
         follows."""
-        memories = await self._call("list", user=user_id, types=None if type is None else [type], limit=limit + 1,
-                                    offset=offset)
+        memories = await self._call(lambda memory: memory.list(user=user_id, types=None if type is None else [type],
+                                                               limit=limit + 1, offset=offset))
         return {"data": [memory_json(m) for m in memories[:limit]], "limit": limit, "offset": offset,
                 "has_more": len(memories) > limit}
 
     async def memos_delete_memory(self, memory_id: Id) -> dict[str, Any]:
         """Forget one memory for good."""
-        await self._call("delete", memory_id)
+        await self._call(lambda memory: memory.delete(memory_id))
         return {"id": memory_id, "deleted": True}
 
     async def memos_feedback_memory(
@@ -134,22 +138,22 @@ class MemoryTools:
     ) -> dict[str, Any]:
         """Tell memory whether a recalled memory was right. Positive feedback strengthens it, negative weakens it,
         and a correction rewrites it. Returns the memory as it now is."""
-        return memory_json(await self._call("feedback", memory_id, kind, text))
+        return memory_json(await self._call(lambda memory: memory.feedback(memory_id, kind, text)))
 
     async def memos_create_kb(
         self, kb_id: Id, name: Annotated[str | None, Field(min_length=1, max_length=200)] = None,
         description: Annotated[str, Field(max_length=2000)] = "",
     ) -> dict[str, Any]:
         """Create an empty knowledge base, to add documents to with memos_add_document."""
-        return kb_json(await self._call("create_kb", kb_id, name, description))
+        return kb_json(await self._call(lambda memory: memory.create_kb(kb_id, name, description)))
 
     async def memos_list_kbs(self) -> dict[str, Any]:
         """List the knowledge bases, in id order."""
-        return {"data": [kb_json(kb) for kb in await self._call("list_kbs")]}
+        return {"data": [kb_json(kb) for kb in await self._call(lambda memory: memory.list_kbs())]}
 
     async def memos_delete_kb(self, kb_id: Id) -> dict[str, Any]:
         """Delete a knowledge base and every document memory in it."""
-        removed = await self._call("delete_kb", kb_id)
+        removed = await self._call(lambda memory: memory.delete_kb(kb_id))
         return {"id": kb_id, "deleted": True, "memories_removed": removed}
 
     async def memos_add_document(
@@ -159,7 +163,7 @@ class MemoryTools:
         """Add a document to a knowledge base. It is split into chunks that memos_search_memory finds; returns the
         chunks' ids."""
         options = {} if title is None else {"title": title}
-        chunks = await self._call("add_document", kb_id, text, **options)
+        chunks = await self._call(lambda memory: memory.add_document(kb_id, text, **options))
         return {"kb_id": kb_id, "ids": [chunk.id for chunk in chunks], "chunks": len(chunks)}
 
 

@@ -6,7 +6,7 @@ Memory calls embed text and write LMDB synchronously, so they run in the thread 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
@@ -26,6 +26,7 @@ from sidecar.http.memory_schema import (
     TierName,
     Turn,
     UpdateMemory,
+    extraction_json,
     kb_json,
     memory_json,
     search_json,
@@ -34,9 +35,11 @@ from sidecar.http.memory_schema import (
 from sidecar.tenants.quota_book import QuotaBook
 from textual.messages import ChatMessage
 from textual.store import MemoryStore
+from textual.tenant_memory import TenantMemory
 
 MemoryId = Annotated[str, Path(pattern=ID_REGEX, description="A memory's id.")]
 KbId = Annotated[str, Path(pattern=ID_REGEX, description="A knowledge base's id.")]
+T = TypeVar("T")
 
 
 def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
@@ -53,24 +56,26 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
     at most its quota of memory requests in flight (so it never holds every worker thread)."""
     router = APIRouter(prefix="/v1")
 
-    async def call(who: Caller, method: str, *args: Any, **kwargs: Any) -> Any:
-        handle = store.for_tenant(who.tenant)
+    async def call(who: Caller, work: Callable[[TenantMemory], T]) -> T:
+        """`work` on the caller's tenant memory, in a worker thread (holding one of its memory slots)."""
+        memory = store.for_tenant(who.tenant)
         if book is None:
-            return await run_in_threadpool(getattr(handle, method), *args, **kwargs)
+            return await run_in_threadpool(work, memory)
         with book.holding(book.memory_slots, who.tenant):
-            return await run_in_threadpool(getattr(handle, method), *args, **kwargs)
+            return await run_in_threadpool(work, memory)
 
     @router.post("/memories", tags=["memories"])
     async def add_memory(body: AddMemory, who: Caller = Depends(caller)) -> dict:
-        memory = await call(who, "add", body.content, user=body.user_id, type=body.type, kb_id=body.kb_id,
-                            metadata=body.metadata, source=body.source, importance=body.importance)
+        memory = await call(who, lambda memory: memory.add(body.content, user=body.user_id, type=body.type,
+                                                           kb_id=body.kb_id, metadata=body.metadata, source=body.source,
+                                                           importance=body.importance))
         return memory_json(memory)
 
     @router.post("/memories/search", tags=["memories"])
     async def search_memories(body: SearchMemories, who: Caller = Depends(caller)) -> dict:
-        result = await call(who, "search", body.query, k=body.top_k, budget_tokens=body.token_budget,
-                            user=body.user_id, kb_id=body.kb_ids, types=body.types, tiers=body.tiers,
-                            since=body.since, until=body.until)
+        result = await call(who, lambda memory: memory.search(
+            body.query, k=body.top_k, budget_tokens=body.token_budget, user=body.user_id, kb_id=body.kb_ids,
+            types=body.types, tiers=body.tiers, since=body.since, until=body.until))
         return search_json(result)
 
     @router.post("/memories/messages", tags=["memories"])
@@ -80,10 +85,10 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
                            "extraction_off", param="extract")
         now = time.time()
         messages = [turn_message(turn, body.user_id, now) for turn in body.messages]
-        memories = await call(who, "add_messages", messages, user=body.user_id, kb_id=body.kb_id)
+        memories = await call(who, lambda memory: memory.add_messages(messages, user=body.user_id, kb_id=body.kb_id))
         response = {"data": [memory_json(memory) for memory in memories]}
         if extractor is not None and body.extract:
-            response["extraction"] = (await extractor.extract(who.tenant, memories)).as_json()
+            response["extraction"] = extraction_json(await extractor.extract(who.tenant, memories))
         elif extractor is not None and body.extract is None:
             extractor.schedule(who.tenant, memories)
         return response
@@ -96,61 +101,63 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
         contains: str | None = Query(None, min_length=1, max_length=500),
         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
     ) -> dict:
-        memories = await call(who, "list", user=user_id, kb_id=kb_id, types=type, tiers=tier, since=since,
-                              until=until, contains=contains, limit=limit + 1, offset=offset)
+        memories = await call(who, lambda memory: memory.list(user=user_id, kb_id=kb_id, types=type, tiers=tier,
+                                                              since=since, until=until, contains=contains, limit=limit +
+                                                              1, offset=offset))
         return {"data": [memory_json(m) for m in memories[:limit]], "limit": limit, "offset": offset,
                 "has_more": len(memories) > limit}
 
     @router.get("/users", tags=["memories"])
     async def list_users(who: Caller = Depends(caller)) -> dict:
         return {"data": [{"user_id": u.user, "count": u.count, "by_tier": dict(u.by_tier), "updated_at": u.updated_at}
-                         for u in await call(who, "users")]}
+                         for u in await call(who, lambda memory: memory.users())]}
 
     @router.get("/memories/{memory_id}/strength", tags=["memories"])
     async def memory_strength(memory_id: MemoryId, points: int = Query(48, ge=2, le=500),
                               who: Caller = Depends(caller)) -> dict:
-        memory = await call(who, "get", memory_id)
+        memory = await call(who, lambda memory: memory.get(memory_id))
         return strength_json(memory, store.lifecycle, store.clock(), points)
 
     @router.get("/memories/{memory_id}", tags=["memories"])
     async def get_memory(memory_id: MemoryId, who: Caller = Depends(caller)) -> dict:
-        return memory_json(await call(who, "get", memory_id))
+        return memory_json(await call(who, lambda memory: memory.get(memory_id)))
 
     @router.patch("/memories/{memory_id}", tags=["memories"])
     async def update_memory(memory_id: MemoryId, body: UpdateMemory, who: Caller = Depends(caller)) -> dict:
         changes = body.model_dump(exclude_none=True)
-        return memory_json(await call(who, "update", memory_id, **changes))
+        return memory_json(await call(who, lambda memory: memory.update(memory_id, **changes)))
 
     @router.delete("/memories/{memory_id}", tags=["memories"])
     async def delete_memory(memory_id: MemoryId, who: Caller = Depends(caller)) -> dict:
-        await call(who, "delete", memory_id)
+        await call(who, lambda memory: memory.delete(memory_id))
         return {"id": memory_id, "deleted": True}
 
     @router.post("/memories/{memory_id}/feedback", tags=["memories"])
     async def feedback(memory_id: MemoryId, body: Feedback, who: Caller = Depends(caller)) -> dict:
-        return memory_json(await call(who, "feedback", memory_id, body.kind, body.text))
+        return memory_json(await call(who, lambda memory: memory.feedback(memory_id, body.kind, body.text)))
 
     @router.post("/memories/{memory_id}/restore", tags=["memories"])
     async def restore(memory_id: MemoryId, who: Caller = Depends(caller)) -> dict:
-        return memory_json(await call(who, "restore", memory_id))
+        return memory_json(await call(who, lambda memory: memory.restore(memory_id)))
 
     @router.post("/kbs", tags=["knowledge bases"])
     async def create_kb(body: CreateKnowledgeBase, who: Caller = Depends(caller)) -> dict:
-        return kb_json(await call(who, "create_kb", body.id, body.name, body.description, body.metadata))
+        return kb_json(await call(who, lambda memory: memory.create_kb(body.id, body.name, body.description,
+                                                                       body.metadata)))
 
     @router.get("/kbs", tags=["knowledge bases"])
     async def list_kbs(who: Caller = Depends(caller)) -> dict:
-        return {"data": [kb_json(kb) for kb in await call(who, "list_kbs")]}
+        return {"data": [kb_json(kb) for kb in await call(who, lambda memory: memory.list_kbs())]}
 
     @router.delete("/kbs/{kb_id}", tags=["knowledge bases"])
     async def delete_kb(kb_id: KbId, who: Caller = Depends(caller)) -> dict:
-        removed = await call(who, "delete_kb", kb_id)
+        removed = await call(who, lambda memory: memory.delete_kb(kb_id))
         return {"id": kb_id, "deleted": True, "memories_removed": removed}
 
     @router.post("/kbs/{kb_id}/documents", tags=["knowledge bases"])
     async def add_document(kb_id: KbId, body: AddDocument, who: Caller = Depends(caller)) -> dict:
         options = body.model_dump(exclude_none=True, exclude={"text"})
-        chunks = await call(who, "add_document", kb_id, body.text, **options)
+        chunks = await call(who, lambda memory: memory.add_document(kb_id, body.text, **options))
         return {"kb_id": kb_id, "ids": [chunk.id for chunk in chunks], "chunks": len(chunks)}
 
     return router

@@ -10,16 +10,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from sidecar.chat.extraction import ExtractionOutcome
+from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, TierName
 from textual.lifecycle import LifecyclePolicy, strength_curve
 from textual.memory import KnowledgeBase, Memory
 from textual.retriever import SearchResult
 
-ID_REGEX = r"^[A-Za-z0-9_.:@-]{1,128}$"
-MAX_TOP_K = 100
-MAX_TOKEN_BUDGET = 32_000
-MemoryTypeName = Literal["fact", "preference", "event", "episode", "tool_schema", "tool_trajectory", "image",
-                         "document_chunk"]
-TierName = Literal["hot", "warm", "cold", "archived"]
 Number = StrictFloat | StrictInt
 
 
@@ -110,6 +106,11 @@ def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:
 def search_json(result: SearchResult) -> dict[str, Any]:
     return {"results": [memory_json(hit.memory, hit.score) for hit in result.hits], "context": result.context,
             "context_tokens": result.context_tokens}
+
+
+def extraction_json(outcome: ExtractionOutcome) -> dict[str, Any]:
+    return {"status": "failed" if outcome.error else "done", "memories": [memory_json(m) for m in outcome.memories],
+            "dropped": outcome.dropped, "error": outcome.error}
 
 
 def kb_json(kb: KnowledgeBase) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Pydantic models of the OpenAI requests the sidecar accepts, validated at the HTTP edge.
+"""Pydantic models of the OpenAI requests the chat path accepts (FastAPI validates them at the HTTP edge).
 
 Invariant: the engine receives only fields declared here. vLLM's OpenAI server accepts many fields that control
 the engine itself rather than one completion (`kv_transfer_params` drives the KV connector's pinning,
