@@ -1,4 +1,5 @@
-"""Settings precedence (flags > environment > config file > defaults), validation, and the README's table."""
+"""Settings precedence (flags > environment > config file > defaults), validation, and the settings table of
+docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from sidecar.config import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SETTINGS_TABLE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +67,8 @@ def test_bad_values_name_the_field_and_the_allowed_values(field, value, message)
         Settings.load(**{field: value})
 
 
-def test_readme_table_lists_every_setting_with_its_environment_variable():
-    text = README.read_text()
+def test_settings_table_lists_every_setting_with_its_environment_variable():
+    text = SETTINGS_TABLE.read_text()
     row = r"^\| `--([a-z0-9-]+)`(?: / `--no-[a-z0-9-]+`)? \| `(MEMSIDECAR_[A-Z0-9_]+)` \|"
     rows = dict(re.findall(row, text, flags=re.MULTILINE))
     expected = {name.replace("_", "-"): f"MEMSIDECAR_{name.upper()}" for name in Settings.model_fields}
