@@ -1,8 +1,8 @@
 """Settings: one pydantic-settings model read from CLI flags, `MEMSIDECAR_*` environment variables and a TOML file.
 
 Precedence, highest first: command-line flags, environment variables, the config file (`--config` or
-`MEMSIDECAR_CONFIG`), the defaults below. Every field appears in `memsidecar serve --help` and in the README's table
-(a test keeps the table in step with this model).
+`MEMSIDECAR_CONFIG`), the defaults below. Every field appears in `memsidecar serve --help` and in the table of
+docs/configuration.md (a test keeps the table in step with this model).
 """
 
 from __future__ import annotations

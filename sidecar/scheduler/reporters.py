@@ -35,8 +35,9 @@ from sidecar.scheduler.objects import Action, Kind, MemoryObject, Move, Tier
 from textual.store import MemoryStore, TenantResidency
 
 # Recompute cost of a KV token: 24.031 s to prefill 4096 tokens of a Qwen2-0.5B-shaped model in bf16 on this
-# project's 2-core CPU machine (README, `bench.ttft`), i.e. ~5.9 ms per token. Only KV namespaces compete for the
-# disk, so this constant ranks them against each other, where it cancels out; it matters only in absolute reports.
+# project's 2-core CPU machine (docs/measurement-history.md, `bench.ttft`), i.e. ~5.9 ms per token. Only KV
+# namespaces compete for the disk, so this constant ranks them against each other, where it cancels out; it matters
+# only in absolute reports.
 PREFILL_S_PER_TOKEN = 24.031 / 4096
 # Reading KV back from LMDB into the engine: 2.0 GB/s, measured by the engine worker at 4096 tokens after a restart
 # (`bench.ttft`, this project's 2-core machine). What a namespace leaving the worker's RAM tier costs per byte.
@@ -44,7 +45,7 @@ DISK_LOAD_BYTES_PER_S = 2.0e9
 # Loading a tenant's index (LMDB read, FAISS file, lexical structures): 17-21 us per memory, measured for 2,000
 # episodes on this project's 2-core machine.
 INDEX_LOAD_S_PER_MEMORY = 20e-6
-# The BM25 index is built on the first search after a load, about 14 us per memory (README: 141 ms at 10k).
+# The BM25 index is built on the first search after a load, about 14 us per memory (bench.memory_scale: 141 ms at 10k).
 BM25_BUILD_S_PER_MEMORY = 14e-6
 
 MEMORY_PREFIX, ADAPTER_PREFIX, KV_PREFIX = "memory:", "adapter:", "kv:"

@@ -1,6 +1,7 @@
 """The memory console in a real headless Chromium (Debian's `chromium` + `chromium-driver`, through Selenium)
 against the shared test sidecar: sign in, add, search, see an injection in the playground, delete; tenant isolation;
-a bad key refused. Screenshots of every view go to $MEMSIDECAR_SCREENSHOTS (the README's come from here) or a temp dir.
+a bad key refused. Screenshots of every view go to $MEMSIDECAR_SCREENSHOTS (docs/operations.md's come from here) or
+a temp dir.
 """
 
 from __future__ import annotations
