@@ -26,7 +26,8 @@ from sidecar.engine.process import (
     free_port,
     parse_extra_args,
 )
-from sidecar.http.app import AdapterSetup, create_app
+from sidecar.http.app import create_app
+from sidecar.http.assembly import AdapterSetup
 from sidecar.tenants.keys import DEFAULT_TENANT, KeyTable, check_exposure
 from textual.store import MemoryStore
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from sidecar.tenants.quotas import (
@@ -25,11 +25,12 @@ class QuotaBook:
     """The quotas of every tenant of one sidecar: the concurrency slots it holds itself, and `readers` giving the
     current usage of the other resources (resource -> tenant -> amount), supplied by the server's components."""
 
-    def __init__(self, limits: QuotaLimits) -> None:
+    def __init__(self, limits: QuotaLimits, readers: Mapping[Resource, Callable[[str], int]] | None = None) -> None:
         self.limits = limits
         self.engine_slots = TenantSlots(Resource.ENGINE_REQUESTS, limits.engine_requests)
         self.memory_slots = TenantSlots(Resource.MEMORY_REQUESTS, limits.memory_requests)
         self.readers: dict[Resource, Callable[[str], int]] = {
+            **(readers or {}),
             Resource.ENGINE_REQUESTS: self.engine_slots.in_flight,
             Resource.MEMORY_REQUESTS: self.memory_slots.in_flight,
         }
