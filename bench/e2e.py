@@ -40,6 +40,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from bench.locomo import CATEGORIES, evidence_ids, session_time
+from bench.stats import percentile
 from sidecar.engine import EngineSpec, ManagedEngine, free_port
 from sidecar.engine_dtype import explicit_dtype
 from sidecar.model_builder import ensure_model
@@ -284,11 +285,6 @@ async def injected_sources(client: httpx.AsyncClient, ids: list[str]) -> set[str
     for memory_id in ids:
         sources.update((await client.get(f"/v1/memories/{memory_id}")).json().get("source", []))
     return sources
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def summarize(baseline: list[dict], sidecar: list[dict], settings: Settings) -> dict:

@@ -26,16 +26,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.stats import percentile
 from sidecar.engine import free_port
 from sidecar.model_builder import ensure_model
 
 console = Console(stderr=True)
 TOPICS = ["parrots", "the greenhouse", "Lisbon", "my sister", "Python", "the festival", "the garden", "music"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def start(model: Path, work: Path) -> tuple[subprocess.Popen, str, str]:
