@@ -23,10 +23,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from sidecar.access import Access
+from sidecar.engine import free_port
 from sidecar.mcp_server import mcp_http_app
 from sidecar.rate_limit import RateLimiter
 from sidecar.tenancy import KeyTable
-from tests.conftest import free_port
 from textual.embedder import Embedder
 from textual.store import MemoryStore
 
