@@ -7,14 +7,14 @@ layers (`adapters.target_modules`, in linear time), then every tensor: a lora_A 
 targeted linear layer, in float16, bfloat16 or float32, finite. The safetensors header is checked whole before any
 byte range is used (`adapters.safetensors_header`); finiteness is checked on the raw bits.
 
-`adapter_digest` is the SHA-256 the KV cache uses for the adapter's namespace (`kvcache.fingerprint.adapter_id`):
-over b"msc-adapter-v1\\0", the config as canonical JSON, then "adapter_model.safetensors\\0" and the BLAKE2b-256
-hex of the weights. A test pins the equality; the two must change together.
+`adapter_digest` (from `memcore.digest`) is the SHA-256 the KV cache uses for the adapter's namespace
+(`kvcache.fingerprint.adapter_id`): over b"msc-adapter-v1\\0", the config as canonical JSON, then
+"adapter_model.safetensors\\0" (a checked adapter's only weight file) and the BLAKE2b-256 hex of its content. Both
+packages compute it through that one function.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -27,8 +27,9 @@ from adapters.base_model import BaseModelShape
 from adapters.errors import UNPROCESSABLE, InvalidAdapterError
 from adapters.safetensors_header import TensorEntry, read_safetensors_header
 from adapters.target_modules import targeted_modules
+from memcore.digest import ADAPTER_CONFIG, adapter_digest
 
-CONFIG_FILE = "adapter_config.json"
+CONFIG_FILE = ADAPTER_CONFIG
 WEIGHTS_FILE = "adapter_model.safetensors"
 IGNORED_FILES = ("README.md",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -43,7 +44,6 @@ _PLAIN_LORA = {
     "fan_in_fan_out": (None, False), "bias": (None, "none"), "lora_bias": (None, False),
     "use_bdlora": (None, False),
 }
-CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,6 @@ def validate_adapter(directory: Path, base: BaseModelShape, max_lora_rank: int) 
     leaves = tuple(sorted({module.rsplit(".", 1)[-1] for module in modules}))
     size = (directory / CONFIG_FILE).stat().st_size + weights.stat().st_size
     return AdapterInfo(rank, alpha, leaves, size, adapter_digest(directory))
-
-
-def adapter_digest(directory: Path) -> str:
-    """SHA-256 hex of the adapter's config and weights, as `kvcache.fingerprint.adapter_id` computes it."""
-    digest = hashlib.sha256(b"msc-adapter-v1\0")
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    digest.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
-    weights = hashlib.blake2b(digest_size=32)
-    with open(directory / WEIGHTS_FILE, "rb") as file:
-        while chunk := file.read(CHUNK):
-            weights.update(chunk)
-    digest.update(WEIGHTS_FILE.encode() + b"\0" + weights.hexdigest().encode())
-    return digest.hexdigest()
 
 
 def _check_files(directory: Path) -> None:

@@ -41,7 +41,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -53,9 +52,10 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.synthetic import random_adapter
+from bench.served import ServedSidecar, wait_until_ready
 from sidecar.config import Settings
-from sidecar.engine.process import EngineSpec, engine_command, engine_env, free_port
 from sidecar.engine.model_builder import ensure_model
+from sidecar.engine.process import EngineSpec, engine_command, engine_env
 from sidecar.runner import build_engine
 
 console = Console(stderr=True)
@@ -77,17 +77,18 @@ def zipped(directory: Path) -> bytes:
 
 def serve_flags(model: Path, data_dir: Path, slots: int, max_cpu_loras: int) -> dict:
     """The sidecar's settings in this benchmark (as `Settings` fields); its engine's command line follows from them."""
-    return {"model": model, "data_dir": data_dir, "port": free_port(), "max_loras": slots,
+    return {"model": model, "data_dir": data_dir, "max_loras": slots,
             "max_cpu_loras": max_cpu_loras, "memory_inject": False, "memory_write": False, "rate_limit_per_minute": 0,
             "engine_args": "--seed 0"}
 
 
-def serve_argv(flags: dict) -> list[str]:
-    argv = [str(Path(sys.executable).parent / "memsidecar"), "serve"]
+def serve_args(flags: dict) -> list[str]:
+    """`flags` as `memsidecar serve` flags: `--name=value`, `--name` / `--no-name` for booleans."""
+    args = []
     for name, value in flags.items():
         flag = "--" + name.replace("_", "-")
-        argv.append((flag if value else f"--no-{flag[2:]}") if isinstance(value, bool) else f"{flag}={value}")
-    return argv
+        args.append((flag if value else f"--no-{flag[2:]}") if isinstance(value, bool) else f"{flag}={value}")
+    return args
 
 
 def engine_spec(flags: dict, data_dir: Path) -> EngineSpec:
@@ -96,66 +97,25 @@ def engine_spec(flags: dict, data_dir: Path) -> EngineSpec:
     return engine.spec
 
 
-def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout_s: float = 600) -> None:
-    """Poll `url` until it answers 200; the error quotes the log's end (the log goes with the temporary folder)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{log.stem} exited; the end of its log:\n{log_tail(log)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"{log.stem} was not ready in {timeout_s:.0f} s; the end of its log:\n{log_tail(log)}")
+class ResolverEngine:
+    """vLLM's OpenAI server alone on `spec`, in its own process group, finding adapters by name in `adapter_dir`
+    through vLLM's filesystem resolver plugin; ready once `/health` answers 200, stopped on exit."""
 
+    def __init__(self, spec: EngineSpec, adapter_dir: Path, log: Path) -> None:
+        self.argv, self.url, self.log = engine_command(spec), spec.base_url, log
+        self.env = {**engine_env(spec, dict(os.environ)), "VLLM_PLUGINS": "lora_filesystem_resolver",
+                    "VLLM_LORA_RESOLVER_CACHE_DIR": str(adapter_dir)}  # engine_env allows runtime LoRA updating
 
-def log_tail(log: Path, lines: int = 30) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-class _Server:
-    """A server subprocess, logging to `log`, ready once `url + ready_path` answers 200; stopped on exit."""
-
-    ready_path = "/readyz"
-    new_session = False  # its own process group (to stop its children with it)
-
-    def __init__(self, argv: list[str], url: str, log: Path, env: dict[str, str] | None = None) -> None:
-        self.argv, self.url, self.log, self.env = argv, url, log, env
-
-    def __enter__(self):
+    def __enter__(self) -> "ResolverEngine":
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=self.new_session)
+                                            start_new_session=True)
         try:
-            wait_ready(self.process, self.url + self.ready_path, self.log)
+            wait_until_ready(self.process, f"{self.url}/health", self.log, timeout_s=600)
         except BaseException:
             self.__exit__()
             raise
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-
-class Sidecar(_Server):
-    """A `memsidecar serve` subprocess with adapters on."""
-
-    def __init__(self, flags: dict, log: Path) -> None:
-        super().__init__(serve_argv(flags), f"http://127.0.0.1:{flags['port']}", log)
-
-
-class ResolverEngine(_Server):
-    """vLLM's OpenAI server alone on `spec`, in its own process group, finding adapters by name in `adapter_dir`
-    through vLLM's filesystem resolver plugin."""
-
-    ready_path = "/health"
-    new_session = True
-
-    def __init__(self, spec: EngineSpec, adapter_dir: Path, log: Path) -> None:
-        env = {**engine_env(spec, dict(os.environ)), "VLLM_PLUGINS": "lora_filesystem_resolver",
-               "VLLM_LORA_RESOLVER_CACHE_DIR": str(adapter_dir)}  # engine_env allows runtime LoRA updating
-        super().__init__(engine_command(spec), spec.base_url, log, env)
 
     def __exit__(self, *exc) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -317,11 +277,11 @@ def run_sidecar(flags: dict, work: Path, names: list[str], concurrency: int,
                 max_tokens: int) -> tuple[dict, dict[str, str]]:
     """The sidecar's figures, and each adapter's output alone."""
     with console.status(f"starting a sidecar with {flags['max_loras']} slots"), \
-            Sidecar(flags, work / "sidecar.log") as sidecar:
+            ServedSidecar(serve_args(flags), work / "sidecar.log") as sidecar:
         with console.status(f"uploading {len(names)} adapters"):
-            upload_all(sidecar.url, work / "adapters", names)
+            upload_all(sidecar.base_url, work / "adapters", names)
         with console.status("measuring"):
-            ours, alone = asyncio.run(measure(sidecar.url, names, concurrency, max_tokens))
+            ours, alone = asyncio.run(measure(sidecar.base_url, names, concurrency, max_tokens))
             ours["engine_rss_mib_after_cycle"] = engine_rss_mib(sidecar.process.pid)
     return ours, alone
 

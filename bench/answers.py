@@ -36,13 +36,22 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from bench.e2e import (DEFAULT_DATA, Sidecar, history_lines, percentile, session_turns, sessions, timed_chat,
-                       truncated, turn_text)
+from bench.e2e import (
+    DEFAULT_DATA,
+    history_lines,
+    served_sidecar,
+    session_turns,
+    sessions,
+    timed_chat,
+    truncated,
+    turn_text,
+)
 from bench.e2e import Settings as EngineSettings
 from bench.locomo import CATEGORIES, evidence_ids
 from bench.scoring import answer_f1, bleu1
-from sidecar.engine.dtype import explicit_dtype
+from bench.stats import percentile
 from sidecar.chat.injection import MEMORY_HEADER, inject_block, memory_block
+from sidecar.engine.dtype import explicit_dtype
 from sidecar.engine.model_builder import ensure_model
 from sidecar.runner import DEFAULT_MODEL
 from textual import context
@@ -153,8 +162,8 @@ async def measure(model: Path, work: Path, samples, questions, conditions, setti
     tokenizer = AutoTokenizer.from_pretrained(model)
     extraction = "memory_extraction" in conditions
     extra = ["--memory-extraction"] if extraction else []
-    async with Sidecar(model, work, settings, extra) as sidecar:
-        async with httpx.AsyncClient(base_url=sidecar.url, timeout=900) as client:
+    async with served_sidecar(model, work, settings, extra) as sidecar:
+        async with httpx.AsyncClient(base_url=sidecar.base_url, timeout=900) as client:
             indexes = sorted({index for index, _ in questions})
             extracted = await ingest(client, samples, indexes, extraction)
             rows = await ask_all(client, samples, questions, conditions, tokenizer, settings)

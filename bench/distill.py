@@ -31,7 +31,7 @@ from rich.table import Table
 
 from bench.answers import DEFAULT_MODEL_DIR
 from bench.e2e import Settings as EngineSettings
-from bench.e2e import Sidecar
+from bench.e2e import served_sidecar
 from sidecar.engine.dtype import explicit_dtype
 from sidecar.engine.model_builder import ensure_model
 from sidecar.runner import DEFAULT_MODEL
@@ -110,8 +110,8 @@ async def distill(client: httpx.AsyncClient, args) -> dict:
 
 async def measure(model: Path, work: Path, facts: list[Fact], settings: EngineSettings, args) -> dict:
     adapters_on = ["--max-loras", "1", "--max-lora-rank", str(max(16, args.rank))]  # later flags win over the 0
-    async with Sidecar(model, work, settings, adapters_on) as sidecar:
-        async with httpx.AsyncClient(base_url=sidecar.url, timeout=1800) as client:
+    async with served_sidecar(model, work, settings, adapters_on) as sidecar:
+        async with httpx.AsyncClient(base_url=sidecar.base_url, timeout=1800) as client:
             for fact in facts:
                 (await client.post("/v1/memories", json={"user_id": USER, "type": "fact", "content": fact.statement})
                  ).raise_for_status()

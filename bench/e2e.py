@@ -26,10 +26,10 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,9 +40,11 @@ from rich.table import Table
 from tqdm import tqdm
 
 from bench.locomo import CATEGORIES, evidence_ids, session_time
-from sidecar.engine.process import EngineSpec, ManagedEngine, free_port
+from bench.served import ServedSidecar
+from bench.stats import percentile
 from sidecar.engine.dtype import explicit_dtype
 from sidecar.engine.model_builder import ensure_model
+from sidecar.engine.process import EngineSpec, ManagedEngine, free_port
 
 console = Console(stderr=True)
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -125,36 +127,14 @@ async def timed_chat(client: httpx.AsyncClient, body: dict) -> dict:
             "memory": memory, "text": "".join(text)}
 
 
-class Sidecar:
-    def __init__(self, model: Path, work: Path, settings: Settings, extra_args: list[str] = ()) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model),
-                     "--data-dir", str(work / "sidecar"), "--port", str(self.port), "--max-loras", "0",
-                     "--rate-limit-per-minute", "0", "--max-model-len", str(settings.max_model_len),
-                     "--block-size", str(settings.block_size), "--dtype", settings.dtype,
-                     "--kv-cache-gib", str(settings.kv_cache_gib), "--served-model-name", "bench",
-                     f"--engine-args=--max-num-seqs {settings.max_num_seqs} --seed 0", *extra_args]
-        self.log = work / "sidecar.log"
-
-    async def __aenter__(self) -> "Sidecar":
-        self.process = subprocess.Popen(self.argv, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 900
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the sidecar exited; see {self.log}")
-                try:
-                    if (await client.get(f"{self.url}/readyz", timeout=2)).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.5)
-        raise TimeoutError(f"the sidecar was not ready; see {self.log}")
-
-    async def __aexit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
+def served_sidecar(model: Path, work: Path, settings: Settings, extra_args: Sequence[str] = ()) -> ServedSidecar:
+    """`memsidecar serve` on both ways' engine settings, adapters off; `extra_args` come last, so they override."""
+    args = ["--model", str(model), "--data-dir", str(work / "sidecar"), "--max-loras", "0",
+            "--rate-limit-per-minute", "0", "--max-model-len", str(settings.max_model_len),
+            "--block-size", str(settings.block_size), "--dtype", settings.dtype,
+            "--kv-cache-gib", str(settings.kv_cache_gib), "--served-model-name", "bench",
+            f"--engine-args=--max-num-seqs {settings.max_num_seqs} --seed 0", *extra_args]
+    return ServedSidecar(args, work / "sidecar.log", ready_timeout_s=900)
 
 
 def baseline_engine(model: Path, work: Path, settings: Settings) -> ManagedEngine:
@@ -286,11 +266,6 @@ async def injected_sources(client: httpx.AsyncClient, ids: list[str]) -> set[str
     return sources
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def summarize(baseline: list[dict], sidecar: list[dict], settings: Settings) -> dict:
     """The JSON line; the timing figures only when the rows have them (not with `--prompts-only`)."""
     def stats(rows: list[dict], key: str, q: float) -> float:
@@ -326,9 +301,9 @@ async def measure(model: Path, work: Path, work_plan, settings: Settings) -> dic
             baseline = await run_baseline(engine.base_url, tokenizer, work_plan, settings)
     finally:
         await engine.stop()
-    async with Sidecar(model, work, settings) as sidecar:
+    async with served_sidecar(model, work, settings) as sidecar:
         with console.status("sidecar: memory injection and activation memory"):
-            measured = await run_sidecar(sidecar.url, work_plan, settings)
+            measured = await run_sidecar(sidecar.base_url, work_plan, settings)
     return summarize(baseline, measured, settings)
 
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench.stats import percentile
 from textual.embedder import Embedder
 from textual.messages import ChatMessage
 from textual.store import MemoryStore
@@ -43,11 +44,6 @@ def sentence(rng: random.Random, i: int) -> str:
 
 def question(rng: random.Random) -> str:
     return f"When did {rng.choice(NAMES)} last see {rng.choice(THINGS)}?"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def run_size(embedder: Embedder, size: int, queries: int, batch: int) -> dict:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,36 +24,20 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.engine.process import free_port
+from bench.served import ServedSidecar
+from bench.stats import percentile
 from sidecar.engine.model_builder import ensure_model
+from sidecar.engine.process import free_port
 
 console = Console(stderr=True)
 TOPICS = ["parrots", "the greenhouse", "Lisbon", "my sister", "Python", "the festival", "the garden", "music"]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def start(model: Path, work: Path) -> tuple[subprocess.Popen, str, str]:
-    port, engine_port = free_port(), free_port()
-    argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model), "--data-dir",
-            str(work / "data"), "--port", str(port), "--engine-port", str(engine_port),
+def served_sidecar(model: Path, work: Path, engine_port: int) -> ServedSidecar:
+    """`memsidecar serve` on the tiny model, its engine on `engine_port` (the `engine` way talks to it directly)."""
+    args = ["--model", str(model), "--data-dir", str(work / "data"), "--engine-port", str(engine_port),
             "--rate-limit-per-minute", "0"]
-    process = subprocess.Popen(argv, stdout=open(work / "sidecar.log", "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the sidecar exited; see {work / 'sidecar.log'}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url, f"http://127.0.0.1:{engine_port}"
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the sidecar was not ready in 600 s")
+    return ServedSidecar(args, work / "sidecar.log")
 
 
 def timed(client: httpx.Client, url: str, body: dict) -> float:
@@ -109,13 +91,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         work = Path(tmp)
         model = ensure_model("tiny", work / "tiny")
-        process, url, engine_url = start(model, work)
-        try:
-            with console.status("measuring"):
-                result = run(url, engine_url, args.requests, args.memories, args.max_tokens)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+        engine_port = free_port()
+        with served_sidecar(model, work, engine_port) as sidecar, console.status("measuring"):
+            result = run(sidecar.base_url, f"http://127.0.0.1:{engine_port}", args.requests, args.memories,
+                         args.max_tokens)
     table = Table(title="chat latency, ms")
     table.add_column("way")
     table.add_column("p50")

@@ -21,8 +21,6 @@ import io
 import json
 import shlex
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +32,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from sidecar.engine.process import free_port
+from bench.served import ServedSidecar
+from bench.stats import percentile
 from sidecar.engine.model_builder import ensure_model
 
 console = Console(stderr=True)
@@ -42,34 +41,15 @@ KEYS = {"A": "key-flood", "B": "key-normal"}
 TOPICS = ["parrots", "the greenhouse", "Lisbon", "my sister", "Python", "the festival", "the garden", "music"]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def headers(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[tenant]}"}
 
 
-def start(model: Path, work: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def served_sidecar(model: Path, work: Path, extra: list[str]) -> ServedSidecar:
+    """`memsidecar serve` on the tiny model with both tenants' API keys and its default quotas, then `extra`."""
     keys = ",".join(f"{key}:tenant-{name.lower()}" for name, key in KEYS.items())
-    argv = [str(Path(sys.executable).parent / "memsidecar"), "serve", "--model", str(model), "--data-dir",
-            str(work / "data"), "--port", str(port), "--api-keys", keys, *extra]
-    process = subprocess.Popen(argv, stdout=open(work / "sidecar.log", "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = (work / "sidecar.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the sidecar exited; its log ends:\n{tail}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the sidecar was not ready in 600 s")
+    args = ["--model", str(model), "--data-dir", str(work / "data"), "--api-keys", keys, *extra]
+    return ServedSidecar(args, work / "sidecar.log", stop_timeout_s=120)
 
 
 def adapter_archives(model: Path, work: Path, count: int = 3) -> list[bytes]:
@@ -246,13 +226,8 @@ def main() -> None:
         work = Path(tmp)
         model = ensure_model("tiny", work / "tiny")
         archives = adapter_archives(model, work)
-        process, url = start(model, work, shlex.split(args.sidecar_args))
-        try:
-            with console.status("measuring"):
-                result = run(url, archives, args)
-        finally:
-            process.terminate()
-            process.wait(timeout=120)
+        with served_sidecar(model, work, shlex.split(args.sidecar_args)) as sidecar, console.status("measuring"):
+            result = run(sidecar.base_url, archives, args)
     table = Table(title="tenant B's chat latency, ms")
     for column in ("", "p50", "p95"):
         table.add_column(column)

@@ -319,7 +319,8 @@ class _Worker:
 
     def _write_loop(self) -> None:
         while True:
-            self._apply_commands()
+            if self.control is not None:
+                self.control.apply_pending(self.store)  # the sidecar's tier commands (`worker_control`)
             try:
                 self.publisher.maybe_publish(self._stats)
             except Exception:  # a report only (at most one try per interval): it must never stop the saves
@@ -350,20 +351,6 @@ class _Worker:
                 "load_path": "direct" if self._slots is not None else "staged", "loads": self.loads.as_dict(),
                 "ram_namespaces": self.store.ram_namespaces(),
                 "applied_command": self.control.applied if self.control else 0}
-
-    def _apply_commands(self) -> None:
-        """Carry out the sidecar's tier commands (`worker_control`) for the RAM tier."""
-        if self.control is None:
-            return
-        for command in self.control.pending():
-            try:
-                namespace = bytes.fromhex(command.namespace)
-                moved = (self.store.prefetch if command.action == "prefetch" else self.store.release_ram)(namespace)
-                log.info("tier command %d: %s of namespace %s moved %d blocks", command.id, command.action,
-                         command.namespace, moved)
-            except Exception:  # a failed command costs placement only; the next pass of the scheduler sees it
-                log.exception("tier command %d (%s) failed", command.id, command.action)
-            self.control.applied = command.id
 
     def _maybe_promote(self) -> None:
         """Promote the loads' disk hits to RAM if loading has paused (see PROMOTE_IDLE_S), yielding the GIL between

@@ -3,11 +3,11 @@
 The worker's RAM tier lives in the vLLM worker process, which the sidecar cannot call. The sidecar's tier scheduler
 therefore appends commands (`prefetch` a namespace from disk into RAM, `release` a namespace from RAM) to
 `worker-control.json` in the store directory, written whole and renamed into place so a reader never sees half a
-file; the worker reads it on its writer thread, applies each command newer than the last it applied, and reports
-that id as `applied_command` in its published stats (`worker_stats`). Ids only grow, also across restarts of either
-side: a new writer continues after the file's last id, and a new worker starts after it (old commands are not
-replayed into a fresh RAM tier). Only the last `MAX_COMMANDS` are kept: a worker that falls further behind skips
-the rest, which costs placement, never correctness.
+file; the worker reads it on its writer thread, applies each command newer than the last it applied
+(`ControlReader.apply_pending`), and reports that id as `applied_command` in its published stats (`worker_stats`).
+Ids only grow, also across restarts of either side: a new writer continues after the file's last id, and a new
+worker starts after it (old commands are not replayed into a fresh RAM tier). Only the last `MAX_COMMANDS` are
+kept: a worker that falls further behind skips the rest, which costs placement, never correctness.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 log = logging.getLogger("memsidecar.kvcache")
 FILE_NAME = "worker-control.json"
@@ -73,6 +73,14 @@ class ControlWriter:
         return command.id
 
 
+class RamPlacement(Protocol):
+    """What a command moves: a store with a RAM tier (`kvcache.store.TieredStore`)."""
+
+    def prefetch(self, namespace_id: bytes) -> int: ...
+
+    def release_ram(self, namespace_id: bytes) -> int: ...
+
+
 class ControlReader:
     """The worker's side: the commands it has not applied yet, starting after those in the file when it starts."""
 
@@ -89,6 +97,21 @@ class ControlReader:
             return []
         commands = [command for command in read_commands(self.path) if command.id > self.applied]
         self._seen = version
+        return commands
+
+    def apply_pending(self, store: RamPlacement) -> list[Command]:
+        """Carry out the pending commands on `store`, oldest first, and return them. A failed command is logged and
+        still counts as applied: it costs placement only, and the scheduler's next pass sees the tiers as they are."""
+        commands = self.pending()
+        for command in commands:
+            try:
+                move = store.prefetch if command.action == "prefetch" else store.release_ram
+                moved = move(bytes.fromhex(command.namespace))
+                log.info("tier command %d: %s of namespace %s moved %d blocks", command.id, command.action,
+                         command.namespace, moved)
+            except Exception:
+                log.exception("tier command %d (%s) failed", command.id, command.action)
+            self.applied = command.id
         return commands
 
 

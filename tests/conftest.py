@@ -8,77 +8,33 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
+from bench.served import ServedSidecar
 from sidecar.engine.model_builder import build_model
-
-BIN = Path(sys.executable).parent
-READY_TIMEOUT_S = 600
+from sidecar.engine.process import free_port
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Sidecar(ServedSidecar):
+    """A `memsidecar serve` subprocess on `data_dir`, in its own session so all its descendants can be found and
+    checked, and killed by `stop` if any outlive it. `env` is on top of this process's (secrets that are not flags);
+    `engine_port` is fixed, so tests can reach the engine's own /metrics."""
 
+    def __init__(self, data_dir: Path, args: list[str], engine_port: int | None = None,
+                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir, self.args, self.engine_port = data_dir, args, engine_port
+        port = free_port() if port is None else port
+        engine = ["--engine-port", str(engine_port)] if engine_port is not None else []
+        super().__init__(["--data-dir", str(data_dir), *args, *engine], data_dir.parent / f"sidecar-{port}.log",
+                         port=port, env=env, new_session=True)
 
-@dataclass
-class Sidecar:
-    """A `memsidecar serve` subprocess, in its own session so all its descendants can be found and checked."""
-
-    data_dir: Path
-    args: list[str]
-    port: int = field(default_factory=free_port)
-    engine_port: int | None = None  # fixed, so tests can reach the engine's own /metrics
-    process: subprocess.Popen | None = None
-    env: dict[str, str] = field(default_factory=dict)  # on top of this process's (secrets that are not flags)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir.parent / f"sidecar-{self.port}.log"
-
-    def start(self) -> "Sidecar":
-        argv = [str(BIN / "memsidecar"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                *self.args]
-        if self.engine_port is not None:
-            argv += ["--engine-port", str(self.engine_port)]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env={**os.environ, **self.env})
+    def running(self) -> "Sidecar":
+        """Started and ready inside the `with` block; stopped, with every engine process, after it."""
         return self
-
-    @contextlib.contextmanager
-    def running(self):
-        """Started and ready inside the block; stopped, with every engine process, after it."""
-        self.start()
-        try:
-            self.wait_ready()
-            yield self
-        finally:
-            self.stop()
-
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sidecar exited with {self.process.returncode}; log:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"sidecar not ready after {timeout_s} s; log:\n{self.log_tail()}")
 
     def descendants(self) -> set[int]:
         """The sidecar's pid and those of every live process below it."""
@@ -106,18 +62,9 @@ class Sidecar:
         if not self.process:
             return
         sessions = self.process_sessions()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        super().stop()
         for pid in self.live_pids(sessions):
             os.kill(pid, signal.SIGKILL)
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _processes() -> dict[int, tuple[int, int, str]]:

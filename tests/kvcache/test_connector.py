@@ -20,7 +20,8 @@ import pytest
 
 from adapters.synthetic import random_adapter
 from kvcache.worker_stats import read_stats, stats_path
-from tests.conftest import RedisServer, Sidecar, free_port
+from sidecar.engine.process import free_port
+from tests.conftest import RedisServer, Sidecar
 
 pytestmark = pytest.mark.slow
 BLOCK = 32

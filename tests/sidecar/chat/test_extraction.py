@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Sidecar, free_port
+from sidecar.engine.process import free_port
+from tests.conftest import Sidecar
 
 pytestmark = pytest.mark.slow
 

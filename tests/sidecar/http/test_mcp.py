@@ -22,11 +22,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from sidecar.engine.process import free_port
 from sidecar.http.access import Access
 from sidecar.http.mcp import mcp_http_app
-from sidecar.tenants.rate_limit import RateLimiter
 from sidecar.tenants.keys import KeyTable
-from tests.conftest import free_port
+from sidecar.tenants.rate_limit import RateLimiter
 from textual.embedder import Embedder
 from textual.store import MemoryStore
 

@@ -7,8 +7,8 @@ import json
 
 from sidecar.http.access import Access, Caller
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware, needs_key
-from sidecar.tenants.rate_limit import RateLimiter
 from sidecar.tenants.keys import KeyTable, hash_key
+from sidecar.tenants.rate_limit import RateLimiter
 
 KEYS = KeyTable({hash_key("key-a"): "tenant-a"})
 

@@ -147,7 +147,8 @@ def test_the_coldest_kv_namespace_is_evicted_from_disk_and_pinned_blocks_never(t
 
 class FakeWorker:
     """The engine worker's side of the RAM tier, in this process: a store with RAM, its published figures, and
-    the control commands it carries out (what `kvcache.connector._Worker` does on its writer thread)."""
+    the control commands it carries out through the worker's own code (`ControlReader.apply_pending`, which
+    `kvcache.connector._Worker` calls on its writer thread)."""
 
     def __init__(self, directory) -> None:
         self.store = TieredStore.open(StoreConfig(directory, 2**30, 256 * 2**20))
@@ -159,12 +160,7 @@ class FakeWorker:
         self.publisher.maybe_publish(lambda: {"ram_namespaces": self.store.ram_namespaces()})
 
     def poll(self) -> list[str]:
-        done = []
-        for command in self.control.pending():
-            move = self.store.prefetch if command.action == "prefetch" else self.store.release_ram
-            move(bytes.fromhex(command.namespace))
-            self.control.applied = command.id
-            done.append(command.action)
+        done = [command.action for command in self.control.apply_pending(self.store)]
         self.publish()
         return done
 

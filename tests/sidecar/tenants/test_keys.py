@@ -6,8 +6,8 @@ import pytest
 
 from sidecar.http.access import Access
 from sidecar.http.errors import APIError
-from sidecar.tenants.rate_limit import RateLimiter
 from sidecar.tenants.keys import DEFAULT_TENANT, KeyConfigError, KeyTable, add_key, check_exposure, hash_key
+from sidecar.tenants.rate_limit import RateLimiter
 
 
 def test_keys_map_to_their_tenants_and_nothing_else():

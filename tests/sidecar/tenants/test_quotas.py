@@ -5,10 +5,20 @@ from __future__ import annotations
 import threading
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sidecar.tenants.quotas import (RECORD_OVERHEAD_BYTES, QuotaExceeded, QuotaLimits, Resource, TenantSlots, check,
-                                    check_adapter_upload, check_memory_write, memory_write_bytes)
+from sidecar.tenants.quotas import (
+    RECORD_OVERHEAD_BYTES,
+    QuotaExceeded,
+    QuotaLimits,
+    Resource,
+    TenantSlots,
+    check,
+    check_adapter_upload,
+    check_memory_write,
+    memory_write_bytes,
+)
 
 
 @given(limit=st.integers(0, 50), used=st.integers(0, 60), adding=st.integers(0, 20))
