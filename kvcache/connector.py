@@ -7,8 +7,11 @@ only through vLLM's metadata objects:
 - scheduler: computes each request's block keys in its namespace (model fingerprint, engine variant, KV dtype and
   layout, block size, LoRA adapter by content, isolation scope from `cache_salt`), reports the stored prefix to
   vLLM, and plans each step's loads and saves (`TransferPlanner`);
-- worker: loads planned blocks into the paged KV cache before the forward pass, and after it copies newly filled
-  blocks out and hands them to a background thread that writes them to the store, so decoding never waits on disk.
+- worker: loads planned blocks into the paged KV cache and copies newly filled blocks out to a background thread
+  that writes them to the store, so decoding never waits on disk. On the CPU a load decodes into the cache before
+  the forward pass (one copy) and saves are copied after it; on a GPU both go layer by layer through pinned
+  staging on side streams (`kvcache.copy_engine`): attention waits for its layer's load, and each layer's blocks
+  are copied out as soon as its attention is done.
 
 A block that fails to load (missing, corrupt) is reported to vLLM, which recomputes it
 (`kv_load_failure_policy="recompute"`): a failed load costs time, never correctness.
@@ -34,6 +37,7 @@ from vllm.v1.kv_cache_interface import group_kernel_blocks
 
 from kvcache.block_format import SlotMap
 from kvcache.connector_config import ConnectorConfig
+from kvcache.copy_engine import LayerCopier, SavedBlocks, staging_capacity, streams_for
 from kvcache.fingerprint import adapter_id
 from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
 from kvcache.store import StoreConfig, TieredStore
@@ -87,10 +91,18 @@ class MemsidecarConnector(KVConnectorBase_V1):
             self._adapter_ids: dict[tuple[str, str], str] = {}
         else:
             self._store = TieredStore.open(store_config, with_ram=True)
+            scheduler = vllm_config.scheduler_config
             self._worker = _Worker(self._store, self._base_namespace.kv_layout,
                                    StatsPublisher(stats_path(self._config.store_dir)),
-                                   ControlReader(control_path(self._config.store_dir)))
+                                   ControlReader(control_path(self._config.store_dir)),
+                                   (scheduler.max_num_batched_tokens, scheduler.max_num_seqs, self._block_size))
         log.info("memsidecar KV connector (%s) on %s", role.name.lower(), self._config.store_dir)
+
+    @classmethod
+    def requires_piecewise_for_cudagraph(cls, extra_config: dict[str, Any]) -> bool:
+        """On a GPU `wait_for_layer_load` and `save_kv_layer` queue copies and waits between layers: a full CUDA
+        graph would replay the forward without them."""
+        return True
 
     # ---------------------------------------------------------------- scheduler side
 
@@ -159,11 +171,14 @@ class MemsidecarConnector(KVConnectorBase_V1):
             self._worker.load(meta.transfers.loads)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
-        return
+        self._worker.wait_layer(layer_name)
 
     def save_kv_layer(self, layer_name: str, kv_layer: torch.Tensor, attn_metadata: "AttentionMetadata",
                       **kwargs: Any) -> None:
-        return  # every layer is copied at once in wait_for_save, after the forward pass
+        meta = self._get_connector_metadata()
+        assert isinstance(meta, MemsidecarMetadata)
+        if meta.transfers.saves:
+            self._worker.save_layer(layer_name, meta.transfers.saves)
 
     def wait_for_save(self) -> None:
         self._worker.step_finished()
@@ -184,17 +199,23 @@ class MemsidecarConnector(KVConnectorBase_V1):
 class _Worker:
     """The worker's half: block copies between the paged KV cache and the store.
 
-    A store entry is one block of every layer, shaped `[num_layers, *block_shape]`. Saves are copied out of the KV
-    cache synchronously (the blocks may be freed after this step) and written to the store by one background thread.
-    Loads decode straight into the KV cache while the forward pass waits; blocks they read from disk (or the shared
-    tier) are promoted to RAM afterwards by that same thread, off the critical path. At start a third thread maps the
+    A store entry is one block of every layer, shaped `[num_layers, *block_shape]`, written to the store by one
+    background thread. On the CPU (a contiguous cache) loads decode straight into the KV cache while the forward pass
+    waits, and saves are copied out after the forward pass (the blocks may be freed after this step). Elsewhere a
+    `LayerCopier` queues loads layer by layer before the forward pass and saves as each layer's attention ends, and
+    the writer waits for a save's copies before it reads them. Blocks loads read from disk (or the shared tier) are
+    promoted to RAM afterwards by the writer thread, off the critical path. At start a third thread maps the
     disk tier's page-cached pages into the process and reads its newest blocks, so that the first loads after a
     restart neither fault pages in nor wait for the device.
     """
 
     def __init__(self, store: TieredStore, layout: str, publisher: StatsPublisher,
-                 control: ControlReader | None = None) -> None:
+                 control: ControlReader | None = None, step_limits: tuple[int, int, int] = (8192, 256, 16)) -> None:
         self.store = store
+        self.step_limits = step_limits  # (max tokens, max requests, block size) of one step: sizes the staging
+        self._copier: LayerCopier | None = None
+        self._layer_of: dict[str, int] = {}  # layer name -> index in `layers` (layers sharing a cache: one index)
+        self._saving: tuple[tuple[BlockTransfer, ...], list[int]] | None = None  # this step's saves, block ids
         self.layout = layout
         self.publisher = publisher
         self.control = control
@@ -233,12 +254,12 @@ class _Worker:
                  self.warmed_bytes / 2**20, time.perf_counter() - mapped_at)
 
     def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
-        seen: set[int] = set()
-        for tensor in kv_caches.values():
-            if tensor.data_ptr() in seen:  # layers sharing one cache are stored once
-                continue
-            seen.add(tensor.data_ptr())
-            self.layers.append(group_kernel_blocks(tensor, num_blocks))
+        seen: dict[int, int] = {}
+        for name, tensor in kv_caches.items():
+            if tensor.data_ptr() not in seen:  # layers sharing one cache are stored once
+                seen[tensor.data_ptr()] = len(self.layers)
+                self.layers.append(group_kernel_blocks(tensor, num_blocks))
+            self._layer_of[name] = seen[tensor.data_ptr()]
         shapes = {tuple(layer.shape[1:]) for layer in self.layers}
         dtypes = {layer.dtype for layer in self.layers}
         if len(shapes) != 1 or len(dtypes) != 1:
@@ -249,18 +270,22 @@ class _Worker:
         self.block_bytes = self.layers[0][0].nbytes * len(self.layers)
         self.device = self.layers[0].device
         # On the CPU a block's slot in each layer is one contiguous slab: stored blocks are decoded straight into
-        # those slabs (one copy). Elsewhere (CUDA) they go through a pinned host staging buffer.
+        # those slabs (one copy). Elsewhere (CUDA) they go layer by layer through staging allocated now.
         direct = self.device.type == "cpu" and all(layer.is_contiguous() for layer in self.layers)
         self._slots = SlotMap([_numpy_view(layer) for layer in self.layers]) if direct else None
+        if not direct:
+            capacity = staging_capacity(*self.step_limits, block_bytes=self.block_bytes)
+            self._copier = LayerCopier(self.layers, streams_for(self.device), capacity)
         log.info("memsidecar KV worker: %d layers, block %s %s on %s, loads %s", len(self.layers),
-                 self.block_shape, self.dtype_name, self.device, "direct (one copy)" if direct else "staged")
+                 self.block_shape, self.dtype_name, self.device, "direct (one copy)" if direct else
+                 f"layer by layer through staging of {self._copier.capacity} blocks per slot")
 
     def _staging(self, count: int) -> torch.Tensor:
-        pin = self.device.type == "cuda"
-        return torch.empty((count, *self.block_shape), dtype=self.dtype, pin_memory=pin)
+        return torch.empty((count, *self.block_shape), dtype=self.dtype)
 
     def load(self, loads: tuple[BlockTransfer, ...]) -> None:
-        """Fill the planned blocks before the forward pass; the wall time of the whole step's load is counted."""
+        """Fill the planned blocks before the forward pass (on a GPU: decode them and queue their copies); the wall
+        time of that is counted."""
         started = time.perf_counter()
         errors_before = len(self._load_errors)
         if self._slots is not None:
@@ -276,6 +301,8 @@ class _Worker:
 
     def step_finished(self) -> None:
         """The forward pass of this step is done: time it if the step loaded blocks (see `LoadTotals`)."""
+        if self._copier is not None:
+            self._copier.finish_step()
         if self._loaded_at is not None:
             self.loads.add_forward(time.perf_counter() - self._loaded_at)
             self._loaded_at = None
@@ -288,34 +315,48 @@ class _Worker:
                 self._load_errors.add(transfer.block_id)
 
     def _load_staged(self, loads: tuple[BlockTransfer, ...]) -> None:
-        staging = self._staging(len(loads))
-        found = [self.store.get_into(t.key, _numpy_view(staging[i]), self.dtype_name, self.layout,
-                                     defer_promotion=True) for i, t in enumerate(loads)]
-        self._load_errors.update(t.block_id for t, ok in zip(loads, found) if not ok)
-        rows = [i for i, ok in enumerate(found) if ok]
-        if not rows:
-            return
-        index = torch.tensor(rows)
-        block_ids = torch.tensor([loads[i].block_id for i in rows], device=self.device)
-        for layer_index, layer in enumerate(self.layers):
-            source = staging[index, layer_index].to(self.device, non_blocking=True)
-            layer.index_copy_(0, block_ids, source)
-        if self.device.type == "cuda":
-            torch.cuda.current_stream().synchronize()  # the staging buffer is freed when this returns
+        """Decode the blocks into staging and queue their copies, layer by layer (`LayerCopier.load`)."""
+        missed = self._copier.load([t.block_id for t in loads], lambda i, out: self.store.get_into(
+            loads[i].key, out, self.dtype_name, self.layout, defer_promotion=True))
+        self._load_errors.update(loads[i].block_id for i in missed)
+
+    def wait_layer(self, layer_name: str) -> None:
+        """Attention of `layer_name` is about to read its KV: its stream waits for the loads it needs."""
+        if self._copier is not None and layer_name in self._layer_of:
+            self._copier.wait_layer(self._layer_of[layer_name])
+
+    def save_layer(self, layer_name: str, saves: tuple[BlockTransfer, ...]) -> None:
+        """Attention of `layer_name` is done: queue the copy of its rows of this step's saved blocks."""
+        if self._copier is None or layer_name not in self._layer_of:
+            return  # on the CPU every layer is copied at once in `save`, after the forward pass
+        if self._saving is None or self._saving[0] is not saves:
+            self._saving = (saves, [t.block_id for t in saves])
+        self._copier.save_layer(self._layer_of[layer_name], self._saving[1])
 
     def save(self, saves: tuple[BlockTransfer, ...]) -> None:
+        """After the forward pass: hand this step's saved blocks to the writer thread."""
+        if self._copier is not None:
+            if self._saving is None or self._saving[0] is not saves:  # no attention layer saved: all layers now
+                self._copier.save_layer(0, [t.block_id for t in saves])
+            self._saving = None
+            saved = self._copier.finish_saves()
+            if saved is not None:
+                self._enqueue([t.key for t in saves[:saved.count]], saved)
+            return
         staging = self._staging(len(saves))
         block_ids = torch.tensor([t.block_id for t in saves], device=self.device)
         for layer_index, layer in enumerate(self.layers):
-            staging[:, layer_index].copy_(layer.index_select(0, block_ids), non_blocking=True)
-        done = torch.cuda.Event() if self.device.type == "cuda" else None
-        if done is not None:
-            done.record()
+            staging[:, layer_index].copy_(layer.index_select(0, block_ids))
+        self._enqueue([t.key for t in saves], staging)
+
+    def _enqueue(self, keys: list[bytes], blocks: torch.Tensor | SavedBlocks) -> None:
         try:
-            self._queue.put_nowait(([t.key for t in saves], staging, done))
+            self._queue.put_nowait((keys, blocks))
         except queue.Full:  # never stall decoding on the disk: a dropped save is only a future miss
-            self.dropped_saves += len(saves)
-            log.warning("KV writer is behind; dropped %d block saves (%d in all)", len(saves), self.dropped_saves)
+            if isinstance(blocks, SavedBlocks):
+                blocks.release()
+            self.dropped_saves += len(keys)
+            log.warning("KV writer is behind; dropped %d block saves (%d in all)", len(keys), self.dropped_saves)
 
     def _write_loop(self) -> None:
         while True:
@@ -333,20 +374,20 @@ class _Worker:
                 continue
             if item is None:
                 return
-            keys, staging, done = item
+            keys, saved = item
             try:
-                if done is not None:
-                    done.synchronize()
-                blocks = [(key, _numpy_view(block)) for key, block in zip(keys, staging)]
-                self.store.put_many(blocks, self.dtype_name, self.layout)
+                self.store.put_many(_saved_arrays(keys, saved), self.dtype_name, self.layout)
             except Exception:  # a failed save is a future miss, never a failed request
                 log.exception("saving %d KV blocks failed", len(keys))
             finally:
+                if isinstance(saved, SavedBlocks):
+                    saved.release()
                 self._queue.task_done()
 
     def _stats(self) -> dict:
         """What the worker publishes for the sidecar (`worker_stats`)."""
-        return {**self.store.stats(), "dropped_saves": self.dropped_saves, "premapped_bytes": self.premapped_bytes,
+        dropped = self.dropped_saves + (self._copier.dropped_saves if self._copier else 0)
+        return {**self.store.stats(), "dropped_saves": dropped, "premapped_bytes": self.premapped_bytes,
                 "warmed_bytes": self.warmed_bytes,
                 "load_path": "direct" if self._slots is not None else "staged", "loads": self.loads.as_dict(),
                 "ram_namespaces": self.store.ram_namespaces(),
@@ -378,6 +419,14 @@ class _Worker:
         self._premap.join(timeout=30)  # it must not outlive the store's memory map
         self._queue.put(None)
         self._thread.join(timeout=30)
+
+
+def _saved_arrays(keys: list[bytes], saved: torch.Tensor | SavedBlocks) -> list[tuple[bytes, Any]]:
+    """(key, block as a numpy array) for the writer; a `SavedBlocks` is read only once its copies are done."""
+    if isinstance(saved, SavedBlocks):
+        saved.wait()
+        return [(key, saved.block(j).numpy()) for j, key in enumerate(keys)]
+    return [(key, _numpy_view(block)) for key, block in zip(keys, saved)]
 
 
 def _numpy_view(tensor: torch.Tensor):

@@ -71,3 +71,19 @@ def test_device_choice():
         assert replica_for("auto") is None
         with pytest.raises(ValueError, match="FAISS sees no GPU"):
             replica_for("gpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_count() == 0, reason="FAISS sees no GPU (faiss-gpu-cu12 on a CUDA machine)")
+def test_the_gpu_replica_answers_exactly_as_the_cpu_index_with_and_without_filters():
+    ids, rows = [f"m{i}" for i in range(5000)], vectors(11, 5000, dim=64)
+    on_gpu = VectorIndex.build(ids, rows, 64, replica=replica_for("gpu"))
+    plain = VectorIndex.build(ids, rows, 64)
+    assert on_gpu.on_replica and replica_for("auto") is not None
+    for seed in range(5):
+        query = vectors(100 + seed, 1, dim=64)[0]
+        allowed = list(range(seed, 5000, 3))
+        for k, filt in ((10, None), (50, allowed)):
+            got, expected = on_gpu.search(query, k, filt), plain.search(query, k, filt)
+            assert [i for i, _ in got] == [i for i, _ in expected]
+            assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
