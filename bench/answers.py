@@ -36,16 +36,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from bench.e2e import (
-    DEFAULT_DATA,
-    history_lines,
-    served_sidecar,
-    session_turns,
-    sessions,
-    timed_chat,
-    truncated,
-    turn_text,
-)
+from bench.e2e import (DEFAULT_DATA, history_lines, served_sidecar, session_turns, sessions, timed_chat, truncated,
+                       turn_text)
 from bench.e2e import Settings as EngineSettings
 from bench.locomo import CATEGORIES, evidence_ids
 from bench.scoring import answer_f1, bleu1

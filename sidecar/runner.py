@@ -17,15 +17,8 @@ from kvcache.store import StoreConfig, TieredStore
 from sidecar.config import Settings
 from sidecar.engine.dtype import engine_dtype
 from sidecar.engine.model_builder import ensure_model
-from sidecar.engine.process import (
-    AttachedEngine,
-    Engine,
-    EngineSpec,
-    LoraSpec,
-    ManagedEngine,
-    free_port,
-    parse_extra_args,
-)
+from sidecar.engine.process import (AttachedEngine, Engine, EngineSpec, LoraSpec, ManagedEngine, free_port,
+                                    parse_extra_args)
 from sidecar.http.app import create_app
 from sidecar.http.assembly import AdapterSetup
 from sidecar.tenants.keys import DEFAULT_TENANT, KeyTable, check_exposure

@@ -22,15 +22,8 @@ from fastapi.templating import Jinja2Templates
 from sidecar.console import charts
 from sidecar.console.api import SEGMENT, ConsoleAPI, ConsoleAPIError
 from sidecar.console.sessions import ConsoleSession, SessionStore
-from sidecar.console.views import (
-    adapters_view,
-    lifecycle_view,
-    memories_defaults,
-    memories_view,
-    memory_view,
-    playground_turn,
-    tiers_view,
-)
+from sidecar.console.views import (adapters_view, lifecycle_view, memories_defaults, memories_view, memory_view,
+                                   playground_turn, tiers_view)
 
 COOKIE = "memsidecar_console"
 HERE = Path(__file__).parent

@@ -26,20 +26,8 @@ from collections.abc import Callable
 from adapters.errors import AdapterError, AdapterNotFoundError
 from adapters.record import AdapterRecord
 from adapters.registry import AdapterRegistry
-from adapters.residency import (
-    AdapterState,
-    Capacity,
-    Move,
-    ResidencyError,
-    ResidencyState,
-    Tier,
-    ValueModel,
-    apply,
-    pin,
-    plan,
-    record_use,
-    unpin,
-)
+from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, ResidencyState, Tier, ValueModel, apply,
+                                pin, plan, record_use, unpin)
 from sidecar.engine.client import EngineClient
 from sidecar.engine.errors import AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, TooManyPinned
 from sidecar.engine.lora_release import RELEASE_PATH

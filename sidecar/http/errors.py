@@ -18,18 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import AdapterError
 from sidecar.chat.errors import ChatError, EngineBusy, ModelNotFound, PinNotFound
 from sidecar.chat.output_limit import OutputLimitError
-from sidecar.engine.errors import (
-    AdapterBusy,
-    AdapterLoadFailed,
-    AdapterSlotsBusy,
-    EngineBadResponse,
-    EngineError,
-    EngineNotReady,
-    EngineRefused,
-    EngineTimeout,
-    EngineUnavailable,
-    TooManyPinned,
-)
+from sidecar.engine.errors import (AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, EngineBadResponse, EngineError,
+                                   EngineNotReady, EngineRefused, EngineTimeout, EngineUnavailable, TooManyPinned)
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 

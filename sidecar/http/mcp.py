@@ -26,15 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.http.access import Access
 from sidecar.http.errors import APIError, error_response
-from sidecar.http.memory_schema import (
-    ID_REGEX,
-    MAX_TOKEN_BUDGET,
-    MAX_TOP_K,
-    MemoryTypeName,
-    kb_json,
-    memory_json,
-    search_json,
-)
+from sidecar.http.memory_schema import (ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, kb_json, memory_json,
+                                        search_json)
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 from textual.store import MemoryStore

@@ -14,24 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from sidecar.chat.extraction import MemoryExtractor
 from sidecar.http.access import Caller
 from sidecar.http.errors import APIError
-from sidecar.http.memory_schema import (
-    ID_REGEX,
-    AddDocument,
-    AddMemory,
-    AddMessages,
-    CreateKnowledgeBase,
-    Feedback,
-    MemoryTypeName,
-    SearchMemories,
-    TierName,
-    Turn,
-    UpdateMemory,
-    extraction_json,
-    kb_json,
-    memory_json,
-    search_json,
-    strength_json,
-)
+from sidecar.http.memory_schema import (ID_REGEX, AddDocument, AddMemory, AddMessages, CreateKnowledgeBase, Feedback,
+                                        MemoryTypeName, SearchMemories, TierName, Turn, UpdateMemory, extraction_json,
+                                        kb_json, memory_json, search_json, strength_json)
 from sidecar.tenants.quota_book import QuotaBook
 from textual.messages import ChatMessage
 from textual.store import MemoryStore

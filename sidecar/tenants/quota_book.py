@@ -10,15 +10,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from sidecar.tenants.quotas import (
-    QuotaExceeded,
-    QuotaLimits,
-    Resource,
-    TenantSlots,
-    check,
-    check_adapter_upload,
-    check_memory_write,
-)
+from sidecar.tenants.quotas import (QuotaExceeded, QuotaLimits, Resource, TenantSlots, check, check_adapter_upload,
+                                    check_memory_write)
 
 
 class QuotaBook:

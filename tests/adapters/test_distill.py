@@ -9,19 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapters.distill import (
-    IGNORE_INDEX,
-    DistillCancelled,
-    DistillError,
-    DistillSpec,
-    Example,
-    distill,
-    encode_example,
-    examples_from_records,
-    load_examples,
-    parse_examples,
-    plan_batches,
-)
+from adapters.distill import (IGNORE_INDEX, DistillCancelled, DistillError, DistillSpec, Example, distill,
+                              encode_example, examples_from_records, load_examples, parse_examples, plan_batches)
 
 QA = tuple(Example(question=f"What is the secret code of vault {i}?", answer=f"Vault {i} opens with {1000 + 37 * i}.")
            for i in range(20))

@@ -8,21 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.residency import (
-    AdapterState,
-    Capacity,
-    Move,
-    ResidencyError,
-    ResidencyState,
-    Tier,
-    ValueModel,
-    apply,
-    can_pin,
-    pin,
-    plan,
-    record_use,
-    unpin,
-)
+from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, ResidencyState, Tier, ValueModel, apply,
+                                can_pin, pin, plan, record_use, unpin)
 
 NOW = 10_000.0
 MODEL = ValueModel(half_life_s=100.0)

@@ -8,13 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from kvcache.connector_config import (
-    REMOTE_SECRET_ENV,
-    REMOTE_URL_ENV,
-    ConnectorConfig,
-    connector_env,
-    kv_transfer_config,
-)
+from kvcache.connector_config import (REMOTE_SECRET_ENV, REMOTE_URL_ENV, ConnectorConfig, connector_env,
+                                      kv_transfer_config)
 
 URL = "redis://memsidecar:hunter2-password@valkey:6379/0"
 SECRET = "0123456789abcdef-shared-by-the-nodes"

@@ -5,14 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sidecar.chat.injection import (
-    BLOCK_FOOTER,
-    MEMORY_HEADER,
-    inject_block,
-    memory_block,
-    message_text,
-    retrieval_query,
-)
+from sidecar.chat.injection import (BLOCK_FOOTER, MEMORY_HEADER, inject_block, memory_block, message_text,
+                                    retrieval_query)
 from sidecar.chat.service import cache_salt
 from sidecar.chat.sse import with_memory_chunk
 

@@ -8,17 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.tenants.quotas import (
-    RECORD_OVERHEAD_BYTES,
-    QuotaExceeded,
-    QuotaLimits,
-    Resource,
-    TenantSlots,
-    check,
-    check_adapter_upload,
-    check_memory_write,
-    memory_write_bytes,
-)
+from sidecar.tenants.quotas import (RECORD_OVERHEAD_BYTES, QuotaExceeded, QuotaLimits, Resource, TenantSlots, check,
+                                    check_adapter_upload, check_memory_write, memory_write_bytes)
 
 
 @given(limit=st.integers(0, 50), used=st.integers(0, 60), adding=st.integers(0, 20))
