@@ -6,12 +6,14 @@ path. Figures are built from `matplotlib.figure.Figure`, never `pyplot`, so no g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+from matplotlib.axes import Axes  # noqa: E402  (after the backend is chosen)
+from matplotlib.figure import Figure  # noqa: E402
 
 TTFT_MODES = (("recompute_s", "recompute"), ("prefix_cache_s", "vLLM prefix cache"),
               ("example_connector_s", "vLLM ExampleConnector"), ("ours_ram_s", "ours, RAM tier"),
@@ -36,6 +38,19 @@ def save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def bar_chart(path: Path, size: tuple[float, float], groups: list[str], series: list[tuple[str, list[float]]],
+              fmt: str, ylabel: str, title: str, decorate: Callable[[Axes], None] = lambda ax: None) -> None:
+    """One grouped bar chart saved to `path`; `decorate` adds what a chart has beyond the bars (scales, targets)."""
+    fig = Figure(figsize=size)
+    ax = fig.subplots()
+    grouped_bars(ax, groups, series, fmt)
+    decorate(ax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    save(fig, path)
+
+
 def _dtype_note(row: dict) -> str:
     """", float32" for a row measured in another dtype than the benchmark's bf16, else ""."""
     return "" if row.get("dtype", "bfloat16") == "bfloat16" else f", {row['dtype']}"
@@ -43,45 +58,30 @@ def _dtype_note(row: dict) -> str:
 
 def ttft(rows: list[dict], path: Path) -> None:
     """TTFT of every mode, grouped by prompt length, on a log scale."""
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
     modes = [(key, label) for key, label in TTFT_MODES if all(key in row for row in rows)]
-    grouped_bars(ax, [f"{row['prompt_tokens']:,} tokens{_dtype_note(row)}" for row in rows],
-                 [(label, [row[key] for row in rows]) for key, label in modes], ".3f")
-    ax.set_yscale("log")
-    ax.set_ylabel("time to first token (s, log scale)")
-    ax.set_title("TTFT by mode and prompt length")
-    ax.legend(fontsize=8)
-    save(fig, path)
+    bar_chart(path, (8, 4.5), [f"{row['prompt_tokens']:,} tokens{_dtype_note(row)}" for row in rows],
+              [(label, [row[key] for row in rows]) for key, label in modes], ".3f",
+              "time to first token (s, log scale)", "TTFT by mode and prompt length", lambda ax: ax.set_yscale("log"))
 
 
 def e2e_prompt_tokens(rows: list[dict], path: Path) -> None:
     """Prompt tokens per request, whole history against memsidecar, with the ≤ 0.1× target marked."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    grouped_bars(ax, [f"{row['requests']} requests" for row in rows],
-                 [("whole history (vLLM alone)", [row["baseline_prompt_tokens_mean"] for row in rows]),
-                  ("memsidecar", [row["sidecar_prompt_tokens_mean"] for row in rows])], ",.0f")
-    for i, row in enumerate(rows):
-        target = 0.1 * row["baseline_prompt_tokens_mean"]
-        ax.hlines(target, i - 0.45, i + 0.45, colors="black", linestyles="dashed",
-                  label="target: 0.1× the whole history" if i == 0 else None)
-    ax.set_ylabel("prompt tokens per request (mean)")
-    ax.set_title("End to end: prompt tokens per request")
-    ax.legend(fontsize=8)
-    save(fig, path)
+    def targets(ax: Axes) -> None:
+        for i, row in enumerate(rows):
+            ax.hlines(0.1 * row["baseline_prompt_tokens_mean"], i - 0.45, i + 0.45, colors="black",
+                      linestyles="dashed", label="target: 0.1× the whole history" if i == 0 else None)
+
+    bar_chart(path, (6, 4), [f"{row['requests']} requests" for row in rows],
+              [("whole history (vLLM alone)", [row["baseline_prompt_tokens_mean"] for row in rows]),
+               ("memsidecar", [row["sidecar_prompt_tokens_mean"] for row in rows])], ",.0f",
+              "prompt tokens per request (mean)", "End to end: prompt tokens per request", targets)
 
 
 def adapters(rows: list[dict], path: Path) -> None:
     """Decode throughput with the base model, one adapter and N adapters, per N adapters through K slots."""
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
-    grouped_bars(ax, [f"N={row['adapters']}, K={row['max_loras']}" for row in rows],
-                 [(label, [row[key] for row in rows]) for key, label in ADAPTER_RUNS], ".0f")
-    ax.set_ylabel("completion tokens/s")
-    ax.set_title("Adapter throughput (N adapters through K engine slots)")
-    ax.legend(fontsize=8)
-    save(fig, path)
+    bar_chart(path, (8, 4.5), [f"N={row['adapters']}, K={row['max_loras']}" for row in rows],
+              [(label, [row[key] for row in rows]) for key, label in ADAPTER_RUNS], ".0f", "completion tokens/s",
+              "Adapter throughput (N adapters through K engine slots)")
 
 
 def memory_scale(rows: list[dict], path: Path) -> None:

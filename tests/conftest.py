@@ -17,6 +17,7 @@ import pytest
 from bench.served import ServedSidecar
 from sidecar.engine.model_builder import build_model
 from sidecar.engine.process import free_port
+from textual.embedder import Embedder
 
 
 class Sidecar(ServedSidecar):
@@ -79,6 +80,12 @@ def _processes() -> dict[int, tuple[int, int, str]]:
             continue
         table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
     return table
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real MiniLM sentence embedder, loaded once per session."""
+    return Embedder.open()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from sidecar.chat.errors import ModelNotFound
+from sidecar.chat.errors import model_not_found
 from sidecar.engine.client import EngineClient
 
 MODELS_TTL_S = 30.0
@@ -55,5 +55,5 @@ class ModelCatalog:
         if name is None:
             name = self.default_model or (min(self._names) if self._names else None)
         if name not in self._names:
-            raise ModelNotFound(name, sorted(self._names))
+            raise model_not_found(name, sorted(self._names))
         return name

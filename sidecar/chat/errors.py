@@ -1,32 +1,29 @@
-"""What the chat path refuses, as the services see it. No HTTP here: `sidecar.http.errors` maps each class to a
-status; `code` is the machine-readable code clients receive."""
+"""What the chat path refuses, as the services see it. No HTTP here: `sidecar.http.errors` maps each failure to a
+status."""
 
 from __future__ import annotations
 
+import enum
+
+
+class ChatFailure(str, enum.Enum):
+    """Why the chat path refused; the value is the machine-readable code clients receive."""
+
+    MODEL_NOT_FOUND = "model_not_found"  # no served model, and no adapter of the caller's tenant, has the name
+    ENGINE_BUSY = "engine_busy"  # every shared engine slot is taken: retry shortly
+    PIN_NOT_FOUND = "not_found"  # no activation pin with this id belongs to the caller's tenant
+
 
 class ChatError(Exception):
-    """Base of the chat path's errors."""
+    """The chat path refused a request; `failure` says why."""
 
-    code = "chat_error"
-
-
-class ModelNotFound(ChatError):
-    """No served model, and no adapter of the caller's tenant, has the requested name."""
-
-    code = "model_not_found"
-
-    def __init__(self, name: str | None, available: list[str]) -> None:
-        super().__init__(f"The model `{name}` does not exist. Available: {', '.join(available) or 'none'}.")
-        self.name = name
+    def __init__(self, failure: ChatFailure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.code = failure.value
 
 
-class EngineBusy(ChatError):
-    """Every shared engine slot is taken; retry shortly."""
-
-    code = "engine_busy"
-
-
-class PinNotFound(ChatError):
-    """No activation pin with this id belongs to the caller's tenant."""
-
-    code = "not_found"
+def model_not_found(name: str | None, available: list[str]) -> ChatError:
+    """The error for a model name nobody serves, naming the models that exist."""
+    return ChatError(ChatFailure.MODEL_NOT_FOUND,
+                     f"The model `{name}` does not exist. Available: {', '.join(available) or 'none'}.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.chat.errors import EngineBusy
+from sidecar.chat.errors import ChatError, ChatFailure
 from sidecar.tenants.quota_book import QuotaBook
 
 
@@ -33,7 +33,8 @@ class EngineGate:
         if self.in_flight >= self.limit:
             if tenant is not None:
                 self.dismiss(tenant)
-            raise EngineBusy(f"the engine already has {self.limit} requests in flight; retry shortly")
+            raise ChatError(ChatFailure.ENGINE_BUSY,
+                            f"the engine already has {self.limit} requests in flight; retry shortly")
         self.in_flight += 1
 
     def leave(self, tenant: str | None = None) -> None:

@@ -9,7 +9,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sidecar.chat.errors import PinNotFound
+from sidecar.chat.errors import ChatError, ChatFailure
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class PinBook:
     def get(self, pin_id: str, tenant: str) -> Pin:
         pin = self._pins.get(pin_id)
         if pin is None or pin.tenant != tenant:
-            raise PinNotFound(f"no activation pin {pin_id!r}")
+            raise ChatError(ChatFailure.PIN_NOT_FOUND, f"no activation pin {pin_id!r}")
         return pin
 
     def add(self, pin: Pin) -> None:

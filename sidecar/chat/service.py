@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi.concurrency import run_in_threadpool
 
 from sidecar.chat.catalog import ModelCatalog
-from sidecar.chat.errors import ModelNotFound
+from sidecar.chat.errors import model_not_found
 from sidecar.chat.extraction import MemoryExtractor
 from sidecar.chat.gate import EngineGate
 from sidecar.chat.injection import Conversation, Injection, MemoryChat, conversation
@@ -113,7 +113,7 @@ class ChatService:
             record = self.adapters.registry_lookup(name, tenant)
             if record is None:
                 names = sorted(await self.catalog.names()) + [r.name for r in self.adapters.registry.list(tenant)]
-                raise ModelNotFound(name, names)
+                raise model_not_found(name, names)
         key = await self.adapters.acquire(record)
         return key, key
 

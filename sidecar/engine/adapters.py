@@ -29,7 +29,7 @@ from adapters.registry import AdapterRegistry
 from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, ResidencyState, Tier, ValueModel, apply,
                                 pin, plan, record_use, unpin)
 from sidecar.engine.client import EngineClient
-from sidecar.engine.errors import AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, TooManyPinned
+from sidecar.engine.errors import EngineError, EngineFailure
 from sidecar.engine.lora_release import RELEASE_PATH
 from sidecar.engine.process import Engine
 
@@ -95,8 +95,9 @@ class AdapterService:
                 if self.state.load(key).tier.is_loaded:
                     break
                 if self.clock() >= deadline:
-                    raise AdapterSlotsBusy(f"every loaded adapter ({self.capacity.max_cpu_loras}) stayed pinned or busy "
-                                           f"for {self.wait_s:.0f} s; retry shortly")
+                    raise EngineError(EngineFailure.ADAPTER_SLOTS_BUSY,
+                                      f"every loaded adapter ({self.capacity.max_cpu_loras}) stayed pinned or busy "
+                                      f"for {self.wait_s:.0f} s; retry shortly")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(released.wait(), max(0.01, deadline - self.clock()))
         except BaseException:
@@ -122,7 +123,8 @@ class AdapterService:
         async with self._lock:
             self._forget_if_restarted()
             if self.leases[key]:
-                raise AdapterBusy(f"adapter {record.reference} is serving requests; unload it when they end")
+                raise EngineError(EngineFailure.ADAPTER_BUSY,
+                                  f"adapter {record.reference} is serving requests; unload it when they end")
             if self.state.load(key).tier.is_loaded:
                 await self._execute(Move("unload", key, "operator"))
 
@@ -137,7 +139,7 @@ class AdapterService:
         try:
             self.state = pin(self.state, key, self.capacity) if pinned else unpin(self.state, key)
         except ResidencyError as error:
-            raise TooManyPinned(str(error)) from None
+            raise EngineError(EngineFailure.TOO_MANY_PINNED, str(error)) from None
         if pinned and tenant is not None:
             self.pinners[key] = tenant
         elif not pinned:
@@ -182,7 +184,8 @@ class AdapterService:
             status, text = await self.client.post_command("/v1/load_lora_adapter", {
                 "lora_name": move.adapter, "lora_path": str(self.registry.path_of(record))})
             if status != 200 and "already been loaded" not in text:
-                raise AdapterLoadFailed(f"the engine could not load adapter {record.reference}: {text[:300]}")
+                raise EngineError(EngineFailure.ADAPTER_LOAD_FAILED,
+                                  f"the engine could not load adapter {record.reference}: {text[:300]}")
         else:
             await self._unload(record, move.adapter)
         self.state = apply(self.state, [move])
@@ -198,8 +201,8 @@ class AdapterService:
         else:
             outcome = "released" if status == 200 and json.loads(text).get("released") is True else "unreleased"
         if status not in (200, 404):
-            raise AdapterLoadFailed(f"the engine could not unload adapter {record.reference}: {text[:300]}",
-                                    "adapter_unload_failed")
+            raise EngineError(EngineFailure.ADAPTER_UNLOAD_FAILED,
+                              f"the engine could not unload adapter {record.reference}: {text[:300]}")
         if status == 404:
             return
         self.releases[outcome] += 1

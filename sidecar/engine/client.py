@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from sidecar.engine.errors import EngineBadResponse, EngineNotReady, EngineRefused, EngineTimeout, EngineUnavailable
+from sidecar.engine.errors import EngineError, EngineFailure, EngineRefused
 from sidecar.engine.process import Engine
 
 log = logging.getLogger("memsidecar.engine")
@@ -35,7 +35,8 @@ class EngineClient:
 
     def _require_ready(self) -> None:
         if not self.engine.is_ready:
-            raise EngineNotReady("the engine is not ready (starting or restarting); retry shortly")
+            raise EngineError(EngineFailure.NOT_READY,
+                              "the engine is not ready (starting or restarting); retry shortly")
 
     async def get_json(self, path: str) -> dict:
         self._require_ready()
@@ -72,10 +73,11 @@ class EngineClient:
         try:
             return await self._http.send(request, stream=stream)
         except httpx.TimeoutException:
-            raise EngineTimeout("the engine did not answer in time") from None
+            raise EngineError(EngineFailure.TIMEOUT, "the engine did not answer in time") from None
         except httpx.HTTPError as exc:
             log.warning("engine request failed: %s", exc)
-            raise EngineUnavailable("the engine is unavailable (restarting); retry shortly") from None
+            raise EngineError(EngineFailure.UNAVAILABLE,
+                              "the engine is unavailable (restarting); retry shortly") from None
 
 
 async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -84,7 +86,7 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
             yield chunk
     except httpx.HTTPError as exc:
         log.warning("engine stream broke off: %s", exc)
-        raise EngineUnavailable("the engine stopped while streaming") from None
+        raise EngineError(EngineFailure.UNAVAILABLE, "the engine stopped while streaming") from None
     finally:
         await response.aclose()
 
@@ -100,7 +102,7 @@ def _json_or_raise(response: httpx.Response, content: bytes) -> dict:
     error = payload.get("error") if isinstance(payload, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     if response.status_code == 200:
-        raise EngineBadResponse("the engine answered with invalid JSON")
+        raise EngineError(EngineFailure.BAD_RESPONSE, "the engine answered with invalid JSON")
     raise EngineRefused(response.status_code, message or f"engine error (HTTP {response.status_code})",
                         (error or {}).get("code") if isinstance((error or {}).get("code"), str) else None)
 

@@ -1,70 +1,39 @@
 """What can go wrong with the engine or its adapters, as the services see it. No HTTP here: the edge
-(`sidecar.http.errors`) maps each class to a status; `code` is the machine-readable code clients receive."""
+(`sidecar.http.errors`) maps each failure to a status."""
 
 from __future__ import annotations
 
+import enum
+
+
+class EngineFailure(str, enum.Enum):
+    """What went wrong; the value is the machine-readable code clients receive."""
+
+    NOT_READY = "engine_not_ready"  # starting or restarting: retry shortly
+    UNAVAILABLE = "engine_unavailable"  # not reachable (restarting or stopped), or it stopped while streaming
+    TIMEOUT = "engine_timeout"  # no answer within the sidecar's request timeout
+    BAD_RESPONSE = "bad_engine_response"  # 200 with a body that is not a JSON object
+    ADAPTER_SLOTS_BUSY = "adapter_slots_busy"  # every adapter slot stayed pinned or busy for the whole wait
+    ADAPTER_BUSY = "adapter_busy"  # the adapter is serving requests, so it cannot be unloaded now
+    TOO_MANY_PINNED = "too_many_pinned"  # one more pinned adapter would leave no slot for the others
+    ADAPTER_LOAD_FAILED = "adapter_load_failed"  # the engine refused to load an adapter
+    ADAPTER_UNLOAD_FAILED = "adapter_unload_failed"  # the engine refused to unload one
+
 
 class EngineError(Exception):
-    """Base of the engine's errors."""
+    """The engine, or the engine's adapter set, could not do what a service asked; `failure` says what."""
 
-    code = "engine_error"
-
-
-class EngineNotReady(EngineError):
-    """The engine is starting or restarting; the request may be retried shortly."""
-
-    code = "engine_not_ready"
+    def __init__(self, failure: EngineFailure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.code = failure.value
 
 
-class EngineUnavailable(EngineError):
-    """The engine could not be reached (it is restarting or stopped)."""
-
-    code = "engine_unavailable"
-
-
-class EngineTimeout(EngineError):
-    """The engine did not answer within the sidecar's timeout."""
-
-    code = "engine_timeout"
-
-
-class EngineBadResponse(EngineError):
-    """The engine answered 200 with a body that is not a JSON object."""
-
-    code = "bad_engine_response"
-
-
-class EngineRefused(EngineError):
+class EngineRefused(Exception):
     """The engine answered a request with an error of its own: its HTTP `status`, message and code, relayed as
-    they are (the engine's validation is the client's business)."""
+    they are (the engine's validation of a request is the client's business)."""
 
     def __init__(self, status: int, message: str, code: str | None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
-
-
-class AdapterSlotsBusy(EngineError):
-    """Every adapter slot of the engine stayed pinned or busy for the whole wait; retry shortly."""
-
-    code = "adapter_slots_busy"
-
-
-class AdapterBusy(EngineError):
-    """The adapter is serving requests, so it cannot be unloaded now."""
-
-    code = "adapter_busy"
-
-
-class TooManyPinned(EngineError):
-    """Pinning one more adapter would leave the engine no slot for the others."""
-
-    code = "too_many_pinned"
-
-
-class AdapterLoadFailed(EngineError):
-    """The engine refused to load (or unload) an adapter; `code` says which."""
-
-    def __init__(self, message: str, code: str = "adapter_load_failed") -> None:
-        super().__init__(message)
         self.code = code

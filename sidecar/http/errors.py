@@ -16,10 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterError
-from sidecar.chat.errors import ChatError, EngineBusy, ModelNotFound, PinNotFound
+from sidecar.chat.errors import ChatError, ChatFailure
 from sidecar.chat.output_limit import OutputLimitError
-from sidecar.engine.errors import (AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, EngineBadResponse, EngineError,
-                                   EngineNotReady, EngineRefused, EngineTimeout, EngineUnavailable, TooManyPinned)
+from sidecar.engine.errors import EngineError, EngineFailure, EngineRefused
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 
@@ -107,13 +106,15 @@ def _named(context: dict) -> tuple[str, ...]:
 
 RETRY_SOON = {"Retry-After": "1"}
 
-# Each domain error's HTTP status; the first class in this order that the error is an instance of decides.
-STATUSES: tuple[tuple[type[Exception], int], ...] = (
-    (EngineNotReady, 503), (EngineUnavailable, 503), (EngineTimeout, 504), (EngineBadResponse, 502),
-    (AdapterSlotsBusy, 503), (AdapterBusy, 409), (TooManyPinned, 409), (AdapterLoadFailed, 502),
-    (ModelNotFound, 404), (PinNotFound, 404), (EngineBusy, 503),
-)
-BUSY = (AdapterSlotsBusy, EngineBusy)  # answered with Retry-After
+# The HTTP status of each failure the services report.
+STATUSES: dict[EngineFailure | ChatFailure, int] = {
+    EngineFailure.NOT_READY: 503, EngineFailure.UNAVAILABLE: 503, EngineFailure.TIMEOUT: 504,
+    EngineFailure.BAD_RESPONSE: 502, EngineFailure.ADAPTER_SLOTS_BUSY: 503, EngineFailure.ADAPTER_BUSY: 409,
+    EngineFailure.TOO_MANY_PINNED: 409, EngineFailure.ADAPTER_LOAD_FAILED: 502,
+    EngineFailure.ADAPTER_UNLOAD_FAILED: 502,
+    ChatFailure.MODEL_NOT_FOUND: 404, ChatFailure.PIN_NOT_FOUND: 404, ChatFailure.ENGINE_BUSY: 503,
+}
+BUSY = frozenset({EngineFailure.ADAPTER_SLOTS_BUSY, ChatFailure.ENGINE_BUSY})  # answered with Retry-After
 
 
 def as_api_error(exc: Exception) -> APIError | None:
@@ -123,9 +124,9 @@ def as_api_error(exc: Exception) -> APIError | None:
     if isinstance(exc, EngineRefused):
         return APIError(exc.status, str(exc), exc.code)
     if isinstance(exc, (EngineError, ChatError)):
-        status = next(status for kind, status in STATUSES if isinstance(exc, kind))
+        status = STATUSES[exc.failure]
         return APIError(status, str(exc), exc.code, "api_error" if status in (502, 504) else None,
-                        headers=RETRY_SOON if isinstance(exc, BUSY) else None)
+                        headers=RETRY_SOON if exc.failure in BUSY else None)
     if isinstance(exc, InvalidMemoryError):
         return APIError(400, str(exc), "invalid_value", param=exc.field)
     if isinstance(exc, (MemoryNotFoundError, KnowledgeBaseNotFoundError)):
@@ -143,8 +144,8 @@ def as_api_error(exc: Exception) -> APIError | None:
     return None
 
 
-DOMAIN_ERRORS = (APIError, EngineError, ChatError, InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError,
-                 AdapterError, QuotaExceeded, StoreFullError, OutputLimitError)
+DOMAIN_ERRORS = (APIError, EngineError, EngineRefused, ChatError, InvalidMemoryError, MemoryNotFoundError,
+                 KnowledgeBaseNotFoundError, AdapterError, QuotaExceeded, StoreFullError, OutputLimitError)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -172,7 +172,7 @@ def status_of(sock: socket.socket, timeout_s: float) -> int | None:
 def test_a_refusal_is_answered_from_the_headers_before_any_body_byte(sidecar, key, length, status):
     """Headers only, no body sent: the answer cannot have waited for the body."""
     with Watch(sidecar) as watch, socket.create_connection(("127.0.0.1", sidecar.port)) as sock:
-        sock.sendall(request_head(f"/v1/adapters?name=x", length, key))
+        sock.sendall(request_head("/v1/adapters?name=x", length, key))
         started = time.monotonic()
         assert status_of(sock, ATTACK_DEADLINE_S) == status
         print(f"\n[attack] {status} after {time.monotonic() - started:.3f} s, no body sent")

@@ -1,17 +1,11 @@
-"""Fixtures for textual memory: the real MiniLM model, loaded once per session, and stores in tmp_path."""
+"""Fixtures for textual memory: stores in tmp_path (the real MiniLM embedder comes from the root conftest)."""
 
 from __future__ import annotations
 
 import pytest
 
-from textual.embedder import Embedder
 from textual.lifecycle import DAY_S, LifecyclePolicy
 from textual.store import MemoryStore
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return Embedder.open()
 
 
 @pytest.fixture

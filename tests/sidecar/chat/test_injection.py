@@ -73,15 +73,16 @@ def test_a_stream_that_breaks_off_records_nothing():
 def test_the_engine_gate_refuses_past_its_limit_with_retry_after():
     import pytest
 
-    from sidecar.chat.errors import EngineBusy
+    from sidecar.chat.errors import ChatError, ChatFailure
     from sidecar.chat.gate import EngineGate
     from sidecar.http.errors import as_api_error
 
     gate = EngineGate(2)
     gate.enter()
     gate.enter()
-    with pytest.raises(EngineBusy) as caught:
+    with pytest.raises(ChatError) as caught:
         gate.enter()
+    assert caught.value.failure is ChatFailure.ENGINE_BUSY
     answer = as_api_error(caught.value)  # what the HTTP edge makes of it
     assert answer.status == 503 and answer.headers["Retry-After"] == "1"
     gate.leave()

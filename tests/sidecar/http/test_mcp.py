@@ -27,7 +27,6 @@ from sidecar.http.access import Access
 from sidecar.http.mcp import mcp_http_app
 from sidecar.tenants.keys import KeyTable
 from sidecar.tenants.rate_limit import RateLimiter
-from textual.embedder import Embedder
 from textual.store import MemoryStore
 
 REPO = Path(__file__).resolve().parents[3]
@@ -54,11 +53,6 @@ def sidecar_like_app(store: MemoryStore, access: Access) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
     app.add_route("/mcp", mcp.endpoint, include_in_schema=False)
     return app
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder.open()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from sidecar.scheduler.executor import Scheduler
 from sidecar.scheduler.objects import Action, Budgets, Kind, Tier, usage
 from sidecar.scheduler.reporters import KvReporter, MemoryIndexReporter
 from sidecar.scheduler.value import ValueModel
-from textual.embedder import Embedder
 from textual.store import MemoryStore
 
 FACTS = {
@@ -29,11 +28,6 @@ FACTS = {
     "gamma": ["Greta restores antique clocks on weekends", "Greta drinks her coffee black"],
 }
 ROOMY = Budgets(engine_bytes=0, cpu_bytes=2**40, disk_bytes=2**40, adapter_slots=0)
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder.open()
 
 
 @pytest.fixture
