@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-GIB = 2**30
 CPU_SHARE = 0.5  # default CPU RAM budget: half the machine's RAM (the rest: the engine, its weights, the system)
 DISK_SHARE = 0.5  # default disk budget: half the file system holding the data directory
 
