@@ -6,8 +6,9 @@ How vLLM holds adapters (0.32), and so what the sidecar decides:
 - Each step the engine copies the adapters of the running batch into its `max_loras` GPU slots itself, LRU, and an
   adapter in a GPU slot is also in the CPU cache. The sidecar cannot choose GPU slots; it chooses the *loaded set*.
 
-So the model here: tiers ENGINE (in a GPU slot, as last observed), CPU (loaded, not in a slot) and DISK
-(registered only). ENGINE and CPU both count as loaded; the loaded set holds at most `max_cpu_loras` adapters.
+So the model here, in the tiers of `memcore.tiers`: ENGINE (in a GPU slot, as last observed), CPU (loaded, not
+in a slot) and DISK (registered only). ENGINE and CPU both count as loaded; the loaded set holds at most
+`max_cpu_loras` adapters.
 `plan` returns `Move`s ("load": disk -> loaded, "unload": loaded -> disk); an executor calls the engine's API and
 `apply` computes the state the moves lead to.
 
@@ -25,26 +26,15 @@ Invariants of `plan` (property-tested):
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from memcore.tiers import Tier
+
 
 class ResidencyError(ValueError):
     """A request the residency model cannot honour (unknown adapter, bad capacity, too many pins)."""
-
-
-class Tier(str, enum.Enum):
-    """Where one adapter is: in a GPU slot, in the engine's CPU LoRA cache, or only registered on disk."""
-
-    ENGINE = "engine"
-    CPU = "cpu"
-    DISK = "disk"
-
-    @property
-    def is_loaded(self) -> bool:
-        return self is not Tier.DISK
 
 
 @dataclass(frozen=True)
@@ -226,7 +216,7 @@ def apply(state: ResidencyState, moves: Iterable[Move]) -> ResidencyState:
     for move in moves:
         adapter = state.load(move.adapter)
         if (move.kind == "load") == adapter.tier.is_loaded:
-            raise ResidencyError(f"{move.kind} of {move.adapter!r} is a no-op: it is in tier {adapter.tier.value}")
+            raise ResidencyError(f"{move.kind} of {move.adapter!r} is a no-op: it is in tier {adapter.tier.label}")
         state = state.with_adapter(replace(adapter, tier=Tier.CPU if move.kind == "load" else Tier.DISK))
     return state
 

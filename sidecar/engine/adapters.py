@@ -32,7 +32,6 @@ from adapters.residency import (
     Move,
     ResidencyError,
     ResidencyState,
-    Tier,
     ValueModel,
     apply,
     pin,
@@ -40,6 +39,7 @@ from adapters.residency import (
     record_use,
     unpin,
 )
+from memcore.tiers import Tier
 from sidecar.engine.client import EngineClient
 from sidecar.engine.errors import AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, TooManyPinned
 from sidecar.engine.lora_release import RELEASE_PATH

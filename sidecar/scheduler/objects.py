@@ -1,4 +1,5 @@
-"""What the tier scheduler plans over: tiers, memory objects, budgets and moves, plus the one accounting rule.
+"""What the tier scheduler plans over: memory objects, budgets and moves (in the tiers of `memcore.tiers`), plus
+the one accounting rule.
 
 Accounting rule (where an object's bytes count), used by the planner, its tests and the report alike:
 - an object in ENGINE or CPU holds `size_bytes` of that tier;
@@ -19,30 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from memcore.tiers import Tier
+
 CPU_SHARE = 0.5  # default CPU RAM budget: half the machine's RAM (the rest: the engine, its weights, the system)
 DISK_SHARE = 0.5  # default disk budget: half the file system holding the data directory
 
 
 class SchedulerError(ValueError):
     """An input the scheduler cannot plan with (duplicate keys, a move that does not match the state)."""
-
-
-class Tier(enum.IntEnum):
-    """Where an object is held, fastest first: a smaller tier is a higher one (ENGINE < CPU < DISK).
-
-    ENGINE is the engine's own memory: GPU memory, or on a CPU build the RAM the engine reserved for itself."""
-
-    ENGINE = 0
-    CPU = 1
-    DISK = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    def below(self) -> Tier | None:
-        """The next slower tier; None below the disk (the object is gone)."""
-        return None if self is Tier.DISK else Tier(self + 1)
 
 
 class Kind(str, enum.Enum):
@@ -91,7 +76,7 @@ class MemoryObject:
 
     @property
     def is_loaded_adapter(self) -> bool:
-        return self.kind is Kind.ADAPTER and self.tier is not Tier.DISK
+        return self.kind is Kind.ADAPTER and self.tier.is_loaded
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import replace
 
-from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError, Tier
+from memcore.tiers import Tier
+from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError
 from sidecar.scheduler.value import ValueModel
 
 OVER_BUDGET = "over-budget"

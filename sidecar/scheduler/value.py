@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sidecar.scheduler.objects import MemoryObject, SchedulerError, Tier
+from memcore.tiers import Tier
+from sidecar.scheduler.objects import MemoryObject, SchedulerError
 
 
 @dataclass(frozen=True)

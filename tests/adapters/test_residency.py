@@ -14,7 +14,6 @@ from adapters.residency import (
     Move,
     ResidencyError,
     ResidencyState,
-    Tier,
     ValueModel,
     apply,
     can_pin,
@@ -23,6 +22,7 @@ from adapters.residency import (
     record_use,
     unpin,
 )
+from memcore.tiers import Tier
 
 NOW = 10_000.0
 MODEL = ValueModel(half_life_s=100.0)

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.scheduler.objects import (Action, Budgets, Kind, MemoryObject, Move, SchedulerError, Tier, usage)
+from memcore.tiers import Tier
+from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError, usage
 from sidecar.scheduler.planner import OVER_BUDGET, OVER_SLOTS, apply, plan
 from sidecar.scheduler.value import ValueModel
 
