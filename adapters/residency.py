@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from memcore.tiers import Tier
+from memcore.value import ValueModel
 
 
 class ResidencyError(ValueError):
@@ -55,8 +56,8 @@ class Capacity:
 class AdapterState:
     """What the planner knows of one adapter.
 
-    `frequency` is the decayed use count as of `last_used` (see `ValueModel`); `last_used` is a time in seconds on
-    the same clock as the planner's `now`.
+    `frequency` is the decayed use count as of `last_used` (see `memcore.value`); `last_used` is a time in seconds
+    on the same clock as the planner's `now`.
     """
 
     key: str
@@ -68,41 +69,30 @@ class AdapterState:
 
 
 @dataclass(frozen=True)
-class ValueModel:
-    """How much keeping an adapter loaded is worth: the expected reload time an eviction would cost.
+class LoadCost:
+    """What losing an adapter's place costs: the seconds to load it back, `overhead_s + size_bytes / bytes_per_s`:
+    the fixed cost of a load call (engine round trip, PEFT config parsing) plus reading and copying the weights.
 
-    value = CRF(now) * reload_seconds, where
-    - CRF (the "combined recency and frequency" of LRFU) is the use count with each use weighted by
-      0.5 ** (age / half_life_s): a burst of uses long ago weighs as little as one recent use. Stored
-      incrementally: `frequency` at `last_used`, decayed to `now` on read, and `record_use` adds 1.
-      A short half-life behaves like LRU, a long one like LFU.
-    - reload_seconds = load_overhead_s + size_bytes / load_bytes_per_s: the fixed cost of a load call (engine
-      round trip, PEFT config parsing) plus reading and copying the weights. Capacity is counted in adapters, not
-      bytes, so size only matters through this cost: a large adapter is dearer to evict, not dearer to keep.
-    Adapters of value <= `min_prefetch_value` are never prefetched (0 by default: never-used adapters are not).
-    """
+    An adapter's value is then `memcore.value.ValueModel.saved_s` with this cost (`adapter_value`). Capacity is
+    counted in adapters, not bytes, so size only matters through this cost: a large adapter is dearer to evict,
+    not dearer to keep."""
 
-    half_life_s: float = 600.0
-    load_overhead_s: float = 0.05
-    load_bytes_per_s: float = 1e9
-    min_prefetch_value: float = 0.0
+    overhead_s: float = 0.05
+    bytes_per_s: float = 1e9
 
     def __post_init__(self) -> None:
-        for name in ("half_life_s", "load_bytes_per_s"):
-            if not getattr(self, name) > 0:
-                raise ResidencyError(f"{name} must be > 0, not {getattr(self, name)}")
-        if self.load_overhead_s < 0:
-            raise ResidencyError(f"load_overhead_s must be >= 0, not {self.load_overhead_s}")
+        if not self.bytes_per_s > 0:
+            raise ResidencyError(f"bytes_per_s must be > 0, not {self.bytes_per_s}")
+        if self.overhead_s < 0:
+            raise ResidencyError(f"overhead_s must be >= 0, not {self.overhead_s}")
 
-    def frequency_at(self, adapter: AdapterState, now: float) -> float:
-        age = max(0.0, now - adapter.last_used)
-        return adapter.frequency * 0.5 ** (age / self.half_life_s)
+    def seconds(self, size_bytes: int) -> float:
+        return self.overhead_s + size_bytes / self.bytes_per_s
 
-    def reload_seconds(self, adapter: AdapterState) -> float:
-        return self.load_overhead_s + adapter.size_bytes / self.load_bytes_per_s
 
-    def value(self, adapter: AdapterState, now: float) -> float:
-        return self.frequency_at(adapter, now) * self.reload_seconds(adapter)
+def adapter_value(adapter: AdapterState, now: float, model: ValueModel, cost: LoadCost = LoadCost()) -> float:
+    """The expected reload seconds keeping `adapter` loaded saves (LRFU frequency times its load cost)."""
+    return model.saved_s(adapter.frequency, adapter.last_used, cost.seconds(adapter.size_bytes), now)
 
 
 @dataclass(frozen=True)
@@ -176,12 +166,13 @@ def unpin(state: ResidencyState, key: str) -> ResidencyState:
 def record_use(state: ResidencyState, key: str, now: float, model: ValueModel) -> ResidencyState:
     """`state` after one use of `key` at `now`: its frequency decayed to `now`, plus one."""
     adapter = state.load(key)
-    used = replace(adapter, frequency=model.frequency_at(adapter, now) + 1.0, last_used=max(now, adapter.last_used))
+    frequency = model.frequency(adapter.frequency, adapter.last_used, now) + 1.0
+    used = replace(adapter, frequency=frequency, last_used=max(now, adapter.last_used))
     return state.with_adapter(used)
 
 
 def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], now: float,
-         model: ValueModel | None = None) -> tuple[Move, ...]:
+         model: ValueModel | None = None, cost: LoadCost = LoadCost()) -> tuple[Move, ...]:
     """The moves that bring the loaded set to where it should be for the requests `waiting` (key -> count) now.
 
     Order of work: unload overflow if the state is over `max_cpu_loras`; load waiting adapters (most waiting
@@ -194,7 +185,7 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
     waiting = _check_waiting(state, waiting)
     if state.num_pinned() > capacity.max_cpu_loras:
         raise ResidencyError(f"{state.num_pinned()} adapters are pinned but max_cpu_loras={capacity.max_cpu_loras}")
-    value = {a.key: model.value(a, now) for a in state.adapters}
+    value = {a.key: adapter_value(a, now, model, cost) for a in state.adapters}
     evictable = sorted((a for a in state.loaded() if not a.is_pinned and a.key not in waiting),
                        key=lambda a: (value[a.key], a.key))
     moves = _trim_overflow(state, capacity, waiting, value, evictable)
@@ -253,5 +244,5 @@ def _prefetchable(state: ResidencyState, waiting: dict[str, int], value: dict[st
                   model: ValueModel) -> list[AdapterState]:
     """Unloaded adapters worth loading before anyone asks (none waiting or pinned: those were handled)."""
     candidates = [a for a in state.adapters if not a.tier.is_loaded and not a.is_pinned and a.key not in waiting
-                  and value[a.key] > model.min_prefetch_value]
+                  and model.is_worth_prefetching(value[a.key])]
     return sorted(candidates, key=lambda a: (-value[a.key], a.key))

@@ -29,10 +29,10 @@ from adapters.registry import AdapterRegistry
 from adapters.residency import (
     AdapterState,
     Capacity,
+    LoadCost,
     Move,
     ResidencyError,
     ResidencyState,
-    ValueModel,
     apply,
     pin,
     plan,
@@ -40,6 +40,7 @@ from adapters.residency import (
     unpin,
 )
 from memcore.tiers import Tier
+from memcore.value import ValueModel
 from sidecar.engine.client import EngineClient
 from sidecar.engine.errors import AdapterBusy, AdapterLoadFailed, AdapterSlotsBusy, TooManyPinned
 from sidecar.engine.lora_release import RELEASE_PATH
@@ -53,12 +54,13 @@ class AdapterService:
 
     def __init__(self, registry: AdapterRegistry, client: EngineClient, engine: Engine, capacity: Capacity,
                  model: ValueModel | None = None, clock: Callable[[], float] = time.monotonic,
-                 wait_s: float = 60.0) -> None:
+                 wait_s: float = 60.0, cost: LoadCost = LoadCost()) -> None:
         self.registry = registry
         self.client = client
         self.engine = engine
         self.capacity = capacity
         self.model = model or ValueModel()
+        self.cost = cost
         self.clock = clock
         self.state = ResidencyState()
         self.records: dict[str, AdapterRecord] = {}
@@ -182,7 +184,7 @@ class AdapterService:
             await self._apply_plan()
 
     async def _apply_plan(self) -> None:
-        moves = plan(self.state, self.capacity, dict(self.leases), self.clock(), self.model)
+        moves = plan(self.state, self.capacity, dict(self.leases), self.clock(), self.model, self.cost)
         for move in moves:
             if move.kind == "load" and move.reason == "prefetch":
                 continue  # loads for requests only; prefetching is the operator's `load`

@@ -111,7 +111,7 @@ class AdapterReporter:
         service = self.service
         offset = now - service.clock()
         found = [MemoryObject(Kind.ADAPTER, ADAPTER_PREFIX + a.key, Tier.CPU if a.tier.is_loaded else Tier.DISK,
-                              a.size_bytes, a.last_used + offset, a.frequency, service.model.reload_seconds(a),
+                              a.size_bytes, a.last_used + offset, a.frequency, service.cost.seconds(a.size_bytes),
                               pinned=a.is_pinned or service.leases[a.key] > 0)
                  for a in service.state.adapters]
         blobs = await asyncio.to_thread(service.registry.usage)
