@@ -12,6 +12,15 @@ in a slot) and DISK (registered only). ENGINE and CPU both count as loaded; the 
 `plan` returns `Move`s ("load": disk -> loaded, "unload": loaded -> disk); an executor calls the engine's API and
 `apply` computes the state the moves lead to.
 
+Who decides what: this module holds the rules of the adapter slots, and `unload_order` is the one place that
+decides which loaded adapter gives up its slot (neither pinned nor in use, lowest value first, ties by key). The
+request path (`sidecar.engine.adapters.AdapterService`) calls `plan` inline, so a request that needs its adapter
+loaded never waits for a background pass; the tier scheduler (`sidecar.scheduler.planner`), which owns the byte
+budgets across the memory packages and runs in the background, asks `unload_order` when more adapters are loaded
+than it has slots. Both value adapters with `memcore.value.ValueModel`, the same defaults. The request path
+carries out no prefetch moves: loading adapters before anyone asks is the scheduler's (it weighs their bytes
+against the other packages' objects); `plan`'s prefetch moves say what free slots could hold.
+
 Invariants of `plan` (property-tested):
 - after the moves, and after every prefix of them, the loaded set fits `max_cpu_loras` (when the state did);
 - a pinned adapter is never unloaded; `can_pin` refuses more pinned adapters than `max_cpu_loras`;
@@ -186,8 +195,7 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
     if state.num_pinned() > capacity.max_cpu_loras:
         raise ResidencyError(f"{state.num_pinned()} adapters are pinned but max_cpu_loras={capacity.max_cpu_loras}")
     value = {a.key: adapter_value(a, now, model, cost) for a in state.adapters}
-    evictable = sorted((a for a in state.loaded() if not a.is_pinned and a.key not in waiting),
-                       key=lambda a: (value[a.key], a.key))
+    evictable = unload_order(state.loaded(), waiting, value)
     moves = _trim_overflow(state, capacity, waiting, value, evictable)
     free = capacity.max_cpu_loras - len(state.loaded()) + len(moves)
     for adapter in _wanted(state, waiting, value):
@@ -200,6 +208,13 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
         moves.append(Move("load", adapter.key, "waiting" if adapter.key in waiting else "pinned"))
     moves += [Move("load", a.key, "prefetch") for a in _prefetchable(state, waiting, value, model)[:free]]
     return tuple(moves)
+
+
+def unload_order(loaded: Iterable[AdapterState], waiting: Mapping[str, int], value: Mapping[str, float]
+                 ) -> list[AdapterState]:
+    """The loaded adapters that may give up their slot, the first to go first: neither pinned nor waited for (in
+    use), lowest `value` (key -> seconds saved) first, ties broken by key. Used by `plan` and the tier scheduler."""
+    return sorted((a for a in loaded if not a.is_pinned and a.key not in waiting), key=lambda a: (value[a.key], a.key))
 
 
 def apply(state: ResidencyState, moves: Iterable[Move]) -> ResidencyState:

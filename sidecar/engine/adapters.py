@@ -7,7 +7,8 @@ Invariants:
 - a request holds a lease on its adapter from `acquire` to `release` (for a stream, to its last byte); the planner
   never unloads an adapter with leases, so no request loses its adapter mid-flight;
 - residency changes happen under one asyncio lock, in plan order, and the state is updated move by move, only
-  after the engine confirmed the move;
+  after the engine confirmed the move; the plan is `adapters.residency.plan`, computed inline on the request (the
+  tier scheduler's adapter moves come back here as `load` and `unload`, and it unloads by the same rule);
 - an engine restart forgets every loaded adapter; the next request loads its adapter again;
 - an unload goes through the engine's `sidecar.engine.lora_release` route, which also removes the adapter from the engine
   worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the outcome.

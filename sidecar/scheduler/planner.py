@@ -1,6 +1,7 @@
 """The tier planner: pure functions from objects and budgets to moves (no I/O), property-tested.
 
-Order of work: unload the least valuable unpinned adapters while more are loaded than there are adapter slots;
+Order of work: unload the least valuable unpinned adapters while more are loaded than there are adapter slots
+(which ones: `adapters.residency.unload_order`, the rule the request path's residency plans use too);
 then, fastest tier first, demote the lowest-density unpinned objects of every tier over its byte budget to the
 tier below (ENGINE -> CPU -> DISK); evict the lowest-density unpinned evictable objects while the disk is over its
 budget; finally move valuable objects up into free room (`ValueModel.prefetch_fill` of a budget at most), fastest
@@ -27,6 +28,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import replace
 
+from adapters.residency import AdapterState, unload_order
 from memcore.tiers import Tier
 from memcore.value import ValueModel
 from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError
@@ -111,10 +113,13 @@ class _Planning:
     def trim_slots(self) -> None:
         loaded = self.loaded_adapters()
         excess = len(loaded) - self.budgets.adapter_slots
-        victims = sorted((a for a in loaded if not a.pinned), key=lambda a: (a.saved_s(self.model, self.now), a.key))
-        for adapter in victims[:max(0, excess)]:
-            self.move(adapter, Tier.DISK, OVER_SLOTS)
-            self.lost_slot_s = max(self.lost_slot_s, adapter.saved_s(self.model, self.now))
+        if excess <= 0:
+            return
+        saved = {a.key: a.saved_s(self.model, self.now) for a in loaded}
+        slots = [AdapterState(a.key, a.tier, is_pinned=a.pinned) for a in loaded]
+        for adapter in unload_order(slots, {}, saved)[:excess]:  # in use means pinned here (the reporter's rule)
+            self.move(self.objects[adapter.key], Tier.DISK, OVER_SLOTS)
+            self.lost_slot_s = max(self.lost_slot_s, saved[adapter.key])
 
     def trim_tier(self, tier: Tier) -> None:
         excess = self.held(tier) - self.budgets.of(tier)
