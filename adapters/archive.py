@@ -32,8 +32,9 @@ from typing import BinaryIO
 
 from adapters import tar_reader
 from adapters.errors import TOO_LARGE, InvalidAdapterError
+from memcore.units import MIB
 
-CHUNK = 1 << 20
+CHUNK = MIB
 MAX_NAME_BYTES = 1024
 # a central directory entry: 46 fixed bytes, then a name, an extra field and a comment (64 KiB each at most)
 ZIP_DIRECTORY_ENTRY_BYTES = 46 + MAX_NAME_BYTES + 4096

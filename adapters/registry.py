@@ -44,9 +44,10 @@ from adapters.errors import TOO_LARGE, AdapterNotFoundError, InvalidAdapterError
 from adapters.names import check_name, check_tenant, check_user, parse_reference
 from adapters.record import AdapterRecord, decode_record, encode_record
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterInfo, validate_adapter
+from memcore.units import GIB
 
 FORMAT = b"msc-adapters-1"
-MAP_SIZE = 1 << 30  # metadata only; the weights live in blobs/
+MAP_SIZE = GIB  # metadata only; the weights live in blobs/
 TOUCH_INTERVAL_S = 60.0  # last_used_at is kept to this precision, so serving does not sync a write per request
 MAX_MEMBERS = 16
 _VERSION = struct.Struct(">Q")

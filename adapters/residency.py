@@ -6,10 +6,20 @@ How vLLM holds adapters (0.32), and so what the sidecar decides:
 - Each step the engine copies the adapters of the running batch into its `max_loras` GPU slots itself, LRU, and an
   adapter in a GPU slot is also in the CPU cache. The sidecar cannot choose GPU slots; it chooses the *loaded set*.
 
-So the model here: tiers ENGINE (in a GPU slot, as last observed), CPU (loaded, not in a slot) and DISK
-(registered only). ENGINE and CPU both count as loaded; the loaded set holds at most `max_cpu_loras` adapters.
+So the model here, in the tiers of `memcore.tiers`: ENGINE (in a GPU slot, as last observed), CPU (loaded, not
+in a slot) and DISK (registered only). ENGINE and CPU both count as loaded; the loaded set holds at most
+`max_cpu_loras` adapters.
 `plan` returns `Move`s ("load": disk -> loaded, "unload": loaded -> disk); an executor calls the engine's API and
 `apply` computes the state the moves lead to.
+
+Who decides what: this module holds the rules of the adapter slots, and `unload_order` is the one place that
+decides which loaded adapter gives up its slot (neither pinned nor in use, lowest value first, ties by key). The
+request path (`sidecar.engine.adapters.AdapterService`) calls `plan` inline, so a request that needs its adapter
+loaded never waits for a background pass; the tier scheduler (`sidecar.scheduler.planner`), which owns the byte
+budgets across the memory packages and runs in the background, asks `unload_order` when more adapters are loaded
+than it has slots. Both value adapters with `memcore.value.ValueModel`, the same defaults. The request path
+carries out no prefetch moves: loading adapters before anyone asks is the scheduler's (it weighs their bytes
+against the other packages' objects); `plan`'s prefetch moves say what free slots could hold.
 
 Invariants of `plan` (property-tested):
 - after the moves, and after every prefix of them, the loaded set fits `max_cpu_loras` (when the state did);
@@ -25,26 +35,16 @@ Invariants of `plan` (property-tested):
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from memcore.tiers import Tier
+from memcore.value import ValueModel
+
 
 class ResidencyError(ValueError):
     """A request the residency model cannot honour (unknown adapter, bad capacity, too many pins)."""
-
-
-class Tier(str, enum.Enum):
-    """Where one adapter is: in a GPU slot, in the engine's CPU LoRA cache, or only registered on disk."""
-
-    ENGINE = "engine"
-    CPU = "cpu"
-    DISK = "disk"
-
-    @property
-    def is_loaded(self) -> bool:
-        return self is not Tier.DISK
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ class Capacity:
 class AdapterState:
     """What the planner knows of one adapter.
 
-    `frequency` is the decayed use count as of `last_used` (see `ValueModel`); `last_used` is a time in seconds on
-    the same clock as the planner's `now`.
+    `frequency` is the decayed use count as of `last_used` (see `memcore.value`); `last_used` is a time in seconds
+    on the same clock as the planner's `now`.
     """
 
     key: str
@@ -78,41 +78,30 @@ class AdapterState:
 
 
 @dataclass(frozen=True)
-class ValueModel:
-    """How much keeping an adapter loaded is worth: the expected reload time an eviction would cost.
+class LoadCost:
+    """What losing an adapter's place costs: the seconds to load it back, `overhead_s + size_bytes / bytes_per_s`:
+    the fixed cost of a load call (engine round trip, PEFT config parsing) plus reading and copying the weights.
 
-    value = CRF(now) * reload_seconds, where
-    - CRF (the "combined recency and frequency" of LRFU) is the use count with each use weighted by
-      0.5 ** (age / half_life_s): a burst of uses long ago weighs as little as one recent use. Stored
-      incrementally: `frequency` at `last_used`, decayed to `now` on read, and `record_use` adds 1.
-      A short half-life behaves like LRU, a long one like LFU.
-    - reload_seconds = load_overhead_s + size_bytes / load_bytes_per_s: the fixed cost of a load call (engine
-      round trip, PEFT config parsing) plus reading and copying the weights. Capacity is counted in adapters, not
-      bytes, so size only matters through this cost: a large adapter is dearer to evict, not dearer to keep.
-    Adapters of value <= `min_prefetch_value` are never prefetched (0 by default: never-used adapters are not).
-    """
+    An adapter's value is then `memcore.value.ValueModel.saved_s` with this cost (`adapter_value`). Capacity is
+    counted in adapters, not bytes, so size only matters through this cost: a large adapter is dearer to evict,
+    not dearer to keep."""
 
-    half_life_s: float = 600.0
-    load_overhead_s: float = 0.05
-    load_bytes_per_s: float = 1e9
-    min_prefetch_value: float = 0.0
+    overhead_s: float = 0.05
+    bytes_per_s: float = 1e9
 
     def __post_init__(self) -> None:
-        for name in ("half_life_s", "load_bytes_per_s"):
-            if not getattr(self, name) > 0:
-                raise ResidencyError(f"{name} must be > 0, not {getattr(self, name)}")
-        if self.load_overhead_s < 0:
-            raise ResidencyError(f"load_overhead_s must be >= 0, not {self.load_overhead_s}")
+        if not self.bytes_per_s > 0:
+            raise ResidencyError(f"bytes_per_s must be > 0, not {self.bytes_per_s}")
+        if self.overhead_s < 0:
+            raise ResidencyError(f"overhead_s must be >= 0, not {self.overhead_s}")
 
-    def frequency_at(self, adapter: AdapterState, now: float) -> float:
-        age = max(0.0, now - adapter.last_used)
-        return adapter.frequency * 0.5 ** (age / self.half_life_s)
+    def seconds(self, size_bytes: int) -> float:
+        return self.overhead_s + size_bytes / self.bytes_per_s
 
-    def reload_seconds(self, adapter: AdapterState) -> float:
-        return self.load_overhead_s + adapter.size_bytes / self.load_bytes_per_s
 
-    def value(self, adapter: AdapterState, now: float) -> float:
-        return self.frequency_at(adapter, now) * self.reload_seconds(adapter)
+def adapter_value(adapter: AdapterState, now: float, model: ValueModel, cost: LoadCost = LoadCost()) -> float:
+    """The expected reload seconds keeping `adapter` loaded saves (LRFU frequency times its load cost)."""
+    return model.saved_s(adapter.frequency, adapter.last_used, cost.seconds(adapter.size_bytes), now)
 
 
 @dataclass(frozen=True)
@@ -186,12 +175,13 @@ def unpin(state: ResidencyState, key: str) -> ResidencyState:
 def record_use(state: ResidencyState, key: str, now: float, model: ValueModel) -> ResidencyState:
     """`state` after one use of `key` at `now`: its frequency decayed to `now`, plus one."""
     adapter = state.load(key)
-    used = replace(adapter, frequency=model.frequency_at(adapter, now) + 1.0, last_used=max(now, adapter.last_used))
+    frequency = model.frequency(adapter.frequency, adapter.last_used, now) + 1.0
+    used = replace(adapter, frequency=frequency, last_used=max(now, adapter.last_used))
     return state.with_adapter(used)
 
 
 def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], now: float,
-         model: ValueModel | None = None) -> tuple[Move, ...]:
+         model: ValueModel | None = None, cost: LoadCost = LoadCost()) -> tuple[Move, ...]:
     """The moves that bring the loaded set to where it should be for the requests `waiting` (key -> count) now.
 
     Order of work: unload overflow if the state is over `max_cpu_loras`; load waiting adapters (most waiting
@@ -204,9 +194,8 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
     waiting = _check_waiting(state, waiting)
     if state.num_pinned() > capacity.max_cpu_loras:
         raise ResidencyError(f"{state.num_pinned()} adapters are pinned but max_cpu_loras={capacity.max_cpu_loras}")
-    value = {a.key: model.value(a, now) for a in state.adapters}
-    evictable = sorted((a for a in state.loaded() if not a.is_pinned and a.key not in waiting),
-                       key=lambda a: (value[a.key], a.key))
+    value = {a.key: adapter_value(a, now, model, cost) for a in state.adapters}
+    evictable = unload_order(state.loaded(), waiting, value)
     moves = _trim_overflow(state, capacity, waiting, value, evictable)
     free = capacity.max_cpu_loras - len(state.loaded()) + len(moves)
     for adapter in _wanted(state, waiting, value):
@@ -221,12 +210,19 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
     return tuple(moves)
 
 
+def unload_order(loaded: Iterable[AdapterState], waiting: Mapping[str, int], value: Mapping[str, float]
+                 ) -> list[AdapterState]:
+    """The loaded adapters that may give up their slot, the first to go first: neither pinned nor waited for (in
+    use), lowest `value` (key -> seconds saved) first, ties broken by key. Used by `plan` and the tier scheduler."""
+    return sorted((a for a in loaded if not a.is_pinned and a.key not in waiting), key=lambda a: (value[a.key], a.key))
+
+
 def apply(state: ResidencyState, moves: Iterable[Move]) -> ResidencyState:
     """The state after `moves`: loads land in the CPU cache (the engine picks GPU slots), unloads on disk."""
     for move in moves:
         adapter = state.load(move.adapter)
         if (move.kind == "load") == adapter.tier.is_loaded:
-            raise ResidencyError(f"{move.kind} of {move.adapter!r} is a no-op: it is in tier {adapter.tier.value}")
+            raise ResidencyError(f"{move.kind} of {move.adapter!r} is a no-op: it is in tier {adapter.tier.label}")
         state = state.with_adapter(replace(adapter, tier=Tier.CPU if move.kind == "load" else Tier.DISK))
     return state
 
@@ -263,5 +259,5 @@ def _prefetchable(state: ResidencyState, waiting: dict[str, int], value: dict[st
                   model: ValueModel) -> list[AdapterState]:
     """Unloaded adapters worth loading before anyone asks (none waiting or pinned: those were handled)."""
     candidates = [a for a in state.adapters if not a.tier.is_loaded and not a.is_pinned and a.key not in waiting
-                  and value[a.key] > model.min_prefetch_value]
+                  and model.is_worth_prefetching(value[a.key])]
     return sorted(candidates, key=lambda a: (-value[a.key], a.key))

@@ -18,13 +18,14 @@ from typing import NoReturn
 import re2
 
 from adapters.errors import UNPROCESSABLE, InvalidAdapterError
+from memcore.units import MIB
 
 FIELD = "target_modules"
 ALL_LINEAR = "all-linear"
 MAX_PATTERN_CHARS = 512
 MAX_NAMES = 256
 MAX_NAME_CHARS = 256
-MAX_PATTERN_MEMORY = 1 << 20
+MAX_PATTERN_MEMORY = MIB
 
 
 def targeted_modules(targets: object, linear: Mapping[str, object]) -> frozenset[str]:

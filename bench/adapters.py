@@ -53,6 +53,7 @@ from rich.table import Table
 
 from adapters.synthetic import random_adapter
 from bench.served import ServedSidecar, wait_until_ready
+from memcore.units import MIB
 from sidecar.config import Settings
 from sidecar.engine.model_builder import ensure_model
 from sidecar.engine.process import EngineSpec, engine_command, engine_env
@@ -139,7 +140,7 @@ def engine_rss_mib(pid: int) -> float:
     for process in [server, *server.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += process.memory_info().rss
-    return round(total / 2**20, 1)
+    return round(total / MIB, 1)
 
 
 async def chat(client: httpx.AsyncClient, model: str | None, max_tokens: int) -> tuple[str, int, float]:

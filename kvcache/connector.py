@@ -40,6 +40,7 @@ from kvcache.store import StoreConfig, TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
 from kvcache.worker_control import ControlReader, control_path
 from kvcache.worker_stats import LoadTotals, StatsPublisher, stats_path
+from memcore.units import MIB
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -246,8 +247,8 @@ class _Worker:
             log.exception("mapping the KV disk tier's pages failed")
             return
         log.info("memsidecar KV worker: mapped %.1f MiB of the disk tier's cached pages in %.2f s, then read its "
-                 "newest %.1f MiB in %.2f s", self.premapped_bytes / 2**20, mapped_at - started,
-                 self.warmed_bytes / 2**20, time.perf_counter() - mapped_at)
+                 "newest %.1f MiB in %.2f s", self.premapped_bytes / MIB, mapped_at - started,
+                 self.warmed_bytes / MIB, time.perf_counter() - mapped_at)
 
     def register(self, kv_caches: dict[str, torch.Tensor], num_blocks: int) -> None:
         seen: dict[int, int] = {}

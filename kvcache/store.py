@@ -42,7 +42,7 @@ from kvcache.lmdb_tier import LmdbTier
 from kvcache.policy import plan
 from kvcache.ram_tier import RamTier
 from kvcache.remote_tier import RemoteTier
-from kvcache.tier import Tier
+from kvcache.tier import BlockTier
 
 log = logging.getLogger("memsidecar.kvcache")
 MAX_DEFERRED_PROMOTIONS = 8192  # beyond this the oldest noted hits are not promoted (a later miss of RAM, no more)
@@ -92,11 +92,11 @@ class TieredStore:
         self.ram = ram
         self.disk = disk
         self.remote = remote
-        self._tiers: list[Tier] = [tier for tier in (ram, disk, remote) if tier is not None]
+        self._tiers: list[BlockTier] = [tier for tier in (ram, disk, remote) if tier is not None]
         self._lock = threading.Lock()
         self._counters = _Counters({tier.name: TierCounters() for tier in self._tiers})
         # hits below RAM to promote later: (key, source tier, the bytes when the source is remote, else None)
-        self._deferred: deque[tuple[bytes, Tier, bytes | None]] = deque(maxlen=MAX_DEFERRED_PROMOTIONS)
+        self._deferred: deque[tuple[bytes, BlockTier, bytes | None]] = deque(maxlen=MAX_DEFERRED_PROMOTIONS)
 
     @classmethod
     def open(cls, config: StoreConfig, with_ram: bool = True) -> TieredStore:
@@ -179,7 +179,7 @@ class TieredStore:
         with self._lock:
             return bool(self._deferred)
 
-    def _read(self, tier: Tier, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str,
+    def _read(self, tier: BlockTier, key: bytes, out: np.ndarray | Scatter, dtype: str, layout: str,
               copy: bool = True) -> bytes | None:
         """The block's bytes when `tier` had a sound copy (now decoded into `out`); None when absent or corrupt.
 
@@ -212,7 +212,7 @@ class TieredStore:
             counters.read_seconds += time.perf_counter() - started
         return found
 
-    def _drop_corrupt(self, tier: Tier, key: bytes, error: CorruptBlock) -> None:
+    def _drop_corrupt(self, tier: BlockTier, key: bytes, error: CorruptBlock) -> None:
         log.warning("dropping a corrupt KV block %s from the %s tier: %s", key.hex(), tier.name, error)
         with self._lock:
             self._counters.tiers[tier.name].corrupt += 1
@@ -221,7 +221,7 @@ class TieredStore:
         if tier is not self.ram:
             tier.evict([key])
 
-    def _promote(self, key: bytes, data: bytes, source: Tier) -> None:
+    def _promote(self, key: bytes, data: bytes, source: BlockTier) -> None:
         if source is self.remote:
             self.disk.put_many([(key, data)])
         if self.ram is not None:

@@ -1,4 +1,6 @@
-"""The one interface of a storage tier (RAM, LMDB, Redis), so the store can walk its tiers fastest first.
+"""`BlockTier`, the one interface of a KV block store (RAM, LMDB, Redis), so the store can walk them fastest first.
+
+These are stores, not placements: where memory is held (engine, CPU RAM, disk) is `memcore.tiers.Tier`.
 
 A tier stores encoded blocks (`block_format`) by 48-byte key and knows nothing of dtypes or shapes.
 
@@ -26,8 +28,8 @@ class TierUsage:
     budget_bytes: int | None
 
 
-class Tier(Protocol):
-    """A byte-bounded map from key to encoded block."""
+class BlockTier(Protocol):
+    """A byte-bounded map from key to encoded block: one tier of the KV store."""
 
     name: str
 

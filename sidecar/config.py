@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from memcore.units import GIB, MIB
 from sidecar.tenants.quotas import QuotaLimits, Resource
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -102,12 +103,12 @@ class Settings(BaseSettings):
     tenant_max_memories: int = Field(
         100_000, ge=0, description="Memories one tenant may store, all tiers (413 over it); 0: no limit.")
     tenant_max_memory_bytes: int = Field(
-        1 << 30, ge=0, description="Bytes of memories (records and embeddings) one tenant may store (413 over it); "
+        GIB, ge=0, description="Bytes of memories (records and embeddings) one tenant may store (413 over it); "
         "0: no limit.")
     tenant_max_adapters: int = Field(
         32, ge=0, description="Adapter versions one tenant may own (413 over it); 0: no limit.")
     tenant_max_adapter_bytes: int = Field(
-        1 << 30, ge=0, description="Bytes of adapter weights one tenant may own (413 over it); 0: no limit.")
+        GIB, ge=0, description="Bytes of adapter weights one tenant may own (413 over it); 0: no limit.")
     tenant_max_distill_jobs: int = Field(
         2, ge=0, description="Distillation jobs one tenant may have queued or running (409 over it); 0: no limit.")
     tenant_max_pinned_adapters: int = Field(
@@ -122,7 +123,7 @@ class Settings(BaseSettings):
     )
     max_lora_rank: int = Field(16, ge=1, le=512, description="Largest LoRA rank an uploaded adapter may have.")
     max_adapter_upload_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024, description="Largest adapter upload (zip or tar), packed and unpacked, in bytes."
+        256 * MIB, ge=1024, description="Largest adapter upload (zip or tar), packed and unpacked, in bytes."
     )
     memory_dir: Path | None = Field(None, description="Directory of textual and tool memory. Unset: DATA_DIR/memory.")
     embedding_model: Path | None = Field(
@@ -172,7 +173,7 @@ class Settings(BaseSettings):
         None, ge=0, description="Tier scheduler's budget of disk in GiB: KV, memory and adapter stores. Unset: half "
         "the file system holding DATA_DIR."
     )
-    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes.")
+    max_request_bytes: int = Field(4 * MIB, ge=1024, description="Largest accepted request body in bytes.")
     request_timeout_s: float = Field(600.0, gt=0, description="Seconds to wait for the engine to answer a request.")
     log_level: str = Field("info", description=f"Log level: {', '.join(LOG_LEVELS)}.")
 

@@ -14,6 +14,7 @@ from adapters.registry import AdapterRegistry
 from kvcache.connector_config import check_store_dir, connector_env, kv_transfer_config
 from kvcache.fingerprint import model_fingerprint
 from kvcache.store import StoreConfig, TieredStore
+from memcore.units import gib_to_bytes
 from sidecar.config import Settings
 from sidecar.engine.dtype import engine_dtype
 from sidecar.engine.model_builder import ensure_model
@@ -44,7 +45,7 @@ def kv_connector_json(settings: Settings) -> str | None:
         return None
     store_dir = settings.resolved_kv_store_dir
     check_store_dir(store_dir)
-    return kv_transfer_config(store_dir, int(settings.kv_ram_gib * 2**30), int(settings.kv_disk_gib * 2**30),
+    return kv_transfer_config(store_dir, gib_to_bytes(settings.kv_ram_gib), gib_to_bytes(settings.kv_disk_gib),
                               remote=settings.kv_remote_url is not None)
 
 
@@ -107,8 +108,8 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
     with console.status(f"opening textual memory in {settings.resolved_memory_dir}"):
         return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
                                 vector_device=settings.memory_index_device,
-                                map_size=int(settings.memory_map_gib * 2**30),
-                                max_map_size=int(settings.memory_map_max_gib * 2**30))
+                                map_size=gib_to_bytes(settings.memory_map_gib),
+                                max_map_size=gib_to_bytes(settings.memory_map_max_gib))
 
 
 def open_adapters(settings: Settings, engine: Engine) -> AdapterSetup | None:
@@ -137,8 +138,8 @@ def open_kv_store(settings: Settings) -> TieredStore | None:
     if not settings.kv_store:
         return None
     secret = kv_remote_secret(settings)
-    return TieredStore.open(StoreConfig(settings.resolved_kv_store_dir, int(settings.kv_ram_gib * 2**30),
-                                        int(settings.kv_disk_gib * 2**30), settings.kv_remote_url,
+    return TieredStore.open(StoreConfig(settings.resolved_kv_store_dir, gib_to_bytes(settings.kv_ram_gib),
+                                        gib_to_bytes(settings.kv_disk_gib), settings.kv_remote_url,
                                         remote_secret=secret.encode() if secret is not None else None),
                             with_ram=False)
 

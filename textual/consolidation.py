@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
-from textual.memory import RESIDENT_TIERS, Memory, MemoryType, Tier, peer_key
+from textual.memory import RESIDENT_TIERS, LifecycleTier, Memory, MemoryType, peer_key
 
 MAX_HISTORY = 20
 STOPWORDS = frozenset({"the", "a", "an", "my", "our", "his", "her", "their", "its", "this", "that", "user", "i"})
@@ -112,7 +112,7 @@ def merged(existing: Memory, new: Memory, now: float, strength: float) -> Memory
 
 def superseding(old: Memory, new: Memory, now: float) -> tuple[Memory, Memory]:
     """(`old` archived with `superseded_by`, `new` with `supersedes`): the link both ways."""
-    archived = replace(old, tier=Tier.ARCHIVED, metadata={**old.metadata, "superseded_by": new.id},
+    archived = replace(old, tier=LifecycleTier.ARCHIVED, metadata={**old.metadata, "superseded_by": new.id},
                        updated_at=max(now, old.created_at))
     return archived, replace(new, metadata={**new.metadata, "supersedes": old.id})
 

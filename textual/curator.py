@@ -13,7 +13,7 @@ import numpy as np
 
 from textual.consolidation import Action, decide, merged, superseding
 from textual.lifecycle import Move, MoveKind, reinforced_strength
-from textual.memory import RESIDENT_TIERS, Memory, Tier, peer_key
+from textual.memory import RESIDENT_TIERS, LifecycleTier, Memory, peer_key
 
 SIMILAR_NEIGHBOURS = 8
 
@@ -81,5 +81,5 @@ def apply_moves(store, tenant: str, moves: Sequence[Move], now: float) -> Lifecy
 
 
 def _moved(memory: Memory, move: Move, now: float) -> Memory:
-    updated = max(now, memory.created_at) if move.tier is Tier.ARCHIVED else memory.updated_at
+    updated = max(now, memory.created_at) if move.tier is LifecycleTier.ARCHIVED else memory.updated_at
     return replace(memory, tier=move.tier, updated_at=updated)

@@ -18,10 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
+from memcore.units import MIB
+
 DEFAULT_BATCH_SIZE = 64
 SMALL_TEXTS = 8
 CONFIG_SUFFIXES = (".json", ".txt", ".cfg")
-MAX_HASHED_CONFIG_BYTES = 1 << 20
+MAX_HASHED_CONFIG_BYTES = MIB
 
 
 def model_identity(path: Path, dim: int) -> str:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from textual.errors import InvalidMemoryError
-from textual.memory import Memory, MemoryType, Tier, check_identifier, check_time, parse_tier, parse_type
+from textual.memory import LifecycleTier, Memory, MemoryType, check_identifier, check_time, parse_tier, parse_type
 
-SEARCHED_TIERS = frozenset({Tier.HOT, Tier.WARM, Tier.COLD})
+SEARCHED_TIERS = frozenset({LifecycleTier.HOT, LifecycleTier.WARM, LifecycleTier.COLD})
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Filters:
     user: str | None = None
     kb_ids: frozenset[str] | None = None
     types: frozenset[MemoryType] | None = None
-    tiers: frozenset[Tier] = SEARCHED_TIERS
+    tiers: frozenset[LifecycleTier] = SEARCHED_TIERS
     since: float | None = None
     until: float | None = None
     tiers_given: bool = False

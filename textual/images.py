@@ -12,9 +12,10 @@ import binascii
 import re
 from urllib.parse import urlsplit
 
+from memcore.units import MIB
 from textual.errors import InvalidMemoryError
 
-DEFAULT_MAX_IMAGE_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_IMAGE_BYTES = 5 * MIB
 MAX_URL_CHARS = 2_048
 DATA_URL = re.compile(r"^data:image/(png|jpeg|gif|webp);base64,([A-Za-z0-9+/=\s]*)$")
 

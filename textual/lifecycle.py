@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from textual.memory import Memory, MemoryType, Tier
+from textual.memory import LifecycleTier, Memory, MemoryType
 
 DAY_S = 86_400.0
 # Words that mark a memory a person would want kept: each found raises the heuristic importance.
@@ -67,10 +67,10 @@ class Move:
 
     memory_id: str
     kind: MoveKind
-    tier: Tier | None
+    tier: LifecycleTier | None
 
 
-TIER_RANK = {Tier.HOT: 0, Tier.WARM: 1, Tier.COLD: 2, Tier.ARCHIVED: 3}
+TIER_RANK = {LifecycleTier.HOT: 0, LifecycleTier.WARM: 1, LifecycleTier.COLD: 2, LifecycleTier.ARCHIVED: 3}
 
 
 def heuristic_importance(type: MemoryType, content: str) -> float:
@@ -90,15 +90,15 @@ def reinforced_strength(memory: Memory, now: float, policy: LifecyclePolicy) -> 
     return min(policy.max_strength, decayed_strength(memory, now, policy) + policy.reinforcement)
 
 
-def target_tier(strength: float, policy: LifecyclePolicy) -> Tier:
+def target_tier(strength: float, policy: LifecyclePolicy) -> LifecycleTier:
     """The tier a live memory of this decayed strength belongs in."""
     if strength >= policy.hot_above:
-        return Tier.HOT
+        return LifecycleTier.HOT
     if strength >= policy.warm_above:
-        return Tier.WARM
+        return LifecycleTier.WARM
     if strength >= policy.archive_below:
-        return Tier.COLD
-    return Tier.ARCHIVED
+        return LifecycleTier.COLD
+    return LifecycleTier.ARCHIVED
 
 
 def plan_lifecycle(memories: Iterable[Memory], now: float, policy: LifecyclePolicy) -> list[Move]:
@@ -114,13 +114,13 @@ def plan_lifecycle(memories: Iterable[Memory], now: float, policy: LifecyclePoli
 def _move(memory: Memory, now: float, policy: LifecyclePolicy) -> Move | None:
     if memory.type in policy.exempt_types:
         return None
-    if memory.tier is Tier.ARCHIVED:
+    if memory.tier is LifecycleTier.ARCHIVED:
         expired = policy.retention_s is not None and now - memory.updated_at > policy.retention_s
         return Move(memory.id, MoveKind.DELETE, None) if expired else None
     tier = target_tier(decayed_strength(memory, now, policy), policy)
     if tier is memory.tier:
         return None
-    if tier is Tier.ARCHIVED:
+    if tier is LifecycleTier.ARCHIVED:
         return Move(memory.id, MoveKind.ARCHIVE, tier)
     kind = MoveKind.PROMOTE if TIER_RANK[tier] < TIER_RANK[memory.tier] else MoveKind.DEMOTE
     return Move(memory.id, kind, tier)

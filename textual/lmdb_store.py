@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import lmdb
 import numpy as np
 
+from memcore.units import GIB
 from textual.errors import StoreFullError
 from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
@@ -34,7 +35,7 @@ from textual.memory import KnowledgeBase, Memory
 from textual.record import (decode_kb, decode_key, decode_memory, decode_user_stats, decode_vector, encode_kb,
                             encode_key, encode_memory, encode_vector, sortable_time)
 
-DEFAULT_MAP_SIZE = 1 << 30
+DEFAULT_MAP_SIZE = GIB
 DEFAULT_MAX_MAP_SIZE = 1 << 36
 T = TypeVar("T")
 

@@ -33,8 +33,11 @@ class MemoryType(str, enum.Enum):
     DOCUMENT_CHUNK = "document_chunk"
 
 
-class Tier(str, enum.Enum):
-    """Where a memory lives in its lifecycle: hot and warm are searched first, archived only when asked for."""
+class LifecycleTier(str, enum.Enum):
+    """Where a memory is in its lifecycle: hot and warm are searched first, archived only when asked for.
+
+    A stage of a memory's life (its strength decays it from hot to archived), not where its bytes are held: that
+    is `memcore.tiers.Tier`. The values are the `tier` field of the REST API and of the stored records."""
 
     HOT = "hot"
     WARM = "warm"
@@ -44,7 +47,7 @@ class Tier(str, enum.Enum):
 
 # Tiers held in the in-memory index; cold memories stay on disk (searched on request or as a fallback) and
 # archived ones are never searched.
-RESIDENT_TIERS = frozenset({Tier.HOT, Tier.WARM})
+RESIDENT_TIERS = frozenset({LifecycleTier.HOT, LifecycleTier.WARM})
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Memory:
     access_count: int = 0
     importance: float = 0.5
     strength: float = 1.0
-    tier: Tier = Tier.HOT
+    tier: LifecycleTier = LifecycleTier.HOT
     accesses: tuple[float, ...] = ()  # the most recent access times, oldest first, at most MAX_ACCESSES
 
 
@@ -131,9 +134,9 @@ def parse_type(value: object) -> MemoryType:
     return _parse_enum("type", MemoryType, value)
 
 
-def parse_tier(value: object) -> Tier:
-    """The Tier named by `value`, else an error listing the allowed names."""
-    return _parse_enum("tier", Tier, value)
+def parse_tier(value: object) -> LifecycleTier:
+    """The lifecycle tier named by `value`, else an error listing the allowed names."""
+    return _parse_enum("tier", LifecycleTier, value)
 
 
 def check_metadata(metadata: object) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from textual.memory import KnowledgeBase, Memory, MemoryType, Tier
+from textual.memory import KnowledgeBase, LifecycleTier, Memory, MemoryType
 
 FORMAT_VERSION = 1
 _SEPARATOR = b"\x00"
@@ -60,7 +60,7 @@ def decode_memory(data: bytes) -> Memory:
     if body.pop("v", None) != FORMAT_VERSION:
         raise ValueError(f"memory record has unknown format version; expected {FORMAT_VERSION}")
     body["type"] = MemoryType(body["type"])
-    body["tier"] = Tier(body["tier"])
+    body["tier"] = LifecycleTier(body["tier"])
     body["source"] = tuple(body["source"])
     body["accesses"] = tuple(body.get("accesses", ()))
     return Memory(**body)

@@ -37,7 +37,8 @@ from textual.errors import EmbeddingModelMismatchError
 from textual.images import DEFAULT_MAX_IMAGE_BYTES
 from textual.lexical_index import Analyzer
 from textual.lifecycle import LifecyclePolicy
-from textual.memory import DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Memory, Tier, check_identifier, peer_key
+from textual.memory import (DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, LifecycleTier, Memory, check_identifier,
+                            peer_key)
 from textual.lmdb_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbStore
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
@@ -235,7 +236,7 @@ class MemoryStore:
                 stored = self.db.memories(tenant)
                 resident = [m for m in stored if m.tier in RESIDENT_TIERS]
                 vectors = self._load_vectors(tenant, [m.id for m in resident])
-                cold = [m for m in stored if m.tier is Tier.COLD]
+                cold = [m for m in stored if m.tier is LifecycleTier.COLD]
                 index = build_tenant_index(resident, vectors, self.analyzer, cold)
                 with self._lock:
                     self._indexes[tenant] = index
@@ -287,7 +288,7 @@ class MemoryStore:
             if memory.tier not in RESIDENT_TIERS:
                 if memory.id in index.memories:
                     index.remove(memory.id)
-                if memory.tier is Tier.COLD:
+                if memory.tier is LifecycleTier.COLD:
                     index.cold[memory.id] = peer_key(memory)
             elif memory.id in index.memories:
                 index.add([memory], None)

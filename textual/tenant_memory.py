@@ -19,7 +19,7 @@ from textual.feedback import apply_feedback, check_kind
 from textual.filters import Filters
 from textual.images import check_image_url
 from textual.lifecycle import heuristic_importance, plan_lifecycle, reinforced_strength
-from textual.memory import (MAX_ACCESSES, KnowledgeBase, Memory, MemoryType, Tier, check_content,
+from textual.memory import (MAX_ACCESSES, KnowledgeBase, LifecycleTier, Memory, MemoryType, check_content,
                             check_identifier, check_importance, check_metadata, check_source, check_strength,
                             check_time, parse_tier, parse_type)
 from textual.messages import ChatMessage, embedding_text, episode_content, episode_metadata
@@ -125,7 +125,7 @@ class TenantMemory:
         if budget_tokens is not None:
             _check_count("budget_tokens", budget_tokens, 1, 10_000_000)
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
-        if Tier.ARCHIVED in filters.tiers:
+        if LifecycleTier.ARCHIVED in filters.tiers:
             raise InvalidMemoryError("tiers", "archived memories are never searched; restore(id) one first")
         vector = self._store.embedder.embed([query])[0]
         store = self._store
@@ -134,7 +134,7 @@ class TenantMemory:
             plan = plan_query(query, index.speakers())
             rankings = [rank(index, store.analyzer, vector, plan, filters, now, store.settings)]
             weak = rankings[0].best_similarity < store.settings.cold_fallback_similarity
-            if Tier.COLD in filters.tiers and index.cold and (filters.tiers_given or weak):
+            if LifecycleTier.COLD in filters.tiers and index.cold and (filters.tiers_given or weak):
                 cold = store.cold_index(self.tenant)
                 rankings.append(rank(cold, store.analyzer, vector, plan, filters, now, store.settings))
             result = finish(rankings, k, budget_tokens, store.settings)
@@ -204,7 +204,7 @@ class TenantMemory:
         """Bring a memory (archived, superseded or cold) back to the hot tier, reinforced as if just accessed."""
         with self._store.tenant_lock(self.tenant):
             old, now = self.get(memory_id), self._store.clock()
-            new = dataclasses.replace(old, tier=Tier.HOT, strength=reinforced_strength(old, now, self._policy),
+            new = dataclasses.replace(old, tier=LifecycleTier.HOT, strength=reinforced_strength(old, now, self._policy),
                                       last_access_at=max(now, old.created_at), updated_at=max(now, old.created_at))
             self._store.write(self.tenant, [new], None)
         return new

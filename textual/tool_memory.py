@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from textual.errors import InvalidMemoryError
-from textual.memory import Memory, MemoryType, Tier, check_content, check_time
+from textual.memory import LifecycleTier, Memory, MemoryType, check_content, check_time
 from textual.tools import ToolMatch, check_tool_schema, check_trajectory, tool_content, trajectory_content, with_outcome
 
 TOOL_USER = "tools"
@@ -92,7 +92,7 @@ def search_tools(handle, query: str, k: int = 5) -> list[ToolMatch]:
     matches = []
     for tool_id in sorted(scores, key=lambda key: (-scores[key], key)):
         tool = db.get(handle.tenant, tool_id)
-        if tool is None or tool.tier is Tier.ARCHIVED:
+        if tool is None or tool.tier is LifecycleTier.ARCHIVED:
             continue
         recent = tuple(m for m in (db.get(handle.tenant, i) for i in tool.metadata.get("recent", [])) if m)
         matches.append(ToolMatch(tool, scores[tool_id], int(tool.metadata.get("successes", 0)),

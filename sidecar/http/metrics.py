@@ -7,11 +7,11 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from memcore.tiers import Tier
 from sidecar.chat.extraction import MemoryExtractor
 from sidecar.engine.adapters import AdapterService
 from sidecar.engine.process import Engine
 from sidecar.scheduler.executor import Scheduler
-from sidecar.scheduler.objects import Tier
 from sidecar.tenants.quota_book import QuotaBook
 from sidecar.tenants.quotas import Resource
 

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from memcore.value import ValueModel
 from sidecar.scheduler.objects import Budgets, Kind, MemoryObject, Move, Usage, usage
 from sidecar.scheduler.planner import apply, plan
-from sidecar.scheduler.value import ValueModel
 
 log = logging.getLogger("memsidecar.tiers")
 RECENT_MOVES = 50

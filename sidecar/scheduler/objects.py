@@ -1,4 +1,5 @@
-"""What the tier scheduler plans over: tiers, memory objects, budgets and moves, plus the one accounting rule.
+"""What the tier scheduler plans over: memory objects, budgets and moves (in the tiers of `memcore.tiers`), plus
+the one accounting rule.
 
 Accounting rule (where an object's bytes count), used by the planner, its tests and the report alike:
 - an object in ENGINE or CPU holds `size_bytes` of that tier;
@@ -8,6 +9,12 @@ Accounting rule (where an object's bytes count), used by the planner, its tests 
 - loaded adapters (in ENGINE or CPU) each take one of `Budgets.adapter_slots`.
 An object in DISK holds no ENGINE or CPU bytes. Eviction deletes an object outright; only `evictable` ones (caches
 whose source of truth is elsewhere, i.e. KV blocks) may be evicted.
+
+Value (`MemoryObject.saved_s`, `density`): the LRFU model of `memcore.value`, with `rebuild_s` as the cost, or
+above the disk `reload_s` where set (a KV namespace that leaves RAM is read back from disk, not recomputed).
+Density divides the seconds saved by the bytes held in the tier in question, which ranks objects for a byte budget
+the way a fractional knapsack would: the planner keeps the objects that save the most seconds per byte. For
+adapter slots (counted, not bytes) `saved_s` ranks them.
 """
 
 from __future__ import annotations
@@ -19,31 +26,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-GIB = 2**30
+from memcore.tiers import Tier
+from memcore.value import ValueModel
+
 CPU_SHARE = 0.5  # default CPU RAM budget: half the machine's RAM (the rest: the engine, its weights, the system)
 DISK_SHARE = 0.5  # default disk budget: half the file system holding the data directory
 
 
 class SchedulerError(ValueError):
     """An input the scheduler cannot plan with (duplicate keys, a move that does not match the state)."""
-
-
-class Tier(enum.IntEnum):
-    """Where an object is held, fastest first: a smaller tier is a higher one (ENGINE < CPU < DISK).
-
-    ENGINE is the engine's own memory: GPU memory, or on a CPU build the RAM the engine reserved for itself."""
-
-    ENGINE = 0
-    CPU = 1
-    DISK = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    def below(self) -> Tier | None:
-        """The next slower tier; None below the disk (the object is gone)."""
-        return None if self is Tier.DISK else Tier(self + 1)
 
 
 class Kind(str, enum.Enum):
@@ -90,9 +81,19 @@ class MemoryObject:
             return self.disk_bytes
         return self.size_bytes if self.tier is tier else 0
 
+    def saved_s(self, model: ValueModel, now: float, tier: Tier = Tier.DISK) -> float:
+        """Seconds holding this object in `tier` saves (the default, DISK: holding it at all)."""
+        cost_s = self.reload_s if tier is not Tier.DISK and self.reload_s is not None else self.rebuild_s
+        return model.saved_s(self.uses, self.last_used_s, cost_s, now)
+
+    def density(self, model: ValueModel, now: float, tier: Tier) -> float:
+        """Seconds saved per byte of `tier` (ENGINE and CPU: `size_bytes`; the disk: `disk_bytes`)."""
+        held = self.disk_bytes if tier is Tier.DISK else self.size_bytes
+        return self.saved_s(model, now, tier) / max(1, held)
+
     @property
     def is_loaded_adapter(self) -> bool:
-        return self.kind is Kind.ADAPTER and self.tier is not Tier.DISK
+        return self.kind is Kind.ADAPTER and self.tier.is_loaded
 
 
 @dataclass(frozen=True)

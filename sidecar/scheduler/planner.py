@@ -1,10 +1,11 @@
 """The tier planner: pure functions from objects and budgets to moves (no I/O), property-tested.
 
-Order of work: unload the least valuable unpinned adapters while more are loaded than there are adapter slots;
+Order of work: unload the least valuable unpinned adapters while more are loaded than there are adapter slots
+(which ones: `adapters.residency.unload_order`, the rule the request path's residency plans use too);
 then, fastest tier first, demote the lowest-density unpinned objects of every tier over its byte budget to the
 tier below (ENGINE -> CPU -> DISK); evict the lowest-density unpinned evictable objects while the disk is over its
 budget; finally move valuable objects up into free room (`ValueModel.prefetch_fill` of a budget at most), fastest
-tier first, never displacing anything. Density is `ValueModel.density` in the bytes of the tier in question.
+tier first, never displacing anything. Density is `MemoryObject.density` in the bytes of the tier in question.
 
 Invariants (checked by `tests/sidecar/scheduler/test_planner.py` on random states):
 - budgets: after `apply(objects, plan(...))` every tier is within its byte budget and the loaded adapters within
@@ -27,8 +28,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import replace
 
-from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError, Tier
-from sidecar.scheduler.value import ValueModel
+from adapters.residency import AdapterState, unload_order
+from memcore.tiers import Tier
+from memcore.value import ValueModel
+from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError
 
 OVER_BUDGET = "over-budget"
 OVER_SLOTS = "over-slots"
@@ -99,7 +102,7 @@ class _Planning:
                 if obj.kind is Kind.ADAPTER and self.place[key] in (Tier.ENGINE, Tier.CPU)]
 
     def density(self, obj: MemoryObject, tier: Tier) -> float:
-        return self.model.density(obj, self.now, tier)
+        return obj.density(self.model, self.now, tier)
 
     def move(self, obj: MemoryObject, tier: Tier | None, reason: str) -> None:
         self.place[obj.key] = tier
@@ -110,10 +113,13 @@ class _Planning:
     def trim_slots(self) -> None:
         loaded = self.loaded_adapters()
         excess = len(loaded) - self.budgets.adapter_slots
-        victims = sorted((a for a in loaded if not a.pinned), key=lambda a: (self.model.saved_s(a, self.now), a.key))
-        for adapter in victims[:max(0, excess)]:
-            self.move(adapter, Tier.DISK, OVER_SLOTS)
-            self.lost_slot_s = max(self.lost_slot_s, self.model.saved_s(adapter, self.now))
+        if excess <= 0:
+            return
+        saved = {a.key: a.saved_s(self.model, self.now) for a in loaded}
+        slots = [AdapterState(a.key, a.tier, is_pinned=a.pinned) for a in loaded]
+        for adapter in unload_order(slots, {}, saved)[:excess]:  # in use means pinned here (the reporter's rule)
+            self.move(self.objects[adapter.key], Tier.DISK, OVER_SLOTS)
+            self.lost_slot_s = max(self.lost_slot_s, saved[adapter.key])
 
     def trim_tier(self, tier: Tier) -> None:
         excess = self.held(tier) - self.budgets.of(tier)
@@ -160,9 +166,9 @@ class _Planning:
         return [obj for key, obj in self.objects.items()
                 if not obj.pinned and self.place[key] is not None and self.place[key] > tier
                 and obj.ceiling <= tier and key not in self.reasons
-                and self.model.saved_s(obj, self.now) > self.model.min_prefetch_s
+                and self.model.is_worth_prefetching(obj.saved_s(self.model, self.now))
                 and self.density(obj, tier) > floor
-                and (obj.kind is not Kind.ADAPTER or self.model.saved_s(obj, self.now) > self.lost_slot_s)]
+                and (obj.kind is not Kind.ADAPTER or obj.saved_s(self.model, self.now) > self.lost_slot_s)]
 
     # ------------------------------------------------------------------ result
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from kvcache.store import TieredStore
+from memcore.units import gib_to_bytes
 from sidecar.config import Settings
 from sidecar.engine.adapters import AdapterService
 from textual.store import MemoryStore
 
-GIB = 2**30
 
 
 def tier_report(settings: Settings, kv_store: TieredStore | None, adapters: AdapterService | None,
@@ -27,12 +27,12 @@ def tier_report(settings: Settings, kv_store: TieredStore | None, adapters: Adap
     resident = memory.resident_usage()
     return {
         "engine": {
-            "kv_cache": {"budget_bytes": int(settings.kv_cache_gib * GIB)},
+            "kv_cache": {"budget_bytes": gib_to_bytes(settings.kv_cache_gib)},
             "adapter_slots": {"budget": settings.max_loras, "loaded": len(loaded),
                               "loaded_bytes": sum(a.size_bytes for a in loaded)},
         },
         "cpu_ram": {
-            "kv_ram_tier": {"budget_bytes": int(settings.kv_ram_gib * GIB) if settings.kv_store else 0,
+            "kv_ram_tier": {"budget_bytes": gib_to_bytes(settings.kv_ram_gib) if settings.kv_store else 0,
                             "note": "held by the engine's worker; its usage is in the engine's process"},
             "adapter_cpu_cache": {"budget": settings.max_cpu_loras if settings.max_loras else 0,
                                   "loaded": len(loaded)},

@@ -30,8 +30,9 @@ from kvcache.keys import NAMESPACE_BYTES
 from kvcache.store import TieredStore
 from kvcache.worker_control import ControlWriter
 from kvcache.worker_stats import read_stats
+from memcore.tiers import Tier
 from sidecar.engine.adapters import AdapterService
-from sidecar.scheduler.objects import Action, Kind, MemoryObject, Move, Tier
+from sidecar.scheduler.objects import Action, Kind, MemoryObject, Move
 from textual.store import MemoryStore, TenantResidency
 
 # Recompute cost of a KV token: 24.031 s to prefill 4096 tokens of a Qwen2-0.5B-shaped model in bf16 on this
@@ -111,7 +112,7 @@ class AdapterReporter:
         service = self.service
         offset = now - service.clock()
         found = [MemoryObject(Kind.ADAPTER, ADAPTER_PREFIX + a.key, Tier.CPU if a.tier.is_loaded else Tier.DISK,
-                              a.size_bytes, a.last_used + offset, a.frequency, service.model.reload_seconds(a),
+                              a.size_bytes, a.last_used + offset, a.frequency, service.cost.seconds(a.size_bytes),
                               pinned=a.is_pinned or service.leases[a.key] > 0)
                  for a in service.state.adapters]
         blobs = await asyncio.to_thread(service.registry.usage)

@@ -20,6 +20,8 @@ import enum
 import threading
 from dataclasses import asdict, dataclass
 
+from memcore.units import GIB
+
 # What one stored memory costs besides its content: the JSON record's fields and the LMDB key, measured on records
 # of the chat path (about 500 bytes) and rounded up. Used to estimate a write's bytes before it is made.
 RECORD_OVERHEAD_BYTES = 640
@@ -98,9 +100,9 @@ class QuotaLimits:
     engine_requests: int = 16
     memory_requests: int = 8
     memories: int = 100_000
-    memory_bytes: int = 1 << 30
+    memory_bytes: int = GIB
     adapters: int = 32
-    adapter_bytes: int = 1 << 30
+    adapter_bytes: int = GIB
     distill_jobs: int = 2
     pinned_adapters: int = 1
     pinned_kv: int = 16

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, ResidencyState, Tier, ValueModel, apply,
+from adapters.residency import (AdapterState, Capacity, Move, ResidencyError, ResidencyState, adapter_value, apply,
                                 can_pin, pin, plan, record_use, unpin)
+from memcore.tiers import Tier
+from memcore.value import ValueModel
 
 NOW = 10_000.0
 MODEL = ValueModel(half_life_s=100.0)
@@ -140,7 +142,7 @@ def test_most_waited_for_adapter_is_loaded_first_and_lowest_value_evicted():
 def test_size_raises_value_through_reload_cost():
     small = AdapterState("small", Tier.CPU, last_used=NOW, frequency=1.0, size_bytes=1 << 20)
     large = AdapterState("large", Tier.CPU, last_used=NOW, frequency=1.0, size_bytes=1 << 30)
-    assert MODEL.value(large, NOW) > MODEL.value(small, NOW)
+    assert adapter_value(large, NOW, MODEL) > adapter_value(small, NOW, MODEL)
     state = ResidencyState.of([small, large, AdapterState("new")])
     assert plan(state, Capacity(1, 2), {"new": 1}, NOW, MODEL) == (Move("unload", "small", "make-room"),
                                                                    Move("load", "new", "waiting"))
@@ -149,8 +151,9 @@ def test_size_raises_value_through_reload_cost():
 def test_frequency_decays_with_the_half_life():
     state = record_use(ResidencyState.of([AdapterState("a")]), "a", 0.0, MODEL)
     state = record_use(state, "a", 0.0, MODEL)
-    assert MODEL.frequency_at(state.load("a"), 100.0) == pytest.approx(1.0)
-    assert MODEL.frequency_at(state.load("a"), 200.0) == pytest.approx(0.5)
+    a = state.load("a")
+    assert MODEL.frequency(a.frequency, a.last_used, 100.0) == pytest.approx(1.0)
+    assert MODEL.frequency(a.frequency, a.last_used, 200.0) == pytest.approx(0.5)
     state = record_use(state, "a", 100.0, MODEL)
     assert state.load("a").frequency == pytest.approx(2.0)
 
@@ -198,7 +201,7 @@ def test_bad_inputs_are_named():
         ResidencyState.of([AdapterState("a"), AdapterState("a")])
     with pytest.raises(ResidencyError, match="no-op"):
         apply(state, [Move("unload", "a", "make-room")])
-    with pytest.raises(ResidencyError, match="half_life_s"):
+    with pytest.raises(ValueError, match="half_life_s"):
         ValueModel(half_life_s=0)
 
 

@@ -4,7 +4,6 @@ their copies are done, and loads hidden behind compute, measured with CUDA event
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

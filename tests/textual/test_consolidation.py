@@ -7,7 +7,7 @@ import pytest
 from textual.consolidation import Action, ConsolidationPolicy, decide, merged, numbers, subject, superseding
 from textual.errors import InvalidMemoryError
 from textual.feedback import apply_feedback, check_kind
-from textual.memory import Memory, MemoryType, Tier
+from textual.memory import LifecycleTier, Memory, MemoryType
 
 POLICY = ConsolidationPolicy()
 
@@ -56,19 +56,20 @@ def test_merge_takes_newer_wording_and_keeps_history():
     assert (kept.id, kept.content, kept.source, kept.strength, kept.access_count) == (
         "a", new.content, ("a", "n"), 1.7, 1)
     assert kept.metadata["history"] == [{"content": old.content, "at": 5.0, "reason": "merge"}]
-    assert kept.tier is Tier.HOT
+    assert kept.tier is LifecycleTier.HOT
 
 
 def test_a_cold_memory_said_again_comes_back_in_the_new_memorys_tier():
-    old = replace(memory("a", "Alice has a dog"), tier=Tier.COLD)
-    assert merged(old, replace(memory("n", "Alice has a dog"), tier=Tier.WARM), now=5.0, strength=1.0).tier is Tier.WARM
-    assert merged(replace(old, tier=Tier.WARM), memory("n", "Alice has a dog"), now=5.0, strength=1.0).tier is Tier.WARM
+    old = replace(memory("a", "Alice has a dog"), tier=LifecycleTier.COLD)
+    warm = LifecycleTier.WARM
+    assert merged(old, replace(memory("n", "Alice has a dog"), tier=warm), now=5.0, strength=1.0).tier is warm
+    assert merged(replace(old, tier=warm), memory("n", "Alice has a dog"), now=5.0, strength=1.0).tier is warm
 
 
 def test_superseding_archives_the_old_and_links_both_ways():
     old, new = superseding(memory("a", "Alice lives in Paris"), memory("n", "Alice lives in Berlin"), now=9.0)
-    assert (old.tier, old.metadata["superseded_by"], old.updated_at) == (Tier.ARCHIVED, "n", 9.0)
-    assert (new.tier, new.metadata["supersedes"]) == (Tier.HOT, "a")
+    assert (old.tier, old.metadata["superseded_by"], old.updated_at) == (LifecycleTier.ARCHIVED, "n", 9.0)
+    assert (new.tier, new.metadata["supersedes"]) == (LifecycleTier.HOT, "a")
 
 
 def test_feedback_changes_importance_strength_or_content():

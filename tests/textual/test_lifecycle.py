@@ -6,12 +6,13 @@ from hypothesis import strategies as st
 
 from textual.lifecycle import (DAY_S, LifecyclePolicy, Move, MoveKind, decayed_strength, heuristic_importance,
                                plan_lifecycle, reinforced_strength, target_tier)
-from textual.memory import Memory, MemoryType, Tier
+from textual.memory import LifecycleTier, Memory, MemoryType
 
 POLICY = LifecyclePolicy(half_life_s=10 * DAY_S)
 
 
-def memory(key="m", strength=1.0, importance=0.5, accessed=0.0, tier=Tier.HOT, type=MemoryType.FACT, updated=0.0):
+def memory(key="m", strength=1.0, importance=0.5, accessed=0.0, tier=LifecycleTier.HOT, type=MemoryType.FACT,
+           updated=0.0):
     return Memory(id=key, tenant="t", user="u", type=type, content="x", created_at=0.0, updated_at=updated,
                   last_access_at=accessed, strength=strength, importance=importance, tier=tier)
 
@@ -39,19 +40,20 @@ def test_heuristic_importance_by_type_and_salient_words():
 
 
 def test_tiers_follow_decayed_strength():
-    assert [target_tier(s, POLICY) for s in (0.9, 0.3, 0.05, 0.001)] == [Tier.HOT, Tier.WARM, Tier.COLD,
-                                                                        Tier.ARCHIVED]
+    assert [target_tier(s, POLICY) for s in (0.9, 0.3, 0.05, 0.001)] == [
+        LifecycleTier.HOT, LifecycleTier.WARM, LifecycleTier.COLD, LifecycleTier.ARCHIVED]
 
 
 def test_planner_demotes_promotes_archives_and_deletes_after_retention():
     policy = LifecyclePolicy(half_life_s=10 * DAY_S, retention_s=15 * DAY_S)
     now = 20 * DAY_S  # strength 0.25 for a memory last accessed at 0
-    memories = [memory("a"), memory("b", accessed=now, tier=Tier.COLD), memory("c", strength=0.001),
-                memory("d", tier=Tier.ARCHIVED, updated=0.0), memory("e", tier=Tier.ARCHIVED, updated=now),
+    memories = [memory("a"), memory("b", accessed=now, tier=LifecycleTier.COLD), memory("c", strength=0.001),
+                memory("d", tier=LifecycleTier.ARCHIVED, updated=0.0),
+                memory("e", tier=LifecycleTier.ARCHIVED, updated=now),
                 memory("f", type=MemoryType.DOCUMENT_CHUNK, strength=0.0)]
     assert plan_lifecycle(memories, now, policy) == [
-        Move("a", MoveKind.DEMOTE, Tier.WARM), Move("b", MoveKind.PROMOTE, Tier.HOT),
-        Move("c", MoveKind.ARCHIVE, Tier.ARCHIVED), Move("d", MoveKind.DELETE, None)]
+        Move("a", MoveKind.DEMOTE, LifecycleTier.WARM), Move("b", MoveKind.PROMOTE, LifecycleTier.HOT),
+        Move("c", MoveKind.ARCHIVE, LifecycleTier.ARCHIVED), Move("d", MoveKind.DELETE, None)]
 
 
 def test_policy_rejects_inconsistent_thresholds():
@@ -63,7 +65,7 @@ def test_policy_rejects_inconsistent_thresholds():
 
 memories = st.lists(st.builds(
     memory, key=st.text("abcdef", min_size=1, max_size=4), strength=st.floats(0, 10),
-    importance=st.floats(0, 1), accessed=st.floats(0, 1e8), tier=st.sampled_from(list(Tier)),
+    importance=st.floats(0, 1), accessed=st.floats(0, 1e8), tier=st.sampled_from(list(LifecycleTier)),
     type=st.sampled_from(list(MemoryType)), updated=st.floats(0, 1e8)), max_size=30, unique_by=lambda m: m.id)
 
 
@@ -75,9 +77,9 @@ def test_planner_invariants(items, now, retention):
         old = by_id[move.memory_id]
         assert old.type not in policy.exempt_types
         if move.kind is MoveKind.DELETE:  # deletes need a retention, and only ever hit archived memories
-            assert retention is not None and old.tier is Tier.ARCHIVED and now - old.updated_at > retention
+            assert retention is not None and old.tier is LifecycleTier.ARCHIVED and now - old.updated_at > retention
         else:  # nothing leaves the archive except through restore
-            assert old.tier is not Tier.ARCHIVED and move.tier is not old.tier
+            assert old.tier is not LifecycleTier.ARCHIVED and move.tier is not old.tier
 
 
 @given(memories, st.floats(0, 2e8))

@@ -8,7 +8,7 @@ import numpy as np
 from textual.lmdb_store import LmdbStore
 from textual.record import encode_memory, encode_vector
 from tests.textual.test_map_growth import fill, memory
-from textual.memory import Memory, MemoryType, Tier
+from textual.memory import LifecycleTier, Memory, MemoryType
 
 
 def test_usage_counts_records_and_bytes_through_updates_and_deletes(tmp_path):
@@ -58,8 +58,8 @@ def _values(db: LmdbStore, tenant: str) -> list[bytes]:
                [value for _key, value in db._scan(txn, tenant, db._vectors)]
 
 
-def timed(tenant: str, number: int, created_at: float, user: str = "u", tier: Tier = Tier.HOT, session: str = "",
-          position: int = 0) -> Memory:
+def timed(tenant: str, number: int, created_at: float, user: str = "u", tier: LifecycleTier = LifecycleTier.HOT,
+          session: str = "", position: int = 0) -> Memory:
     return Memory(id=f"m{number:03d}", tenant=tenant, user=user, type=MemoryType.EPISODE, content=f"turn {number}",
                   created_at=created_at, updated_at=created_at + 1, last_access_at=created_at, tier=tier,
                   metadata={"session": session, "position": position})
@@ -84,7 +84,7 @@ def test_user_stats_follow_tier_moves_and_deletes(tmp_path):
     vector = np.ones(4, np.float32)
     db.put_many([(timed("a", 1, 1.0, "ann"), vector), (timed("a", 2, 2.0, "ann"), vector),
                  (timed("a", 3, 3.0, "bob"), vector), (timed("b", 4, 4.0, "ann"), vector)])
-    db.put_many([(timed("a", 2, 2.0, "ann", Tier.COLD), None)])
+    db.put_many([(timed("a", 2, 2.0, "ann", LifecycleTier.COLD), None)])
     assert db.users("a") == [("ann", 2, {"cold": 1, "hot": 1}, 3.0), ("bob", 1, {"hot": 1}, 4.0)]
     db.delete_many("a", ["m003", "m001"])
     assert db.users("a") == [("ann", 1, {"cold": 1}, 3.0)]  # the newest change is kept after deletes

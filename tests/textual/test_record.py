@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from textual.memory import KnowledgeBase, Memory, MemoryType, Tier
+from textual.memory import KnowledgeBase, LifecycleTier, Memory, MemoryType
 from textual.record import (decode_kb, decode_key, decode_memory, decode_vector, encode_kb, encode_key, encode_memory,
                             encode_vector)
 
 MEMORY = Memory(id="m1", tenant="t1", user="u1", type=MemoryType.EPISODE, content="Hi é", created_at=1.0,
                 updated_at=2.0, last_access_at=1.5, kb_id=None, metadata={"speaker": "A"}, source=("D1:1",),
-                access_count=3, importance=0.5, strength=1.0, tier=Tier.WARM)
+                access_count=3, importance=0.5, strength=1.0, tier=LifecycleTier.WARM)
 GOLDEN = ('{"access_count":3,"content":"Hi é","created_at":1.0,"id":"m1","importance":0.5,"kb_id":null,'
           '"last_access_at":1.5,"metadata":{"speaker":"A"},"source":["D1:1"],"strength":1.0,"tenant":"t1",'
           '"tier":"warm","type":"episode","updated_at":2.0,"user":"u1","v":1}').encode()

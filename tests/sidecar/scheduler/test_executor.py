@@ -14,12 +14,13 @@ from kvcache.keys import Namespace, block_keys
 from kvcache.store import StoreConfig, TieredStore
 from kvcache.worker_control import ControlReader, ControlWriter, control_path
 from kvcache.worker_stats import StatsPublisher, stats_path
+from memcore.tiers import Tier
+from memcore.value import ValueModel
 from sidecar.engine.process import AttachedEngine
 from sidecar.http.metrics import Metrics
 from sidecar.scheduler.executor import Scheduler
-from sidecar.scheduler.objects import Action, Budgets, Kind, Tier, usage
+from sidecar.scheduler.objects import Action, Budgets, Kind, usage
 from sidecar.scheduler.reporters import KvReporter, MemoryIndexReporter
-from sidecar.scheduler.value import ValueModel
 from textual.store import MemoryStore
 
 FACTS = {

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError, Tier, usage
+from memcore.tiers import Tier
+from memcore.value import ValueModel
+from sidecar.scheduler.objects import Action, Budgets, Kind, MemoryObject, Move, SchedulerError, usage
 from sidecar.scheduler.planner import OVER_BUDGET, OVER_SLOTS, apply, plan
-from sidecar.scheduler.value import ValueModel
 
 NOW = 10_000.0
 MODEL = ValueModel(half_life_s=600.0)
@@ -36,7 +37,7 @@ budgets = st.builds(Budgets, engine_bytes=st.integers(0, 1500), cpu_bytes=st.int
 
 
 def density(obj: MemoryObject, tier: Tier) -> float:
-    return MODEL.density(obj, NOW, tier)
+    return obj.density(MODEL, NOW, tier)
 
 
 @settings(max_examples=400, deadline=None)
@@ -80,7 +81,7 @@ def test_a_higher_value_object_is_never_moved_out_for_a_lower_one(state, limits)
             assert not stayed, (move, stayed)
         if move.reason == OVER_SLOTS:
             stayed = [y for y in after if y.is_loaded_adapter and not y.pinned
-                      and MODEL.saved_s(y, NOW) < MODEL.saved_s(x, NOW)]
+                      and y.saved_s(MODEL, NOW) < x.saved_s(MODEL, NOW)]
             assert not stayed, (move, stayed)
 
 
@@ -165,10 +166,10 @@ def test_objects_move_up_only_to_their_ceiling_and_between_memory_tiers_it_is_a_
 
 def test_value_halves_with_each_half_life_and_grows_with_rebuild_cost():
     fresh = obj("memory:t", Tier.CPU, 100, 4)
-    assert MODEL.saved_s(fresh, NOW) == 4.0
-    assert MODEL.saved_s(fresh, NOW + 600) == pytest.approx(2.0)
-    assert MODEL.density(fresh, NOW, Tier.CPU) == pytest.approx(0.04)
-    assert MODEL.saved_s(MemoryObject(Kind.KV, "k", Tier.DISK, 1, NOW, 4, rebuild_s=3.0), NOW) == 12.0
+    assert fresh.saved_s(MODEL, NOW) == 4.0
+    assert fresh.saved_s(MODEL, NOW + 600) == pytest.approx(2.0)
+    assert fresh.density(MODEL, NOW, Tier.CPU) == pytest.approx(0.04)
+    assert MemoryObject(Kind.KV, "k", Tier.DISK, 1, NOW, 4, rebuild_s=3.0).saved_s(MODEL, NOW) == 12.0
 
 
 def test_apply_refuses_moves_that_do_not_match_the_state_and_plan_refuses_duplicate_keys():
