@@ -1,2 +1,3 @@
-"""What the memory packages (`kvcache`, `adapters`, `textual`) and the sidecar share: units, the tier vocabulary and
-content digests. Small on purpose: no I/O at import, no dependency on any other package of the project."""
+"""What the memory packages (`kvcache`, `adapters`, `textual`) and the sidecar share: units, the placement tiers, the
+value model and content digests. Small on purpose: no I/O at import, no dependency on any other package of the
+project."""
