@@ -117,6 +117,11 @@ def _check_values(memory: Memory, line: int, max_chars: int) -> None:
             check_time(name, getattr(memory, name))
         if memory.expires_at is not None:
             check_time("expires_at", memory.expires_at)
+        for accessed in memory.accesses:
+            check_time("accesses", accessed)
+        if not isinstance(memory.access_count, int) or isinstance(memory.access_count, bool) or \
+                memory.access_count < 0:
+            raise InvalidMemoryError("access_count", "must be an integer >= 0")
         if memory.created_at > memory.updated_at:
             raise InvalidMemoryError("updated_at", "must not be before created_at")
     except InvalidMemoryError as exc:

@@ -111,3 +111,9 @@ def test_a_bad_line_refuses_the_whole_import_naming_it(store, line, field):
                                                 GOLDEN_RECORD])
     assert refused.value.field.startswith(field)
     assert store.for_tenant("t1").list() == []
+
+
+def test_malformed_access_fields_are_refused(store):
+    line = GOLDEN_RECORD.replace(b'"access_count":0', b'"access_count":-1')
+    with pytest.raises(InvalidMemoryError, match="access_count"):
+        store.for_tenant("t1").import_memories([GOLDEN_HEADER, line])
