@@ -1,4 +1,4 @@
-"""The `memsidecar` command: serve, make-model, doctor, keys, mcp."""
+"""The `memsidecar` command: serve, make-model, doctor, keys, mcp, export, import."""
 
 from __future__ import annotations
 
@@ -122,16 +122,10 @@ def mcp(
     import anyio
 
     from sidecar.http.mcp import run_stdio
-    from textual.store import MemoryStore
 
     settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir})
     configure_logging(settings.log_level)  # to stderr: stdout carries the MCP messages
-    try:
-        store = MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
-                                 vector_device=settings.memory_index_device)
-    except ValueError as exc:  # vectors of another embedding model
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    store = open_memory_store(settings)
     try:
         anyio.run(run_stdio, store, tenant)
     except ValueError as exc:  # an unusable tenant name
@@ -139,6 +133,76 @@ def mcp(
         raise typer.Exit(2) from None
     finally:
         store.close()
+
+
+def open_memory_store(settings: Settings):
+    """The textual memory store of `settings` (not one a running `serve` holds: one process per store)."""
+    from textual.store import MemoryStore
+
+    try:
+        return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
+                                vector_device=settings.memory_index_device)
+    except ValueError as exc:  # vectors of another embedding model
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+TENANT_OPTION = typer.Option(DEFAULT_TENANT, help="Tenant whose memories are exported or imported.")
+CONFIG_OPTION = typer.Option(None, "--config", help="TOML config file (env: MEMSIDECAR_CONFIG).")
+DATA_DIR_OPTION = typer.Option(None, "--data-dir", help="Data directory (env: MEMSIDECAR_DATA_DIR).")
+MEMORY_DIR_OPTION = typer.Option(None, "--memory-dir", help="Textual memory directory (env: MEMSIDECAR_MEMORY_DIR).")
+
+
+@app.command("export")
+def export_memories(
+    out: Path = typer.Argument(..., help="JSON Lines file to write (docs/textual-memory.md#export-and-import)."),
+    tenant: str = TENANT_OPTION, user: Optional[str] = typer.Option(None, help="Only this user's memories."),
+    vectors: bool = typer.Option(True, "--vectors/--no-vectors", help="Include each memory's embedding."),
+    config: Optional[Path] = CONFIG_OPTION, data_dir: Optional[Path] = DATA_DIR_OPTION,
+    memory_dir: Optional[Path] = MEMORY_DIR_OPTION,
+) -> None:
+    """Export a tenant's memories, with their histories, to a JSON Lines file (offline: not while `serve` runs on
+    the same memory directory)."""
+    from rich.progress import Progress
+
+    store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir}))
+    try:
+        handle = store.for_tenant(tenant)
+        with out.open("wb") as file, Progress(console=console) as progress:
+            task = progress.add_task("exporting", total=store.usage(tenant)[0])
+            for number, line in enumerate(handle.export_memories(user, vectors)):
+                file.write(line)
+                progress.update(task, completed=number)
+    except ValueError as exc:  # an unusable tenant or user name
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+
+
+@app.command("import")
+def import_memories(
+    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON Lines file made by export."),
+    tenant: str = TENANT_OPTION, config: Optional[Path] = CONFIG_OPTION, data_dir: Optional[Path] = DATA_DIR_OPTION,
+    memory_dir: Optional[Path] = MEMORY_DIR_OPTION,
+) -> None:
+    """Import an export into a tenant: ids kept (a taken one gets a new id), vectors re-embedded when the embedding
+    model differs (offline: not while `serve` runs on the same memory directory)."""
+    from rich.progress import Progress
+
+    store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir}))
+    try:
+        lines = source.read_bytes().splitlines()
+        with Progress(console=console) as progress:
+            task = progress.add_task("importing", total=max(0, len(lines) - 1))
+            report = store.for_tenant(tenant).import_memories(lines, lambda n: progress.advance(task, n))
+    except ValueError as exc:  # a bad line (named), or an unusable tenant name
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    console.print(f"imported {report.imported} memories ({report.reembedded} embedded again, "
+                  f"{len(report.remapped)} given new ids)")
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed in a keys file).", no_args_is_help=True)

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     memory_lifecycle_interval_s: float = Field(
         600.0, gt=0, description="Seconds between background passes of memory decay, tier moves and retention."
     )
+    memory_retention_s: float | None = Field(
+        None, ge=0, description="Seconds an archived memory is kept after its archival before the lifecycle pass "
+        "deletes it with its history. Unset: archived memories are kept until deleted. Expired memories (`ttl_s`) "
+        "are deleted whatever this says."
+    )
     tier_interval_s: float = Field(
         30.0, gt=0, description="Seconds between passes of the tier scheduler (collect, plan, move)."
     )

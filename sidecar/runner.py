@@ -23,6 +23,7 @@ from sidecar.engine.process import (AttachedEngine, Engine, EngineSpec, LoraSpec
 from sidecar.http.app import create_app
 from sidecar.http.assembly import AdapterSetup
 from sidecar.tenants.keys import DEFAULT_TENANT, KeyTable, check_exposure
+from textual.lifecycle import LifecyclePolicy
 from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
@@ -108,6 +109,7 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
     with console.status(f"opening textual memory in {settings.resolved_memory_dir}"):
         return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
                                 vector_device=settings.memory_index_device,
+                                lifecycle=LifecyclePolicy(retention_s=settings.memory_retention_s),
                                 map_size=gib_to_bytes(settings.memory_map_gib),
                                 max_map_size=gib_to_bytes(settings.memory_map_max_gib))
 

@@ -12,8 +12,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from textual.consolidation import Action, decide, merged, superseding
-from textual.lifecycle import Move, MoveKind, reinforced_strength
-from textual.memory import RESIDENT_TIERS, LifecycleTier, Memory, peer_key
+from textual.history import LIFECYCLE, ChangeKind
+from textual.lifecycle import Move, reinforced_strength
+from textual.memory import RESIDENT_TIERS, LifecycleTier, Memory, is_expired, peer_key
 
 SIMILAR_NEIGHBOURS = 8
 
@@ -32,20 +33,21 @@ def store_new(store, memory: Memory, vector: np.ndarray, consolidate: bool) -> M
     policy = store.consolidation
     if not consolidate or memory.tier not in RESIDENT_TIERS or \
             memory.type not in policy.merge_types | policy.supersede_types:
-        store.write(memory.tenant, [memory], vector[None])
+        store.write(memory.tenant, [memory], vector[None], ChangeKind.CREATE)
         return memory
-    decision = decide(memory, _similar(store, memory, vector), policy)
     now = store.clock()
+    similar = [(peer, score) for peer, score in _similar(store, memory, vector) if not is_expired(peer, now)]
+    decision = decide(memory, similar, policy)
     if decision.action is Action.MERGE:
         target = decision.target
         kept = merged(target, memory, now, reinforced_strength(target, now, store.lifecycle))
-        store.write(memory.tenant, [kept], None if kept.content == target.content else vector[None])
+        store.write(memory.tenant, [kept], None if kept.content == target.content else vector[None], ChangeKind.MERGE)
         return kept
     if decision.action is Action.SUPERSEDE:
         old, new = superseding(decision.target, memory, now)
-        store.write(memory.tenant, [old, new], [None, vector])
+        store.write(memory.tenant, [old, new], [None, vector], ChangeKind.SUPERSEDE)
         return new
-    store.write(memory.tenant, [memory], vector[None])
+    store.write(memory.tenant, [memory], vector[None], ChangeKind.CREATE)
     return memory
 
 
@@ -68,13 +70,14 @@ def _similar(store, memory: Memory, vector: np.ndarray) -> list[tuple[Memory, fl
 
 
 def apply_moves(store, tenant: str, moves: Sequence[Move], now: float) -> LifecycleReport:
-    """Carry out planned moves in one write and one delete; an archived memory's `updated_at` becomes `now`."""
+    """Carry out planned moves in one write and one delete (retention and expiry alike); an archived memory's
+    `updated_at` becomes `now`."""
     memories = {m.id: m for m in store.db.memories(tenant)}
     valid = [move for move in moves if move.memory_id in memories]
-    changed = [_moved(memories[move.memory_id], move, now) for move in valid if move.kind is not MoveKind.DELETE]
+    changed = [_moved(memories[move.memory_id], move, now) for move in valid if not move.kind.is_removal]
     if changed:
-        store.write(tenant, changed, None)
-    deleted = [move.memory_id for move in valid if move.kind is MoveKind.DELETE]
+        store.write(tenant, changed, None, ChangeKind.TIER, LIFECYCLE)
+    deleted = [move.memory_id for move in valid if move.kind.is_removal]
     if deleted:
         store.remove(tenant, deleted)
     return LifecycleReport(tuple(valid), dict(Counter(move.kind.value for move in valid)))

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from textual.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError
+from textual.history import ChangeKind
 from textual.memory import KnowledgeBase, Memory, MemoryType, check_content, check_identifier, check_metadata
 
 KB_USER = "kb"
@@ -83,7 +84,7 @@ def add_document(handle, kb_id: str, text: str, *, title: str | None = None,
     vectors = store.embedder.embed([m.content if title is None else f"{title}\n{m.content}" for m in memories])
     with store.tenant_lock(handle.tenant):
         load_kb(handle, kb_id)  # it may have been deleted while the chunks were embedded
-        store.write(handle.tenant, memories, vectors)
+        store.write(handle.tenant, memories, vectors, ChangeKind.CREATE)
     return memories
 
 

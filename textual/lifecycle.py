@@ -5,8 +5,9 @@ Forgetting curve: a memory's stored `strength` is its strength at `last_access_a
 half-life, importance 1 half as fast again, importance 0 twice as fast. An access reinforces: the decayed strength
 plus `reinforcement`, capped at `max_strength`, becomes the new stored strength.
 
-Planner invariants (`plan_lifecycle`): it never moves a memory of an exempt type; it deletes only archived memories,
-and only when the policy sets a retention; it never brings an archived memory back (only `restore` does).
+Planner invariants (`plan_lifecycle`): an expired memory (`expires_at` passed, whatever its tier or type) is deleted
+(`EXPIRE`); otherwise it never moves a memory of an exempt type; it deletes only archived memories, and only when the
+policy sets a retention; it never brings an archived memory back (only `restore` does).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from textual.memory import LifecycleTier, Memory, MemoryType
+from textual.memory import LifecycleTier, Memory, MemoryType, is_expired
 
 DAY_S = 86_400.0
 # Words that mark a memory a person would want kept: each found raises the heuristic importance.
@@ -53,17 +54,23 @@ class LifecyclePolicy:
 
 
 class MoveKind(str, enum.Enum):
-    """What a move does: change tier up (promote) or down (demote), archive, or delete for good."""
+    """What a move does: change tier up (promote) or down (demote), archive, delete for good when retention ran out
+    (delete) or when the memory expired (expire)."""
 
     PROMOTE = "promote"
     DEMOTE = "demote"
     ARCHIVE = "archive"
     DELETE = "delete"
+    EXPIRE = "expire"
+
+    @property
+    def is_removal(self) -> bool:
+        return self in (MoveKind.DELETE, MoveKind.EXPIRE)
 
 
 @dataclass(frozen=True)
 class Move:
-    """One planned change: move `memory_id` to `tier`, or delete it (`tier` is None)."""
+    """One planned change: move `memory_id` to `tier`, or delete it (`tier` is None, `kind.is_removal`)."""
 
     memory_id: str
     kind: MoveKind
@@ -112,6 +119,8 @@ def plan_lifecycle(memories: Iterable[Memory], now: float, policy: LifecyclePoli
 
 
 def _move(memory: Memory, now: float, policy: LifecyclePolicy) -> Move | None:
+    if is_expired(memory, now):
+        return Move(memory.id, MoveKind.EXPIRE, None)
     if memory.type in policy.exempt_types:
         return None
     if memory.tier is LifecycleTier.ARCHIVED:

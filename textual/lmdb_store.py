@@ -13,8 +13,9 @@ Rules, as py-lmdb states them and this module keeps them:
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
 JSON), `versions` (tenant -> write count, as 8-byte little-endian), `meta` (`embedding_model` -> the identity of
 the model every stored vector came from; `derived` -> b"1" once the derived databases were built), and the derived
-`usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant). A tenant's version changes on
-every write, so derived indexes know when they are stale.
+`usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant), and `history` (the versions of
+each memory, `textual.history` owns their format; written in the transaction of the change they record, deleted
+with their memory). A tenant's version changes on every write, so derived indexes know when they are stale.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from __future__ import annotations
 import struct
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import lmdb
 import numpy as np
 
 from memcore.units import GIB
+from textual import lmdb_history
 from textual.errors import StoreFullError
+from textual.history import Change, Version
 from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory
@@ -53,6 +56,7 @@ class LmdbStore:
         self._kbs = env.open_db(b"kbs")
         self._meta = env.open_db(b"meta")
         self._derived = DerivedDbs(env.open_db(b"usage"), env.open_db(b"by_time"), env.open_db(b"users"))
+        self._history = env.open_db(b"history")
 
     @classmethod
     def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE,
@@ -60,7 +64,7 @@ class LmdbStore:
         """Open (creating if needed) the environment in directory `path`, synced on every commit. The map starts at
         `map_size` (or the size the file already needs) and may grow to `max_map_size`."""
         Path(path).mkdir(parents=True, exist_ok=True)
-        env = lmdb.open(str(path), map_size=map_size, max_dbs=12, sync=True, metasync=True, writemap=False)
+        env = lmdb.open(str(path), map_size=map_size, max_dbs=16, sync=True, metasync=True, writemap=False)
         store = cls(env, max_map_size)
         store._derive_once()
         return store
@@ -90,18 +94,28 @@ class LmdbStore:
     def set_embedding_model(self, identity: str) -> None:
         self._write(lambda txn: txn.put(b"embedding_model", identity.encode(), db=self._meta))
 
-    def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]]) -> None:
-        """Write memories (and embeddings, where given) of any tenants in one durable transaction."""
+    def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]],
+                 changes: Sequence[Change | None] | None = None,
+                 histories: Mapping[str, Sequence[Version]] | None = None) -> None:
+        """Write memories (and embeddings, where given) of any tenants in one durable transaction. For each memory
+        whose `changes` entry is set, a version recording the change is appended in that transaction; `histories`
+        (memory id -> versions, an import's) replaces those memories' histories before their change is recorded."""
         rows = [(memory, encode_key(memory.tenant, memory.id), encode_memory(memory),
                  None if vector is None else encode_vector(vector)) for memory, vector in items]
+        changes = list(changes) if changes is not None else [None] * len(rows)
 
         def put(txn: lmdb.Transaction) -> None:
             ledger, tenants = Ledger(self._derived, txn), set()
-            for memory, key, record, vector in rows:
+            for (memory, key, record, vector), change in zip(rows, changes):
                 old, old_vector = txn.get(key, db=self._memories), txn.get(key, db=self._vectors)
                 old_vector_size = 0 if old_vector is None else len(old_vector)
                 if old is not None:
                     ledger.removed(old, len(old) + old_vector_size)
+                if histories and memory.id in histories:
+                    lmdb_history.put_all(txn, self._history, memory.tenant, memory.id, histories[memory.id])
+                if change is not None:
+                    lmdb_history.append(txn, self._history, None if old is None else decode_memory(old), memory,
+                                        change)
                 txn.put(key, record, db=self._memories)
                 if vector is not None:
                     txn.put(key, vector, db=self._vectors)
@@ -118,7 +132,8 @@ class LmdbStore:
         return bool(self.delete_many(tenant, [memory_id]))
 
     def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
-        """Remove memories and their embeddings in one transaction; returns the ids that were there."""
+        """Remove memories, their embeddings and their histories in one transaction; returns the ids that were
+        there."""
         memory_ids = list(memory_ids)
 
         def delete(txn: lmdb.Transaction) -> list[str]:
@@ -128,6 +143,7 @@ class LmdbStore:
                 record, vector = txn.pop(key, db=self._memories), txn.pop(key, db=self._vectors)
                 if record is not None:
                     ledger.removed(record, len(record) + (0 if vector is None else len(vector)))
+                    lmdb_history.drop(txn, self._history, tenant, memory_id)
                     removed.append(memory_id)
             if removed:
                 self._bump_version(txn, tenant)
@@ -195,6 +211,11 @@ class LmdbStore:
         """All of `tenant`'s embeddings by memory id."""
         with self._read() as txn:
             return {decode_key(key)[1]: decode_vector(value) for key, value in self._scan(txn, tenant, self._vectors)}
+
+    def history(self, tenant: str, memory_id: str, after: int = 0, limit: int = 100) -> list[Version]:
+        """At most `limit` versions of the memory with a seq above `after`, oldest first (none for an unknown id)."""
+        with self._read() as txn:
+            return lmdb_history.read(txn, self._history, tenant, memory_id, after, limit)
 
     def version(self, tenant: str) -> int:
         """How many writes `tenant` has had; 0 for a tenant never written."""

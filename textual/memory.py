@@ -2,7 +2,8 @@
 
 Invariants of a stored `Memory`: `content` is non-empty after stripping and at most the store's size limit,
 `0 <= importance <= 1`, `strength >= 0`, `access_count >= 0`, and `created_at <= updated_at`.
-Times are seconds since the Unix epoch (UTC).
+Times are seconds since the Unix epoch (UTC). A memory whose `expires_at` has passed is expired: no read returns it
+(search, list, get, injection, export) and the next lifecycle pass deletes it with its history.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from textual.errors import InvalidMemoryError
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 DEFAULT_MAX_CONTENT_CHARS = 16_000
 MAX_ACCESSES = 16  # access times kept per memory, to show what reinforced it
+MAX_TTL_S = 100 * 365 * 86_400.0  # the longest time to live a memory may be given
 
 
 class MemoryType(str, enum.Enum):
@@ -70,6 +72,7 @@ class Memory:
     strength: float = 1.0
     tier: LifecycleTier = LifecycleTier.HOT
     accesses: tuple[float, ...] = ()  # the most recent access times, oldest first, at most MAX_ACCESSES
+    expires_at: float | None = None  # from then on the memory is gone for every read; the lifecycle deletes it
 
 
 PeerKey = tuple[str, MemoryType, str | None]
@@ -120,6 +123,18 @@ def check_strength(strength: object) -> float:
     if not _is_number(strength) or float(strength) < 0:
         raise InvalidMemoryError("strength", f"must be a number >= 0, got {strength!r}")
     return float(strength)
+
+
+def check_ttl(ttl_s: object) -> float:
+    """`ttl_s` (seconds a memory lives) as a float in [1, MAX_TTL_S]."""
+    if not _is_number(ttl_s) or not 1 <= float(ttl_s) <= MAX_TTL_S:
+        raise InvalidMemoryError("ttl_s", f"must be a number of seconds in [1, {MAX_TTL_S:.0f}], got {ttl_s!r}")
+    return float(ttl_s)
+
+
+def is_expired(memory: Memory, now: float) -> bool:
+    """Whether `memory` has expired at `now` (see the module docstring)."""
+    return memory.expires_at is not None and memory.expires_at <= now
 
 
 def check_time(name: str, value: object) -> float:

@@ -2,7 +2,7 @@
 
 Record: UTF-8 JSON, keys sorted, no whitespace, with `"v": 1` as the format version; `source` is a list,
 `type` and `tier` their string values; `accesses` (recent access times) is written only when there are
-some, so records written before it existed read back unchanged.
+some, and `expires_at` only when set, so records written before they existed read back unchanged.
 Embedding: the vector as little-endian float32 bytes, nothing else.
 Knowledge base: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `KnowledgeBase`.
 Key: `tenant` + NUL + `id` (of a memory or of a knowledge base), UTF-8 (ids cannot hold NUL, so one tenant's
@@ -51,6 +51,8 @@ def encode_memory(memory: Memory) -> bytes:
     }
     if memory.accesses:
         body["accesses"] = list(memory.accesses)
+    if memory.expires_at is not None:
+        body["expires_at"] = memory.expires_at
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -3,7 +3,7 @@
 Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> (query expansion: FAISS and BM25
 again with the query expanded from the best first-pass memories, see `expansion`) -> reciprocal rank fusion ->
 speaker/time/importance/recency factors -> neighbour spreading -> de-duplication -> greedy selection under the
-token budget -> rendering. Only memories passing the filters are ever scored, neighbours included.
+token budget -> rendering. Only memories passing the filters, and not expired, are ever scored, neighbours included.
 `rank` scores one index (the resident one, or a throwaway one over cold memories) and `finish` selects among the
 candidates of all ranked indexes; their scores are comparable as both come from the same fusion and factors.
 """
@@ -89,7 +89,7 @@ def retrieve(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, p
 def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
          now: float, settings: SearchSettings) -> Ranking:
     """The scored, de-duplicated candidates of one index for `plan` among memories passing `filters`."""
-    allowed = index.passing(filters)
+    allowed = index.passing(filters) - index.expired(now)
     if not allowed:
         return Ranking((), {}, 0.0)
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from textual.consolidation import ConsolidationPolicy
 from textual.curator import LifecycleReport
 from textual.embedder import Embedder
 from textual.errors import EmbeddingModelMismatchError
+from textual.history import Change, ChangeKind, Version
 from textual.images import DEFAULT_MAX_IMAGE_BYTES
 from textual.lexical_index import Analyzer
 from textual.lifecycle import LifecyclePolicy
@@ -248,13 +249,20 @@ class MemoryStore:
             return index
 
     def write(self, tenant: str, memories: Sequence[Memory],
-              vectors: np.ndarray | Sequence[np.ndarray | None] | None) -> None:
+              vectors: np.ndarray | Sequence[np.ndarray | None] | None,
+              why: ChangeKind | Sequence[ChangeKind | None] | None = None, who: str | None = None,
+              histories: Mapping[str, Sequence[Version]] | None = None) -> None:
         """Durably store memories (new or changed), with a vector for each (None: keep the stored one), then mirror
-        them in the index."""
+        them in the index. `why` (one kind for all, or one per memory; None: not a change worth a version, as an
+        access is) records a version of each changed memory by `who` (default: the tenant) in the same
+        transaction; `histories` carries an import's versions (see `LmdbStore.put_many`)."""
+        kinds = list(why) if why is not None and not isinstance(why, ChangeKind) else [why] * len(memories)
+        at = self.clock()
+        changes = [None if kind is None else Change(who or tenant, kind, at) for kind in kinds]
         with self.tenant_lock(tenant):
             index = self.index(tenant)
             rows = [None] * len(memories) if vectors is None else list(vectors)
-            self.db.put_many(zip(memories, rows))
+            self.db.put_many(zip(memories, rows), changes, histories)
             self._place(tenant, index, memories, rows)
 
     def remove(self, tenant: str, memory_ids: Sequence[str]) -> list[str]:

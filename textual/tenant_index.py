@@ -32,6 +32,7 @@ class TenantIndex:
         self._sessions: dict[tuple[str, str], dict[int, str]] = {}
         self._by_user: dict[str, set[str]] = {}
         self._speakers: Counter[str] = Counter()
+        self._expiring: dict[str, float] = {}  # id -> expires_at of the memories that have one
 
     def add(self, memories: Sequence[Memory], vectors: np.ndarray | None) -> None:
         """Record memories (new or updated); `vectors` rows are appended to the vector index when given."""
@@ -44,6 +45,8 @@ class TenantIndex:
             self.memories[memory.id] = memory
             self._remember_order(memory)
             self._by_user.setdefault(memory.user, set()).add(memory.id)
+            if memory.expires_at is not None:
+                self._expiring[memory.id] = memory.expires_at
             if memory.metadata.get("speaker"):
                 self._speakers[str(memory.metadata["speaker"])] += 1
         if vectors is not None:
@@ -55,6 +58,10 @@ class TenantIndex:
         self.memories.pop(memory_id, None)
         self.vectors_stale = True
         self._lexical.remove(memory_id)
+
+    def expired(self, now: float) -> set[str]:
+        """Ids of the memories expired at `now` (reads only the memories that have an expiry)."""
+        return {key for key, expires_at in self._expiring.items() if expires_at <= now}
 
     def lexical(self) -> LayeredLexicalIndex:
         return self._lexical
@@ -98,6 +105,7 @@ class TenantIndex:
         if old is None:
             return
         self._by_user.get(old.user, set()).discard(memory_id)
+        self._expiring.pop(memory_id, None)
         if old.metadata.get("speaker"):
             speaker = str(old.metadata["speaker"])
             self._speakers[speaker] -= 1

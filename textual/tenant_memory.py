@@ -11,23 +11,26 @@ import dataclasses
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from textual import curator, knowledge_bases, tool_memory
+from textual import bulk, curator, knowledge_bases, tool_memory, transfer
 from textual.errors import InvalidMemoryError, MemoryNotFoundError
 from textual.feedback import apply_feedback, check_kind
 from textual.filters import Filters
+from textual.history import ChangeKind, Version
 from textual.images import check_image_url
 from textual.lifecycle import heuristic_importance, plan_lifecycle, reinforced_strength
 from textual.memory import (MAX_ACCESSES, KnowledgeBase, LifecycleTier, Memory, MemoryType, check_content,
                             check_identifier, check_importance, check_metadata, check_source, check_strength,
-                            check_time, parse_tier, parse_type)
+                            check_time, check_ttl, is_expired, parse_tier, parse_type)
 from textual.messages import ChatMessage, embedding_text, episode_content, episode_metadata
+from textual.metadata_patch import patched_metadata
 from textual.query import plan_query
 from textual.retriever import SearchResult, finish, rank
 from textual.tools import ToolMatch
 
 MAX_K = 1000
+MAX_HISTORY_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,14 @@ class TenantMemory:
 
     def add(self, content: str, *, user: str, type: str = "fact", kb_id: str | None = None,
             metadata: Mapping[str, Any] | None = None, source: Sequence[str] = (), importance: float | None = None,
-            tier: str = "hot", created_at: float | None = None, consolidate: bool = True) -> Memory:
+            tier: str = "hot", created_at: float | None = None, consolidate: bool = True,
+            ttl_s: float | None = None) -> Memory:
         """Store one memory durably and return the memory now holding it.
 
         Without `importance`, a heuristic sets it (`lifecycle.heuristic_importance`). With `consolidate`, a near-
         duplicate is merged into the stored memory (which is returned, with its id) and a changed fact supersedes
-        the old one (`consolidation` has the rule). An `image` memory needs `metadata["image_url"]`.
+        the old one (`consolidation` has the rule). An `image` memory needs `metadata["image_url"]`. With `ttl_s`,
+        the memory expires that many seconds from now (see `textual.memory`).
         """
         now = self._store.clock()
         created = now if created_at is None else check_time("created_at", created_at)
@@ -75,7 +80,8 @@ class TenantMemory:
             content=content, kb_id=None if kb_id is None else check_identifier("kb_id", kb_id),
             metadata=metadata, source=check_source(source),
             importance=heuristic_importance(kind, content) if importance is None else check_importance(importance),
-            tier=parse_tier(tier), created_at=created, updated_at=max(created, now), last_access_at=created)
+            tier=parse_tier(tier), created_at=created, updated_at=max(created, now), last_access_at=created,
+            expires_at=None if ttl_s is None else now + check_ttl(ttl_s))
         text = embedding_text(str(memory.metadata.get("speaker", "")), memory.content, None) \
             if memory.metadata.get("speaker") else memory.content
         self._store.admit(self.tenant, [memory.content])
@@ -108,7 +114,7 @@ class TenantMemory:
             memories, now_texts = self._episodes(checked, user, kb_id)
             if now_texts != texts:  # a concurrent write to one of these sessions moved the turns' positions
                 vectors = self._store.embedder.embed(now_texts)
-            self._store.write(self.tenant, memories, vectors)
+            self._store.write(self.tenant, memories, vectors, ChangeKind.CREATE)
         return memories
 
     def search(self, query: str, *, k: int = 10, budget_tokens: int | None = None, user: str | None = None,
@@ -143,9 +149,9 @@ class TenantMemory:
         return result
 
     def get(self, memory_id: str) -> Memory:
-        """The memory with this id; MemoryNotFoundError if this tenant has none."""
+        """The memory with this id; MemoryNotFoundError if this tenant has none (or it expired)."""
         memory = self._store.db.get(self.tenant, memory_id) if isinstance(memory_id, str) else None
-        if memory is None:
+        if memory is None or is_expired(memory, self._store.clock()):
             raise MemoryNotFoundError(str(memory_id))
         return memory
 
@@ -160,10 +166,12 @@ class TenantMemory:
         filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
         needle = contains.casefold() if contains else None
         page: list[Memory] = []
+        now = self._store.clock()
         for memory in self._store.db.memories_by_time(self.tenant, filters.since):
             if filters.until is not None and memory.created_at > filters.until:
                 break
-            if filters.matches(memory) and (needle is None or needle in memory.content.casefold()):
+            if filters.matches(memory) and not is_expired(memory, now) and \
+                    (needle is None or needle in memory.content.casefold()):
                 if offset:
                     offset -= 1
                     continue
@@ -173,10 +181,14 @@ class TenantMemory:
         return page
 
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
-               importance: float | None = None, strength: float | None = None, tier: str | None = None) -> Memory:
-        """Change the given fields (a new content is re-embedded); returns the updated memory."""
+               importance: float | None = None, strength: float | None = None, tier: str | None = None,
+               ttl_s: float | None = None) -> Memory:
+        """Change the given fields (a new content is re-embedded; `ttl_s` sets the expiry that many seconds from now)
+        and record a version; returns the updated memory.
+        `metadata` is a JSON merge patch (`textual.metadata_patch`: null removes a key; provenance keys stay)."""
         if content is not None:
             content = check_content(content, self._store.max_content_chars)
+        ttl_s = None if ttl_s is None else check_ttl(ttl_s)
         vectors = self._store.embedder.embed([content]) if content is not None else None
         with self._store.tenant_lock(self.tenant):
             old = self.get(memory_id)
@@ -184,16 +196,26 @@ class TenantMemory:
             if content is not None:
                 changes["content"] = content
             if metadata is not None:
-                changes["metadata"] = self._checked_metadata(old.type, metadata)
+                changes["metadata"] = self._checked_metadata(old.type, patched_metadata(old.metadata, metadata))
             if importance is not None:
                 changes["importance"] = check_importance(importance)
             if strength is not None:
                 changes["strength"] = check_strength(strength)
             if tier is not None:
                 changes["tier"] = parse_tier(tier)
+            if ttl_s is not None:
+                changes["expires_at"] = self._store.clock() + check_ttl(ttl_s)
             new = dataclasses.replace(old, **changes)
-            self._store.write(self.tenant, [new], vectors)
+            self._store.write(self.tenant, [new], vectors, ChangeKind.UPDATE)
         return new
+
+    def history(self, memory_id: str, *, after: int = 0, limit: int = 100) -> list[Version]:
+        """The memory's versions with a seq above `after`, oldest first, at most `limit` (see `textual.history`);
+        MemoryNotFoundError if this tenant has no such memory."""
+        _check_count("after", after, 0, 1 << 62)
+        _check_count("limit", limit, 1, MAX_HISTORY_PAGE)
+        self.get(memory_id)
+        return self._store.db.history(self.tenant, memory_id, after, limit)
 
     def delete(self, memory_id: str) -> None:
         """Remove the memory for good; MemoryNotFoundError if this tenant has none with this id."""
@@ -206,7 +228,7 @@ class TenantMemory:
             old, now = self.get(memory_id), self._store.clock()
             new = dataclasses.replace(old, tier=LifecycleTier.HOT, strength=reinforced_strength(old, now, self._policy),
                                       last_access_at=max(now, old.created_at), updated_at=max(now, old.created_at))
-            self._store.write(self.tenant, [new], None)
+            self._store.write(self.tenant, [new], None, ChangeKind.RESTORE)
         return new
 
     def feedback(self, memory_id: str, kind: str, text: str | None = None) -> Memory:
@@ -218,7 +240,7 @@ class TenantMemory:
         with self._store.tenant_lock(self.tenant):
             old, now = self.get(memory_id), self._store.clock()
             new = apply_feedback(old, kind, text, now, reinforced_strength(old, now, self._policy))
-            self._store.write(self.tenant, [new], vectors)
+            self._store.write(self.tenant, [new], vectors, ChangeKind.FEEDBACK)
         return new
 
     def run_lifecycle(self, now: float | None = None) -> curator.LifecycleReport:
@@ -227,6 +249,23 @@ class TenantMemory:
         with self._store.tenant_lock(self.tenant):
             moves = plan_lifecycle(self._store.db.memories(self.tenant), now, self._policy)
             return curator.apply_moves(self._store, self.tenant, moves, now)
+
+    def delete_user(self, user: str) -> int:
+        """Delete every memory of `user` in this tenant, with their histories; returns how many (`textual.bulk`)."""
+        return bulk.delete_user(self, user)
+
+    def apply_batch(self, operations: Sequence[Mapping[str, Any]]) -> list[bulk.Outcome]:
+        """Apply a batch of updates and deletes, each on its own; one outcome per operation (`textual.bulk`)."""
+        return bulk.apply_batch(self, operations)
+
+    def export_memories(self, user: str | None = None, vectors: bool = True) -> Iterator[bytes]:
+        """This tenant's memories (or one user's) as export lines (`textual.transfer`, `textual.export_format`)."""
+        return transfer.export_lines(self, user, vectors)
+
+    def import_memories(self, lines: Iterable[bytes],
+                        progress: Callable[[int], None] | None = None) -> transfer.ImportReport:
+        """Import export lines into this tenant (`textual.transfer` has the rules: ids, quota, re-embedding)."""
+        return transfer.import_lines(self, lines, progress)
 
     def create_kb(self, kb_id: str, name: str | None = None, description: str = "",
                   metadata: Mapping[str, Any] | None = None) -> KnowledgeBase:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from textual.errors import InvalidMemoryError
+from textual.history import ChangeKind
 from textual.memory import LifecycleTier, Memory, MemoryType, check_content, check_time
 from textual.tools import ToolMatch, check_tool_schema, check_trajectory, tool_content, trajectory_content, with_outcome
 
@@ -40,7 +41,8 @@ def register_tool(handle, schema: Mapping[str, Any]) -> Memory:
         else:
             memory = replace(existing, content=content, metadata={**existing.metadata, "schema": full},
                              updated_at=max(now, existing.created_at))
-        store.write(handle.tenant, [memory], vector)
+        why = ChangeKind.CREATE if existing is None else ChangeKind.UPDATE
+        store.write(handle.tenant, [memory], vector, why)
     return memory
 
 
@@ -75,7 +77,7 @@ def record_trajectory(handle, tool_name: str, arguments: Mapping[str, Any], resu
                                          "result_summary": result_summary, "success": success,
                                          "latency_ms": float(latency_ms)})
         counted = replace(tool, metadata=with_outcome(tool.metadata, trajectory.id, success))
-        store.write(handle.tenant, [trajectory, counted], [vector, None])
+        store.write(handle.tenant, [trajectory, counted], [vector, None], [ChangeKind.CREATE, ChangeKind.UPDATE])
     return trajectory
 
 

@@ -23,6 +23,7 @@ from sidecar.http.activation_routes import activation_router
 from sidecar.http.adapter_routes import adapter_router
 from sidecar.http.assembly import AdapterSetup, Parts, assemble
 from sidecar.http.errors import APIError, error_response, install_error_handlers, sse_with_errors
+from sidecar.http.memory_admin_routes import memory_admin_router
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.metrics import Metrics
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
@@ -60,6 +61,7 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
 def _install_routes(app: FastAPI, parts: Parts) -> None:
     caller, settings = parts.access.caller, parts.settings
     app.include_router(memory_router(parts.store, caller, parts.extractor, parts.book))
+    app.include_router(memory_admin_router(parts.store, caller, parts.book))
     if parts.kv_store is not None and parts.pins is not None:
         app.include_router(activation_router(parts.chat, parts.kv_store, parts.pins, settings.kv_scope, caller,
                                              parts.book))

@@ -26,12 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.http.access import Access
 from sidecar.http.errors import APIError, error_response
+from sidecar.http.memory_admin_schema import history_json
 from sidecar.http.memory_schema import (ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, kb_json, memory_json,
                                         search_json)
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
+from textual.memory import MAX_TTL_S
 from textual.store import MemoryStore
-from textual.tenant_memory import TenantMemory
+from textual.tenant_memory import MAX_HISTORY_PAGE, TenantMemory
 
 SERVER_NAME = "memsidecar"
 INSTRUCTIONS = ("Long-term memory for agents. Store facts, preferences and events about a user with "
@@ -61,7 +63,7 @@ class MemoryTools:
         """The tool functions, in the order `tools/list` shows them."""
         return [self.memos_add_memory, self.memos_search_memory, self.memos_get_memory, self.memos_list_memories,
                 self.memos_delete_memory, self.memos_feedback_memory, self.memos_create_kb, self.memos_list_kbs,
-                self.memos_delete_kb, self.memos_add_document]
+                self.memos_delete_kb, self.memos_add_document, self.memos_update_memory, self.memos_get_history]
 
     async def _call(self, work: Callable[[TenantMemory], T]) -> T:
         """`work` on the calling tenant's memory, in a worker thread; textual's refusals become `ToolError`s."""
@@ -76,11 +78,13 @@ class MemoryTools:
         type: Annotated[MemoryTypeName, Field(description="What kind of memory this is.")] = "fact",
         kb_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Knowledge base to file it under.")] = None,
         metadata: Metadata = None,
+        ttl_s: Annotated[float | None, Field(ge=1, le=MAX_TTL_S, description="Forget it after this many seconds "
+                                                                            "(unset: kept until deleted).")] = None,
     ) -> dict[str, Any]:
         """Remember something about a user. A near-duplicate of a stored memory is merged into it, and a changed
         fact supersedes the old one. Returns the stored memory, with the `id` later calls refer to."""
         memory = await self._call(lambda memory: memory.add(content, user=user_id, type=type, kb_id=kb_id,
-                                                            metadata=metadata))
+                                                            metadata=metadata, ttl_s=ttl_s))
         return memory_json(memory)
 
     async def memos_search_memory(
@@ -158,6 +162,30 @@ class MemoryTools:
         options = {} if title is None else {"title": title}
         chunks = await self._call(lambda memory: memory.add_document(kb_id, text, **options))
         return {"kb_id": kb_id, "ids": [chunk.id for chunk in chunks], "chunks": len(chunks)}
+
+
+    async def memos_update_memory(
+        self, memory_id: Id,
+        content: Annotated[str | None, Field(min_length=1, description="New content (re-embedded).")] = None,
+        metadata: Annotated[dict[str, Any] | None, Field(
+            description="A JSON merge patch of the metadata: keys set to null are removed, others set; the keys "
+                        "memory writes itself (history, feedback, supersedes, superseded_by) are kept.")] = None,
+        importance: Annotated[float | None, Field(ge=0, le=1, description="How much it matters, 0 to 1.")] = None,
+    ) -> dict[str, Any]:
+        """Change a memory's content, metadata or importance; the change is kept in its history (see
+        memos_get_history). Returns the memory as it now is."""
+        return memory_json(await self._call(lambda memory: memory.update(memory_id, content=content,
+                                                                         metadata=metadata, importance=importance)))
+
+    async def memos_get_history(
+        self, memory_id: Id,
+        after: Annotated[int, Field(ge=0, le=2**62, description="Only versions with a seq above this.")] = 0,
+        limit: Annotated[int, Field(ge=1, le=MAX_HISTORY_PAGE - 1, description="At most this many.")] = 50,
+    ) -> dict[str, Any]:
+        """How a memory changed, oldest first: each version says who changed it, when, why (create, update,
+        merge, supersede, feedback, restore, tier, import) and the previous values of the fields that changed."""
+        versions = await self._call(lambda memory: memory.history(memory_id, after=after, limit=limit + 1))
+        return history_json(memory_id, versions, limit)
 
 
 def build_mcp(store: MemoryStore, tenant_of_request: Callable[[], str]) -> MCPServer:

@@ -34,26 +34,33 @@ def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
                        session=turn.session, turn_id=turn.turn_id)
 
 
-def memory_router(store: MemoryStore, caller: Callable[..., Any],
-                  extractor: MemoryExtractor | None = None, book: QuotaBook | None = None) -> APIRouter:
-    """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves; with an
-    `extractor`, added conversations are also mined for facts, preferences and events; with a `book`, a tenant has
-    at most its quota of memory requests in flight (so it never holds every worker thread)."""
-    router = APIRouter(prefix="/v1")
+def tenant_caller(store: MemoryStore, book: QuotaBook | None):
+    """`call(who, work)`: `work` on the caller's tenant memory, in a worker thread (holding one of its memory slots
+    when a `book` is given, so a tenant never holds every worker thread)."""
 
     async def call(who: Caller, work: Callable[[TenantMemory], T]) -> T:
-        """`work` on the caller's tenant memory, in a worker thread (holding one of its memory slots)."""
         memory = store.for_tenant(who.tenant)
         if book is None:
             return await run_in_threadpool(work, memory)
         with book.holding(book.memory_slots, who.tenant):
             return await run_in_threadpool(work, memory)
 
+    return call
+
+
+def memory_router(store: MemoryStore, caller: Callable[..., Any],
+                  extractor: MemoryExtractor | None = None, book: QuotaBook | None = None) -> APIRouter:
+    """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves; with an
+    `extractor`, added conversations are also mined for facts, preferences and events; with a `book`, a tenant has
+    at most its quota of memory requests in flight (so it never holds every worker thread)."""
+    router = APIRouter(prefix="/v1")
+    call = tenant_caller(store, book)
+
     @router.post("/memories", tags=["memories"])
     async def add_memory(body: AddMemory, who: Caller = Depends(caller)) -> dict:
         memory = await call(who, lambda memory: memory.add(body.content, user=body.user_id, type=body.type,
                                                            kb_id=body.kb_id, metadata=body.metadata, source=body.source,
-                                                           importance=body.importance))
+                                                           importance=body.importance, ttl_s=body.ttl_s))
         return memory_json(memory)
 
     @router.post("/memories/search", tags=["memories"])

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from sidecar.chat.extraction import ExtractionOutcome
 from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, TierName
 from textual.lifecycle import LifecyclePolicy, strength_curve
-from textual.memory import KnowledgeBase, Memory
+from textual.memory import MAX_TTL_S, KnowledgeBase, Memory
 from textual.retriever import SearchResult
 
 Number = StrictFloat | StrictInt
@@ -31,6 +31,7 @@ class AddMemory(_Strict):
     metadata: dict[str, Any] | None = None
     source: list[StrictStr] = Field(default_factory=list, max_length=100)
     importance: Number | None = Field(None, ge=0, le=1)
+    ttl_s: Number | None = Field(None, ge=1, le=MAX_TTL_S, description="Seconds until the memory expires.")
 
 
 class SearchMemories(_Strict):
@@ -51,6 +52,7 @@ class UpdateMemory(_Strict):
     importance: Number | None = Field(None, ge=0, le=1)
     strength: Number | None = Field(None, ge=0)
     tier: TierName | None = None
+    ttl_s: Number | None = Field(None, ge=1, le=MAX_TTL_S, description="Expire this many seconds from now.")
 
 
 class Feedback(_Strict):
@@ -96,7 +98,7 @@ def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:
         "kb_id": memory.kb_id, "metadata": dict(memory.metadata), "source": list(memory.source),
         "created_at": memory.created_at, "updated_at": memory.updated_at, "last_access_at": memory.last_access_at,
         "access_count": memory.access_count, "importance": memory.importance, "strength": memory.strength,
-        "tier": memory.tier.value, "accesses": list(memory.accesses),
+        "tier": memory.tier.value, "accesses": list(memory.accesses), "expires_at": memory.expires_at,
     }
     if score is not None:
         body["score"] = score

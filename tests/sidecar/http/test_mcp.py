@@ -32,7 +32,7 @@ from textual.store import MemoryStore
 REPO = Path(__file__).resolve().parents[3]
 TOOLS = {"memos_add_memory", "memos_search_memory", "memos_delete_memory", "memos_feedback_memory",
          "memos_list_memories", "memos_get_memory", "memos_create_kb", "memos_list_kbs", "memos_delete_kb",
-         "memos_add_document"}
+         "memos_add_document", "memos_update_memory", "memos_get_history"}
 FACT = "Rosalind keeps three green parrots named Pip, Mango and Kiwi in her greenhouse"
 OTHER_FACT = "Rosalind's neighbour keeps two grey parrots named Ash and Smoke on his balcony"
 STDIO_ENTRY = ("import sys, anyio; from textual.store import MemoryStore; from sidecar.http.mcp import run_stdio; "
@@ -138,6 +138,28 @@ def test_a_tenant_adds_finds_corrects_lists_and_deletes_a_memory(mcp_url):
             assert (await call(session, "memos_delete_memory", memory_id=memory["id"]))["deleted"]
             assert (await call(session, "memos_list_memories", user_id=user))["data"] == []
             assert memory["id"] in await call_error(session, "memos_get_memory", memory_id=memory["id"])
+
+    run(scenario)
+
+
+def test_an_update_merges_metadata_and_is_kept_in_the_history(mcp_url):
+    user = new_user()
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as tenant_a, http_session(mcp_url, "key-b") as tenant_b:
+            memory = await call(tenant_a, "memos_add_memory", user_id=user, content=FACT, metadata={"a": 1, "b": 2})
+            updated = await call(tenant_a, "memos_update_memory", memory_id=memory["id"],
+                                 content="Rosalind keeps four green parrots", metadata={"a": None, "c": 3})
+            assert updated["content"] == "Rosalind keeps four green parrots"
+            assert updated["metadata"] == {"b": 2, "c": 3}
+            history = await call(tenant_a, "memos_get_history", memory_id=memory["id"])
+            assert [v["why"] for v in history["data"]] == ["create", "update"]
+            assert history["data"][1]["before"] == {"content": FACT, "metadata": {"a": 1, "b": 2}}
+            assert history["data"][1]["who"] == "tenant-a" and not history["has_more"]
+            for tool in ("memos_get_history", "memos_update_memory"):
+                extra = {} if tool == "memos_get_history" else {"importance": 0.1}
+                refused = await call_error(tenant_b, tool, memory_id=memory["id"], **extra)
+                assert f"no memory {memory['id']!r} in this tenant" in refused
 
     run(scenario)
 

@@ -1,0 +1,164 @@
+"""Export and import of one tenant's memories in the JSON Lines format of `textual.export_format`.
+
+Export: the header, then every live (not expired) memory of the tenant, or of one user, in key order, with its
+versions and, when asked, its vector; read in short transactions, so an export never blocks writers.
+Import rules:
+- every line is parsed and every value checked (as `add` checks it) before anything is written: a bad line refuses
+  the whole import, naming the line and the field;
+- the memories are written to the importing tenant, whatever tenant exported them, and count against its quota;
+- ids are kept; an id the tenant already holds gets a new id, and the `supersedes` / `superseded_by` links of the
+  imported memories follow the new ids (`ImportReport.remapped` lists them); an id repeated in the file is refused;
+- vectors in the file are used when the store's embedding model has the identity the header names; otherwise, or
+  for a record without one, the content is embedded again;
+- each memory keeps its exported versions and gains an `import` version by the importing tenant.
+Writes go in batches of `IMPORT_BATCH`, each one durable transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from textual.errors import InvalidMemoryError
+from textual.export_format import ExportedMemory, ExportFormatError, Header, decode_header, decode_record, \
+    encode_header, encode_record
+from textual.history import MAX_VERSIONS, ChangeKind
+from textual.memory import (Memory, check_content, check_identifier, check_importance, check_metadata, check_source,
+                            check_strength, check_time, is_expired)
+from textual.messages import embedding_text
+
+IMPORT_BATCH = 256
+LINKS = ("supersedes", "superseded_by")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: memories written, how many were embedded again, and old id -> new id of those whose id
+    was taken."""
+
+    imported: int
+    reembedded: int
+    remapped: dict[str, str]
+
+
+def export_lines(handle, user: str | None = None, vectors: bool = True) -> Iterator[bytes]:
+    """The tenant's export, line by line (see the module docstring)."""
+    store, tenant = handle._store, handle.tenant
+    user = None if user is None else check_identifier("user", user)
+    yield encode_header(Header(store.embedder.identity, store.embedder.dim, vectors))
+    now = store.clock()
+    for memory in store.db.each_memory(tenant):
+        if (user is not None and memory.user != user) or is_expired(memory, now):
+            continue
+        history = store.db.history(tenant, memory.id, limit=MAX_VERSIONS)
+        vector = store.db.get_vector(tenant, memory.id) if vectors else None
+        yield encode_record(ExportedMemory(memory, tuple(history), vector))
+
+
+def import_lines(handle, lines: Iterable[bytes], progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import an export into the tenant (see the rules above); `progress` is told how many memories each batch
+    wrote."""
+    store = handle._store
+    numbered = _parsed(handle, lines)
+    remapped = _new_ids(store, handle.tenant, numbered)
+    items = [_relinked(item, remapped) for _, item in numbered]
+    reembedded = 0
+    for start in range(0, len(items), IMPORT_BATCH):
+        batch = items[start:start + IMPORT_BATCH]
+        store.admit(handle.tenant, [item.memory.content for item in batch])
+        vectors, embedded = _vectors(store, batch)
+        with store.tenant_lock(handle.tenant):
+            store.write(handle.tenant, [item.memory for item in batch], vectors, ChangeKind.IMPORT,
+                        histories={item.memory.id: item.history for item in batch})
+        reembedded += embedded
+        if progress is not None:
+            progress(len(batch))
+    return ImportReport(len(items), reembedded, remapped)
+
+
+def _parsed(handle, lines: Iterable[bytes]) -> list[tuple[int, ExportedMemory]]:
+    """(line number, record) of every record line, each checked; vectors dropped when the model differs."""
+    numbered = ((number, line) for number, line in enumerate(lines, 1) if line.strip())
+    first = next(numbered, None)
+    if first is None:
+        raise InvalidMemoryError("body", "an export starts with its header line; the body is empty")
+    header = _checked(lambda: decode_header(first[1]))
+    items = [(number, _checked(lambda: decode_record(line, number, handle.tenant, header)))
+             for number, line in numbered]
+    for number, item in items:
+        _check_values(item.memory, number, handle._store.max_content_chars)
+    same_model = header.embedding_model == handle._store.embedder.identity
+    return [(number, item if same_model else replace(item, vector=None)) for number, item in items]
+
+
+def _checked(decode):
+    try:
+        return decode()
+    except ExportFormatError as exc:
+        raise InvalidMemoryError(exc.field, str(exc).split(": ", 1)[1]) from None
+
+
+def _check_values(memory: Memory, line: int, max_chars: int) -> None:
+    """Every value of an imported memory as `add` would check it; the error names the line."""
+    try:
+        check_identifier("id", memory.id)
+        check_identifier("user", memory.user)
+        if memory.kb_id is not None:
+            check_identifier("kb_id", memory.kb_id)
+        check_content(memory.content, max_chars)
+        check_metadata(memory.metadata)
+        check_source(memory.source)
+        check_importance(memory.importance)
+        check_strength(memory.strength)
+        for name in ("created_at", "updated_at", "last_access_at"):
+            check_time(name, getattr(memory, name))
+        if memory.expires_at is not None:
+            check_time("expires_at", memory.expires_at)
+        for accessed in memory.accesses:
+            check_time("accesses", accessed)
+        if not isinstance(memory.access_count, int) or isinstance(memory.access_count, bool) or \
+                memory.access_count < 0:
+            raise InvalidMemoryError("access_count", "must be an integer >= 0")
+        if memory.created_at > memory.updated_at:
+            raise InvalidMemoryError("updated_at", "must not be before created_at")
+    except InvalidMemoryError as exc:
+        raise InvalidMemoryError(f"line {line}: {exc.field}", str(exc).split(": ", 1)[1]) from None
+
+
+def _new_ids(store, tenant: str, items: list[tuple[int, ExportedMemory]]) -> dict[str, str]:
+    """old id -> new id for every imported memory whose id the tenant holds; refuses an id repeated in the file."""
+    seen: dict[str, int] = {}
+    remapped = {}
+    for line, item in items:
+        memory_id = item.memory.id
+        if memory_id in seen:
+            raise InvalidMemoryError(f"line {line}: id", f"{memory_id!r} repeats the id of line {seen[memory_id]}")
+        seen[memory_id] = line
+        if store.db.get(tenant, memory_id) is not None:
+            remapped[memory_id] = uuid.uuid4().hex
+    return remapped
+
+
+def _relinked(item: ExportedMemory, remapped: dict[str, str]) -> ExportedMemory:
+    metadata = {key: remapped.get(value, value) if key in LINKS and isinstance(value, str) else value
+                for key, value in item.memory.metadata.items()}
+    memory = replace(item.memory, id=remapped.get(item.memory.id, item.memory.id), metadata=metadata)
+    return replace(item, memory=memory)
+
+
+def _vectors(store, batch: list[ExportedMemory]) -> tuple[np.ndarray, int]:
+    """One row per memory: its exported vector, or its content embedded again; and how many were embedded."""
+    missing = [i for i, item in enumerate(batch) if item.vector is None]
+    embedded = store.embedder.embed([_embedding_text(batch[i].memory) for i in missing]) if missing else []
+    rows = [item.vector for item in batch]
+    for i, vector in zip(missing, embedded):
+        rows[i] = vector
+    return np.stack(rows).astype(np.float32), len(missing)
+
+
+def _embedding_text(memory: Memory) -> str:
+    speaker = memory.metadata.get("speaker")
+    return embedding_text(str(speaker), memory.content, None) if speaker else memory.content
