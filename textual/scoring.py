@@ -52,6 +52,14 @@ def _factor(memory: Memory, plan: QueryPlan, now: float, weights: ScoringWeights
     speaker = str(memory.metadata.get("speaker", "")).lower()
     if len(plan.names) == 1 and speaker in plan.names:
         factor *= weights.speaker_boost
-    if plan.window is not None and plan.window[0] <= memory.created_at < plan.window[1]:
+    if plan.window is not None and _within(memory, plan.window):
         factor *= weights.time_boost
     return factor
+
+
+def _within(memory: Memory, window: tuple[float, float]) -> bool:
+    """Whether `memory` was said in `window`, or speaks of a time (`mentioned_time`) that overlaps it."""
+    if window[0] <= memory.created_at < window[1]:
+        return True
+    mentioned = memory.metadata.get("mentioned_time")
+    return isinstance(mentioned, list) and len(mentioned) == 2 and mentioned[0] < window[1] and window[0] < mentioned[1]
