@@ -16,9 +16,14 @@ from textual.query import QueryPlan
 
 @dataclass(frozen=True)
 class ScoringWeights:
-    """Knobs of the final score; the defaults are neutral for memories of default importance."""
+    """Knobs of the final score; the defaults are neutral for memories of default importance.
 
-    speaker_boost: float = 1.5
+    `speaker_boost` is strong on purpose: a question that names one speaker of a conversation ("What pets does Nate
+    have?") is answered by that speaker's own turns (97% of such questions' evidence turns in LoCoMo's development
+    split), so their turns come first and the other speaker's turns mostly through neighbour spreading.
+    """
+
+    speaker_boost: float = 5.0
     time_boost: float = 1.2
     importance_weight: float = 0.2
     recency_weight: float = 0.1
