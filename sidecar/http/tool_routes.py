@@ -8,21 +8,19 @@ the tenant's memory slots when a quota book is given), never on the event loop.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from fastapi import APIRouter, Body, Depends, Query
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from sidecar.http.access import Caller
+from sidecar.http.memory_routes import tenant_worker
 from sidecar.http.memory_schema import memory_json
 from sidecar.tenants.quota_book import QuotaBook
 from textual.store import MemoryStore
-from textual.tenant_memory import TenantMemory
 from textual.tool_memory import MAX_TOOLS_K
 from textual.tools import MAX_SUMMARY_CHARS, TOOL_NAME, ToolMatch
 
-T = TypeVar("T")
 Number = StrictFloat | StrictInt
 
 
@@ -57,13 +55,7 @@ def tool_router(store: MemoryStore, caller: Callable[..., Any], book: QuotaBook 
     """`/v1/tools` (register, list), `/v1/tools/trajectories` (record a call), `/v1/tools/search` over `store`, each
     scoped to the tenant `caller` resolves."""
     router = APIRouter(prefix="/v1/tools", tags=["tools"])
-
-    async def call(who: Caller, work: Callable[[TenantMemory], T]) -> T:
-        memory = store.for_tenant(who.tenant)
-        if book is None:
-            return await run_in_threadpool(work, memory)
-        with book.holding(book.memory_slots, who.tenant):
-            return await run_in_threadpool(work, memory)
+    call = tenant_worker(store, book)
 
     @router.post("")
     async def register_tool(schema: dict[str, Any] = Body(...),

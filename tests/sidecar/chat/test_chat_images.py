@@ -12,24 +12,16 @@ import pytest
 
 from sidecar.chat.injection import MemoryChat, MemoryDefaults, conversation
 from sidecar.chat.requests import ChatCompletionRequest, engine_body
-from textual.embedder import Embedder
-from textual.store import MemoryStore
+from tests.textual.conftest import embedder, store  # noqa: F401 (fixtures: real MiniLM, a store in tmp_path)
 
 IMAGE = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n a photo of a dog").decode()
 DEFAULTS = MemoryDefaults(inject=True, write=True, top_k=8, token_budget=1000)
 CAPTION = "Here is my corgi Biscuit digging on the beach in Brittany"
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder.open()
-
-
 @pytest.fixture
-def chats(tmp_path, embedder):
-    store = MemoryStore.open(tmp_path / "store", embedder=embedder)
-    yield MemoryChat(store, DEFAULTS)
-    store.close()
+def chats(store):
+    return MemoryChat(store, DEFAULTS)
 
 
 def chat_of(tenant: str, content, **memory):
