@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from textual.errors import InvalidMemoryError
 from textual.memory import check_time
+from textual.relative_time import mentioned_period
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,13 @@ def episode_content(message: ChatMessage) -> str:
 
 
 def episode_metadata(message: ChatMessage, position: int) -> dict[str, Any]:
-    """Speaker, session and the turn's position within its session (for neighbours and ordering)."""
-    return {"speaker": message.speaker, "session": message.session, "position": position}
+    """Speaker, session and the turn's position within its session (for neighbours and ordering), and when the turn
+    speaks of a relative time ("last Saturday"), the `mentioned_time` [start, end) it resolves to on the day said."""
+    metadata = {"speaker": message.speaker, "session": message.session, "position": position}
+    period = mentioned_period(message.text, message.time)
+    if period is not None:
+        metadata["mentioned_time"] = list(period)
+    return metadata
 
 
 def embedding_text(speaker: str, content: str, previous: tuple[str, str] | None) -> str:

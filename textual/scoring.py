@@ -16,9 +16,14 @@ from textual.query import QueryPlan
 
 @dataclass(frozen=True)
 class ScoringWeights:
-    """Knobs of the final score; the defaults are neutral for memories of default importance."""
+    """Knobs of the final score; the defaults are neutral for memories of default importance.
 
-    speaker_boost: float = 1.5
+    `speaker_boost` is strong on purpose: a question that names one speaker of a conversation ("What pets does Nate
+    have?") is answered by that speaker's own turns (97% of such questions' evidence turns in LoCoMo's development
+    split), so their turns come first and the other speaker's turns mostly through neighbour spreading.
+    """
+
+    speaker_boost: float = 5.0
     time_boost: float = 1.2
     importance_weight: float = 0.2
     recency_weight: float = 0.1
@@ -52,6 +57,14 @@ def _factor(memory: Memory, plan: QueryPlan, now: float, weights: ScoringWeights
     speaker = str(memory.metadata.get("speaker", "")).lower()
     if len(plan.names) == 1 and speaker in plan.names:
         factor *= weights.speaker_boost
-    if plan.window is not None and plan.window[0] <= memory.created_at < plan.window[1]:
+    if plan.window is not None and _within(memory, plan.window):
         factor *= weights.time_boost
     return factor
+
+
+def _within(memory: Memory, window: tuple[float, float]) -> bool:
+    """Whether `memory` was said in `window`, or speaks of a time (`mentioned_time`) that overlaps it."""
+    if window[0] <= memory.created_at < window[1]:
+        return True
+    mentioned = memory.metadata.get("mentioned_time")
+    return isinstance(mentioned, list) and len(mentioned) == 2 and mentioned[0] < window[1] and window[0] < mentioned[1]

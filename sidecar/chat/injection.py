@@ -6,8 +6,9 @@ Prompt invariant: the injected block is one system message placed right after th
 tenant's knowledge bases created with `metadata: {"pinned": true}`), then tools, then the user's memories, each
 in time order (not score order), so consecutive turns that retrieve the same memories send the engine the same
 prefix and reuse its KV blocks.
-Write-back: the request's newest user turn and the reply become episode memories, and tool results at the end of
-the conversation become tool trajectories; this happens after the reply, off the response path (and so does the
+Write-back: the request's newest user turn and the reply become episode memories, each image part of that user
+turn becomes an image memory (see `shared_images`), and tool results at the end of the conversation become tool
+trajectories; this happens after the reply, off the response path (and so does the
 extraction of facts, preferences and events from those episodes, when `sidecar.chat.extraction` is on).
 """
 
@@ -41,6 +42,8 @@ BLOCK_FOOTER = "Use these notes to answer the user's question."
 KB_HEADER = "Relevant knowledge-base passages:"
 TOOLS_HEADER = "Tools used before, with their outcomes:"
 DEFAULT_USER = "default"
+MAX_IMAGES_PER_TURN = 8
+MAX_CAPTION_CHARS = 1000
 
 
 class MemoryOptions(BaseModel):
@@ -55,6 +58,7 @@ class MemoryOptions(BaseModel):
     kb_ids: list[StrictStr] = Field(default_factory=list, max_length=100)
     types: list[MemoryTypeName] = Field(default_factory=list)
     session: StrictStr = Field("chat", pattern=ID_REGEX)
+    image_caption: StrictStr | None = Field(None, min_length=1, max_length=MAX_CAPTION_CHARS)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Conversation:
     kb_ids: tuple[str, ...]
     types: tuple[str, ...]
     session: str
+    image_caption: str | None = None
 
 
 def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | None,
@@ -106,7 +111,8 @@ def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | Non
         tenant=tenant, user=user, messages=tuple(body["messages"]), tools=tuple(body.get("tools") or ()),
         inject=inject, write=write,
         top_k=options.top_k or defaults.top_k, token_budget=options.token_budget or defaults.token_budget,
-        kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session)
+        kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session,
+        image_caption=options.image_caption)
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -118,6 +124,48 @@ def message_text(message: dict[str, Any]) -> str:
         return " ".join(part.get("text", "") for part in content if isinstance(part, dict)
                         and part.get("type") == "text" and isinstance(part.get("text"), str))
     return ""
+
+
+def shared_images(message: dict[str, Any], caption: str | None = None) -> list[tuple[str, str]]:
+    """(caption, url) of each image part of `message`, at most `MAX_IMAGES_PER_TURN`, in order.
+
+    An image's caption is `caption` when given (the request's `memory.image_caption`), else the text parts right
+    before and after it (up to the neighbouring images), else the message's whole text; an image with none of these
+    is left out, since nothing could find it. Captions are cut to `MAX_CAPTION_CHARS`.
+    """
+    parts = message.get("content")
+    if not isinstance(parts, list):
+        return []
+    whole = message_text(message).strip()
+    images = []
+    for i, part in enumerate(parts):
+        url = part.get("image_url", {}).get("url") if isinstance(part, dict) and part.get("type") == "image_url" \
+            else None
+        if not isinstance(url, str):
+            continue
+        text = caption or _text_around(parts, i) or whole
+        if text:
+            images.append((" ".join(text.split())[:MAX_CAPTION_CHARS], url))
+    return images[:MAX_IMAGES_PER_TURN]
+
+
+def _text_around(parts: list[Any], at: int) -> str:
+    """The text parts next to `parts[at]`, up to the image parts on either side of it."""
+    def text_of(part: Any) -> str | None:
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            return part["text"]
+        return None
+
+    before, after = [], []
+    for i in range(at - 1, -1, -1):
+        if text_of(parts[i]) is None:
+            break
+        before.insert(0, text_of(parts[i]))
+    for i in range(at + 1, len(parts)):
+        if text_of(parts[i]) is None:
+            break
+        after.append(text_of(parts[i]))
+    return " ".join(before + after).strip()
 
 
 def retrieval_query(messages: tuple[dict[str, Any], ...]) -> str | None:
@@ -192,6 +240,7 @@ class MemoryChat:
             for tool in chat.tools:
                 handle.register_tool(tool)
         _record_trailing_tool_results(handle, chat.messages)
+        _remember_images(handle, chat, now)
         turns = _new_turns(chat, reply, now)
         return handle.add_messages(turns, user=chat.user) if turns else []
 
@@ -229,6 +278,19 @@ def _new_turns(chat: Conversation, reply: str | None, now: float) -> list[ChatMe
     if reply and reply.strip():
         turns.append(ChatMessage("assistant", reply, now, chat.session))
     return turns
+
+
+def _remember_images(handle: TenantMemory, chat: Conversation, now: float) -> None:
+    """Store the newest user turn's images as image memories; a refused image (its URL checked by
+    `textual.images`) is logged and skipped, since the reply has already been sent."""
+    last_user = max((i for i, m in enumerate(chat.messages) if m.get("role") == "user"), default=None)
+    if last_user is None:
+        return
+    for caption, url in shared_images(chat.messages[last_user], chat.image_caption):
+        try:
+            handle.add_image(caption, url, user=chat.user, metadata={"session": chat.session}, created_at=now)
+        except InvalidMemoryError as error:
+            log.info("chat image not remembered: %s", error)
 
 
 def _record_trailing_tool_results(handle: TenantMemory, messages: tuple[dict[str, Any], ...]) -> None:

@@ -29,6 +29,7 @@ from sidecar.http.errors import APIError, error_response
 from sidecar.http.memory_admin_schema import history_json
 from sidecar.http.memory_schema import (ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, kb_json, memory_json,
                                         search_json)
+from sidecar.http.tool_mcp import ToolMemoryTools
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
 from textual.memory import MAX_TTL_S
@@ -191,7 +192,8 @@ class MemoryTools:
 def build_mcp(store: MemoryStore, tenant_of_request: Callable[[], str]) -> MCPServer:
     """An MCP server with the memory tools; every call acts on the tenant `tenant_of_request()` returns then."""
     server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS)
-    for function in MemoryTools(store, tenant_of_request).functions():
+    tools = MemoryTools(store, tenant_of_request)
+    for function in tools.functions() + ToolMemoryTools(tools._call).functions():  # one tenant rule for both
         server.add_tool(function, description=inspect.cleandoc(function.__doc__ or ""))
     return server
 

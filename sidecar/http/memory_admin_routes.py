@@ -1,6 +1,6 @@
 """REST routes that manage memories as records: a memory's history, batch updates and deletes, deleting all of a
 user's memories, export and import. Each is one call on the caller's `TenantMemory` (see
-`memory_routes.tenant_caller`), so every read and write stays inside the caller's tenant and another tenant's id
+`memory_routes.tenant_worker`), so every read and write stays inside the caller's tenant and another tenant's id
 answers 404. An import's body is bounded by the sidecar's body limit (`BodyLimitMiddleware`), like every body."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from sidecar.http.access import Caller
 from sidecar.http.errors import APIError
 from sidecar.http.memory_admin_schema import Batch, history_json, import_json, outcome_json
-from sidecar.http.memory_routes import MemoryId, tenant_caller
+from sidecar.http.memory_routes import MemoryId, tenant_worker
 from sidecar.limits import ID_REGEX
 from sidecar.tenants.quota_book import QuotaBook
 from textual.store import MemoryStore
@@ -25,7 +25,7 @@ JSON_LINES = "application/x-ndjson"
 def memory_admin_router(store: MemoryStore, caller: Callable[..., Any], book: QuotaBook | None = None) -> APIRouter:
     """The record-management routes over `store`, each scoped to the tenant `caller` resolves."""
     router = APIRouter(prefix="/v1", tags=["memories"])
-    call = tenant_caller(store, book)
+    call = tenant_worker(store, book)
 
     @router.get("/memories/{memory_id}/history")
     async def memory_history(memory_id: MemoryId, who: Caller = Depends(caller),

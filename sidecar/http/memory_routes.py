@@ -6,7 +6,7 @@ Memory calls embed text and write LMDB synchronously, so they run in the thread 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
@@ -34,10 +34,10 @@ def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
                        session=turn.session, turn_id=turn.turn_id)
 
 
-def tenant_caller(store: MemoryStore, book: QuotaBook | None):
-    """`call(who, work)`: `work` on the caller's tenant memory, in a worker thread (holding one of its memory slots
-    when a `book` is given, so a tenant never holds every worker thread)."""
-
+def tenant_worker(store: MemoryStore, book: QuotaBook | None) -> Callable[[Caller, Callable[[TenantMemory], T]],
+                                                                         Awaitable[T]]:
+    """`call(who, work)`: `work` on the caller's tenant memory, in a worker thread (holding one of the tenant's memory
+    slots when a quota book is given)."""
     async def call(who: Caller, work: Callable[[TenantMemory], T]) -> T:
         memory = store.for_tenant(who.tenant)
         if book is None:
@@ -54,7 +54,7 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
     `extractor`, added conversations are also mined for facts, preferences and events; with a `book`, a tenant has
     at most its quota of memory requests in flight (so it never holds every worker thread)."""
     router = APIRouter(prefix="/v1")
-    call = tenant_caller(store, book)
+    call = tenant_worker(store, book)
 
     @router.post("/memories", tags=["memories"])
     async def add_memory(body: AddMemory, who: Caller = Depends(caller)) -> dict:

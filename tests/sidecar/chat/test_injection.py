@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sidecar.chat.injection import (BLOCK_FOOTER, MEMORY_HEADER, inject_block, memory_block, message_text,
-                                    retrieval_query)
+from sidecar.chat.injection import (BLOCK_FOOTER, MAX_CAPTION_CHARS, MAX_IMAGES_PER_TURN, MEMORY_HEADER, inject_block,
+                                    memory_block, message_text, retrieval_query, shared_images)
 from sidecar.chat.service import cache_salt
 from sidecar.chat.sse import with_memory_chunk
 
@@ -92,3 +92,24 @@ def test_the_engine_gate_refuses_past_its_limit_with_retry_after():
 def test_the_block_ends_with_the_instruction_to_use_the_notes():
     block = memory_block([("Passages:", "- a"), (MEMORY_HEADER, '- Ann said: "b"')])
     assert block == f'Passages:\n- a\n\n{MEMORY_HEADER}\n- Ann said: "b"\n{BLOCK_FOOTER}'
+
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+
+
+def test_each_image_is_captioned_by_the_text_around_it():
+    message = {"role": "user", "content": [
+        {"type": "text", "text": "My dog Biscuit on the beach"}, {"type": "image_url", "image_url": {"url": PNG}},
+        {"type": "image_url", "image_url": {"url": PNG + "A"}}, {"type": "text", "text": "and my cat  Mochi"}]}
+    assert shared_images(message) == [("My dog Biscuit on the beach", PNG), ("and my cat Mochi", PNG + "A")]
+    assert shared_images(message, "holiday photos") == [("holiday photos", PNG), ("holiday photos", PNG + "A")]
+
+
+def test_an_image_without_nearby_text_takes_the_messages_text_and_one_without_any_is_left_out():
+    lone = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]}
+    assert shared_images(lone) == []
+    assert shared_images({"role": "user", "content": "no parts"}) == []
+    many = {"role": "user", "content": [{"type": "text", "text": "x" * 5000}]
+            + [{"type": "image_url", "image_url": {"url": PNG}}] * 20}
+    found = shared_images(many)
+    assert len(found) == MAX_IMAGES_PER_TURN and found[1] == ("x" * MAX_CAPTION_CHARS, PNG)

@@ -32,7 +32,8 @@ from textual.store import MemoryStore
 REPO = Path(__file__).resolve().parents[3]
 TOOLS = {"memos_add_memory", "memos_search_memory", "memos_delete_memory", "memos_feedback_memory",
          "memos_list_memories", "memos_get_memory", "memos_create_kb", "memos_list_kbs", "memos_delete_kb",
-         "memos_add_document", "memos_update_memory", "memos_get_history"}
+         "memos_add_document", "memos_update_memory", "memos_get_history", "memos_register_tool",
+         "memos_record_tool_call", "memos_search_tools"}
 FACT = "Rosalind keeps three green parrots named Pip, Mango and Kiwi in her greenhouse"
 OTHER_FACT = "Rosalind's neighbour keeps two grey parrots named Ash and Smoke on his balcony"
 STDIO_ENTRY = ("import sys, anyio; from textual.store import MemoryStore; from sidecar.http.mcp import run_stdio; "
@@ -196,6 +197,30 @@ def test_concurrent_calls_of_two_tenants_each_see_only_their_own_memories(mcp_ur
                 group.start_soon(search_repeatedly, "key-a", tenant_a)
                 group.start_soon(search_repeatedly, "key-b", tenant_b)
             assert seen == {key: {memory_id} for key, memory_id in mine.items()}
+
+    run(scenario)
+
+
+def test_tools_are_registered_called_and_found_within_one_tenant(mcp_url):
+    schema = {"type": "function", "function": {
+        "name": f"send_fax_{uuid.uuid4().hex[:6]}", "description": "Send a fax to a phone number",
+        "parameters": {"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]}}}
+    name = schema["function"]["name"]
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as tenant_a, http_session(mcp_url, "key-b") as tenant_b:
+            tool = await call(tenant_a, "memos_register_tool", schema=schema)
+            called = await call(tenant_a, "memos_record_tool_call", tool_name=name, success=False,
+                                arguments={"number": "555"}, result_summary="line busy")
+            assert called["metadata"]["tool_id"] == tool["id"]
+            found = await call(tenant_a, "memos_search_tools", query="fax this page to my lawyer", top_k=3)
+            mine = next(match for match in found["results"] if match["name"] == name)
+            assert (mine["successes"], mine["failures"]) == (0, 1) and mine["schema"] == schema
+            elsewhere = await call(tenant_b, "memos_search_tools", query="fax this page to my lawyer")
+            assert name not in [match["name"] for match in elsewhere["results"]]
+            assert "tool_name" in await call_error(tenant_b, "memos_record_tool_call", tool_name=name, success=True)
+            assert "schema.function.name" in await call_error(tenant_a, "memos_register_tool",
+                                                              schema={"name": "no spaces allowed"})
 
     run(scenario)
 
