@@ -2,9 +2,12 @@
 
 Record: UTF-8 JSON, keys sorted, no whitespace, with `"v": 1` as the format version; `source` is a list,
 `type` and `tier` their string values; `accesses` (recent access times) is written only when there are
-some, so records written before it existed read back unchanged.
+some, and the scopes `agent`, `run` and `space` (strings) only when set, so records written before they existed
+read back unchanged.
 Embedding: the vector as little-endian float32 bytes, nothing else.
 Knowledge base: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `KnowledgeBase`.
+Space: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `textual.spaces.Space`; `members` maps a
+principal (`user:ID` or `agent:ID`) to its grant, `"read"` or `"write"`.
 Key: `tenant` + NUL + `id` (of a memory or of a knowledge base), UTF-8 (ids cannot hold NUL, so one tenant's
 keys are a contiguous prefix range).
 Time key (the `by_time` index; its value is the memory id): `tenant` + NUL + `created_at` as 8 bytes that sort as
@@ -22,9 +25,10 @@ import struct
 
 import numpy as np
 
-from textual.memory import KnowledgeBase, Memory, MemoryType, Tier
+from textual.memory import KnowledgeBase, Memory, MemoryType, Space, Tier
 
 FORMAT_VERSION = 1
+SCOPE_FIELDS = ("agent", "run", "space")  # optional: written only when set
 _SEPARATOR = b"\x00"
 
 
@@ -51,6 +55,9 @@ def encode_memory(memory: Memory) -> bytes:
     }
     if memory.accesses:
         body["accesses"] = list(memory.accesses)
+    for scope in SCOPE_FIELDS:
+        if getattr(memory, scope) is not None:
+            body[scope] = getattr(memory, scope)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -79,6 +86,21 @@ def decode_kb(data: bytes) -> KnowledgeBase:
     if body.pop("v", None) != FORMAT_VERSION:
         raise ValueError(f"knowledge base record has unknown format version; expected {FORMAT_VERSION}")
     return KnowledgeBase(**body)
+
+
+def encode_space(space: Space) -> bytes:
+    """The record bytes of a shared memory space."""
+    body = {"v": FORMAT_VERSION, "id": space.id, "tenant": space.tenant, "name": space.name,
+            "created_at": space.created_at, "members": dict(space.members)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_space(data: bytes) -> Space:
+    """The space in record bytes; raises ValueError on an unknown format version."""
+    body = json.loads(bytes(data))
+    if body.pop("v", None) != FORMAT_VERSION:
+        raise ValueError(f"space record has unknown format version; expected {FORMAT_VERSION}")
+    return Space(**body)
 
 
 def encode_vector(vector: np.ndarray) -> bytes:
