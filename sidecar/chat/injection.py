@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName
 from textual import context
 from textual.errors import InvalidMemoryError
+from textual.filter_expr import Predicate, parse_filter
 from textual.memory import Memory
 from textual.messages import ChatMessage
 from textual.retriever import SearchResult
@@ -55,6 +56,9 @@ class MemoryOptions(BaseModel):
     kb_ids: list[StrictStr] = Field(default_factory=list, max_length=100)
     types: list[MemoryTypeName] = Field(default_factory=list)
     session: StrictStr = Field("chat", pattern=ID_REGEX)
+    agent_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # retrieve this agent's memories; write as it
+    run_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # retrieve this run's memories; write into it
+    filter: dict[str, Any] | None = None  # a `textual.filter_expr` tree the retrieved user memories must pass
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class Conversation:
     kb_ids: tuple[str, ...]
     types: tuple[str, ...]
     session: str
+    agent: str | None = None
+    run: str | None = None
+    where: Predicate | None = None
 
 
 def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | None,
@@ -106,7 +113,9 @@ def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | Non
         tenant=tenant, user=user, messages=tuple(body["messages"]), tools=tuple(body.get("tools") or ()),
         inject=inject, write=write,
         top_k=options.top_k or defaults.top_k, token_budget=options.token_budget or defaults.token_budget,
-        kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session)
+        kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session,
+        agent=options.agent_id, run=options.run_id,
+        where=None if options.filter is None else parse_filter(options.filter, root="memory.filter"))
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -173,7 +182,7 @@ class MemoryChat:
             budget = _add_tool_section(sections, handle, query, budget)
         if budget > 0:
             found = handle.search(query, k=chat.top_k, budget_tokens=budget, user=chat.user,
-                                  types=list(chat.types) or None)
+                                  types=list(chat.types) or None, agent=chat.agent, run=chat.run, where=chat.where)
             _add_section(sections, MEMORY_HEADER, _unseen(found, seen), budget)
         if not sections:
             return body, Injection()
@@ -193,7 +202,7 @@ class MemoryChat:
                 handle.register_tool(tool)
         _record_trailing_tool_results(handle, chat.messages)
         turns = _new_turns(chat, reply, now)
-        return handle.add_messages(turns, user=chat.user) if turns else []
+        return handle.add_messages(turns, user=chat.user, agent=chat.agent, run=chat.run) if turns else []
 
 
 def _unseen(found: SearchResult, seen: set[str]) -> list[Memory]:

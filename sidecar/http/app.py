@@ -26,6 +26,7 @@ from sidecar.http.errors import APIError, error_response, install_error_handlers
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.metrics import Metrics
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from sidecar.http.space_routes import space_router
 from sidecar.http.tier_routes import tier_router
 from sidecar.scheduler.report import tier_report
 from sidecar.tenants.keys import KeyTable
@@ -60,6 +61,7 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
 def _install_routes(app: FastAPI, parts: Parts) -> None:
     caller, settings = parts.access.caller, parts.settings
     app.include_router(memory_router(parts.store, caller, parts.extractor, parts.book))
+    app.include_router(space_router(parts.store, caller, parts.book))
     if parts.kv_store is not None and parts.pins is not None:
         app.include_router(activation_router(parts.chat, parts.kv_store, parts.pins, settings.kv_scope, caller,
                                              parts.book))

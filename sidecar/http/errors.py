@@ -31,7 +31,14 @@ from sidecar.engine.errors import (
     TooManyPinned,
 )
 from sidecar.tenants.quotas import QuotaExceeded
-from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
+from textual.errors import (
+    InvalidMemoryError,
+    KnowledgeBaseNotFoundError,
+    MemoryNotFoundError,
+    SpaceAccessDenied,
+    SpaceNotFoundError,
+    StoreFullError,
+)
 
 log = logging.getLogger("memsidecar.http")
 
@@ -138,8 +145,10 @@ def as_api_error(exc: Exception) -> APIError | None:
                         headers=RETRY_SOON if isinstance(exc, BUSY) else None)
     if isinstance(exc, InvalidMemoryError):
         return APIError(400, str(exc), "invalid_value", param=exc.field)
-    if isinstance(exc, (MemoryNotFoundError, KnowledgeBaseNotFoundError)):
+    if isinstance(exc, (MemoryNotFoundError, KnowledgeBaseNotFoundError, SpaceNotFoundError)):
         return APIError(404, str(exc), "not_found")
+    if isinstance(exc, SpaceAccessDenied):
+        return APIError(403, str(exc), "space_access_denied", param=exc.field)
     if isinstance(exc, AdapterError):
         return APIError(exc.status, str(exc), "not_found" if exc.status == 404 else "invalid_adapter",
                         param=exc.field)
@@ -154,7 +163,7 @@ def as_api_error(exc: Exception) -> APIError | None:
 
 
 DOMAIN_ERRORS = (APIError, EngineError, ChatError, InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError,
-                 AdapterError, QuotaExceeded, StoreFullError, OutputLimitError)
+                 AdapterError, QuotaExceeded, StoreFullError, OutputLimitError, SpaceNotFoundError, SpaceAccessDenied)
 
 
 def install_error_handlers(app: FastAPI) -> None:

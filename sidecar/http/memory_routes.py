@@ -6,7 +6,7 @@ Memory calls embed text and write LMDB synchronously, so they run in the thread 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, Awaitable, Callable, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from sidecar.http.access import Caller
 from sidecar.http.errors import APIError
 from sidecar.http.memory_schema import (
     ID_REGEX,
+    MAX_FILTER_QUERY_CHARS,
     AddDocument,
     AddMemory,
     AddMessages,
@@ -27,6 +28,7 @@ from sidecar.http.memory_schema import (
     Turn,
     UpdateMemory,
     extraction_json,
+    filter_query,
     kb_json,
     memory_json,
     search_json,
@@ -49,33 +51,43 @@ def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
                        session=turn.session, turn_id=turn.turn_id)
 
 
-def memory_router(store: MemoryStore, caller: Callable[..., Any],
-                  extractor: MemoryExtractor | None = None, book: QuotaBook | None = None) -> APIRouter:
-    """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves; with an
-    `extractor`, added conversations are also mined for facts, preferences and events; with a `book`, a tenant has
-    at most its quota of memory requests in flight (so it never holds every worker thread)."""
-    router = APIRouter(prefix="/v1")
+def tenant_caller(store: MemoryStore,
+                  book: QuotaBook | None) -> Callable[[Caller, Callable[[TenantMemory], T]], Awaitable[T]]:
+    """`call(who, work)`: `work` on the caller's tenant memory, in a worker thread (holding one of its memory slots
+    when there is a `book`)."""
 
     async def call(who: Caller, work: Callable[[TenantMemory], T]) -> T:
-        """`work` on the caller's tenant memory, in a worker thread (holding one of its memory slots)."""
         memory = store.for_tenant(who.tenant)
         if book is None:
             return await run_in_threadpool(work, memory)
         with book.holding(book.memory_slots, who.tenant):
             return await run_in_threadpool(work, memory)
 
+    return call
+
+
+def memory_router(store: MemoryStore, caller: Callable[..., Any],
+                  extractor: MemoryExtractor | None = None, book: QuotaBook | None = None) -> APIRouter:
+    """The `/v1/memories` and `/v1/kbs` routes over `store`, each scoped to the tenant `caller` resolves; with an
+    `extractor`, added conversations are also mined for facts, preferences and events; with a `book`, a tenant has
+    at most its quota of memory requests in flight (so it never holds every worker thread)."""
+    router = APIRouter(prefix="/v1")
+    call = tenant_caller(store, book)
+
     @router.post("/memories", tags=["memories"])
     async def add_memory(body: AddMemory, who: Caller = Depends(caller)) -> dict:
         memory = await call(who, lambda memory: memory.add(body.content, user=body.user_id, type=body.type,
                                                            kb_id=body.kb_id, metadata=body.metadata, source=body.source,
-                                                           importance=body.importance))
+                                                           importance=body.importance, agent=body.agent_id,
+                                                           run=body.run_id, space=body.space_id))
         return memory_json(memory)
 
     @router.post("/memories/search", tags=["memories"])
     async def search_memories(body: SearchMemories, who: Caller = Depends(caller)) -> dict:
         result = await call(who, lambda memory: memory.search(
             body.query, k=body.top_k, budget_tokens=body.token_budget, user=body.user_id, kb_id=body.kb_ids,
-            types=body.types, tiers=body.tiers, since=body.since, until=body.until))
+            types=body.types, tiers=body.tiers, since=body.since, until=body.until, agent=body.agent_id,
+            run=body.run_id, space=body.space_id, where=body.filter))
         return search_json(result)
 
     @router.post("/memories/messages", tags=["memories"])
@@ -85,7 +97,8 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
                            "extraction_off", param="extract")
         now = time.time()
         messages = [turn_message(turn, body.user_id, now) for turn in body.messages]
-        memories = await call(who, lambda memory: memory.add_messages(messages, user=body.user_id, kb_id=body.kb_id))
+        memories = await call(who, lambda memory: memory.add_messages(messages, user=body.user_id, kb_id=body.kb_id,
+                                                                      agent=body.agent_id, run=body.run_id))
         response = {"data": [memory_json(memory) for memory in memories]}
         if extractor is not None and body.extract:
             response["extraction"] = extraction_json(await extractor.extract(who.tenant, memories))
@@ -100,10 +113,15 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
         kb_id: str | None = Query(None, pattern=ID_REGEX), since: float | None = None, until: float | None = None,
         contains: str | None = Query(None, min_length=1, max_length=500),
         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
+        agent_id: str | None = Query(None, pattern=ID_REGEX), run_id: str | None = Query(None, pattern=ID_REGEX),
+        space_id: str | None = Query(None, pattern=ID_REGEX),
+        filter: str | None = Query(None, max_length=MAX_FILTER_QUERY_CHARS, description="A filter, as JSON."),
     ) -> dict:
+        where = filter_query(filter)
         memories = await call(who, lambda memory: memory.list(user=user_id, kb_id=kb_id, types=type, tiers=tier,
                                                               since=since, until=until, contains=contains, limit=limit +
-                                                              1, offset=offset))
+                                                              1, offset=offset, agent=agent_id, run=run_id,
+                                                              space=space_id, where=where))
         return {"data": [memory_json(m) for m in memories[:limit]], "limit": limit, "offset": offset,
                 "has_more": len(memories) > limit}
 
