@@ -77,3 +77,8 @@ class SpaceAccessDenied(PermissionError):
         super().__init__(f"space_id: {who} may not {need} memory space {space_id!r}; a member with that grant may")
         self.space_id = space_id
         self.field = "space_id"
+
+
+# The errors a caller of textual memory can act on (a bad value, an unknown id, a refused access, a full store).
+CALLER_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, SpaceNotFoundError,
+                 SpaceAccessDenied, StoreFullError)

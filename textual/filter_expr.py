@@ -15,7 +15,8 @@ the field and the value are both numbers or both strings (never across kinds, ne
 `contains` on a string field is a case-insensitive substring test (a plain substring, never a pattern), on a list
 field a test that one element `eq`s the value, and false on anything else.
 
-Bounds (`FilterLimits`): nesting depth, number of nodes, `in` list length, string lengths and field path length, so
+Bounds (`FilterLimits`): nesting depth, number of nodes and of `contains`, `in` list length, string lengths and field
+path length, so
 that evaluating a filter costs at most a fixed number of steps per memory. Every refusal is an InvalidMemoryError
 whose field is the path of the bad node, e.g. `filter.and[1].metadata.topic.eq`.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Iterable, Union
 
 from textual.errors import InvalidMemoryError
 from textual.memory import Memory, MemoryType, Tier
@@ -66,10 +67,12 @@ NAMED_VALUES = {"type": frozenset(t.value for t in MemoryType), "tier": frozense
 @dataclass(frozen=True)
 class FilterLimits:
     """How large a filter may be: a filter within them costs at most `max_nodes` comparisons (each on strings of at
-    most `max_string` characters, or `in` lists of at most `max_in` values) per memory."""
+    most `max_string` characters, or `in` lists of at most `max_in` values), `max_contains` of them substring
+    tests, per memory."""
 
     max_depth: int = 8
-    max_nodes: int = 64
+    max_nodes: int = 32
+    max_contains: int = 4  # `contains` reads a whole content (up to the store's limit): the costliest operator
     max_in: int = 100
     max_string: int = 512
     max_field_chars: int = 256
@@ -78,7 +81,8 @@ class FilterLimits:
 
 @dataclass(frozen=True)
 class Compare:
-    """`field` `op` `value`; `path` is the field split on dots (`("metadata", "topic")` or `("created_at",)`)."""
+    """`field` `op` `value`; `path` is the field split on dots (`("metadata", "topic")` or `("created_at",)`); the
+    value of `in` is its `scalar_keys`, so that its test is one set lookup."""
 
     path: tuple[str, ...]
     op: Op
@@ -154,7 +158,7 @@ def holds(op: Op, actual: Any, expected: Any) -> bool:
     if op is Op.NE:
         return not _equal(actual, expected)
     if op is Op.IN:
-        return any(_equal(actual, item) for item in expected)
+        return _scalar_key(actual) in expected
     if op is Op.CONTAINS:
         if isinstance(actual, str):
             return expected.casefold() in actual.casefold()
@@ -168,6 +172,21 @@ def holds(op: Op, actual: Any, expected: Any) -> bool:
     if op is Op.LT:
         return actual < expected
     return actual <= expected
+
+
+def scalar_keys(values: Iterable[Any]) -> frozenset:
+    """The operand of `in`: scalar values keyed so that set membership is `eq` (1 and 1.0 alike, true apart)."""
+    return frozenset(_scalar_key(value) for value in values)
+
+
+def _scalar_key(value: Any) -> tuple[str, Any] | None:
+    if isinstance(value, bool):
+        return "bool", value
+    if _is_number(value):
+        return "number", value
+    if value is None or isinstance(value, str):
+        return "scalar", value
+    return None  # a list or an object equals no scalar
 
 
 def _equal(actual: Any, expected: Any) -> bool:
@@ -192,6 +211,7 @@ class _Parser:
     def __init__(self, limits: FilterLimits) -> None:
         self.limits = limits
         self.nodes = 0
+        self.contains = 0
 
     def node(self, tree: object, where: str, depth: int) -> Predicate:
         self._count(where, depth)
@@ -246,7 +266,7 @@ class _Parser:
                 raise InvalidMemoryError(where, f"must be a list of 1 to {self.limits.max_in} values")
             for i, item in enumerate(operand):
                 self._operand(path, op, item, f"{where}[{i}]")
-            return Compare(path, op, tuple(operand))
+            return Compare(path, op, scalar_keys(operand))
         self._operand(path, op, operand, where)
         return Compare(path, op, operand)
 
@@ -259,6 +279,9 @@ class _Parser:
         if op is Op.CONTAINS:
             if not isinstance(value, str) or not value:
                 raise InvalidMemoryError(where, "must be a non-empty string")
+            self.contains += 1
+            if self.contains > self.limits.max_contains:
+                raise InvalidMemoryError(where, f"filters have at most {self.limits.max_contains} contains")
         elif op in ORDER_OPS:
             if not (_is_number(value) or isinstance(value, str)):
                 raise InvalidMemoryError(where, f"must be a number or a string, got {value!r}")

@@ -11,10 +11,10 @@ Rules, as py-lmdb states them and this module keeps them:
   deletes may grow into the reserve (a copy-on-write B-tree needs free pages even to delete), after which the map
   shrinks back to the adding ceiling, or to the pages in use if more, so the reserve is there for the next deletes.
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
-JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> write count, as 8-byte little-endian), `meta` (`embedding_model` -> the identity of
-the model every stored vector came from; `derived` -> b"1" once the derived databases were built), and the derived
-`usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant). A tenant's version changes on
-every write, so derived indexes know when they are stale.
+JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> write count, as 8-byte little-endian),
+`meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"1" once the
+derived databases were built), and the derived `usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and
+their invariant). A tenant's version changes on every write, so derived indexes know when they are stale.
 """
 
 from __future__ import annotations

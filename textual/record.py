@@ -75,32 +75,37 @@ def decode_memory(data: bytes) -> Memory:
 
 def encode_kb(kb: KnowledgeBase) -> bytes:
     """The record bytes of a knowledge base."""
-    body = {"v": FORMAT_VERSION, "id": kb.id, "tenant": kb.tenant, "name": kb.name, "description": kb.description,
-            "created_at": kb.created_at, "metadata": dict(kb.metadata)}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _versioned_bytes({"id": kb.id, "tenant": kb.tenant, "name": kb.name, "description": kb.description,
+                             "created_at": kb.created_at, "metadata": dict(kb.metadata)})
 
 
 def decode_kb(data: bytes) -> KnowledgeBase:
     """The knowledge base in record bytes; raises ValueError on an unknown format version."""
-    body = json.loads(bytes(data))
-    if body.pop("v", None) != FORMAT_VERSION:
-        raise ValueError(f"knowledge base record has unknown format version; expected {FORMAT_VERSION}")
-    return KnowledgeBase(**body)
+    return KnowledgeBase(**_versioned_body(data, "knowledge base"))
 
 
 def encode_space(space: Space) -> bytes:
     """The record bytes of a shared memory space."""
-    body = {"v": FORMAT_VERSION, "id": space.id, "tenant": space.tenant, "name": space.name,
-            "created_at": space.created_at, "members": dict(space.members)}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _versioned_bytes({"id": space.id, "tenant": space.tenant, "name": space.name,
+                             "created_at": space.created_at, "members": dict(space.members)})
 
 
 def decode_space(data: bytes) -> Space:
     """The space in record bytes; raises ValueError on an unknown format version."""
+    return Space(**_versioned_body(data, "space"))
+
+
+def _versioned_bytes(body: dict) -> bytes:
+    """`body` with `"v": FORMAT_VERSION` as sorted, compact UTF-8 JSON."""
+    return json.dumps({"v": FORMAT_VERSION, **body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _versioned_body(data: bytes, what: str) -> dict:
+    """The JSON object in `data` without its `v`; ValueError naming `what` when `v` is not FORMAT_VERSION."""
     body = json.loads(bytes(data))
     if body.pop("v", None) != FORMAT_VERSION:
-        raise ValueError(f"space record has unknown format version; expected {FORMAT_VERSION}")
-    return Space(**body)
+        raise ValueError(f"{what} record has unknown format version; expected {FORMAT_VERSION}")
+    return body
 
 
 def encode_vector(vector: np.ndarray) -> bytes:

@@ -130,8 +130,8 @@ class TenantMemory:
         Hot and warm memories are searched; cold ones too when `tiers` names them, or by default when the best
         hot/warm cosine similarity is below `SearchSettings.cold_fallback_similarity`. Archived ones never are.
         `user`, `agent`, `run` and `space` narrow the scope (`Filters`; a user or agent also sees the spaces it may
-        read), and `where` is a filter expression (`textual.filter_expr`, a JSON tree or a parsed predicate): both restrict the candidates before
-        ranking, so `k` still fills when enough memories pass.
+        read), and `where` is a filter expression (`textual.filter_expr`, a JSON tree or a parsed predicate): both
+        restrict the candidates before ranking, so `k` still fills when enough memories pass.
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidMemoryError("query", "must be a non-empty string")
@@ -169,8 +169,9 @@ class TenantMemory:
              contains: str | None = None, limit: int = 100, offset: int = 0, agent: str | None = None,
              run: str | None = None, space: str | None = None, where: object = None) -> list[Memory]:
         """Memories passing the filters in time order, `limit` of them from `offset`; `contains` keeps those whose
-        content holds that text (case-insensitive); scopes and `where` as in `search`. Reads the tenant's time index from `since` and stops after the
-        page: the cost grows with `offset + limit` and the memories the filters skip, not with the tenant's size."""
+        content holds that text (case-insensitive); scopes and `where` as in `search`. Reads the tenant's time index
+        from `since` and stops after the page: the cost grows with `offset + limit` and the memories the filters skip,
+        not with the tenant's size."""
         _check_count("limit", limit, 1, 100_000)
         _check_count("offset", offset, 0, 1 << 62)
         filters = self._filters(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until,

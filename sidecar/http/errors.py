@@ -31,14 +31,8 @@ from sidecar.engine.errors import (
     TooManyPinned,
 )
 from sidecar.tenants.quotas import QuotaExceeded
-from textual.errors import (
-    InvalidMemoryError,
-    KnowledgeBaseNotFoundError,
-    MemoryNotFoundError,
-    SpaceAccessDenied,
-    SpaceNotFoundError,
-    StoreFullError,
-)
+from textual.errors import (CALLER_ERRORS, InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError,
+                            SpaceAccessDenied, SpaceNotFoundError, StoreFullError)
 
 log = logging.getLogger("memsidecar.http")
 
@@ -162,8 +156,7 @@ def as_api_error(exc: Exception) -> APIError | None:
     return None
 
 
-DOMAIN_ERRORS = (APIError, EngineError, ChatError, InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError,
-                 AdapterError, QuotaExceeded, StoreFullError, OutputLimitError, SpaceNotFoundError, SpaceAccessDenied)
+DOMAIN_ERRORS = (APIError, EngineError, ChatError, *CALLER_ERRORS, AdapterError, QuotaExceeded, OutputLimitError)
 
 
 def install_error_handlers(app: FastAPI) -> None:

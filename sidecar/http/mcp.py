@@ -36,14 +36,7 @@ from sidecar.http.memory_schema import (
     search_json,
 )
 from sidecar.tenants.quotas import QuotaExceeded
-from textual.errors import (
-    InvalidMemoryError,
-    KnowledgeBaseNotFoundError,
-    MemoryNotFoundError,
-    SpaceAccessDenied,
-    SpaceNotFoundError,
-    StoreFullError,
-)
+from textual.errors import CALLER_ERRORS
 from textual.store import MemoryStore
 from textual.tenant_memory import TenantMemory
 
@@ -64,8 +57,7 @@ SpaceId = Annotated[str | None, Field(pattern=ID_REGEX, description="A shared me
 Filter = Annotated[dict[str, Any] | None, Field(description=(
     'A filter on built-in fields and metadata keys, e.g. {"and": [{"metadata.topic": {"eq": "work"}}, '
     '{"created_at": {"gte": 1700000000}}]}; operators eq, ne, in, gt, gte, lt, lte, contains; and, or, not.'))]
-MEMORY_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, QuotaExceeded, StoreFullError,
-                 SpaceNotFoundError, SpaceAccessDenied)
+MEMORY_ERRORS = (*CALLER_ERRORS, QuotaExceeded)
 
 
 class MemoryTools:

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from textual.errors import InvalidMemoryError
-from textual.filter_expr import All, AnyOf, Compare, FilterLimits, Not, Op, parse_filter
+from textual.filter_expr import All, AnyOf, Compare, FilterLimits, Not, Op, parse_filter, scalar_keys
 from textual.memory import Memory, MemoryType, Tier
 
 MEMORY = Memory(id="m1", tenant="t", user="alice", type=MemoryType.FACT, content="Alice likes Green Tea",
@@ -96,7 +96,8 @@ def test_and_or_not():
 
 def test_parse_builds_a_typed_tree():
     tree = parse_filter({"or": [{"metadata.a": {"in": [1, 2]}}, {"not": {"type": "fact"}}]})
-    assert tree == AnyOf((Compare(("metadata", "a"), Op.IN, (1, 2)), Not(Compare(("type",), Op.EQ, "fact"))))
+    assert tree == AnyOf((Compare(("metadata", "a"), Op.IN, scalar_keys([1, 2])),
+                          Not(Compare(("type",), Op.EQ, "fact"))))
     assert isinstance(parse_filter({"user_id": "x", "run_id": "y"}), All)
 
 
@@ -130,10 +131,13 @@ def test_limits_bound_depth_nodes_lists_and_strings():
         deep = {"not": deep}
     with pytest.raises(InvalidMemoryError, match="nest at most 8"):
         parse_filter(deep)
-    with pytest.raises(InvalidMemoryError, match="at most 64 nodes"):
+    with pytest.raises(InvalidMemoryError, match="at most 32 nodes"):
         parse_filter({"or": [{"user_id": str(i)} for i in range(100)]})
     with pytest.raises(InvalidMemoryError, match="list of 1 to 100"):
         parse_filter({"user_id": {"in": [str(i) for i in range(101)]}})
+    with pytest.raises(InvalidMemoryError, match="at most 4 contains") as caught:
+        parse_filter({"or": [{"content": {"contains": str(i)}} for i in range(5)]})
+    assert caught.value.field == "filter.or[4].content.contains"
     with pytest.raises(InvalidMemoryError, match="at most 512 characters"):
         parse_filter({"content": {"contains": "x" * 513}})
     with pytest.raises(InvalidMemoryError, match="at most 256 characters"):
@@ -155,6 +159,7 @@ def test_ne_is_the_negation_of_eq(actual, value):
     assert parse_filter({"metadata.k": {"ne": value}}).matches(memory) is (not eq)
     assert parse_filter({"not": {"metadata.k": {"eq": value}}}).matches(memory) is (not eq)
     assert parse_filter({"metadata.k": {"in": [value]}}).matches(memory) is eq
+    assert parse_filter({"metadata.k": {"in": [value, "other"]}}).matches(memory) is (eq or actual == "other")
 
 
 @given(actual=st.one_of(st.integers(-9, 9), st.text(max_size=3)), value=st.one_of(st.integers(-9, 9),
