@@ -112,8 +112,8 @@ def filter_query(text: str | None) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError as error:
-        raise InvalidMemoryError("filter", f"must be a JSON object: {error}") from None
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
+        raise InvalidMemoryError("filter", f"must be a JSON object: {type(error).__name__}: {error}") from None
 
 
 def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:

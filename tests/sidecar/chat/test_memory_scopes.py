@@ -48,3 +48,16 @@ def test_a_bad_chat_filter_names_its_node():
     with pytest.raises(InvalidMemoryError) as caught:
         conversation("t", body, options, DEFAULTS)
     assert caught.value.field == "memory.filter.or[0].metadata.course.gt"
+
+
+def test_the_chat_request_carries_the_scope_options_and_checks_their_ids():
+    from pydantic import ValidationError
+
+    from sidecar.chat.requests import ChatCompletionRequest, engine_body
+    messages = [{"role": "user", "content": "hi"}]
+    request = ChatCompletionRequest.model_validate({"messages": messages, "memory": {
+        "agent_id": "chef", "run_id": "r1", "filter": {"metadata.course": "dessert"}}})
+    assert (request.memory.agent_id, request.memory.run_id) == ("chef", "r1")
+    assert "memory" not in engine_body(request, "m")
+    with pytest.raises(ValidationError, match="agent_id"):
+        ChatCompletionRequest.model_validate({"messages": messages, "memory": {"agent_id": "no spaces"}})
