@@ -56,3 +56,29 @@ class StoreFullError(RuntimeError):
             f"data (--memory-map-max-gib, less 1/8 kept for deletes); delete memories, or raise the ceiling")
         self.map_size = map_size
         self.ceiling = ceiling
+
+
+class SpaceNotFoundError(KeyError):
+    """No shared memory space with this id exists in the caller's tenant (another tenant's are reported the same)."""
+
+    def __init__(self, space_id: str) -> None:
+        super().__init__(space_id)
+        self.space_id = space_id
+        self.field = "space_id"
+
+    def __str__(self) -> str:
+        return f"space_id: no memory space {self.space_id!r} in this tenant"
+
+
+class SpaceAccessDenied(PermissionError):
+    """The named user or agent is not granted what it asked of a space of its own tenant (read or write)."""
+
+    def __init__(self, space_id: str, need: str, who: str) -> None:
+        super().__init__(f"space_id: {who} may not {need} memory space {space_id!r}; a member with that grant may")
+        self.space_id = space_id
+        self.field = "space_id"
+
+
+# The errors a caller of textual memory can act on (a bad value, an unknown id, a refused access, a full store).
+CALLER_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, SpaceNotFoundError,
+                 SpaceAccessDenied, StoreFullError)

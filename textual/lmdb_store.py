@@ -11,11 +11,12 @@ Rules, as py-lmdb states them and this module keeps them:
   deletes may grow into the reserve (a copy-on-write B-tree needs free pages even to delete), after which the map
   shrinks back to the adding ceiling, or to the pages in use if more, so the reserve is there for the next deletes.
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
-JSON), `versions` (tenant -> write count, as 8-byte little-endian), `meta` (`embedding_model` -> the identity of
-the model every stored vector came from; `derived` -> b"1" once the derived databases were built), and the derived
-`usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant), and `history` (the versions of
-each memory, `textual.history` owns their format; written in the transaction of the change they record, deleted
-with their memory). A tenant's version changes on every write, so derived indexes know when they are stale.
+JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> write count, as 8-byte little-endian),
+`meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"1" once the
+derived databases were built), the derived `usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and
+their invariant), and `history` (the versions of each memory, `textual.history` owns their format; written in the
+transaction of the change they record, deleted with their memory). A tenant's version changes on every write, so
+derived indexes know when they are stale.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from textual.errors import StoreFullError
 from textual.history import Change, Version
 from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
-from textual.memory import KnowledgeBase, Memory
-from textual.record import (decode_kb, decode_key, decode_memory, decode_user_stats, decode_vector, encode_kb,
-                            encode_key, encode_memory, encode_vector, sortable_time)
+from textual.memory import KnowledgeBase, Memory, Space
+from textual.record import (decode_kb, decode_key, decode_memory, decode_space, decode_user_stats, decode_vector,
+                            encode_kb, encode_key, encode_memory, encode_space, encode_vector, sortable_time)
 
 DEFAULT_MAP_SIZE = GIB
 DEFAULT_MAX_MAP_SIZE = 1 << 36
@@ -54,6 +55,7 @@ class LmdbStore:
         self._vectors = env.open_db(b"vectors")
         self._versions = env.open_db(b"versions")
         self._kbs = env.open_db(b"kbs")
+        self._spaces = env.open_db(b"spaces")
         self._meta = env.open_db(b"meta")
         self._derived = DerivedDbs(env.open_db(b"usage"), env.open_db(b"by_time"), env.open_db(b"users"))
         self._history = env.open_db(b"history")
@@ -167,6 +169,22 @@ class LmdbStore:
         """All of `tenant`'s knowledge bases, in id order."""
         with self._read() as txn:
             return [decode_kb(value) for _key, value in self._scan(txn, tenant, self._kbs)]
+
+    def put_space(self, space: Space) -> None:
+        self._write(lambda txn: txn.put(encode_key(space.tenant, space.id), encode_space(space), db=self._spaces))
+
+    def delete_space(self, tenant: str, space_id: str) -> bool:
+        return self._write(lambda txn: txn.delete(encode_key(tenant, space_id), db=self._spaces), deleting=True)
+
+    def get_space(self, tenant: str, space_id: str) -> Space | None:
+        with self._read() as txn:
+            data = txn.get(encode_key(tenant, space_id), db=self._spaces)
+            return None if data is None else decode_space(data)
+
+    def spaces(self, tenant: str) -> list[Space]:
+        """All of `tenant`'s shared memory spaces, in id order."""
+        with self._read() as txn:
+            return [decode_space(value) for _key, value in self._scan(txn, tenant, self._spaces)]
 
     def get(self, tenant: str, memory_id: str) -> Memory | None:
         with self._read() as txn:

@@ -54,7 +54,11 @@ RESIDENT_TIERS = frozenset({LifecycleTier.HOT, LifecycleTier.WARM})
 
 @dataclass(frozen=True)
 class Memory:
-    """One textual or tool memory of one tenant's user; `source` holds the message or turn ids it came from."""
+    """One textual or tool memory of one tenant's user; `source` holds the message or turn ids it came from.
+
+    Scopes beside `user` (whom the memory is about), each None when not given: `agent`, the agent that made it or
+    that it is for; `run`, the run (a task or a session of an agent) it belongs to; `space`, the shared memory space
+    (`textual.spaces`) it was written to, readable by the space's members."""
 
     id: str
     tenant: str
@@ -73,14 +77,18 @@ class Memory:
     tier: LifecycleTier = LifecycleTier.HOT
     accesses: tuple[float, ...] = ()  # the most recent access times, oldest first, at most MAX_ACCESSES
     expires_at: float | None = None  # from then on the memory is gone for every read; the lifecycle deletes it
+    agent: str | None = None
+    run: str | None = None
+    space: str | None = None
 
 
-PeerKey = tuple[str, MemoryType, str | None]
+PeerKey = tuple[str, MemoryType, str | None, str | None, str | None, str | None]
 
 
 def peer_key(memory: Memory) -> PeerKey:
-    """(user, type, kb_id): memories that may merge with or supersede each other share it."""
-    return memory.user, memory.type, memory.kb_id
+    """(user, type, kb_id, agent, run, space): memories that may merge with or supersede each other share it, so a
+    memory never merges into one of another scope."""
+    return memory.user, memory.type, memory.kb_id, memory.agent, memory.run, memory.space
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,19 @@ class KnowledgeBase:
     created_at: float
     description: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A named set of one tenant's memories shared by its members: `members` maps a principal (`user:ID` or
+    `agent:ID`) to its grant, "read" or "write" (write includes read). Memories are in it when their `space` is
+    `id`; `textual.spaces` holds the rules."""
+
+    id: str
+    tenant: str
+    name: str
+    created_at: float
+    members: Mapping[str, str] = field(default_factory=dict)
 
 
 def check_identifier(name: str, value: object) -> str:

@@ -2,9 +2,12 @@
 
 Record: UTF-8 JSON, keys sorted, no whitespace, with `"v": 1` as the format version; `source` is a list,
 `type` and `tier` their string values; `accesses` (recent access times) is written only when there are
-some, and `expires_at` only when set, so records written before they existed read back unchanged.
+some, `expires_at` and the scopes `agent`, `run` and `space` (strings) only when set, so records written before
+they existed read back unchanged.
 Embedding: the vector as little-endian float32 bytes, nothing else.
 Knowledge base: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `KnowledgeBase`.
+Space: UTF-8 JSON, keys sorted, no whitespace, `"v": 1`, fields of `textual.spaces.Space`; `members` maps a
+principal (`user:ID` or `agent:ID`) to its grant, `"read"` or `"write"`.
 Key: `tenant` + NUL + `id` (of a memory or of a knowledge base), UTF-8 (ids cannot hold NUL, so one tenant's
 keys are a contiguous prefix range).
 Time key (the `by_time` index; its value is the memory id): `tenant` + NUL + `created_at` as 8 bytes that sort as
@@ -22,9 +25,10 @@ import struct
 
 import numpy as np
 
-from textual.memory import KnowledgeBase, LifecycleTier, Memory, MemoryType
+from textual.memory import KnowledgeBase, LifecycleTier, Memory, MemoryType, Space
 
 FORMAT_VERSION = 1
+SCOPE_FIELDS = ("agent", "run", "space")  # optional: written only when set
 _SEPARATOR = b"\x00"
 
 
@@ -53,6 +57,9 @@ def encode_memory(memory: Memory) -> bytes:
         body["accesses"] = list(memory.accesses)
     if memory.expires_at is not None:
         body["expires_at"] = memory.expires_at
+    for scope in SCOPE_FIELDS:
+        if getattr(memory, scope) is not None:
+            body[scope] = getattr(memory, scope)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -70,17 +77,37 @@ def decode_memory(data: bytes) -> Memory:
 
 def encode_kb(kb: KnowledgeBase) -> bytes:
     """The record bytes of a knowledge base."""
-    body = {"v": FORMAT_VERSION, "id": kb.id, "tenant": kb.tenant, "name": kb.name, "description": kb.description,
-            "created_at": kb.created_at, "metadata": dict(kb.metadata)}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _versioned_bytes({"id": kb.id, "tenant": kb.tenant, "name": kb.name, "description": kb.description,
+                             "created_at": kb.created_at, "metadata": dict(kb.metadata)})
 
 
 def decode_kb(data: bytes) -> KnowledgeBase:
     """The knowledge base in record bytes; raises ValueError on an unknown format version."""
+    return KnowledgeBase(**_versioned_body(data, "knowledge base"))
+
+
+def encode_space(space: Space) -> bytes:
+    """The record bytes of a shared memory space."""
+    return _versioned_bytes({"id": space.id, "tenant": space.tenant, "name": space.name,
+                             "created_at": space.created_at, "members": dict(space.members)})
+
+
+def decode_space(data: bytes) -> Space:
+    """The space in record bytes; raises ValueError on an unknown format version."""
+    return Space(**_versioned_body(data, "space"))
+
+
+def _versioned_bytes(body: dict) -> bytes:
+    """`body` with `"v": FORMAT_VERSION` as sorted, compact UTF-8 JSON."""
+    return json.dumps({"v": FORMAT_VERSION, **body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _versioned_body(data: bytes, what: str) -> dict:
+    """The JSON object in `data` without its `v`; ValueError naming `what` when `v` is not FORMAT_VERSION."""
     body = json.loads(bytes(data))
     if body.pop("v", None) != FORMAT_VERSION:
-        raise ValueError(f"knowledge base record has unknown format version; expected {FORMAT_VERSION}")
-    return KnowledgeBase(**body)
+        raise ValueError(f"{what} record has unknown format version; expected {FORMAT_VERSION}")
+    return body
 
 
 def encode_vector(vector: np.ndarray) -> bytes:

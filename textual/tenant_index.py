@@ -31,6 +31,7 @@ class TenantIndex:
         self._lexical = LayeredLexicalIndex()
         self._sessions: dict[tuple[str, str], dict[int, str]] = {}
         self._by_user: dict[str, set[str]] = {}
+        self._by_space: dict[str, set[str]] = {}
         self._speakers: Counter[str] = Counter()
         self._expiring: dict[str, float] = {}  # id -> expires_at of the memories that have one
 
@@ -47,6 +48,8 @@ class TenantIndex:
             self._by_user.setdefault(memory.user, set()).add(memory.id)
             if memory.expires_at is not None:
                 self._expiring[memory.id] = memory.expires_at
+            if memory.space is not None:
+                self._by_space.setdefault(memory.space, set()).add(memory.id)
             if memory.metadata.get("speaker"):
                 self._speakers[str(memory.metadata["speaker"])] += 1
         if vectors is not None:
@@ -70,8 +73,10 @@ class TenantIndex:
         return set(self._speakers)
 
     def passing(self, filters: Filters) -> set[str]:
-        """Ids of the memories that pass `filters`; only the user's memories are looked at when one is named."""
-        pool = self._by_user.get(filters.user, set()) if filters.user is not None else self.memories.keys()
+        """Ids of the memories that pass `filters`; only the user's memories, and those of the spaces it shares, are
+        looked at when one is named."""
+        pool = self.memories.keys() if filters.user is None else self._by_user.get(filters.user, set()).union(
+            *(self._by_space.get(space, ()) for space in filters.shared))
         if filters.is_user_only():
             return set(pool)
         return {key for key in pool if filters.matches(self.memories[key])}
@@ -106,6 +111,8 @@ class TenantIndex:
             return
         self._by_user.get(old.user, set()).discard(memory_id)
         self._expiring.pop(memory_id, None)
+        if old.space is not None:
+            self._by_space.get(old.space, set()).discard(memory_id)
         if old.metadata.get("speaker"):
             speaker = str(old.metadata["speaker"])
             self._speakers[speaker] -= 1

@@ -13,14 +13,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from textual import bulk, curator, knowledge_bases, tool_memory, transfer
+from textual import bulk, curator, knowledge_bases, spaces, tool_memory, transfer
 from textual.errors import InvalidMemoryError, MemoryNotFoundError
 from textual.feedback import apply_feedback, check_kind
+from textual.filter_expr import as_predicate
 from textual.filters import Filters
 from textual.history import ChangeKind, Version
 from textual.images import check_image_url
 from textual.lifecycle import heuristic_importance, plan_lifecycle, reinforced_strength
-from textual.memory import (MAX_ACCESSES, KnowledgeBase, LifecycleTier, Memory, MemoryType, check_content,
+from textual.memory import (MAX_ACCESSES, KnowledgeBase, LifecycleTier, Memory, MemoryType, Space, check_content,
                             check_identifier, check_importance, check_metadata, check_source, check_strength,
                             check_time, check_ttl, is_expired, parse_tier, parse_type)
 from textual.messages import ChatMessage, embedding_text, episode_content, episode_metadata
@@ -63,8 +64,12 @@ class TenantMemory:
     def add(self, content: str, *, user: str, type: str = "fact", kb_id: str | None = None,
             metadata: Mapping[str, Any] | None = None, source: Sequence[str] = (), importance: float | None = None,
             tier: str = "hot", created_at: float | None = None, consolidate: bool = True,
-            ttl_s: float | None = None) -> Memory:
+            ttl_s: float | None = None, agent: str | None = None, run: str | None = None,
+            space: str | None = None) -> Memory:
         """Store one memory durably and return the memory now holding it.
+
+        `agent`, `run` and `space` scope it (see `Memory`); writing to a `space` needs the user's or the agent's
+        "write" grant there (`textual.spaces`).
 
         Without `importance`, a heuristic sets it (`lifecycle.heuristic_importance`). With `consolidate`, a near-
         duplicate is merged into the stored memory (which is returned, with its id) and a changed fact supersedes
@@ -81,7 +86,10 @@ class TenantMemory:
             metadata=metadata, source=check_source(source),
             importance=heuristic_importance(kind, content) if importance is None else check_importance(importance),
             tier=parse_tier(tier), created_at=created, updated_at=max(created, now), last_access_at=created,
-            expires_at=None if ttl_s is None else now + check_ttl(ttl_s))
+            expires_at=None if ttl_s is None else now + check_ttl(ttl_s), **self._scopes(agent, run))
+        if space is not None:
+            memory = dataclasses.replace(memory, space=spaces.check_access(self, space, spaces.WRITE, memory.user,
+                                                                           memory.agent).id)
         text = embedding_text(str(memory.metadata.get("speaker", "")), memory.content, None) \
             if memory.metadata.get("speaker") else memory.content
         self._store.admit(self.tenant, [memory.content])
@@ -97,21 +105,22 @@ class TenantMemory:
                         importance=importance, created_at=created_at, consolidate=False)
 
     def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str,
-                     kb_id: str | None = None) -> list[Memory]:
+                     kb_id: str | None = None, agent: str | None = None, run: str | None = None) -> list[Memory]:
         """Store every turn as an `episode` memory (one durable write for the batch); returns them in order.
         A turn's `time` dates the episode (`created_at`); its forgetting curve starts when it is stored, so an
         imported history is as fresh as a conversation held now, not archived for its age."""
         user = check_identifier("user", user)
         kb_id = None if kb_id is None else check_identifier("kb_id", kb_id)
+        scopes = self._scopes(agent, run)
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
         for i, message in enumerate(checked):
             check_content(episode_content(message), self._store.max_content_chars)
         self._store.admit(self.tenant, [episode_content(message) for message in checked])
         with self._store.tenant_lock(self.tenant):
-            _, texts = self._episodes(checked, user, kb_id)
+            _, texts = self._episodes(checked, user, kb_id, scopes)
         vectors = self._store.embedder.embed(texts)  # outside the lock: a bulk write never stalls this tenant's reads
         with self._store.tenant_lock(self.tenant):
-            memories, now_texts = self._episodes(checked, user, kb_id)
+            memories, now_texts = self._episodes(checked, user, kb_id, scopes)
             if now_texts != texts:  # a concurrent write to one of these sessions moved the turns' positions
                 vectors = self._store.embedder.embed(now_texts)
             self._store.write(self.tenant, memories, vectors, ChangeKind.CREATE)
@@ -119,18 +128,23 @@ class TenantMemory:
 
     def search(self, query: str, *, k: int = 10, budget_tokens: int | None = None, user: str | None = None,
                kb_id: str | None = None, types: Iterable[str] | None = None, tiers: Iterable[str] | None = None,
-               since: float | None = None, until: float | None = None) -> SearchResult:
+               since: float | None = None, until: float | None = None, agent: str | None = None,
+               run: str | None = None, space: str | None = None, where: object = None) -> SearchResult:
         """The best memories for `query`: at most `k`, and with `budget_tokens`, an injected text that fits it.
 
         Hot and warm memories are searched; cold ones too when `tiers` names them, or by default when the best
         hot/warm cosine similarity is below `SearchSettings.cold_fallback_similarity`. Archived ones never are.
+        `user`, `agent`, `run` and `space` narrow the scope (`Filters`; a user or agent also sees the spaces it may
+        read), and `where` is a filter expression (`textual.filter_expr`, a JSON tree or a parsed predicate): both
+        restrict the candidates before ranking, so `k` still fills when enough memories pass.
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidMemoryError("query", "must be a non-empty string")
         _check_count("k", k, 1, MAX_K)
         if budget_tokens is not None:
             _check_count("budget_tokens", budget_tokens, 1, 10_000_000)
-        filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
+        filters = self._filters(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until,
+                                agent=agent, run=run, space=space, where=where)
         if LifecycleTier.ARCHIVED in filters.tiers:
             raise InvalidMemoryError("tiers", "archived memories are never searched; restore(id) one first")
         vector = self._store.embedder.embed([query])[0]
@@ -157,13 +171,16 @@ class TenantMemory:
 
     def list(self, *, user: str | None = None, kb_id: str | None = None, types: Iterable[str] | None = None,
              tiers: Iterable[str] | None = None, since: float | None = None, until: float | None = None,
-             contains: str | None = None, limit: int = 100, offset: int = 0) -> list[Memory]:
+             contains: str | None = None, limit: int = 100, offset: int = 0, agent: str | None = None,
+             run: str | None = None, space: str | None = None, where: object = None) -> list[Memory]:
         """Memories passing the filters in time order, `limit` of them from `offset`; `contains` keeps those whose
-        content holds that text (case-insensitive). Reads the tenant's time index from `since` and stops after the
-        page: the cost grows with `offset + limit` and the memories the filters skip, not with the tenant's size."""
+        content holds that text (case-insensitive); scopes and `where` as in `search`. Reads the tenant's time index
+        from `since` and stops after the page: the cost grows with `offset + limit` and the memories the filters skip,
+        not with the tenant's size."""
         _check_count("limit", limit, 1, 100_000)
         _check_count("offset", offset, 0, 1 << 62)
-        filters = Filters.of(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until)
+        filters = self._filters(user=user, kb_id=kb_id, types=types, tiers=tiers, since=since, until=until,
+                                agent=agent, run=run, space=space, where=where)
         needle = contains.casefold() if contains else None
         page: list[Memory] = []
         now = self._store.clock()
@@ -305,14 +322,34 @@ class TenantMemory:
         return TenantStats(count=len(memories), by_type=dict(Counter(m.type.value for m in memories)),
                            by_tier=dict(Counter(m.tier.value for m in memories)), vector_index=kind)
 
+    def create_space(self, space_id: str, name: str | None = None, members: object = ()) -> Space:
+        """A new shared memory space with its members (see `textual.spaces`)."""
+        return spaces.create_space(self, space_id, name, list(members) if isinstance(members, tuple) else members)
+
+    def get_space(self, space_id: str) -> Space:
+        """The space with this id; SpaceNotFoundError if the tenant has none."""
+        return spaces.load_space(self, space_id)
+
+    def list_spaces(self) -> list[Space]:
+        """The tenant's shared memory spaces, in id order."""
+        return self._store.db.spaces(self.tenant)
+
+    def set_space_members(self, space_id: str, members: object) -> Space:
+        """Replace the space's members and grants."""
+        return spaces.set_members(self, space_id, members)
+
+    def delete_space(self, space_id: str) -> int:
+        """Delete the space and its memories; returns how many memories were removed."""
+        return spaces.delete_space(self, space_id)
+
     def users(self) -> list[UserStats]:
         """Each user with memories in this tenant: counts in all and by tier, and the latest change (the newest
         `updated_at` written; a delete does not lower it), by user id. Reads one stored row per user."""
         return [UserStats(user, count, by_tier, updated_at)
                 for user, count, by_tier, updated_at in self._store.db.users(self.tenant)]
 
-    def _episodes(self, messages: Sequence[ChatMessage], user: str,
-                  kb_id: str | None) -> tuple[list[Memory], list[str]]:
+    def _episodes(self, messages: Sequence[ChatMessage], user: str, kb_id: str | None,
+                  scopes: Mapping[str, str | None]) -> tuple[list[Memory], list[str]]:
         index = self._store.index(self.tenant)
         now = self._store.clock()
         memories: list[Memory] = []
@@ -330,10 +367,26 @@ class TenantMemory:
                 id=uuid.uuid4().hex, tenant=self.tenant, user=user, kb_id=kb_id, type=parse_type("episode"),
                 content=content, metadata=episode_metadata(message, position),
                 source=(message.turn_id,) if message.turn_id else (), created_at=float(message.time),
-                updated_at=max(float(message.time), now), last_access_at=max(float(message.time), now)))
+                updated_at=max(float(message.time), now), last_access_at=max(float(message.time), now), **scopes))
             texts.append(embedding_text(message.speaker, content, previous_turn))
             last[message.session] = (position + 1, (message.speaker, content))
         return memories, texts
+
+    def _filters(self, *, user: str | None, agent: str | None, space: str | None, where: object,
+                 **fixed: Any) -> Filters:
+        """Checked filters with the scope resolved: the spaces the user or agent may read, or the named space if
+        they may read it."""
+        filters = Filters.of(user=user, agent=agent, space=space,
+                             where=None if where is None else as_predicate(where), **fixed)
+        if filters.space is not None:
+            spaces.check_access(self, filters.space, spaces.READ, filters.user, filters.agent)
+            return dataclasses.replace(filters, shared=frozenset({filters.space}))
+        return dataclasses.replace(filters, shared=spaces.shared_with(self, filters.user, filters.agent))
+
+    @staticmethod
+    def _scopes(agent: str | None, run: str | None) -> dict[str, str | None]:
+        return {"agent": None if agent is None else check_identifier("agent_id", agent),
+                "run": None if run is None else check_identifier("run_id", run)}
 
     @property
     def _policy(self):

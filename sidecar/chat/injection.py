@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName
 from textual import context
 from textual.errors import InvalidMemoryError
+from textual.filter_expr import Predicate, parse_filter
 from textual.memory import Memory
 from textual.messages import ChatMessage
 from textual.retriever import SearchResult
@@ -59,6 +60,9 @@ class MemoryOptions(BaseModel):
     types: list[MemoryTypeName] = Field(default_factory=list)
     session: StrictStr = Field("chat", pattern=ID_REGEX)
     image_caption: StrictStr | None = Field(None, min_length=1, max_length=MAX_CAPTION_CHARS)
+    agent_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # retrieve this agent's memories; write as it
+    run_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # retrieve this run's memories; write into it
+    filter: dict[str, Any] | None = None  # a `textual.filter_expr` tree the retrieved user memories must pass
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class Conversation:
     types: tuple[str, ...]
     session: str
     image_caption: str | None = None
+    agent: str | None = None
+    run: str | None = None
+    where: Predicate | None = None
 
 
 def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | None,
@@ -112,7 +119,8 @@ def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | Non
         inject=inject, write=write,
         top_k=options.top_k or defaults.top_k, token_budget=options.token_budget or defaults.token_budget,
         kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session,
-        image_caption=options.image_caption)
+        image_caption=options.image_caption, agent=options.agent_id, run=options.run_id,
+        where=None if options.filter is None else parse_filter(options.filter, root="memory.filter"))
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -221,7 +229,7 @@ class MemoryChat:
             budget = _add_tool_section(sections, handle, query, budget)
         if budget > 0:
             found = handle.search(query, k=chat.top_k, budget_tokens=budget, user=chat.user,
-                                  types=list(chat.types) or None)
+                                  types=list(chat.types) or None, agent=chat.agent, run=chat.run, where=chat.where)
             _add_section(sections, MEMORY_HEADER, _unseen(found, seen), budget)
         if not sections:
             return body, Injection()
@@ -242,7 +250,7 @@ class MemoryChat:
         _record_trailing_tool_results(handle, chat.messages)
         _remember_images(handle, chat, now)
         turns = _new_turns(chat, reply, now)
-        return handle.add_messages(turns, user=chat.user) if turns else []
+        return handle.add_messages(turns, user=chat.user, agent=chat.agent, run=chat.run) if turns else []
 
 
 def _unseen(found: SearchResult, seen: set[str]) -> list[Memory]:

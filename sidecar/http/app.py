@@ -27,6 +27,7 @@ from sidecar.http.memory_admin_routes import memory_admin_router
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.metrics import Metrics
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from sidecar.http.space_routes import space_router
 from sidecar.http.tier_routes import tier_router
 from sidecar.http.tool_routes import tool_router
 from sidecar.scheduler.report import tier_report
@@ -64,6 +65,7 @@ def _install_routes(app: FastAPI, parts: Parts) -> None:
     app.include_router(memory_router(parts.store, caller, parts.extractor, parts.book))
     app.include_router(memory_admin_router(parts.store, caller, parts.book))
     app.include_router(tool_router(parts.store, caller, parts.book))
+    app.include_router(space_router(parts.store, caller, parts.book))
     if parts.kv_store is not None and parts.pins is not None:
         app.include_router(activation_router(parts.chat, parts.kv_store, parts.pins, settings.kv_scope, caller,
                                              parts.book))

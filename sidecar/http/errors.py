@@ -20,7 +20,8 @@ from sidecar.chat.errors import ChatError, ChatFailure
 from sidecar.chat.output_limit import OutputLimitError
 from sidecar.engine.errors import EngineError, EngineFailure, EngineRefused
 from sidecar.tenants.quotas import QuotaExceeded
-from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
+from textual.errors import (CALLER_ERRORS, InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError,
+                            SpaceAccessDenied, SpaceNotFoundError, StoreFullError)
 
 log = logging.getLogger("memsidecar.http")
 
@@ -129,8 +130,10 @@ def as_api_error(exc: Exception) -> APIError | None:
                         headers=RETRY_SOON if exc.failure in BUSY else None)
     if isinstance(exc, InvalidMemoryError):
         return APIError(400, str(exc), "invalid_value", param=exc.field)
-    if isinstance(exc, (MemoryNotFoundError, KnowledgeBaseNotFoundError)):
+    if isinstance(exc, (MemoryNotFoundError, KnowledgeBaseNotFoundError, SpaceNotFoundError)):
         return APIError(404, str(exc), "not_found")
+    if isinstance(exc, SpaceAccessDenied):
+        return APIError(403, str(exc), "space_access_denied", param=exc.field)
     if isinstance(exc, AdapterError):
         return APIError(exc.status, str(exc), "not_found" if exc.status == 404 else "invalid_adapter",
                         param=exc.field)
@@ -144,8 +147,8 @@ def as_api_error(exc: Exception) -> APIError | None:
     return None
 
 
-DOMAIN_ERRORS = (APIError, EngineError, EngineRefused, ChatError, InvalidMemoryError, MemoryNotFoundError,
-                 KnowledgeBaseNotFoundError, AdapterError, QuotaExceeded, StoreFullError, OutputLimitError)
+DOMAIN_ERRORS = (APIError, EngineError, EngineRefused, ChatError, *CALLER_ERRORS, AdapterError, QuotaExceeded,
+                 OutputLimitError)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -31,7 +31,7 @@ from sidecar.http.memory_schema import (ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, M
                                         search_json)
 from sidecar.http.tool_mcp import ToolMemoryTools
 from sidecar.tenants.quotas import QuotaExceeded
-from textual.errors import InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError, StoreFullError
+from textual.errors import CALLER_ERRORS
 from textual.memory import MAX_TTL_S
 from textual.store import MemoryStore
 from textual.tenant_memory import MAX_HISTORY_PAGE, TenantMemory
@@ -45,7 +45,15 @@ Id = Annotated[str, Field(pattern=ID_REGEX, description="1-128 characters of let
 UserId = Annotated[str, Field(pattern=ID_REGEX, description="The user the memory is about.")]
 Metadata = Annotated[dict[str, Any] | None, Field(description="Free-form JSON object stored with the memory.")]
 T = TypeVar("T")
-MEMORY_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, QuotaExceeded, StoreFullError)
+AgentId = Annotated[str | None, Field(pattern=ID_REGEX, description="The agent that made the memory or that it is "
+                                                                   "for; searches see only this agent's memories.")]
+RunId = Annotated[str | None, Field(pattern=ID_REGEX, description="The run (task or session) the memory belongs to.")]
+SpaceId = Annotated[str | None, Field(pattern=ID_REGEX, description="A shared memory space: to write to (needs a "
+                                                                   "write grant) or to look in (needs read).")]
+Filter = Annotated[dict[str, Any] | None, Field(description=(
+    'A filter on built-in fields and metadata keys, e.g. {"and": [{"metadata.topic": {"eq": "work"}}, '
+    '{"created_at": {"gte": 1700000000}}]}; operators eq, ne, in, gt, gte, lt, lte, contains; and, or, not.'))]
+MEMORY_ERRORS = (*CALLER_ERRORS, QuotaExceeded)
 
 
 class MemoryTools:
@@ -78,14 +86,15 @@ class MemoryTools:
         self, user_id: UserId, content: Annotated[str, Field(min_length=1, description="The memory, in plain text.")],
         type: Annotated[MemoryTypeName, Field(description="What kind of memory this is.")] = "fact",
         kb_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Knowledge base to file it under.")] = None,
-        metadata: Metadata = None,
+        metadata: Metadata = None, agent_id: AgentId = None, run_id: RunId = None, space_id: SpaceId = None,
         ttl_s: Annotated[float | None, Field(ge=1, le=MAX_TTL_S, description="Forget it after this many seconds "
                                                                             "(unset: kept until deleted).")] = None,
     ) -> dict[str, Any]:
-        """Remember something about a user. A near-duplicate of a stored memory is merged into it, and a changed
-        fact supersedes the old one. Returns the stored memory, with the `id` later calls refer to."""
+        """Remember something about a user. A near-duplicate of a stored memory of the same scope is merged into it,
+        and a changed fact supersedes the old one. Returns the stored memory, with the `id` later calls refer to."""
         memory = await self._call(lambda memory: memory.add(content, user=user_id, type=type, kb_id=kb_id,
-                                                            metadata=metadata, ttl_s=ttl_s))
+                                                            metadata=metadata, ttl_s=ttl_s, agent=agent_id, run=run_id,
+                                                            space=space_id))
         return memory_json(memory)
 
     async def memos_search_memory(
@@ -98,11 +107,14 @@ class MemoryTools:
                                                  description="Only memories of these knowledge bases.")] = None,
         types: Annotated[list[MemoryTypeName] | None, Field(min_length=1,
                                                             description="Only memories of these types.")] = None,
+        agent_id: AgentId = None, run_id: RunId = None, space_id: SpaceId = None, filter: Filter = None,
     ) -> dict[str, Any]:
-        """Recall the memories most relevant to a query, best first. Returns `results` (memories with a `score`)
-        and `context`, the results as one text ready to put in a prompt (`context_tokens` long)."""
+        """Recall the memories most relevant to a query, best first. A user or agent also recalls the shared spaces
+        it may read. Returns `results` (memories with a `score`) and `context`, the results as one text ready to put
+        in a prompt (`context_tokens` long)."""
         result = await self._call(lambda memory: memory.search(query, k=top_k, budget_tokens=token_budget, user=user_id,
-                                                               kb_id=kb_ids, types=types))
+                                                               kb_id=kb_ids, types=types, agent=agent_id, run=run_id,
+                                                               space=space_id, where=filter))
         return search_json(result)
 
     async def memos_get_memory(self, memory_id: Id) -> dict[str, Any]:
@@ -114,11 +126,13 @@ class MemoryTools:
         type: Annotated[MemoryTypeName | None, Field(description="Only memories of this type.")] = None,
         limit: Annotated[int, Field(ge=1, le=1000, description="At most this many memories.")] = 50,
         offset: Annotated[int, Field(ge=0, le=10**9, description="Skip this many first.")] = 0,
+        agent_id: AgentId = None, run_id: RunId = None, space_id: SpaceId = None, filter: Filter = None,
     ) -> dict[str, Any]:
         """List memories in time order, oldest first, a page at a time; `has_more` says whether another page
         follows."""
         memories = await self._call(lambda memory: memory.list(user=user_id, types=None if type is None else [type],
-                                                               limit=limit + 1, offset=offset))
+                                                               limit=limit + 1, offset=offset, agent=agent_id,
+                                                               run=run_id, space=space_id, where=filter))
         return {"data": [memory_json(m) for m in memories[:limit]], "limit": limit, "offset": offset,
                 "has_more": len(memories) > limit}
 

@@ -14,9 +14,10 @@ from fastapi.concurrency import run_in_threadpool
 from sidecar.chat.extraction import MemoryExtractor
 from sidecar.http.access import Caller
 from sidecar.http.errors import APIError
-from sidecar.http.memory_schema import (ID_REGEX, AddDocument, AddMemory, AddMessages, CreateKnowledgeBase, Feedback,
-                                        MemoryTypeName, SearchMemories, TierName, Turn, UpdateMemory, extraction_json,
-                                        kb_json, memory_json, search_json, strength_json)
+from sidecar.http.memory_schema import (ID_REGEX, MAX_FILTER_QUERY_CHARS, AddDocument, AddMemory, AddMessages,
+                                        CreateKnowledgeBase, Feedback, MemoryTypeName, SearchMemories, TierName, Turn,
+                                        UpdateMemory, extraction_json, filter_query, kb_json, memory_json, search_json,
+                                        strength_json)
 from sidecar.tenants.quota_book import QuotaBook
 from textual.messages import ChatMessage
 from textual.store import MemoryStore
@@ -60,14 +61,16 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
     async def add_memory(body: AddMemory, who: Caller = Depends(caller)) -> dict:
         memory = await call(who, lambda memory: memory.add(body.content, user=body.user_id, type=body.type,
                                                            kb_id=body.kb_id, metadata=body.metadata, source=body.source,
-                                                           importance=body.importance, ttl_s=body.ttl_s))
+                                                           importance=body.importance, ttl_s=body.ttl_s,
+                                                           agent=body.agent_id, run=body.run_id, space=body.space_id))
         return memory_json(memory)
 
     @router.post("/memories/search", tags=["memories"])
     async def search_memories(body: SearchMemories, who: Caller = Depends(caller)) -> dict:
         result = await call(who, lambda memory: memory.search(
             body.query, k=body.top_k, budget_tokens=body.token_budget, user=body.user_id, kb_id=body.kb_ids,
-            types=body.types, tiers=body.tiers, since=body.since, until=body.until))
+            types=body.types, tiers=body.tiers, since=body.since, until=body.until, agent=body.agent_id,
+            run=body.run_id, space=body.space_id, where=body.filter))
         return search_json(result)
 
     @router.post("/memories/messages", tags=["memories"])
@@ -77,7 +80,8 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
                            "extraction_off", param="extract")
         now = time.time()
         messages = [turn_message(turn, body.user_id, now) for turn in body.messages]
-        memories = await call(who, lambda memory: memory.add_messages(messages, user=body.user_id, kb_id=body.kb_id))
+        memories = await call(who, lambda memory: memory.add_messages(messages, user=body.user_id, kb_id=body.kb_id,
+                                                                      agent=body.agent_id, run=body.run_id))
         response = {"data": [memory_json(memory) for memory in memories]}
         if extractor is not None and body.extract:
             response["extraction"] = extraction_json(await extractor.extract(who.tenant, memories))
@@ -92,10 +96,15 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
         kb_id: str | None = Query(None, pattern=ID_REGEX), since: float | None = None, until: float | None = None,
         contains: str | None = Query(None, min_length=1, max_length=500),
         limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
+        agent_id: str | None = Query(None, pattern=ID_REGEX), run_id: str | None = Query(None, pattern=ID_REGEX),
+        space_id: str | None = Query(None, pattern=ID_REGEX),
+        filter: str | None = Query(None, max_length=MAX_FILTER_QUERY_CHARS, description="A filter, as JSON."),
     ) -> dict:
+        where = filter_query(filter)
         memories = await call(who, lambda memory: memory.list(user=user_id, kb_id=kb_id, types=type, tiers=tier,
                                                               since=since, until=until, contains=contains, limit=limit +
-                                                              1, offset=offset))
+                                                              1, offset=offset, agent=agent_id, run=run_id,
+                                                              space=space_id, where=where))
         return {"data": [memory_json(m) for m in memories[:limit]], "limit": limit, "offset": offset,
                 "has_more": len(memories) > limit}
 

@@ -6,12 +6,14 @@ edge's; `textual` re-checks every value and names the field when it refuses one.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from sidecar.chat.extraction import ExtractionOutcome
 from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, TierName
+from textual.errors import InvalidMemoryError
 from textual.lifecycle import LifecyclePolicy, strength_curve
 from textual.memory import MAX_TTL_S, KnowledgeBase, Memory
 from textual.retriever import SearchResult
@@ -23,8 +25,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ScopeId = StrictStr | None  # an agent, run or space id: checked against ID_REGEX in each model's field
+
+
 class AddMemory(_Strict):
     user_id: StrictStr = Field(pattern=ID_REGEX)
+    agent_id: ScopeId = Field(None, pattern=ID_REGEX)
+    run_id: ScopeId = Field(None, pattern=ID_REGEX)
+    space_id: ScopeId = Field(None, pattern=ID_REGEX)
     content: StrictStr = Field(min_length=1)
     type: MemoryTypeName = "fact"
     kb_id: StrictStr | None = Field(None, pattern=ID_REGEX)
@@ -37,6 +45,10 @@ class AddMemory(_Strict):
 class SearchMemories(_Strict):
     query: StrictStr = Field(min_length=1, max_length=4000)
     user_id: StrictStr | None = Field(None, pattern=ID_REGEX)
+    agent_id: ScopeId = Field(None, pattern=ID_REGEX)
+    run_id: ScopeId = Field(None, pattern=ID_REGEX)
+    space_id: ScopeId = Field(None, pattern=ID_REGEX)
+    filter: dict[str, Any] | None = None  # the filter language of `textual.filter_expr`, checked there
     top_k: StrictInt = Field(10, ge=1, le=MAX_TOP_K)
     token_budget: StrictInt | None = Field(None, ge=1, le=MAX_TOKEN_BUDGET)
     kb_ids: list[StrictStr] | None = Field(None, min_length=1, max_length=100)
@@ -71,6 +83,8 @@ class Turn(_Strict):
 
 class AddMessages(_Strict):
     user_id: StrictStr = Field(pattern=ID_REGEX)
+    agent_id: ScopeId = Field(None, pattern=ID_REGEX)
+    run_id: ScopeId = Field(None, pattern=ID_REGEX)
     messages: list[Turn] = Field(min_length=1, max_length=1000)
     kb_id: StrictStr | None = Field(None, pattern=ID_REGEX)
     extract: StrictBool | None = None  # unset: in the background when extraction is on; true: wait; false: skip
@@ -91,6 +105,19 @@ class AddDocument(_Strict):
     overlap_tokens: StrictInt | None = Field(None, ge=0, le=1000)
 
 
+MAX_FILTER_QUERY_CHARS = 8000
+
+
+def filter_query(text: str | None) -> Any:
+    """The filter tree of a `filter` query parameter (JSON text); InvalidMemoryError("filter") when not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
+        raise InvalidMemoryError("filter", f"must be a JSON object: {type(error).__name__}: {error}") from None
+
+
 def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:
     """A memory as the API returns it."""
     body = {
@@ -99,6 +126,7 @@ def memory_json(memory: Memory, score: float | None = None) -> dict[str, Any]:
         "created_at": memory.created_at, "updated_at": memory.updated_at, "last_access_at": memory.last_access_at,
         "access_count": memory.access_count, "importance": memory.importance, "strength": memory.strength,
         "tier": memory.tier.value, "accesses": list(memory.accesses), "expires_at": memory.expires_at,
+        "agent_id": memory.agent, "run_id": memory.run, "space_id": memory.space,
     }
     if score is not None:
         body["score"] = score

@@ -48,3 +48,26 @@ def test_recent_accesses_round_trip_and_records_without_them_read_unchanged():
     assert b'"accesses":[1.25,1.5]' in data
     assert decode_memory(data) == accessed
     assert decode_memory(GOLDEN).accesses == ()  # the golden record (no accesses) stays byte-identical
+
+
+def test_scopes_are_written_only_when_set_and_their_bytes_are_pinned():
+    import dataclasses
+    scoped = dataclasses.replace(MEMORY, agent="planner", run="r1", space="family")
+    data = encode_memory(scoped)
+    assert data == GOLDEN.replace(b'"access_count":3,', b'"access_count":3,"agent":"planner",').replace(
+        b'"metadata":{"speaker":"A"},', b'"metadata":{"speaker":"A"},"run":"r1",').replace(
+        b'"source":["D1:1"],', b'"source":["D1:1"],"space":"family",')
+    assert decode_memory(data) == scoped
+    assert encode_memory(dataclasses.replace(MEMORY, agent=None, run=None, space=None)) == GOLDEN
+    assert (decode_memory(GOLDEN).agent, decode_memory(GOLDEN).run, decode_memory(GOLDEN).space) == (None, None, None)
+
+
+def test_space_record_bytes_are_pinned():
+    from textual.memory import Space
+    from textual.record import decode_space, encode_space
+    space = Space(id="family", tenant="t1", name="Family", created_at=3.0,
+                  members={"user:alice": "write", "agent:bot": "read"})
+    golden = (b'{"created_at":3.0,"id":"family","members":{"agent:bot":"read","user:alice":"write"},'
+              b'"name":"Family","tenant":"t1","v":1}')
+    assert encode_space(space) == golden
+    assert decode_space(golden) == space

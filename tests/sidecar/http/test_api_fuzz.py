@@ -17,7 +17,7 @@ EXAMPLES_PER_ROUTE = 12
 # Routes whose valid calls run the engine get fewer examples; distillation (a training job) is not fuzzed.
 ENGINE_EXAMPLES_PER_ROUTE = 6
 GROUPS = {
-    "memories and kbs": (r"^/v1/(memories|kbs)", EXAMPLES_PER_ROUTE, 12),
+    "memories, kbs and spaces": (r"^/v1/(memories|kbs|spaces)", EXAMPLES_PER_ROUTE, 17),
     "adapters": (r"^/v1/adapters(?!/distill)", EXAMPLES_PER_ROUTE, 8),
     "activations": (r"^/v1/activations", ENGINE_EXAMPLES_PER_ROUTE, 3),
     "chat and completions": (r"^/v1/(chat/)?completions$", ENGINE_EXAMPLES_PER_ROUTE, 2),

@@ -298,3 +298,29 @@ def test_stdio_serves_one_fixed_tenant(tmp_path, embedder):
         assert [m.user for m in store.for_tenant("tenant-s").list()] == [user]
     finally:
         store.close()
+
+
+def test_search_and_list_take_scopes_and_filters(mcp_url, tmp_path):
+    user = new_user()
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as session:
+            mine = await call(session, "memos_add_memory", user_id=user, content=FACT, agent_id="gardener",
+                              run_id="spring", metadata={"room": "greenhouse", "count": 3})
+            await call(session, "memos_add_memory", user_id=user, content=OTHER_FACT, agent_id="neighbour",
+                       metadata={"room": "balcony", "count": 2})
+            assert (mine["agent_id"], mine["run_id"]) == ("gardener", "spring")
+            for arguments in ({"agent_id": "gardener"}, {"run_id": "spring"},
+                              {"filter": {"and": [{"metadata.room": {"in": ["greenhouse"]}},
+                                                  {"metadata.count": {"gt": 2}}]}}):
+                found = await call(session, "memos_search_memory", query="parrots", user_id=user, **arguments)
+                assert [hit["id"] for hit in found["results"]] == [mine["id"]], arguments
+                listed = await call(session, "memos_list_memories", user_id=user, **arguments)
+                assert [m["id"] for m in listed["data"]] == [mine["id"]], arguments
+            refused = await call_error(session, "memos_search_memory", query="parrots",
+                                       filter={"metadata.room": {"like": "green%"}})
+            assert "filter.metadata.room.like: unknown operator" in refused
+            assert "no memory space 'nope'" in await call_error(session, "memos_add_memory", user_id=user,
+                                                                content=FACT, space_id="nope")
+
+    run(scenario)
