@@ -44,16 +44,16 @@ TARGET_LOAD_FRACTION = 0.8
 class Settings:
     """What one run measures; recorded in its JSON line."""
 
-    device: str = "cuda"
-    tokens: int = 4096
-    layers: int = 32
+    device: str = "cuda"  # "cpu" for a dry run of the same code
+    tokens: int = 4096  # prompt length whose KV is loaded
+    layers: int = 32  # Llama-3-8B's shapes by default
     kv_heads: int = 8
     head_dim: int = 128
-    block_size: int = 16
-    hidden: int = 4096
+    block_size: int = 16  # tokens per KV block
+    hidden: int = 4096  # the compute proxy's matmul shapes
     ffn: int = 14336
     dtype: str = "bfloat16"
-    repeats: int = 5
+    repeats: int = 5  # timed repetitions of each measurement
 
     @property
     def num_blocks(self) -> int:

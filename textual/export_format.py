@@ -43,9 +43,9 @@ class ExportFormatError(ValueError):
 class Header:
     """What the first line of an export says about the records after it."""
 
-    embedding_model: str
-    dim: int
-    vectors: bool
+    embedding_model: str  # the identity of the model the vectors come from (`Embedder.identity`)
+    dim: int  # their dimension
+    vectors: bool  # whether record lines carry vectors (else an import embeds the contents)
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,14 @@ _MISSING = None  # a missing field and a null read the same
 class Op(str, enum.Enum):
     """A comparison operator of the language."""
 
-    EQ = "eq"
-    NE = "ne"
-    IN = "in"
-    GT = "gt"
-    GTE = "gte"
-    LT = "lt"
-    LTE = "lte"
-    CONTAINS = "contains"
+    EQ = "eq"  # equal: 1 equals 1.0, true does not equal 1; a missing field reads as null
+    NE = "ne"  # not equal (so it holds for a missing field)
+    IN = "in"  # equal to one of at most `max_in` values
+    GT = "gt"  # greater than: numbers with numbers, strings with strings, never across kinds
+    GTE = "gte"  # greater than or equal
+    LT = "lt"  # less than
+    LTE = "lte"  # less than or equal
+    CONTAINS = "contains"  # a case-insensitive plain substring (never a regex); on a list, has this element
 
 
 ORDER_OPS = frozenset({Op.GT, Op.GTE, Op.LT, Op.LTE})

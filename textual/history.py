@@ -51,9 +51,9 @@ class ChangeKind(str, enum.Enum):
 class Change:
     """Who makes a change, why, and when (epoch seconds)."""
 
-    who: str
-    why: ChangeKind
-    at: float
+    who: str  # the caller's tenant, or LIFECYCLE for the background pass
+    why: ChangeKind  # the kind of change
+    at: float  # epoch seconds
 
 
 @dataclass(frozen=True)

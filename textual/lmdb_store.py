@@ -155,36 +155,47 @@ class LmdbStore:
         return self._write(delete, deleting=True)
 
     def put_kb(self, kb: KnowledgeBase) -> None:
-        self._write(lambda txn: txn.put(encode_key(kb.tenant, kb.id), encode_kb(kb), db=self._kbs))
+        self._put_named(self._kbs, kb.tenant, kb.id, encode_kb(kb))
 
     def delete_kb(self, tenant: str, kb_id: str) -> bool:
-        return self._write(lambda txn: txn.delete(encode_key(tenant, kb_id), db=self._kbs), deleting=True)
+        return self._delete_named(self._kbs, tenant, kb_id)
 
     def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None:
-        with self._read() as txn:
-            data = txn.get(encode_key(tenant, kb_id), db=self._kbs)
-            return None if data is None else decode_kb(data)
+        return self._get_named(self._kbs, tenant, kb_id, decode_kb)
 
     def kbs(self, tenant: str) -> list[KnowledgeBase]:
         """All of `tenant`'s knowledge bases, in id order."""
-        with self._read() as txn:
-            return [decode_kb(value) for _key, value in self._scan(txn, tenant, self._kbs)]
+        return self._all_named(self._kbs, tenant, decode_kb)
 
     def put_space(self, space: Space) -> None:
-        self._write(lambda txn: txn.put(encode_key(space.tenant, space.id), encode_space(space), db=self._spaces))
+        self._put_named(self._spaces, space.tenant, space.id, encode_space(space))
 
     def delete_space(self, tenant: str, space_id: str) -> bool:
-        return self._write(lambda txn: txn.delete(encode_key(tenant, space_id), db=self._spaces), deleting=True)
+        return self._delete_named(self._spaces, tenant, space_id)
 
     def get_space(self, tenant: str, space_id: str) -> Space | None:
-        with self._read() as txn:
-            data = txn.get(encode_key(tenant, space_id), db=self._spaces)
-            return None if data is None else decode_space(data)
+        return self._get_named(self._spaces, tenant, space_id, decode_space)
 
     def spaces(self, tenant: str) -> list[Space]:
         """All of `tenant`'s shared memory spaces, in id order."""
+        return self._all_named(self._spaces, tenant, decode_space)
+
+    # Knowledge bases and spaces: small records of a tenant under `encode_key(tenant, id)` in a database of their own.
+
+    def _put_named(self, db, tenant: str, key: str, value: bytes) -> None:
+        self._write(lambda txn: txn.put(encode_key(tenant, key), value, db=db))
+
+    def _delete_named(self, db, tenant: str, key: str) -> bool:
+        return self._write(lambda txn: txn.delete(encode_key(tenant, key), db=db), deleting=True)
+
+    def _get_named(self, db, tenant: str, key: str, decode: Callable[[bytes], T]) -> T | None:
         with self._read() as txn:
-            return [decode_space(value) for _key, value in self._scan(txn, tenant, self._spaces)]
+            data = txn.get(encode_key(tenant, key), db=db)
+            return None if data is None else decode(data)
+
+    def _all_named(self, db, tenant: str, decode: Callable[[bytes], T]) -> list[T]:
+        with self._read() as txn:
+            return [decode(value) for _key, value in self._scan(txn, tenant, db)]
 
     def get(self, tenant: str, memory_id: str) -> Memory | None:
         with self._read() as txn:
