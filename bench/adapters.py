@@ -91,7 +91,8 @@ def serve_flags(model: Path, data_dir: Path, slots: int | str, max_cpu_loras: in
     """The sidecar's settings in this benchmark (as `Settings` fields); its engine's command line follows from them."""
     return {"model": model, "data_dir": data_dir, "max_loras": slots,
             "max_cpu_loras": max_cpu_loras, "memory_inject": False, "memory_write": False, "rate_limit_per_minute": 0,
-            "engine_args": "--seed 0", "adapter_admission": admission}
+            "engine_args": "--seed 0", "adapter_admission": admission,
+            "tenant_max_engine_requests": 0}  # one tenant sends every chat of a batch at once
 
 
 def serve_args(flags: dict) -> list[str]:
