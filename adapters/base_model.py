@@ -32,6 +32,12 @@ class BaseModelShape:
         """The last components of the linear modules' names: q_proj, k_proj, ..., down_proj."""
         return frozenset(name.rsplit(".", 1)[-1] for name in self.linear)
 
+    @property
+    def lora_features(self) -> int:
+        """The sum of (in + out) features over the linear layers: what one LoRA rank costs in elements, per
+        adapter (`adapters.sizing`)."""
+        return sum(out + in_ for out, in_ in self.linear.values())
+
     @classmethod
     def load(cls, model_dir: Path) -> BaseModelShape:
         """Read the shape of the model in `model_dir`; ValueError naming the file if it cannot be read."""

@@ -146,6 +146,11 @@ class AdapterRegistry:
             records = [decode_record(value) for _key, value in txn.cursor(db=self._records)]
         return {"versions": len(records), "blob_bytes": sum({r.sha256: r.bytes for r in records}.values())}
 
+    def max_rank(self) -> int | None:
+        """The largest rank of the adapters registered on this base model (any owner), None when there are none."""
+        with self._env.begin() as txn:
+            return max((record.rank for record in self._scan(txn, b"")), default=None)
+
     def delete(self, name: str, tenant: str, version: int | None = None, public: bool = False) -> list[AdapterRecord]:
         """Remove one version (or all) of the tenant's own `name`, or of public `name`; the records removed.
 

@@ -28,6 +28,17 @@ resolver has no load call): its cold first request is each adapter's first chat.
 adapter's output alone and in the interleaved run equals ours alone.
 Defaults N=32, K=4 (`--quick`: N=8, K=2). The JSON records the engine settings both engines share (null: the
 engine's default).
+
+`--max-loras auto` lets the sidecar size its engine's slots (`adapters.sizing`: K from its memory budget, the
+model's shapes and the adapters' ranks) and compares three sidecars, one after the other, each measured as above
+(`modes` in the JSON, each with its engine settings and `many_over_one`, tokens/s of N interleaved / one adapter):
+- `auto`: K sized by the sidecar (adapter-aware admission on, idle while K >= N); its figures are the line's own;
+- `admission`: K = `--admission-slots` (default 4) with adapter-aware admission (`adapters.admission`): requests
+  of at most K adapters in the engine, the others queued by adapter and admitted in groups, in rotation;
+- `skip`: the same engine as `admission`, admission off: vLLM's scheduler skips the requests of adapters beyond K.
+`admission` and `skip` differ only in the sidecar's `adapter_admission`; `auto` and `admission` only in
+`max_loras` and `max_cpu_loras` (the sizing), so each pair compares one thing. The resolver comparison runs on the
+`auto` engine's settings.
 """
 
 from __future__ import annotations
@@ -76,11 +87,12 @@ def zipped(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-def serve_flags(model: Path, data_dir: Path, slots: int, max_cpu_loras: int) -> dict:
+def serve_flags(model: Path, data_dir: Path, slots: int | str, max_cpu_loras: int, admission: bool = True) -> dict:
     """The sidecar's settings in this benchmark (as `Settings` fields); its engine's command line follows from them."""
     return {"model": model, "data_dir": data_dir, "max_loras": slots,
             "max_cpu_loras": max_cpu_loras, "memory_inject": False, "memory_write": False, "rate_limit_per_minute": 0,
-            "engine_args": "--seed 0"}
+            "engine_args": "--seed 0", "adapter_admission": admission,
+            "tenant_max_engine_requests": 0}  # one tenant sends every chat of a batch at once
 
 
 def serve_args(flags: dict) -> list[str]:
@@ -276,15 +288,45 @@ def print_table(title: str, ours: dict, resolver: dict) -> None:
 
 def run_sidecar(flags: dict, work: Path, names: list[str], concurrency: int,
                 max_tokens: int) -> tuple[dict, dict[str, str]]:
-    """The sidecar's figures, and each adapter's output alone."""
+    """The sidecar's figures, and each adapter's output alone; `adapter_slots`: its /v1/tiers view of the slots
+    (the `auto` sizing, the admission queue's counts)."""
+    data = flags["data_dir"]
     with console.status(f"starting a sidecar with {flags['max_loras']} slots"), \
-            ServedSidecar(serve_args(flags), work / "sidecar.log") as sidecar:
+            ServedSidecar(serve_args(flags), work / f"sidecar-{data.name}.log") as sidecar:
         with console.status(f"uploading {len(names)} adapters"):
             upload_all(sidecar.base_url, work / "adapters", names)
         with console.status("measuring"):
             ours, alone = asyncio.run(measure(sidecar.base_url, names, concurrency, max_tokens))
             ours["engine_rss_mib_after_cycle"] = engine_rss_mib(sidecar.process.pid)
+            ours["adapter_slots"] = httpx.get(f"{sidecar.base_url}/v1/tiers", timeout=60).json()["engine"][
+                "adapter_slots"]
     return ours, alone
+
+
+def mode_figures(figures: dict, spec: EngineSpec, flags: dict, concurrency: int, max_tokens: int) -> dict:
+    """One mode's figures with its engine settings and the sidecar's admission setting."""
+    many_over_one = figures["tokens_per_s_many"] / figures["tokens_per_s_one"] if figures["tokens_per_s_one"] else None
+    return {**figures, "many_over_one": None if many_over_one is None else round(many_over_one, 3),
+            "settings": {**shared_settings(spec, concurrency, max_tokens),
+                         "adapter_admission": flags["adapter_admission"]}}
+
+
+def run_modes(model: Path, work: Path, names: list[str], admission_slots: int, concurrency: int,
+              max_tokens: int) -> tuple[dict[str, dict], dict[str, str], EngineSpec]:
+    """`auto`, `admission` and `skip` (see the module docstring): each mode's figures, each adapter's output alone
+    (from `auto`), and the `auto` engine's spec."""
+    count = len(names)
+    modes = {"auto": serve_flags(model, work / "data-auto", "auto", count),
+             "admission": serve_flags(model, work / "data-admission", admission_slots, max(admission_slots, count)),
+             "skip": serve_flags(model, work / "data-skip", admission_slots, max(admission_slots, count), False)}
+    figures, alone, specs = {}, {}, {}
+    for mode, flags in modes.items():
+        specs[mode] = engine_spec(flags, work / f"spec-{mode}")
+        ours, outputs = run_sidecar(flags, work, names, concurrency, max_tokens)
+        alone = alone or outputs
+        ours["outputs_match"] = ours["outputs_match"] and outputs == alone  # alone, the same in every mode
+        figures[mode] = mode_figures(ours, specs[mode], flags, max(concurrency, count), max_tokens)
+    return figures, alone, specs["auto"]
 
 
 def run_resolver(spec: EngineSpec, work: Path, names: list[str], concurrency: int, max_tokens: int,
@@ -303,7 +345,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="8 adapters through 2 slots")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     parser.add_argument("--adapters", type=int, help="number of adapters N (default 32, --quick 8)")
-    parser.add_argument("--max-loras", type=int, help="engine slots K (default 4, --quick 2)")
+    parser.add_argument("--max-loras", type=slots_arg,
+                        help="engine slots K, or auto: the sidecar sizes them, compared with --admission-slots with "
+                             "and without adapter-aware admission (default 4, --quick 2)")
+    parser.add_argument("--admission-slots", type=int, default=4,
+                        help="with --max-loras auto: K of the admission and skip modes (default 4)")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="simultaneous chats per throughput run (at least N)")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per chat")
@@ -314,26 +360,57 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def slots_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or auto, not {text!r}") from None
+
+
+def print_modes(modes: dict[str, dict]) -> None:
+    table = Table(title="slots sized by the sidecar vs fixed K with and without adapter-aware admission")
+    for header in ("mode", "K", "admission", "tokens/s one", "tokens/s many", "many ÷ one", "outputs match"):
+        table.add_column(header)
+    for mode, figures in modes.items():
+        settings = figures["settings"]
+        table.add_row(mode, str(settings["max_loras"]), str(settings["adapter_admission"]),
+                      str(figures["tokens_per_s_one"]), str(figures["tokens_per_s_many"]),
+                      str(figures["many_over_one"]), str(figures["outputs_match"]))
+    console.print(table)
+
+
 def main() -> None:
     args = parse_args()
     count = args.adapters or (8 if args.quick else 32)
     slots = args.max_loras or (2 if args.quick else 4)
+    concurrency = max(args.concurrency, count)
+    modes: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-adapters-") as tmp:
         work = Path(tmp)
         model = (args.model or ensure_model("tiny", work / "tiny")).resolve()
-        flags = serve_flags(model, work / "data", slots, max(slots, count))
-        spec = engine_spec(flags, work / "resolver-data")
         with console.status(f"writing {count} adapters"):
             names = write_adapters(model, work / "adapters", count)
-        ours, alone = run_sidecar(flags, work, names, args.concurrency, args.max_tokens)
+        if slots == "auto":
+            modes, alone, spec = run_modes(model, work, names, args.admission_slots, args.concurrency,
+                                           args.max_tokens)
+            ours = {key: value for key, value in modes["auto"].items() if key != "settings"}
+        else:
+            flags = serve_flags(model, work / "data", slots, max(slots, count))
+            spec = engine_spec(flags, work / "resolver-data")
+            ours, alone = run_sidecar(flags, work, names, args.concurrency, args.max_tokens)
         resolver = {}
         if args.compare_resolver:
             resolver = run_resolver(spec, work, names, args.concurrency, args.max_tokens, alone)
-    settings = shared_settings(spec, max(args.concurrency, count), args.max_tokens)
-    line = {"bench": "adapters", "adapters": count, "max_loras": slots, **ours,
+    settings = shared_settings(spec, concurrency, args.max_tokens)
+    line = {"bench": "adapters", "adapters": count, "max_loras": spec.lora.max_loras, **ours,
             **{f"resolver_{key}": value for key, value in resolver.items()},
-            "settings": {**settings, "compare_resolver": args.compare_resolver}}
-    print_table(f"{count} adapters through {slots} slots", ours, resolver)
+            "settings": {**settings, "max_loras_setting": slots, "compare_resolver": args.compare_resolver}}
+    if modes:
+        line["modes"] = modes
+        print_modes(modes)
+    print_table(f"{count} adapters through {spec.lora.max_loras} slots", ours, resolver)
     if args.json:
         print(json.dumps(line))
 

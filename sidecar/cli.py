@@ -23,7 +23,8 @@ console = Console(stderr=True)
 
 def _option_type(annotation: Any) -> type:
     if get_origin(annotation) in (Union, types.UnionType):
-        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        choices = [arg for arg in get_args(annotation) if arg is not type(None)]
+        annotation = choices[0] if len(choices) == 1 else str  # e.g. `int | Literal["auto"]`: Settings parses it
     return str if annotation is SecretStr else annotation  # Settings wraps it again
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from adapters.sizing import MAX_AUTO_LORAS
 from memcore.units import GIB, MIB
 from sidecar.tenants.quotas import QuotaLimits, Resource
 
@@ -115,11 +116,22 @@ class Settings(BaseSettings):
         1, ge=0, description="Adapters one tenant may keep pinned in the engine (409 over it); 0: no limit.")
     tenant_max_pinned_kv: int = Field(
         16, ge=0, description="Activation prefixes one tenant may keep pinned on disk (409 over it); 0: no limit.")
-    max_loras: int = Field(
-        4, ge=0, le=64, description="LoRA adapters the engine runs in one batch (its slots); 0 turns adapters off."
+    max_loras: int | Literal["auto"] = Field(
+        4, description="LoRA adapters the engine runs in one batch (its slots), 0-64; 0 turns adapters off; auto "
+        "sizes them (and max_cpu_loras) from lora_memory_gib, the model's shapes and the adapters' ranks, up to "
+        "max_engine_requests."
     )
     max_cpu_loras: int = Field(
-        8, ge=1, le=1024, description="LoRA adapters kept loaded in the engine (its CPU cache); at least max_loras."
+        8, ge=1, le=1024, description="LoRA adapters kept loaded in the engine (its CPU cache); at least max_loras; "
+        "with max_loras auto, the most it may size."
+    )
+    lora_memory_gib: float | None = Field(
+        None, gt=0, description="Engine memory the adapter slots and the engine's adapter cache may take with "
+        "max_loras auto, in GiB. Unset: a quarter of tier_engine_gib, else of kv_cache_gib."
+    )
+    adapter_admission: bool = Field(
+        True, description="With more distinct adapters asked for than the engine has slots, send requests of at "
+        "most max_loras adapters at once and queue the others by adapter, served in rotation (no wait otherwise)."
     )
     max_lora_rank: int = Field(16, ge=1, le=512, description="Largest LoRA rank an uploaded adapter may have.")
     max_adapter_upload_bytes: int = Field(
@@ -233,9 +245,19 @@ class Settings(BaseSettings):
                              f"({self.memory_map_max_gib})")
         return self
 
+    @field_validator("max_loras")
+    @classmethod
+    def _check_max_loras(cls, value: int | str) -> int | str:
+        if value != "auto" and not 0 <= value <= MAX_AUTO_LORAS:
+            raise ValueError(f"must be auto or an integer from 0 to {MAX_AUTO_LORAS}")
+        return value
+
     @model_validator(mode="after")
     def _check_lora_capacity(self) -> "Settings":
-        if self.max_loras > self.max_cpu_loras:
+        if self.max_loras == "auto" and self.engine_url is not None:
+            raise ValueError("max_loras auto sizes the engine the sidecar starts; with engine_url give the attached "
+                             "engine's own --max-loras")
+        if self.max_loras != "auto" and self.max_loras > self.max_cpu_loras:
             raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
         return self
 

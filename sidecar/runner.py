@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -11,12 +12,13 @@ from rich.console import Console
 
 from adapters.base_model import BaseModelShape
 from adapters.registry import AdapterRegistry
+from adapters.sizing import DTYPE_BYTES, SlotSizing, size_slots
 from kvcache.connector_config import check_store_dir, connector_env, kv_transfer_config
 from kvcache.fingerprint import model_fingerprint
 from kvcache.store import StoreConfig, TieredStore
-from memcore.units import gib_to_bytes
+from memcore.units import MIB, gib_to_bytes
 from sidecar.config import Settings
-from sidecar.engine.dtype import engine_dtype
+from sidecar.engine.dtype import engine_dtype, model_dtype
 from sidecar.engine.model_builder import ensure_model
 from sidecar.engine.process import (AttachedEngine, Engine, EngineSpec, LoraSpec, ManagedEngine, free_port,
                                     parse_extra_args)
@@ -28,6 +30,7 @@ from textual.store import MemoryStore
 
 log = logging.getLogger("memsidecar")
 DEFAULT_MODEL = "smollm2-135m-instruct"
+LORA_SHARE_OF_ENGINE = 0.25  # of the engine's memory budget, what `max_loras auto` may give adapters by default
 
 
 def resolve_model_dir(settings: Settings, console: Console) -> Path:
@@ -68,11 +71,44 @@ def lora_spec(settings: Settings) -> LoraSpec | None:
     return LoraSpec(settings.max_loras, settings.max_cpu_loras, settings.max_lora_rank)
 
 
+def lora_budget_bytes(settings: Settings) -> int:
+    """Engine memory `max_loras auto` may give adapters: `lora_memory_gib`, else a share of the engine's budget."""
+    if settings.lora_memory_gib is not None:
+        return gib_to_bytes(settings.lora_memory_gib)
+    engine_gib = settings.tier_engine_gib if settings.tier_engine_gib is not None else settings.kv_cache_gib
+    return int(gib_to_bytes(engine_gib) * LORA_SHARE_OF_ENGINE)
+
+
+def resolve_lora(settings: Settings, model_dir: Path | None, adapter_rank: int | None
+                 ) -> tuple[Settings, SlotSizing | None]:
+    """`settings` with `max_loras auto` sized for the model in `model_dir` and adapters of at most `adapter_rank`
+    (None: none registered yet), and the sizing; other settings unchanged, and no sizing."""
+    if settings.max_loras != "auto" or model_dir is None:
+        return settings, None
+    dtype = engine_dtype(settings.dtype, model_dir)
+    dtype_bytes = DTYPE_BYTES.get(dtype if dtype != "auto" else model_dtype(model_dir) or "float32", 4)
+    sizing = size_slots(lora_budget_bytes(settings), BaseModelShape.load(model_dir).lora_features, dtype_bytes,
+                        settings.max_lora_rank, adapter_rank, settings.max_engine_requests, settings.max_cpu_loras)
+    log.info("max_loras auto: %d engine slots, %d adapters cached (%.1f MiB a slot, %.1f MiB an adapter, %.0f of "
+             "%.0f MiB; limited by %s)", sizing.max_loras, sizing.max_cpu_loras, sizing.slot_bytes / MIB,
+             sizing.adapter_bytes / MIB, sizing.used_bytes / MIB, sizing.budget_bytes / MIB, sizing.limited_by)
+    return settings.model_copy(update={"max_loras": sizing.max_loras, "max_cpu_loras": sizing.max_cpu_loras}), sizing
+
+
+def served_model_dir(settings: Settings, console: Console) -> Path | None:
+    """The directory of the model the engine serves; None when attached to an engine without `--model`."""
+    if settings.engine_url:
+        return settings.model.resolve() if settings.model is not None else None
+    return resolve_model_dir(settings, console).resolve()
+
+
 def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | None]:
-    """The engine and the model name requests default to (None when attached: the engine's only model)."""
+    """The engine and the model name requests default to (None when attached: the engine's only model). With
+    `max_loras auto` still unresolved, its slots are sized as for no registered adapter."""
     if settings.engine_url:
         return AttachedEngine(settings.engine_url), settings.served_model_name
     model_dir = resolve_model_dir(settings, console)
+    settings, _ = resolve_lora(settings, model_dir.resolve(), None)
     name = settings.served_model_name or model_dir.resolve().name
     spec = EngineSpec(
         model_dir=model_dir.resolve(),
@@ -114,17 +150,13 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
                                 max_map_size=gib_to_bytes(settings.memory_map_max_gib))
 
 
-def open_adapters(settings: Settings, engine: Engine) -> AdapterSetup | None:
-    """The adapter registry for the engine's model, or None when adapters are off (`max_loras` 0) or the model
-    directory is unknown (an attached engine without `--model`). An attached engine must run with `--enable-lora`
-    and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`."""
+def open_adapters(settings: Settings, model_dir: Path | None) -> AdapterSetup | None:
+    """The adapter registry for the engine's model (in `model_dir`), or None when adapters are off (`max_loras` 0)
+    or the model directory is unknown (an attached engine without `--model`). An attached engine must run with
+    `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`."""
     if not settings.max_loras:
         return None
-    if isinstance(engine, ManagedEngine):
-        model_dir = engine.spec.model_dir
-    elif settings.model is not None:
-        model_dir = settings.model.resolve()
-    else:
+    if model_dir is None:
         log.warning("adapters are off: attached to an engine without --model, the base model is unknown")
         return None
     cache_dir = settings.data_dir / "cache"
@@ -150,9 +182,13 @@ def build_app(settings: Settings, console: Console) -> FastAPI:
     """The sidecar app with its engine; raises ValueError for unusable settings (keys, directories, model)."""
     keys = load_keys(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = served_model_dir(settings, console)
+    adapters = open_adapters(settings, model_dir)
+    settings, sizing = resolve_lora(settings, model_dir, adapters.registry.max_rank() if adapters else None)
+    if adapters is not None:
+        adapters = replace(adapters, sizing=sizing)
     engine, default_model = build_engine(settings, console)
     store = open_memory(settings, console)
-    adapters = open_adapters(settings, engine)
     kv_store = open_kv_store(settings) if isinstance(engine, ManagedEngine) else None
     log.info("memsidecar on http://%s:%d (data: %s, engine: %s)", settings.host, settings.port, settings.data_dir,
              engine.base_url)

@@ -9,6 +9,9 @@ Invariants:
 - residency changes happen under one asyncio lock, in plan order, and the state is updated move by move, only
   after the engine confirmed the move; the plan is `adapters.residency.plan`, computed inline on the request (the
   tier scheduler's adapter moves come back here as `load` and `unload`, and it unloads by the same rule);
+- with an `admission` queue (`adapters.admission`), a request is admitted before it takes its lease: at most
+  `max_loras` distinct adapters have requests in the engine, the others wait in adapter groups served in rotation;
+  an admitted request is finished exactly once (on `release`, or at once if it gave up while being admitted);
 - an engine restart forgets every loaded adapter; the next request loads its adapter again;
 - an unload goes through the engine's `sidecar.engine.lora_release` route, which also removes the adapter from the engine
   worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the outcome.
@@ -24,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from adapters.admission import AdmissionQueue, Admitted
 from adapters.errors import AdapterError, AdapterNotFoundError
 from adapters.record import AdapterRecord
 from adapters.registry import AdapterRegistry
@@ -44,7 +48,8 @@ class AdapterService:
 
     def __init__(self, registry: AdapterRegistry, client: EngineClient, engine: Engine, capacity: Capacity,
                  model: ValueModel | None = None, clock: Callable[[], float] = time.monotonic,
-                 wait_s: float = 60.0, cost: LoadCost = LoadCost()) -> None:
+                 wait_s: float = 60.0, cost: LoadCost = LoadCost(), admission: AdmissionQueue | None = None,
+                 sizing: dict | None = None) -> None:
         self.registry = registry
         self.client = client
         self.engine = engine
@@ -61,6 +66,9 @@ class AdapterService:
         self._restarts = engine.restart_count
         self.releases: Counter[str] = Counter()  # unloads whose memory the engine did ("released") or did not free
         self.pinners: dict[str, str] = {}  # engine name of a pinned adapter -> the tenant that pinned it
+        self.admission = admission
+        self.sizing = sizing  # how `max_loras auto` sized the engine's slots (`adapters.sizing.SlotSizing.as_json`)
+        self._admissions: dict[object, asyncio.Future] = {}  # ticket of a waiting request -> its admission
 
     def resolve(self, name: str, tenant: str) -> AdapterRecord:
         """The adapter `name` (or `name@vN`) as `tenant` sees it; a 404 otherwise."""
@@ -85,14 +93,77 @@ class AdapterService:
         return adapter is not None and adapter.is_pinned
 
     async def acquire(self, record: AdapterRecord) -> str:
-        """Lease `record` for one request: loaded in the engine when this returns; its engine model name.
+        """Admit and lease `record` for one request: loaded in the engine when this returns; its engine model name.
 
-        While every loaded adapter is pinned or busy, the request waits for a lease to end, up to `wait_s`."""
+        With more distinct adapters asked for than the engine has slots, the request waits for its adapter's turn
+        (`adapters.admission`); while every loaded adapter is pinned or busy, it waits for a lease to end. Both
+        waits together last at most `wait_s`. `release` ends both."""
         key = self._track(record)
+        deadline = self.clock() + self.wait_s
+        await self._admit(key, deadline)
+        try:
+            await self._lease(record, key, deadline)
+        except BaseException:
+            self._finish(key)
+            raise
+        return key
+
+    def release(self, key: str) -> None:
+        """The request leasing `key` ended: its lease, and its admission."""
+        self._unlease(key)
+        self._finish(key)
+
+    async def load(self, record: AdapterRecord) -> None:
+        """Load now (an operator's prefetch): a lease that ends at once, outside admission (no request runs)."""
+        key = self._track(record)
+        await self._lease(record, key, self.clock() + self.wait_s)
+        self._unlease(key)
+
+    def admission_report(self) -> dict | None:
+        """The admission queue's figures (slots, adapters in flight and waiting, requests admitted at once or after
+        waiting); None without admission. Names no adapter."""
+        return self.admission.stats() if self.admission is not None else None
+
+    async def _admit(self, key: str, deadline: float) -> None:
+        if self.admission is None or self.admission.arrive(ticket := object(), key):
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._admissions[ticket] = future
+        try:
+            await asyncio.wait_for(future, max(0.01, deadline - self.clock()))
+        except asyncio.TimeoutError:
+            self._wake(self.admission.withdraw(ticket))
+            raise EngineError(EngineFailure.ADAPTER_SLOTS_BUSY,
+                              f"requests of {self.admission.slots} other adapters held the engine's adapter slots "
+                              f"for {self.wait_s:.0f} s; retry shortly") from None
+        except BaseException:  # cancelled: admitted meanwhile (finish it) or still waiting (withdraw it)
+            if future.done() and not future.cancelled():
+                self._finish(key)
+            else:
+                self._wake(self.admission.withdraw(ticket))
+            raise
+        finally:
+            self._admissions.pop(ticket, None)
+
+    def _finish(self, key: str) -> None:
+        if self.admission is not None:
+            self._wake(self.admission.finish(key))
+
+    def _wake(self, groups: list[Admitted]) -> None:
+        """Let the admitted groups' requests run; one whose request already gave up is finished at once."""
+        for group in groups:
+            for ticket in group.tickets:
+                future = self._admissions.get(ticket)
+                if future is not None and not future.done():
+                    future.set_result(None)
+                else:
+                    self._finish(group.adapter)
+
+    async def _lease(self, record: AdapterRecord, key: str, deadline: float) -> None:
+        """Hold a lease on `key` with it loaded in the engine, waiting up to `deadline` for a free adapter slot."""
         self.leases[key] += 1
         try:
             self.state = record_use(self.state, key, self.clock(), self.model)
-            deadline = self.clock() + self.wait_s
             while True:
                 released = self._released
                 await self._settle()
@@ -105,21 +176,16 @@ class AdapterService:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(released.wait(), max(0.01, deadline - self.clock()))
         except BaseException:
-            self.release(key)
+            self._unlease(key)
             raise
         self.registry.touch(record)
-        return key
 
-    def release(self, key: str) -> None:
+    def _unlease(self, key: str) -> None:
         self.leases[key] -= 1
         if self.leases[key] <= 0:
             del self.leases[key]
         self._released.set()  # wake the requests waiting for a slot
         self._released = asyncio.Event()
-
-    async def load(self, record: AdapterRecord) -> None:
-        """Load now (an operator's prefetch): a lease that ends at once."""
-        self.release(await self.acquire(record))
 
     async def unload(self, record: AdapterRecord) -> None:
         """Unload from the engine unless requests are using it (409 then)."""

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 
+from adapters.admission import AdmissionQueue
 from adapters.jobs import JobRunner
 from adapters.registry import AdapterRegistry
 from adapters.residency import Capacity
+from adapters.sizing import SlotSizing
 from kvcache.store import TieredStore
 from kvcache.worker_stats import stats_path
 from sidecar.chat.catalog import ModelCatalog
@@ -50,6 +52,7 @@ class AdapterSetup:
     registry: AdapterRegistry
     base_model_dir: Path
     work_dir: Path
+    sizing: SlotSizing | None = None  # how `max_loras auto` sized the engine's slots; None when set by hand
 
 
 @dataclass
@@ -115,7 +118,9 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
     client = EngineClient(engine, settings.request_timeout_s)
     catalog = ModelCatalog(client, default_model)
     service = None if adapters is None else AdapterService(
-        adapters.registry, client, engine, Capacity(settings.max_loras, settings.max_cpu_loras))
+        adapters.registry, client, engine, Capacity(settings.max_loras, settings.max_cpu_loras),
+        admission=AdmissionQueue(settings.max_loras) if settings.adapter_admission else None,
+        sizing=adapters.sizing.as_json() if adapters.sizing is not None else None)
     jobs = JobRunner()
     pins = None if kv_store is None else PinBook(settings.data_dir / "activation-pins.json")
     book = quota_book(settings, store, adapters, service, jobs, pins)

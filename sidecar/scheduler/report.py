@@ -29,7 +29,9 @@ def tier_report(settings: Settings, kv_store: TieredStore | None, adapters: Adap
         "engine": {
             "kv_cache": {"budget_bytes": gib_to_bytes(settings.kv_cache_gib)},
             "adapter_slots": {"budget": settings.max_loras, "loaded": len(loaded),
-                              "loaded_bytes": sum(a.size_bytes for a in loaded)},
+                              "loaded_bytes": sum(a.size_bytes for a in loaded),
+                              "auto": adapters.sizing if adapters else None,
+                              "admission": adapters.admission_report() if adapters else None},
         },
         "cpu_ram": {
             "kv_ram_tier": {"budget_bytes": gib_to_bytes(settings.kv_ram_gib) if settings.kv_store else 0,

@@ -85,6 +85,28 @@ def test_six_adapters_through_two_slots_concurrently_match_their_single_outputs(
     assert set(six) <= set(models) and not any(".v1." in model for model in models)
 
 
+def test_more_adapters_than_slots_are_admitted_in_groups_and_answer_as_alone(sidecar, six):
+    """12 requests of 6 adapters at once through 2 engine slots: the sidecar admits at most 2 adapters at a time and
+    queues the rest by adapter; every request completes with its adapter's output alone (greedy)."""
+    alone = {name: text(complete(sidecar, name)) for name in six}
+    before = admission(sidecar)
+    assert before["slots"] == 2 and before["waiting"] == 0
+    order = [name for name in six for _ in range(2)]
+    with ThreadPoolExecutor(len(order)) as pool:
+        outputs = list(pool.map(lambda name: complete(sidecar, name), order))
+    assert [text(response) for response in outputs] == [alone[name] for name in order]
+    after = admission(sidecar)
+    admitted = (after["admitted_at_once"] + after["admitted_after_wait"]
+                - before["admitted_at_once"] - before["admitted_after_wait"])
+    assert admitted == len(order) and after["admitted_after_wait"] > before["admitted_after_wait"]
+    assert (after["waiting"], after["adapters_in_flight"]) == (0, 0)
+
+
+def admission(server: Sidecar) -> dict:
+    tiers = httpx.get(f"{server.base_url}/v1/tiers", headers=auth(), timeout=30).json()
+    return tiers["engine"]["adapter_slots"]["admission"]
+
+
 def test_another_tenant_cannot_see_or_use_an_adapter(sidecar, six):
     name = six[0]
     assert complete(sidecar, name, tenant="tenant-b").status_code == 404
