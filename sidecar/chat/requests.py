@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from sidecar.chat.injection import MemoryOptions
@@ -34,9 +35,45 @@ ENGINE_INTERNAL = {
 }
 MAX_STOP = 16
 MAX_TOOLS = 128
+# JSON schemas a tenant hands the engine (`response_format`, `tools`, `tool_choice`) are compiled into grammars for
+# structured output on the engine's scheduling path: their size, nesting and regular expressions are bounded so one
+# request cannot hold the engine compiling.
+MAX_SCHEMA_DEPTH = 32
+MAX_SCHEMA_NODES = 4_096
+MAX_SCHEMA_PATTERN_CHARS = 1_000
 Number = StrictFloat | StrictInt
 Seed = Annotated[StrictInt, Field(ge=-(2 ** 63), le=2 ** 63 - 1)]  # the engine keeps seeds as int64
 TokenId = Annotated[StrictInt, Field(ge=0, le=2 ** 31 - 1)]
+
+
+def bounded_schema(value: Any) -> Any:
+    """`value` if its JSON has at most `MAX_SCHEMA_NODES` values nested at most `MAX_SCHEMA_DEPTH` deep, and every
+    `pattern` (and `patternProperties` key) has at most `MAX_SCHEMA_PATTERN_CHARS` characters."""
+    nodes, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_SCHEMA_DEPTH or nodes > MAX_SCHEMA_NODES:
+            raise PydanticCustomError("schema_too_large", "more than {nodes} values or {depth} levels of nesting",
+                                      {"nodes": MAX_SCHEMA_NODES, "depth": MAX_SCHEMA_DEPTH})
+        if isinstance(node, dict):
+            _check_patterns(node)
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return value
+
+
+def _check_patterns(schema: dict[str, Any]) -> None:
+    patterns = [schema["pattern"]] if isinstance(schema.get("pattern"), str) else []
+    if isinstance(schema.get("patternProperties"), dict):
+        patterns += list(schema["patternProperties"])
+    if any(len(pattern) > MAX_SCHEMA_PATTERN_CHARS for pattern in patterns):
+        raise PydanticCustomError("schema_pattern_too_long", "a pattern is longer than {limit} characters",
+                                  {"limit": MAX_SCHEMA_PATTERN_CHARS})
+
+
+Schema = Annotated[dict[str, Any], AfterValidator(bounded_schema)]
 
 
 class _Strict(BaseModel):
@@ -125,9 +162,9 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: StrictInt | None = Field(None, ge=1, le=2 ** 31 - 1)
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = Field(None, max_length=MAX_TOOLS)
-    tool_choice: StrictStr | dict[str, Any] | None = None
+    response_format: Schema | None = None
+    tools: list[Schema] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: StrictStr | Schema | None = None
     parallel_tool_calls: StrictBool | None = None
     add_generation_prompt: StrictBool | None = None
     continue_final_message: StrictBool | None = None
