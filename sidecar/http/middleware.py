@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from sidecar.http.access import Access
+from memcore.units import MIB
+from sidecar.http.access import CALLER_KEY, Access
 from sidecar.http.errors import APIError, error_bytes
 from sidecar.http.metrics import Metrics
 
@@ -53,12 +54,21 @@ class AuthenticateMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses bodies over `max_bytes` with 413, by the declared Content-Length or by counting a chunked body.
-    `per_path` gives exact paths (adapter uploads) a limit of their own."""
+    `per_path` gives exact paths (adapter uploads) a limit of their own.
 
-    def __init__(self, app, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
+    A body is buffered whole before the route sees it, so memory is bounded per tenant too: a body over
+    `large_bytes` holds one of the caller's tenant's `large_bodies` slots from the moment it is known to be large
+    until its route has answered; a tenant whose slots are all held gets 429 (so no tenant can buffer more than
+    `large_bodies` times the largest limit at once)."""
+
+    def __init__(self, app, max_bytes: int, per_path: dict[str, int] | None = None, large_bytes: int = MIB,
+                 large_bodies: int = 2) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = per_path or {}
+        self.large_bytes = large_bytes
+        self.large_bodies = large_bodies
+        self.large_in_flight: dict[str, int] = {}  # tenant -> its large bodies being read or handled
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -68,24 +78,50 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _send_error(send, 413, too_large, "request_too_large")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return await _send_error(send, 413, too_large, "request_too_large")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        holder = None
+        try:
+            chunks, size = [], 0
+            if declared is not None and int(declared) > self.large_bytes:
+                if (holder := self._take_large(scope)) is None:
+                    return await self._refuse_large(send)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return await _send_error(send, 413, too_large, "request_too_large")
+                if size > self.large_bytes and holder is None:
+                    if (holder := self._take_large(scope)) is None:
+                        return await self._refuse_large(send)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            del chunks
 
-        async def replay():
-            return pending.pop() if pending else await receive()
+            async def replay():
+                return pending.pop() if pending else await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            if holder is not None:
+                self.large_in_flight[holder] -= 1
+
+    def _take_large(self, scope) -> str | None:
+        """Take one of the caller's tenant's large-body slots: the tenant, or None when all are held."""
+        caller = scope.get("state", {}).get(CALLER_KEY)
+        tenant = caller.tenant if caller is not None else ""
+        if self.large_in_flight.get(tenant, 0) >= self.large_bodies:
+            return None
+        self.large_in_flight[tenant] = self.large_in_flight.get(tenant, 0) + 1
+        return tenant
+
+    async def _refuse_large(self, send) -> None:
+        await _send_error(send, 429, f"this tenant already has {self.large_bodies} request bodies over "
+                          f"{self.large_bytes} bytes in flight; retry when one has finished", "too_many_large_bodies",
+                          {"Retry-After": "1"})
 
 
 class MetricsMiddleware:

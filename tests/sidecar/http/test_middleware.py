@@ -79,3 +79,59 @@ def test_only_the_api_needs_a_key():
     assert needs_key("/v1/chat/completions") and needs_key("/mcp") and needs_key("/v1")
     assert not any(needs_key(path) for path in ("/healthz", "/readyz", "/metrics", "/console/signin", "/docs",
                                                 "/openapi.json", "/v10"))
+
+
+class Holding:
+    """An app that reads nothing more and answers only when `release` is set: a route still handling a body."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, request_scope, receive, send) -> None:
+        self.bodies.append((await receive())["body"])
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def body(size: int):
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"x" * size, "more_body": False}
+    return receive
+
+
+def test_a_tenant_holds_at_most_its_large_bodies_at_once_and_gets_them_back():
+    holding = Holding()
+    limit = BodyLimitMiddleware(holding, max_bytes=10_000, large_bytes=1_000, large_bodies=2)
+    app = AuthenticateMiddleware(limit, Access(KEYS, RateLimiter(0)))
+
+    async def scenario() -> list[int]:
+        statuses: list[int] = []
+
+        async def post(size: int, declared: bool = True) -> None:
+            sent: list[dict] = []
+
+            async def send(message: dict) -> None:
+                sent.append(message)
+
+            request = scope("/v1/import", "key-a", length=size)
+            if not declared:  # a chunked body: large only once counted
+                request["headers"] = [h for h in request["headers"] if h[0] != b"content-length"]
+            await app(request, body(size), send)
+            statuses.append(sent[0]["status"])
+
+        held = [asyncio.create_task(post(5_000)), asyncio.create_task(post(5_000, declared=False))]
+        await asyncio.sleep(0.05)
+        await post(5_000)  # a third large body while two are handled: refused at once
+        held.append(asyncio.create_task(post(500)))  # a small one is not held back: it reaches the route
+        await asyncio.sleep(0.05)
+        reached = len(holding.bodies)
+        holding.release.set()
+        await asyncio.gather(*held)
+        await post(5_000)  # the slots came back
+        return [reached, *statuses]
+
+    reached, *statuses = asyncio.run(scenario())
+    assert reached == 3 and statuses[:1] == [429] and sorted(statuses[1:4]) == [200, 200, 200] and statuses[4] == 200
+    assert limit.large_in_flight == {"tenant-a": 0}
