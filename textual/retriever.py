@@ -21,7 +21,7 @@ from textual.filters import Filters
 from textual.fusion import ranked, reciprocal_rank_fusion
 from textual.lexical_index import Analyzer
 from textual.memory import Memory
-from textual.query import QueryPlan
+from textual.query import QueryPlan, split_question
 from textual.scoring import ScoringWeights, adjust_scores, spread_to_neighbours
 from textual.selection import Candidate, dedupe, select_within_budget
 from textual.tenant_index import TenantIndex
@@ -50,6 +50,7 @@ class SearchSettings:
     feedback_terms: int = 10
     feedback_beta: float = 0.5
     feedback_weight: float = 0.5
+    split_weight: float = 0.5
     weights: ScoringWeights = field(default_factory=ScoringWeights)
 
 
@@ -122,11 +123,18 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
     lexical = index.lexical().search(terms, settings.depth, lexical_allowed)
     lists = [[key for key, _ in dense], [key for key, _ in lexical]]
     weights = [settings.dense_weight, settings.lexical_weight]
+    if settings.split_weight > 0:
+        parts = split_question(plan.lexical_text, analyzer.stopwords)
+        for part in parts if len(parts) > 1 else ():
+            lists.append([key for key, _ in index.lexical().search(analyzer.terms(part), settings.depth,
+                                                                   lexical_allowed)])
+            weights.append(settings.split_weight)
     fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     if settings.feedback_docs > 0 and fused:
         lists += _expanded(index, query_vector, terms, ranked(fused)[:settings.feedback_docs], dense_rows,
                            lexical_allowed, settings)
-        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights + [settings.feedback_weight] * 2)
+        weights += [settings.feedback_weight] * 2
+        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     return fused, max((score for _, score in dense), default=0.0)
 
 
