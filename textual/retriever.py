@@ -2,7 +2,7 @@
 
 Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> (query expansion: FAISS and BM25
 again with the query expanded from the best first-pass memories, see `expansion`) -> reciprocal rank fusion ->
-speaker/time/importance/recency factors -> neighbour spreading -> de-duplication -> greedy selection under the
+neighbour spreading -> speaker/time/importance/recency factors -> de-duplication -> greedy selection under the
 token budget -> rendering. Only memories passing the filters, and not expired, are ever scored, neighbours included.
 `rank` scores one index (the resident one, or a throwaway one over cold memories) and `finish` selects among the
 candidates of all ranked indexes; their scores are comparable as both come from the same fusion and factors.
@@ -22,7 +22,7 @@ from textual.fusion import ranked, reciprocal_rank_fusion
 from textual.lexical_index import Analyzer
 from textual.memory import Memory
 from textual.query import QueryPlan, split_question
-from textual.scoring import ScoringWeights, adjust_scores, spread_to_neighbours
+from textual.scoring import ScoringWeights, final_scores
 from textual.selection import Candidate, dedupe, select_within_budget
 from textual.tenant_index import TenantIndex
 from textual.tokens import count_tokens
@@ -94,9 +94,8 @@ def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan:
     if not allowed:
         return Ranking((), {}, 0.0)
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)
-    scores = adjust_scores(scores, index.memories, plan, now, settings.weights)
     neighbours = {key: tuple(n for n in near if n in allowed) for key, near in index.neighbours(scores).items()}
-    scores = spread_to_neighbours(scores, neighbours, settings.weights.neighbour_share)
+    scores = final_scores(scores, neighbours, index.memories, plan, now, settings.weights)
     best = sorted(scores, key=lambda key: (-scores[key], key))[:settings.max_candidates]
     candidates = dedupe([_candidate(index.memories[key], scores[key]) for key in best], settings.dedupe_threshold)
     return Ranking(tuple(candidates), {key: index.memories[key] for key in best}, best_similarity)
