@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from textual.query import plan_query
+from textual.query import plan_query, split_question
 from textual.scoring import ScoringWeights, spread_to_neighbours
 
 
@@ -28,7 +28,6 @@ def test_neighbours_gain_a_share_but_never_lose():
 
 
 def test_split_question_gives_one_part_per_conjunct_and_keeps_the_rest():
-    from textual.query import split_question
     stop = {"a", "the", "and", "or", "have"}
     assert split_question("How many months passed between adopting Toby and Buddy?", stop) == [
         "How many months passed between adopting Toby?", "How many months passed between adopting Buddy?"]
@@ -37,7 +36,6 @@ def test_split_question_gives_one_part_per_conjunct_and_keeps_the_rest():
 
 
 def test_split_question_leaves_a_question_whole_without_a_coordination_of_content_words():
-    from textual.query import split_question
     stop = {"a", "the", "have"}
     assert split_question("What books has Tim read?", stop) == ["What books has Tim read?"]
     assert split_question("Did she go to a park or a museum?", stop) == ["Did she go to a park or a museum?"]

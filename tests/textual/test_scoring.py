@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from textual.memory import Memory, MemoryType
 from textual.messages import ChatMessage, episode_metadata
 from textual.query import plan_query
-from textual.scoring import ScoringWeights, adjust_scores
+from textual.scoring import ScoringWeights, adjust_scores, final_scores
 
 
 def ts(year: int, month: int, day: int) -> float:
@@ -39,7 +39,6 @@ def said_by(key: str, speaker: str, position: int) -> Memory:
 
 
 def test_a_neighbour_inherits_a_share_of_the_retrieval_score_but_not_the_speaker_factor():
-    from textual.scoring import final_scores
     memories = {"hit": said_by("hit", "Mel", 0), "reply": said_by("reply", "Caro", 1),
                 "own": said_by("own", "Mel", 5)}
     plan = plan_query("What does Mel paint?", ["Mel", "Caro"])
