@@ -45,3 +45,17 @@ def rocchio(query: np.ndarray, feedback: np.ndarray, beta: float) -> np.ndarray:
     vector = query + beta * np.asarray(feedback, dtype=np.float32).reshape(len(feedback), -1).mean(axis=0)
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0 else query
+
+
+def hop_terms(first: Sequence[Sequence[str]], query_terms: Collection[str], excluded: Collection[str],
+              document_frequency: Callable[[str], int], total_documents: int, count: int) -> list[str]:
+    """The second hop's expansion: the `count` best of the entity terms of the first pass's best memories
+    (`first`: one list of stemmed entity words per memory, best memory first), scored as `feedback_terms` does.
+
+    `excluded` terms (the speakers the question names, which link every turn of theirs) are never returned, nor
+    are `query_terms`. The question "Which city did both visit?" finds a turn naming Rome; the hop adds "rome" and
+    so finds the other speaker's turn about Rome that shares no word with the question.
+    """
+    documents = [[term for term in terms if term not in excluded] for terms in first]
+    return feedback_terms([terms for terms in documents if terms], query_terms, document_frequency,
+                          total_documents, count)

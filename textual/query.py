@@ -55,3 +55,21 @@ def time_window(text: str) -> tuple[float, float] | None:
 
 def _epoch(year: int, month: int) -> float:
     return datetime(year, month, 1, tzinfo=timezone.utc).timestamp()
+
+
+CONJUNCTION = re.compile(r"\b(\w+)((?:,\s*\w+)*),?\s+(?:and/or|and|or)\s+(\w+)\b")
+
+
+def split_question(text: str, stopwords: Iterable[str]) -> list[str]:
+    """The parts of a multi-part question, one per conjunct of its first "A and B" / "A, B or C" between content
+    words, each with the other conjuncts removed ("months between adopting Toby and Buddy" gives "... adopting Toby"
+    and "... adopting Buddy"); `[text]` when there is no such coordination. A coordination with a stopword among
+    its conjuncts is skipped ("a park or a museum" and "fishing and have fun" are not split)."""
+    stop = {word.lower() for word in stopwords}
+    for match in CONJUNCTION.finditer(text):
+        conjuncts = [match.group(1), *re.findall(r"\w+", match.group(2)), match.group(3)]
+        if any(word.lower() in stop for word in conjuncts):
+            continue
+        head, tail = text[:match.start()], text[match.end():]
+        return [f"{head}{conjunct}{tail}" for conjunct in conjuncts]
+    return [text]

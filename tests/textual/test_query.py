@@ -1,6 +1,6 @@
 from datetime import datetime, timezone
 
-from textual.query import plan_query
+from textual.query import plan_query, split_question
 from textual.scoring import ScoringWeights, spread_to_neighbours
 
 
@@ -25,3 +25,18 @@ def test_neighbours_gain_a_share_but_never_lose():
     spread = spread_to_neighbours({"a": 1.0, "b": 0.1}, {"a": ("b", "c")}, share=0.3)
     assert spread == {"a": 1.0, "b": 0.1 + 0.3, "c": 0.3}
     assert ScoringWeights().neighbour_share == 0.3
+
+
+def test_split_question_gives_one_part_per_conjunct_and_keeps_the_rest():
+    stop = {"a", "the", "and", "or", "have"}
+    assert split_question("How many months passed between adopting Toby and Buddy?", stop) == [
+        "How many months passed between adopting Toby?", "How many months passed between adopting Buddy?"]
+    assert split_question("When did she meet her friends, family, and mentors?", stop) == [
+        "When did she meet her friends?", "When did she meet her family?", "When did she meet her mentors?"]
+
+
+def test_split_question_leaves_a_question_whole_without_a_coordination_of_content_words():
+    stop = {"a", "the", "have"}
+    assert split_question("What books has Tim read?", stop) == ["What books has Tim read?"]
+    assert split_question("Did she go to a park or a museum?", stop) == ["Did she go to a park or a museum?"]
+    assert split_question("Did they go fishing and have fun?", stop) == ["Did they go fishing and have fun?"]

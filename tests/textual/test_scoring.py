@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from textual.memory import Memory, MemoryType
 from textual.messages import ChatMessage, episode_metadata
 from textual.query import plan_query
-from textual.scoring import ScoringWeights, adjust_scores
+from textual.scoring import ScoringWeights, adjust_scores, final_scores
 
 
 def ts(year: int, month: int, day: int) -> float:
@@ -30,3 +30,22 @@ def test_a_turn_speaking_of_last_month_is_boosted_for_a_question_about_that_mont
     plan = plan_query("What race did Mel run in May 2023?", ["Mel"])
     scores = adjust_scores({key: 1.0 for key in memories}, memories, plan, ts(2023, 7, 1), ScoringWeights())
     assert scores["then"] == scores["said"] > scores["other"]
+
+
+def said_by(key: str, speaker: str, position: int) -> Memory:
+    metadata = episode_metadata(ChatMessage(speaker=speaker, text=key, time=STORED, session="s1"), position)
+    return Memory(id=key, tenant="t", user="u", type=MemoryType.EPISODE, content=key, created_at=STORED,
+                  updated_at=STORED, last_access_at=STORED, metadata=metadata)
+
+
+def test_a_neighbour_inherits_a_share_of_the_retrieval_score_but_not_the_speaker_factor():
+    memories = {"hit": said_by("hit", "Mel", 0), "reply": said_by("reply", "Caro", 1),
+                "own": said_by("own", "Mel", 5)}
+    plan = plan_query("What does Mel paint?", ["Mel", "Caro"])
+    weights = ScoringWeights(importance_weight=0.0, recency_weight=0.0)
+    scores = final_scores({"hit": 1.0, "reply": 0.1, "own": 0.2}, {"hit": ("reply",)}, memories, plan, STORED,
+                          weights)
+    assert scores["hit"] == weights.speaker_boost * 1.0
+    assert scores["own"] == weights.speaker_boost * 0.2
+    assert scores["reply"] == 0.1 + weights.neighbour_share * 1.0
+    assert scores["own"] > scores["reply"]
