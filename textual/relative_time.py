@@ -27,12 +27,16 @@ PATTERN = re.compile(
 
 
 def mentioned_period(text: str, said_at: float) -> tuple[float, float] | None:
-    """The span of the first relative time expression in `text`, said at epoch `said_at`; None without one."""
-    day = datetime.fromtimestamp(said_at, tz=timezone.utc).date()
-    for match in PATTERN.finditer(text):
-        span = _span(match, day)
-        if span is not None:
-            return _epoch(span[0]), _epoch(span[1])
+    """The span of the first relative time expression in `text`, said at epoch `said_at`; None without one, and None
+    when the day said or the span lies outside the calendar's years 1 to 9999 (a caller may store any epoch time)."""
+    try:
+        day = datetime.fromtimestamp(said_at, tz=timezone.utc).date()
+        for match in PATTERN.finditer(text):
+            span = _span(match, day)
+            if span is not None:
+                return _epoch(span[0]), _epoch(span[1])
+    except (ValueError, OverflowError, OSError):
+        return None
     return None
 
 

@@ -53,3 +53,9 @@ def test_december_and_january_roll_over_the_year():
 def test_a_period_is_a_nonempty_span_of_whole_utc_days(said_at, text):
     start, end = mentioned_period(text, said_at)
     assert start < end and start % 86_400 == 0 and end % 86_400 == 0
+
+
+@pytest.mark.parametrize("said_at", [253754047055.0, -1e13, -62135596800.0, 1e20])
+def test_a_time_outside_the_calendar_has_no_period_rather_than_an_error(said_at):
+    """Turns may carry any epoch time (the fuzz test sent the year 10011): no span, no exception."""
+    assert mentioned_period("I saw her yesterday, and next month too", said_at) is None
