@@ -44,10 +44,11 @@ from typing import Any, ContextManager, Protocol
 import torch
 
 from kvcache.block_format import Scatter, SlotMap
+from memcore.units import MIB
 
 LOAD_SLOTS = 2
 SAVE_SLOTS = 3
-SLOT_BYTES = 512 * 2**20  # one staging slot at most; the rings hold LOAD_SLOTS + SAVE_SLOTS of them
+SLOT_BYTES = 512 * MIB  # one staging slot at most; the rings hold LOAD_SLOTS + SAVE_SLOTS of them
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
