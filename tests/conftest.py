@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,115 @@ class RedisServer:
 def redis_server(tmp_path) -> RedisServer:
     with RedisServer(tmp_path).running() as server:
         yield server
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql")
+
+
+def postgres_binary(name: str) -> str:
+    """`name` (initdb, postgres) from Debian's postgresql package, newest major version first; skips if absent."""
+    found = sorted(POSTGRES_BIN.glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]), reverse=True)
+    if found:
+        return str(found[0])
+    if shutil.which(name):
+        return shutil.which(name)
+    pytest.skip("PostgreSQL is not installed (Debian's postgresql package); .ci/run installs it")
+
+
+@dataclass
+class PostgresServer:
+    """A real throwaway PostgreSQL cluster on a loopback port, run as the `postgres` user (initdb refuses root),
+    trust authentication, data in `directory` (a new directory under the system temp dir by default: pytest's own
+    is private to root). `stop` and `kill` end it; `start` again serves the same data; `remove` deletes it."""
+
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="memsidecar-pg-")))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return self.url_of("postgres")
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _as_postgres(self, *command: str, **popen) -> subprocess.Popen:
+        """`command` as the `postgres` user when this is root (the process itself, so signals reach it)."""
+        user = {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
+        return subprocess.Popen(list(command), **user, **popen)
+
+    def start(self) -> "PostgresServer":
+        data = self.directory / "data"
+        if not data.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres")
+            done = self._as_postgres(postgres_binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                                     "--no-sync", "-E", "UTF8", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if done.wait(timeout=60) != 0:
+                raise RuntimeError(f"initdb failed: {done.stderr.read().decode()}")
+        self.process = self._as_postgres(
+            postgres_binary("postgres"), "-D", str(data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={self.directory}", "-c", "fsync=on", "-c", "max_connections=200",
+            stdout=subprocess.DEVNULL, stderr=open(self.directory / "postgres.log", "ab"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited: {(self.directory / 'postgres.log').read_text()[-2000:]}")
+            try:
+                import psycopg
+
+                with psycopg.connect(self.url, connect_timeout=2):
+                    return self
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        raise RuntimeError("postgres did not start")
+
+    def create_database(self, name: str) -> str:
+        """A new empty database `name` on this server; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url_of(name)
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): open transactions roll back, committed ones are on disk."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        """An immediate shutdown (SIGQUIT), as a crash: the next start recovers from the write-ahead log."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            self.process.wait(timeout=30)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def running(self):
+        try:
+            yield self.start()
+        finally:
+            self.stop()
+            self.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """One PostgreSQL server for the session; tests take a fresh database each (`postgres_url`)."""
+    with PostgresServer().running() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """The URL of a new empty database on the session's server, named after the test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40] + f"_{free_port()}"
+    return postgres_server.create_database(name)
 
 
 @pytest.fixture(scope="session")
