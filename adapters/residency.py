@@ -17,16 +17,16 @@ decides which loaded adapter gives up its slot (neither pinned nor in use, lowes
 request path (`sidecar.engine.adapters.AdapterService`) calls `plan` inline, so a request that needs its adapter
 loaded never waits for a background pass; the tier scheduler (`sidecar.scheduler.planner`), which owns the byte
 budgets across the memory packages and runs in the background, asks `unload_order` when more adapters are loaded
-than it has slots. Both value adapters with `memcore.value.ValueModel`, the same defaults. The request path
-carries out no prefetch moves: loading adapters before anyone asks is the scheduler's (it weighs their bytes
-against the other packages' objects); `plan`'s prefetch moves say what free slots could hold.
+than it has slots. Both value adapters with `memcore.value.ValueModel`, the same defaults. `plan` never loads an
+adapter nobody asked for: the scheduler's fill step is the one ranking of adapter prefetches (it weighs their bytes
+against the other packages' objects) and carries them out as `AdapterService.load`, which plans like a request.
 
 Invariants of `plan` (property-tested):
 - after the moves, and after every prefix of them, the loaded set fits `max_cpu_loras` (when the state did);
 - a pinned adapter is never unloaded; `can_pin` refuses more pinned adapters than `max_cpu_loras`;
 - a loaded adapter with waiting requests is never unloaded (unless the state is already over capacity), so in
-  particular never to make room for one without waiting requests; loads to make room are for waiting or pinned
-  adapters only, and prefetches only fill free slots;
+  particular never to make room for one without waiting requests;
+- every load is of a waiting or pinned adapter: a slot nobody asks for stays free (prefetching is the scheduler's);
 - work-conserving: after the moves, no waiting adapter is left on disk while a slot is free or held by an adapter
   that is neither pinned nor waiting;
 - no move is a no-op (loads only unloaded adapters, unloads only loaded ones, never both for one adapter);
@@ -146,8 +146,8 @@ class ResidencyState:
 
 @dataclass(frozen=True)
 class Move:
-    """One step of a plan. `reason`: "waiting", "pinned" or "prefetch" for loads; "make-room" or
-    "over-capacity" for unloads."""
+    """One step of a plan. `reason`: "waiting" or "pinned" for loads; "make-room" or "over-capacity" for unloads
+    (an executor may log its own reasons, such as "operator")."""
 
     kind: Literal["load", "unload"]
     adapter: str
@@ -186,9 +186,9 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
 
     Order of work: unload overflow if the state is over `max_cpu_loras`; load waiting adapters (most waiting
     requests first, pinned first among equals, then by value) and unloaded pinned ones, each into a free slot or
-    one freed by unloading the lowest-valued loaded adapter that is neither pinned nor waiting; then prefetch the
-    most valuable remaining adapters into slots still free. Each unload comes right before the load it makes room
-    for. See the module docstring for the invariants.
+    one freed by unloading the lowest-valued loaded adapter that is neither pinned nor waiting. Slots left free stay
+    free (prefetching is the tier scheduler's). Each unload comes right before the load it makes room for. See the
+    module docstring for the invariants.
     """
     model = model or ValueModel()
     waiting = _check_waiting(state, waiting)
@@ -206,7 +206,6 @@ def plan(state: ResidencyState, capacity: Capacity, waiting: Mapping[str, int], 
         else:
             free -= 1
         moves.append(Move("load", adapter.key, "waiting" if adapter.key in waiting else "pinned"))
-    moves += [Move("load", a.key, "prefetch") for a in _prefetchable(state, waiting, value, model)[:free]]
     return tuple(moves)
 
 
@@ -254,10 +253,3 @@ def _wanted(state: ResidencyState, waiting: dict[str, int], value: dict[str, flo
     wanted = [a for a in state.adapters if not a.tier.is_loaded and (a.key in waiting or a.is_pinned)]
     return sorted(wanted, key=lambda a: (-waiting.get(a.key, 0), not a.is_pinned, -value[a.key], a.key))
 
-
-def _prefetchable(state: ResidencyState, waiting: dict[str, int], value: dict[str, float],
-                  model: ValueModel) -> list[AdapterState]:
-    """Unloaded adapters worth loading before anyone asks (none waiting or pinned: those were handled)."""
-    candidates = [a for a in state.adapters if not a.tier.is_loaded and not a.is_pinned and a.key not in waiting
-                  and model.is_worth_prefetching(value[a.key])]
-    return sorted(candidates, key=lambda a: (-value[a.key], a.key))

@@ -114,7 +114,7 @@ class AdapterService:
         self._finish(key)
 
     async def load(self, record: AdapterRecord) -> None:
-        """Load now (an operator's prefetch): a lease that ends at once, outside admission (no request runs)."""
+        """Load now (an operator's or the tier scheduler's prefetch): a lease that ends at once, outside admission."""
         key = self._track(record)
         await self._lease(record, key, self.clock() + self.wait_s)
         self._unlease(key)
@@ -242,10 +242,7 @@ class AdapterService:
             await self._apply_plan()
 
     async def _apply_plan(self) -> None:
-        moves = plan(self.state, self.capacity, dict(self.leases), self.clock(), self.model, self.cost)
-        for move in moves:
-            if move.kind == "load" and move.reason == "prefetch":
-                continue  # loads for requests only; prefetching is the operator's `load`
+        for move in plan(self.state, self.capacity, dict(self.leases), self.clock(), self.model, self.cost):
             await self._execute(move)
 
     async def _execute(self, move: Move) -> None:
