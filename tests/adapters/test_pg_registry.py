@@ -128,8 +128,7 @@ def test_a_blob_deleted_elsewhere_leaves_a_nodes_cache_when_it_reopens(open_node
 
 
 def test_open_applies_the_schema_and_names_an_unreachable_store_without_its_password(open_node, postgres_url,
-                                                                                     postgres_server, tmp_path,
-                                                                                     base_shape):
+                                                                                     tmp_path, base_shape):
     open_node("a")
     with psycopg.connect(postgres_url) as connection:
         assert schema_version(connection, "adapters") == len(pg_registry_store.MIGRATIONS) == 1

@@ -114,7 +114,8 @@ def test_bindings_per_tenant_and_user(stores):
     store.put_binding("acme", None, Binding("acme", "x", None))
     store.put_binding("acme", "alice", Binding(None, "shared", 2))
     assert store.get_binding("acme", None) == Binding("acme", "x", None)
-    assert store.get_binding("acme", "alice") == Binding(None, "shared", 2) and store.get_binding("globex", None) is None
+    assert store.get_binding("acme", "alice") == Binding(None, "shared", 2)
+    assert store.get_binding("globex", None) is None
     store.put_binding("acme", "alice", Binding("acme", "y", 3))
     assert store.get_binding("acme", "alice") == Binding("acme", "y", 3)
     assert store.delete_binding("acme", "alice") and not store.delete_binding("acme", "alice")
