@@ -1,6 +1,7 @@
 """The errors of the adapter registry, each naming the field at fault and the HTTP status it maps to.
 
-The HTTP layer maps `error.status` straight to a response; no route inspects messages.
+The HTTP layer maps `error.status` straight to a response; no route inspects messages. `CorruptAdapterError` is
+no user mistake: it is an internal fault (a stored adapter that does not match its digest), answered with a 500.
 """
 
 from __future__ import annotations
@@ -41,3 +42,11 @@ class AdapterNotFoundError(AdapterError):
     """No such adapter visible to the tenant; also raised for another tenant's adapter, so existence never leaks."""
 
     status = NOT_FOUND
+
+
+class CorruptAdapterError(RuntimeError):
+    """A stored adapter's files do not match the digest its record holds: the store was damaged or tampered with."""
+
+    def __init__(self, sha256: str, message: str) -> None:
+        super().__init__(f"adapter blob {sha256}: {message}")
+        self.sha256 = sha256

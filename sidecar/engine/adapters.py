@@ -248,8 +248,9 @@ class AdapterService:
     async def _execute(self, move: Move) -> None:
         record = self.records[move.adapter]
         if move.kind == "load":
+            path = await asyncio.to_thread(self.registry.path_of, record)  # with a shared store: a fetch, maybe large
             status, text = await self.client.post_command("/v1/load_lora_adapter", {
-                "lora_name": move.adapter, "lora_path": str(self.registry.path_of(record))})
+                "lora_name": move.adapter, "lora_path": str(path)})
             if status != 200 and "already been loaded" not in text:
                 raise EngineError(EngineFailure.ADAPTER_LOAD_FAILED,
                                   f"the engine could not load adapter {record.reference}: {text[:300]}")

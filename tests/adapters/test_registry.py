@@ -256,6 +256,7 @@ def test_open_removes_the_traces_of_a_crash(open_registry, peft_adapters, tmp_pa
     root = tmp_path / "registry"
     (root / "staging" / "tmp123" / "upload").mkdir(parents=True)
     (root / "blobs" / ("cd" * 32)).mkdir()  # renamed into place, record never committed
+    (root / "blobs" / ".new-x").mkdir()  # half built
     reopened = open_registry()
     assert blobs(root) == [record.sha256] and os.listdir(root / "staging") == []
     assert reopened.resolve("support", "acme") == record

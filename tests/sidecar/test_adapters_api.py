@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -238,6 +239,25 @@ def test_a_restarted_sidecar_keeps_adapters_versions_and_bindings(sidecar, engin
         versions = httpx.get(f"{second.base_url}/v1/adapters/kept").json()["versions"]
         assert [v["version"] for v in versions] == [1, 2]
         assert text(complete(second, None, headers={})) == served == text(complete(second, "kept@v1", headers={}))
+
+
+def test_an_adapter_uploaded_on_one_node_serves_on_another(sidecar, engine_port, tiny_model, adapter_dirs, tmp_path,
+                                                           postgres_url):
+    """Two sidecars on one PostgreSQL store (attached to one engine, as two nodes of one model would be): B serves
+    what A registered, from a copy B fetched into its own cache and checked, as the same adapter served alone does."""
+    args = ["--engine-url", f"http://127.0.0.1:{engine_port}", "--model", str(tiny_model), "--max-loras", "2",
+            "--max-cpu-loras", "4", "--store", postgres_url]
+    reference = upload(sidecar, "shared-ref", zipped(adapter_dirs[2]))
+    assert reference.status_code == 200, reference.text
+    with Sidecar(tmp_path / "a", args).running() as a, Sidecar(tmp_path / "b", args).running() as b:
+        uploaded = upload(a, "shared", zipped(adapter_dirs[2]), headers={})
+        assert uploaded.status_code == 200, uploaded.text
+        assert [entry["name"] for entry in httpx.get(f"{b.base_url}/v1/adapters").json()["data"]] == ["shared"]
+        served = text(complete(b, "shared", headers={}))
+        assert served == text(complete(sidecar, "shared-ref")) != text(complete(sidecar, None))
+        sha256 = uploaded.json()["sha256"]
+        assert os.listdir(tmp_path / "b" / "adapters" / "cache") == [sha256]
+        assert os.listdir(tmp_path / "a" / "adapters" / "cache") == []  # B fetched it itself
 
 
 def test_the_cli_uploads_a_directory_and_distils_from_a_jsonl(sidecar, adapter_dirs, tmp_path):
