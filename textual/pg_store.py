@@ -12,8 +12,6 @@ Rules:
 - Reaching the server: an operation that gets no connection, or loses it, raises `StoreUnavailableError` (a write
   then changed nothing, or it committed and its answer was lost, as with any database). While the watcher
   (`watch`, `textual.pg_watch`) knows the server is down, operations fail at once rather than wait for the pool.
-  Meanwhile `kbs` and `spaces` answer from the list last read for that tenant, so searches of the indexes this
-  node has in memory keep their scopes; everything else raises.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ class PgStore:
         self.url = url
         self._pool = pool
         self._watcher: pg_watch.ChangeWatcher | None = None
-        self._last_lists: dict[tuple[str, str], list] = {}  # (table, tenant) -> the last list read (see rules)
 
     @classmethod
     def open(cls, url: str, *, connect_timeout_s: float = 3.0) -> "PgStore":
@@ -218,15 +215,8 @@ class PgStore:
         return None if row is None else row[0]
 
     def _all_named(self, kind: str, tenant: str) -> list[bytes]:
-        try:
-            found = [record for (record,) in self._all(
-                f"SELECT record FROM {NAMED_TABLES[kind]} WHERE tenant = %s ORDER BY id", (tenant,))]
-        except StoreUnavailableError:
-            if (kind, tenant) in self._last_lists:
-                return self._last_lists[(kind, tenant)]
-            raise
-        self._last_lists[(kind, tenant)] = found
-        return found
+        return [record for (record,) in self._all(
+            f"SELECT record FROM {NAMED_TABLES[kind]} WHERE tenant = %s ORDER BY id", (tenant,))]
 
     def _one(self, sql: str, params: tuple) -> tuple | None:
         with self._transaction() as cursor:
