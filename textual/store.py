@@ -182,6 +182,10 @@ class MemoryStore:
         """(memories, bytes) `tenant` stores, all tiers, as the record store counts them; read in O(1)."""
         return self.db.usage(tenant)
 
+    def outage(self) -> str | None:
+        """Why the record store cannot be reached now; None while it can (LMDB always can)."""
+        return self.db.outage()
+
     def admit(self, tenant: str, contents: Sequence[str]) -> None:
         """Ask `admission` whether `tenant` may add memories holding `contents` (raises to refuse). Checked before
         embedding, without the tenant's lock: concurrent writes of one tenant can overshoot by what they carry."""
