@@ -15,7 +15,7 @@ ever installed beside it, since both claim the top-level name `textual`.
 
 Modules: `memory` (value objects, checks), `record` (on-disk format), `record_store` (the source of truth's
 contract and change log) with `lmdb_store` (one node) and `pg_store` (PostgreSQL, shared by nodes; `pg_memories`,
-`pg_schema`, `pg_watch`), `tally` (usage counts),
+`pg_schema`, `pg_watch`), `log_follow` (catching cached indexes up), `tally` (usage counts),
 `vector_index` / `lexical_index` / `tenant_index` (derived state), `embedder` (the only torch user),
 `query`, `fusion`, `scoring`, `selection`, `context` (pure search steps), `retriever` (the pipeline),
 `lifecycle` (forgetting curve, tier planner), `consolidation` (merge / supersede rule), `feedback`, `chunking`,

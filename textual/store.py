@@ -26,8 +26,8 @@ the last load took.
 Locking: each tenant has its own lock (`tenant_lock`); a tenant's index, and its records as this process writes
 them, change only under it, so one tenant's bulk write or index build never stalls another tenant's search. The
 store-wide `_lock` guards only the maps of indexes, locks and seen seqs, and is never held across I/O, embedding or
-a tenant's lock. Embedding happens before
-a tenant's lock is taken wherever the text to embed does not depend on the stored state.
+a tenant's lock. Embedding happens before a tenant's lock is taken wherever the text to embed does not depend on the
+stored state.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from textual.lifecycle import LifecyclePolicy
 from textual.memory import (DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, LifecycleTier, Memory, check_identifier,
                             peer_key)
 from textual.lmdb_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbStore
+from textual.log_follow import CATCH_UP_BATCH, differs, saved_caught_up
 from textual.record_store import LogEntry, RecordStore, net_changes
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
@@ -65,7 +66,6 @@ WriteAdmission = Callable[[str, tuple[int, int], Sequence[str], int], None]
 # Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in
 # several dicts and sets, its BM25 postings. An estimate for ranking and budgets, not a measurement.
 PER_MEMORY_BYTES = 1024
-CATCH_UP_BATCH = 1000  # change-log entries read at a time
 log = logging.getLogger("memsidecar.memory")
 
 
@@ -322,7 +322,7 @@ class MemoryStore:
                 continue
             memory, vector = found[memory_id]
             memories.append(memory)
-            rows.append(vector if memory_id not in index.memories or (moved and _differs(index, memory_id, vector))
+            rows.append(vector if memory_id not in index.memories or (moved and differs(index, memory_id, vector))
                         else None)
         self._place(tenant, index, memories, rows)
         index.seq = entries[-1].seq
@@ -404,33 +404,8 @@ class MemoryStore:
         """The vectors of `ids`: the saved FAISS index caught up from its seq to `seq` when it can be, else
         rebuilt from the stored vectors."""
         saved = VectorIndex.load_saved(self._index_path(tenant), self.hnsw_threshold, self.replica)
-        caught = None if saved is None else self._saved_caught_up(tenant, *saved, ids, seq)
+        caught = None if saved is None else saved_caught_up(self.db, tenant, *saved, ids, seq)
         return caught if caught is not None else self._rebuild_vectors(tenant, ids)
-
-    def _saved_caught_up(self, tenant: str, saved: VectorIndex, saved_seq: int, ids: list[str],
-                         seq: int) -> VectorIndex | None:
-        """`saved` (built at `saved_seq`) holding exactly the vectors of `ids` at `seq`; None when it cannot: the
-        log does not reach back, or a memory it holds left the index or got a new vector (FAISS cannot forget)."""
-        if saved_seq > seq:  # saved from a newer state than the store's (a restored database)
-            return None
-        entries: list[LogEntry] = []
-        while saved_seq + len(entries) < seq:
-            more = self.db.changes(tenant, saved_seq + len(entries), CATCH_UP_BATCH)
-            if not more:
-                return None
-            entries += more
-        wanted, held = set(ids), set(saved.ids)
-        moved = [memory_id for memory_id, is_moved in net_changes(entries).items() if is_moved and memory_id in held]
-        if not held <= wanted or any(_differs_from(saved, memory.id, vector)
-                                     for memory, vector in self.db.get_many(tenant, moved)):
-            return None
-        missing = [memory_id for memory_id in ids if memory_id not in held]
-        found = self.db.get_many(tenant, missing)
-        if len(found) != len(missing):
-            return None
-        if found:
-            saved.add([m.id for m, _ in found], np.stack([vector for _, vector in found]))
-        return saved
 
     def _rebuild_vectors(self, tenant: str, ids: list[str]) -> VectorIndex:
         wanted = set(ids)
@@ -457,15 +432,6 @@ def _describe(path: Path, store_url: str | None) -> str:
     from memcore.postgres import redacted
 
     return redacted(store_url)
-
-
-def _differs(index: TenantIndex, memory_id: str, vector: np.ndarray) -> bool:
-    return index.vectors_stale or _differs_from(index.vectors, memory_id, vector)
-
-
-def _differs_from(vectors: VectorIndex, memory_id: str, vector: np.ndarray) -> bool:
-    held = vectors.vectors_of([memory_id])
-    return len(held) == 0 or not np.array_equal(held[0], vector)
 
 
 def index_bytes(index: TenantIndex) -> int:

@@ -83,7 +83,7 @@ def test_a_node_whose_server_is_gone_searches_its_cache_refuses_writes_and_recov
     store = MemoryStore.open(tmp_path / "node", embedder=embedder, store_url=url)
     try:
         kept = store.for_tenant("t1").add("The wifi password is on the fridge", user="u")
-        postgres_server.kill()
+        postgres_server.stop()  # a fast shutdown: a kill's crash recovery can outlast the fixture's start wait
         until(lambda: store.db.outage() is not None, timeout_s=10)
         assert kept.id in found_ids(store, "wifi password")  # from the loaded index; the access is not recorded
         with pytest.raises(StoreUnavailableError, match="cannot be reached"):
