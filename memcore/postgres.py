@@ -54,10 +54,12 @@ def redacted(url: str) -> str:
 def open_pool(url: str, *, name: str, min_size: int = 1, max_size: int = 8,
               connect_timeout_s: float = 5.0) -> ConnectionPool:
     """A pool of connections to `url`. It opens without waiting for the server, so a node starts while PostgreSQL
-    is down; a caller that gets no connection within `connect_timeout_s` sees `psycopg_pool.PoolTimeout`."""
+    is down; a caller that gets no connection within `connect_timeout_s` sees `psycopg_pool.PoolTimeout`. Each
+    connection is checked as it leaves the pool, so one the server dropped (a restart) is replaced, not handed out."""
     check_url(url)
     return ConnectionPool(url, min_size=min_size, max_size=max_size, name=name, timeout=connect_timeout_s,
-                          kwargs={"connect_timeout": max(1, int(connect_timeout_s))}, open=True)
+                          kwargs={"connect_timeout": max(1, int(connect_timeout_s))}, open=True,
+                          check=ConnectionPool.check_connection)
 
 
 def migrate(connection: psycopg.Connection, component: str, migrations: Sequence[Migration]) -> list[int]:

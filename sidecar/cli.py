@@ -1,4 +1,4 @@
-"""The `memsidecar` command: serve, make-model, doctor, keys, mcp, export, import."""
+"""The `memsidecar` command: serve, make-model, doctor, keys, mcp, export, import, migrate."""
 
 from __future__ import annotations
 
@@ -69,9 +69,11 @@ def serve(**flags: Any) -> None:
 
     settings = load_settings(flags.pop("config"), flags)
     configure_logging(settings.log_level)
+    from textual.errors import StoreUnavailableError
+
     try:
         app = build_app(settings, console)
-    except ValueError as exc:  # start-up checks: unusable directories, model (ModelBuildError is one)
+    except (ValueError, StoreUnavailableError) as exc:  # start-up checks: directories, model, the memory store
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     serve_app(app, settings)
@@ -117,14 +119,16 @@ def mcp(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (env: MEMSIDECAR_DATA_DIR)."),
     memory_dir: Optional[Path] = typer.Option(None, "--memory-dir",
                                               help="Textual memory directory (env: MEMSIDECAR_MEMORY_DIR)."),
+    store: Optional[str] = typer.Option(None, "--store", help="PostgreSQL store URL (env: MEMSIDECAR_STORE)."),
 ) -> None:
     """Serve the memory tools over MCP on stdin/stdout, as one tenant (for agents that spawn their tools).
-    Do not point it at the memory directory of a running `serve`: one process per store."""
+    Do not point it at the memory directory of a running `serve` (one process per LMDB store); a PostgreSQL store
+    may be shared."""
     import anyio
 
     from sidecar.http.mcp import run_stdio
 
-    settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir})
+    settings = load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir, "store": store})
     configure_logging(settings.log_level)  # to stderr: stdout carries the MCP messages
     store = open_memory_store(settings)
     try:
@@ -137,13 +141,14 @@ def mcp(
 
 
 def open_memory_store(settings: Settings):
-    """The textual memory store of `settings` (not one a running `serve` holds: one process per store)."""
+    """The textual memory store of `settings` (an LMDB one no running `serve` holds: one process per LMDB store)."""
+    from textual.errors import StoreUnavailableError
     from textual.store import MemoryStore
 
     try:
         return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
-                                vector_device=settings.memory_index_device)
-    except ValueError as exc:  # vectors of another embedding model
+                                vector_device=settings.memory_index_device, store_url=settings.store)
+    except (ValueError, StoreUnavailableError) as exc:  # vectors of another embedding model, an unreachable store
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
@@ -152,6 +157,8 @@ TENANT_OPTION = typer.Option(DEFAULT_TENANT, help="Tenant whose memories are exp
 CONFIG_OPTION = typer.Option(None, "--config", help="TOML config file (env: MEMSIDECAR_CONFIG).")
 DATA_DIR_OPTION = typer.Option(None, "--data-dir", help="Data directory (env: MEMSIDECAR_DATA_DIR).")
 MEMORY_DIR_OPTION = typer.Option(None, "--memory-dir", help="Textual memory directory (env: MEMSIDECAR_MEMORY_DIR).")
+STORE_OPTION = typer.Option(None, "--store", help="PostgreSQL store URL instead of the memory directory's LMDB (env: "
+                                                  "MEMSIDECAR_STORE); give it in the environment to keep it off `ps`.")
 
 
 @app.command("export")
@@ -160,13 +167,14 @@ def export_memories(
     tenant: str = TENANT_OPTION, user: Optional[str] = typer.Option(None, help="Only this user's memories."),
     vectors: bool = typer.Option(True, "--vectors/--no-vectors", help="Include each memory's embedding."),
     config: Optional[Path] = CONFIG_OPTION, data_dir: Optional[Path] = DATA_DIR_OPTION,
-    memory_dir: Optional[Path] = MEMORY_DIR_OPTION,
+    memory_dir: Optional[Path] = MEMORY_DIR_OPTION, store: Optional[str] = STORE_OPTION,
 ) -> None:
-    """Export a tenant's memories, with their histories, to a JSON Lines file (offline: not while `serve` runs on
-    the same memory directory)."""
+    """Export a tenant's memories, with their histories, to a JSON Lines file (from LMDB offline: not while `serve`
+    runs on the same memory directory; from a PostgreSQL store at any time)."""
     from rich.progress import Progress
 
-    store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir}))
+    store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir,
+                                                     "store": store}))
     try:
         handle = store.for_tenant(tenant)
         with out.open("wb") as file, Progress(console=console) as progress:
@@ -185,13 +193,15 @@ def export_memories(
 def import_memories(
     source: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON Lines file made by export."),
     tenant: str = TENANT_OPTION, config: Optional[Path] = CONFIG_OPTION, data_dir: Optional[Path] = DATA_DIR_OPTION,
-    memory_dir: Optional[Path] = MEMORY_DIR_OPTION,
+    memory_dir: Optional[Path] = MEMORY_DIR_OPTION, store: Optional[str] = STORE_OPTION,
 ) -> None:
     """Import an export into a tenant: ids kept (a taken one gets a new id), vectors re-embedded when the embedding
-    model differs (offline: not while `serve` runs on the same memory directory)."""
+    model differs (into LMDB offline: not while `serve` runs on the same memory directory; into a PostgreSQL store
+    at any time, the serving nodes follow). Export from one store and import into the other to move a tenant."""
     from rich.progress import Progress
 
-    store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir}))
+    store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir,
+                                                     "store": store}))
     try:
         lines = source.read_bytes().splitlines()
         with Progress(console=console) as progress:
@@ -204,6 +214,30 @@ def import_memories(
         store.close()
     console.print(f"imported {report.imported} memories ({report.reembedded} embedded again, "
                   f"{len(report.remapped)} given new ids)")
+
+
+@app.command("migrate")
+def migrate_store(config: Optional[Path] = CONFIG_OPTION, store: Optional[str] = STORE_OPTION) -> None:
+    """Apply the PostgreSQL store's schema migrations now (`serve` applies them on start too; each runs once, even
+    when several nodes start together)."""
+    import psycopg
+
+    from memcore.postgres import migrate, redacted, schema_version
+    from textual import pg_schema
+
+    settings = load_settings(config, {"store": store})
+    if settings.store is None:
+        console.print("[red]error:[/red] no store to migrate: give --store or MEMSIDECAR_STORE (postgresql://...)")
+        raise typer.Exit(2)
+    try:
+        with psycopg.connect(settings.store, connect_timeout=5) as connection:
+            for component, migrations in ((pg_schema.COMPONENT, pg_schema.MIGRATIONS),):
+                applied = migrate(connection, component, migrations)
+                console.print(f"{component}: schema version {schema_version(connection, component)} (applied now: "
+                              f"{', '.join(map(str, applied)) or 'none'})")
+    except psycopg.OperationalError as exc:
+        console.print(f"[red]error:[/red] cannot reach {redacted(settings.store)}: {exc}")
+        raise typer.Exit(1) from None
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed in a keys file).", no_args_is_help=True)

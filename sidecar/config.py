@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from adapters.sizing import MAX_AUTO_LORAS
+from memcore.postgres import check_url
 from memcore.units import GIB, MIB
 from sidecar.tenants.quotas import QuotaLimits, Resource
 
@@ -31,8 +32,8 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Configuration of one sidecar. Two sidecars with different `data_dir`s share no state."""
 
-    # hide_input_in_errors: a refused kv_remote_url or kv_remote_secret must not be echoed (it may be a password);
-    # errors still name the field and what it allows.
+    # hide_input_in_errors: a refused kv_remote_url, kv_remote_secret or store must not be echoed (it may hold a
+    # password); errors still name the field and what it allows.
     model_config = SettingsConfigDict(env_prefix="MEMSIDECAR_", extra="forbid", validate_default=True,
                                       hide_input_in_errors=True)
 
@@ -142,6 +143,10 @@ class Settings(BaseSettings):
         256 * MIB, ge=1024, description="Largest adapter upload (zip or tar), packed and unpacked, in bytes."
     )
     memory_dir: Path | None = Field(None, description="Directory of textual and tool memory. Unset: DATA_DIR/memory.")
+    store: str | None = Field(
+        None, description="PostgreSQL database several nodes share, postgresql://user:password@host:port/database: "
+        "textual and tool memory (records, vectors, histories, knowledge bases, spaces) live there, and each node's "
+        "search indexes follow it. Unset: LMDB in memory_dir, one node.")
     embedding_model: Path | None = Field(
         None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2. "
                            "The memory store records which model (by content) embedded it and refuses to open with "
@@ -226,6 +231,11 @@ class Settings(BaseSettings):
         if value is not None and value.split("://", 1)[0] not in KV_REMOTE_SCHEMES:
             raise ValueError(f"must start with one of: {', '.join(s + '://' for s in KV_REMOTE_SCHEMES)}")
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
     @field_validator("kv_remote_secret")
     @classmethod

@@ -16,6 +16,7 @@ from adapters.sizing import DTYPE_BYTES, SlotSizing, size_slots
 from kvcache.connector_config import check_store_dir, connector_env, kv_transfer_config
 from kvcache.fingerprint import model_fingerprint
 from kvcache.store import StoreConfig, TieredStore
+from memcore.postgres import redacted
 from memcore.units import MIB, gib_to_bytes
 from sidecar.config import Settings
 from sidecar.engine.dtype import engine_dtype, model_dtype
@@ -141,13 +142,15 @@ def load_keys(settings: Settings) -> KeyTable:
 
 
 def open_memory(settings: Settings, console: Console) -> MemoryStore:
-    """The textual-memory store of this sidecar (loads the embedding model)."""
-    with console.status(f"opening textual memory in {settings.resolved_memory_dir}"):
+    """The textual-memory store of this sidecar (loads the embedding model; with `store`, connects to PostgreSQL
+    and applies its migrations)."""
+    where = settings.resolved_memory_dir if settings.store is None else redacted(settings.store)
+    with console.status(f"opening textual memory in {where}"):
         return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
                                 vector_device=settings.memory_index_device,
                                 lifecycle=LifecyclePolicy(retention_s=settings.memory_retention_s),
                                 map_size=gib_to_bytes(settings.memory_map_gib),
-                                max_map_size=gib_to_bytes(settings.memory_map_max_gib))
+                                max_map_size=gib_to_bytes(settings.memory_map_max_gib), store_url=settings.store)
 
 
 def open_adapters(settings: Settings, model_dir: Path | None) -> AdapterSetup | None:

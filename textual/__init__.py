@@ -1,4 +1,4 @@
-"""Textual and tool memory: LMDB-backed memories, FAISS + BM25 search, token-budgeted selection.
+"""Textual and tool memory: memories in LMDB or PostgreSQL, FAISS + BM25 search, token-budgeted selection.
 
 This is memsidecar's package, not the Textual TUI framework: `memsidecar doctor` fails if that distribution is
 ever installed beside it, since both claim the top-level name `textual`.
@@ -13,7 +13,9 @@ ever installed beside it, since both claim the top-level name `textual`.
     memories.register_tool(openai_tool); memories.record_trajectory("get_weather", {...}, "4 C", True, 120.0)
     store.run_lifecycle()                             # background job: demote, promote, archive, delete
 
-Modules: `memory` (value objects, checks), `record` (on-disk format), `lmdb_store` (source of truth),
+Modules: `memory` (value objects, checks), `record` (on-disk format), `record_store` (the source of truth's
+contract and change log) with `lmdb_store` (one node) and `pg_store` (PostgreSQL, shared by nodes; `pg_memories`,
+`pg_schema`, `pg_watch`), `log_follow` (catching cached indexes up), `tally` (usage counts),
 `vector_index` / `lexical_index` / `tenant_index` (derived state), `embedder` (the only torch user),
 `query`, `fusion`, `scoring`, `selection`, `context` (pure search steps), `retriever` (the pipeline),
 `lifecycle` (forgetting curve, tier planner), `consolidation` (merge / supersede rule), `feedback`, `chunking`,

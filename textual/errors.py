@@ -58,6 +58,17 @@ class StoreFullError(RuntimeError):
         self.ceiling = ceiling
 
 
+class StoreUnavailableError(ConnectionError):
+    """The memory store's database server cannot be reached now: the operation changed nothing (or committed and
+    its answer was lost). It works again, with nothing to do, once the server is back."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"the memory store {store} cannot be reached ({reason}); memory reads and writes fail until "
+                         f"it is back, then work again by themselves: retry later")
+        self.store = store
+        self.reason = reason
+
+
 class SpaceNotFoundError(KeyError):
     """No shared memory space with this id exists in the caller's tenant (another tenant's are reported the same)."""
 
@@ -79,6 +90,7 @@ class SpaceAccessDenied(PermissionError):
         self.field = "space_id"
 
 
-# The errors a caller of textual memory can act on (a bad value, an unknown id, a refused access, a full store).
+# The errors a caller of textual memory can act on (a bad value, an unknown id, a refused access, a full store, a
+# store that cannot be reached now).
 CALLER_ERRORS = (InvalidMemoryError, MemoryNotFoundError, KnowledgeBaseNotFoundError, SpaceNotFoundError,
-                 SpaceAccessDenied, StoreFullError)
+                 SpaceAccessDenied, StoreFullError, StoreUnavailableError)

@@ -23,7 +23,7 @@ import enum
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from textual.memory import Memory
 
@@ -74,6 +74,12 @@ def version_of(old: Memory | None, new: Memory, change: Change, seq: int) -> Ver
         return Version(seq, change.at, change.who, change.why)
     changed = tuple(name for name in TRACKED_FIELDS if _value(old, name) != _value(new, name))
     return Version(seq, change.at, change.who, change.why, changed, {name: _value(old, name) for name in changed})
+
+
+def kept_versions(versions: Sequence[Version]) -> list[Version]:
+    """An import's versions as a store keeps them: the newest `MAX_VERSIONS`, renumbered 1.. in order."""
+    return [Version(seq, v.at, v.who, v.why, v.changed, v.before)
+            for seq, v in enumerate(list(versions)[-MAX_VERSIONS:], 1)]
 
 
 def version_json(version: Version) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Sequence
 import lmdb
 
 from textual.history import (MAX_VERSIONS, Change, Version, decode_version, encode_history_key, encode_version,
-                             history_end, history_prefix, seq_of_key, version_of)
+                             history_end, history_prefix, kept_versions, seq_of_key, version_of)
 from textual.memory import Memory
 
 
@@ -30,10 +30,9 @@ def put_all(txn: lmdb.Transaction, db, tenant: str, memory_id: str, versions: Se
     """Replace the memory's versions by `versions` (an import's), renumbered 1.. in order, the newest
     `MAX_VERSIONS` kept; returns how many were kept."""
     drop(txn, db, tenant, memory_id)
-    kept = list(versions)[-MAX_VERSIONS:]
-    for seq, version in enumerate(kept, 1):
-        renumbered = Version(seq, version.at, version.who, version.why, version.changed, version.before)
-        txn.put(encode_history_key(tenant, memory_id, seq), encode_version(renumbered), db=db)
+    kept = kept_versions(versions)
+    for version in kept:
+        txn.put(encode_history_key(tenant, memory_id, version.seq), encode_version(version), db=db)
     return len(kept)
 
 

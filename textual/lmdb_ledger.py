@@ -8,19 +8,20 @@
 
 Invariant: after every committed write, each database equals what a full scan of `memories` and `vectors` would
 compute (`count_all` computes exactly that, once, for a store written before they existed). A write records its
-changes in a `Ledger` (one per transaction) as it goes; `flush` applies the summed deltas before the commit.
+changes in a `Ledger` (one per transaction) as it goes; `flush` applies the summed deltas (`textual.tally` owns the
+arithmetic) before the commit.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import Counter
 from dataclasses import dataclass
 
 import lmdb
 
 from textual.memory import Memory
 from textual.record import decode_memory, decode_user_stats, encode_key, encode_time_key, encode_user_stats
+from textual.tally import Tally, merged_usage, merged_user
 
 USAGE = struct.Struct("<QQ")
 
@@ -33,60 +34,39 @@ class DerivedDbs:
 
 
 class Ledger:
-    """The derived-database changes of one write transaction."""
+    """The derived-database changes of one write transaction: `by_time` written at once, the counts summed in a
+    `Tally` and merged by `flush`."""
 
     def __init__(self, dbs: DerivedDbs, txn: lmdb.Transaction) -> None:
         self.dbs = dbs
         self.txn = txn
-        self.usage: dict[str, list[int]] = {}
-        self.users: dict[tuple[str, str], tuple[int, Counter, float]] = {}
+        self.tally = Tally()
 
     def added(self, memory: Memory, size: int) -> None:
         """`memory` (record and vector `size` bytes) is now stored."""
         self.txn.put(encode_time_key(memory), memory.id.encode(), db=self.dbs.by_time)
-        self._count(memory.tenant, 1, size)
-        self._user(memory, 1, memory.updated_at)
+        self.tally.added(memory, size)
 
     def removed(self, old_record: bytes, size: int) -> None:
         """The memory stored as `old_record` (with `size` bytes in all) is gone (deleted, or about to be replaced)."""
         memory = decode_memory(old_record)
         self.txn.delete(encode_time_key(memory), db=self.dbs.by_time)
-        self._count(memory.tenant, -1, -size)
-        self._user(memory, -1, float("-inf"))
-
-    def resized(self, tenant: str, size: int) -> None:
-        self._count(tenant, 0, size)
+        self.tally.removed(memory, size)
 
     def flush(self) -> None:
-        for tenant, (count, size) in self.usage.items():
+        for tenant, delta in self.tally.usage.items():
             key = tenant.encode()
             data = self.txn.get(key, db=self.dbs.usage)
-            old_count, old_size = (0, 0) if data is None else USAGE.unpack(data)
-            self.txn.put(key, USAGE.pack(max(0, old_count + count), max(0, old_size + size)), db=self.dbs.usage)
-        for (tenant, user), (count, tiers, updated_at) in self.users.items():
+            merged = merged_usage((0, 0) if data is None else USAGE.unpack(data), delta)
+            self.txn.put(key, USAGE.pack(*merged), db=self.dbs.usage)
+        for (tenant, user), delta in self.tally.users.items():
             key = encode_key(tenant, user)
             data = self.txn.get(key, db=self.dbs.users)
-            old_count, old_tiers, old_updated = (0, {}, float("-inf")) if data is None else decode_user_stats(data)
-            total = old_count + count
-            if total <= 0:
+            merged = merged_user(None if data is None else decode_user_stats(data), delta)
+            if merged is None:
                 self.txn.delete(key, db=self.dbs.users)
-                continue
-            by_tier = dict(old_tiers)
-            for tier, n in tiers.items():
-                by_tier[tier] = by_tier.get(tier, 0) + n
-            by_tier = {tier: n for tier, n in sorted(by_tier.items()) if n > 0}
-            self.txn.put(key, encode_user_stats(total, by_tier, max(old_updated, updated_at)), db=self.dbs.users)
-
-    def _count(self, tenant: str, count: int, size: int) -> None:
-        change = self.usage.setdefault(tenant, [0, 0])
-        change[0] += count
-        change[1] += size
-
-    def _user(self, memory: Memory, count: int, updated_at: float) -> None:
-        key = (memory.tenant, memory.user)
-        old_count, tiers, old_updated = self.users.get(key, (0, Counter(), float("-inf")))
-        tiers[memory.tier.value] += count
-        self.users[key] = (old_count + count, tiers, max(old_updated, updated_at))
+            else:
+                self.txn.put(key, encode_user_stats(*merged), db=self.dbs.users)
 
 
 def count_all(dbs: DerivedDbs, txn: lmdb.Transaction, memories_db, vectors_db) -> None:

@@ -10,13 +10,15 @@ Rules, as py-lmdb states them and this module keeps them:
   `max_map_size` less a reserve (`map_growth.delete_reserve`), then raise `StoreFullError` with nothing changed;
   deletes may grow into the reserve (a copy-on-write B-tree needs free pages even to delete), after which the map
   shrinks back to the adding ceiling, or to the pages in use if more, so the reserve is there for the next deletes.
+It keeps the `textual.record_store` contract for one node (`watch` never reports: only this process writes).
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
-JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> write count, as 8-byte little-endian),
+JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> its newest change seq, as 8-byte
+little-endian), `changes` (the change log: `encode_log_key` -> the entry kind's value, NUL, the memory id),
 `meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"1" once the
 derived databases were built), the derived `usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and
 their invariant), and `history` (the versions of each memory, `textual.history` owns their format; written in the
-transaction of the change they record, deleted with their memory). A tenant's version changes on every write, so
-derived indexes know when they are stale.
+transaction of the change they record, deleted with their memory). A tenant's version grows by one per memory
+each write stores or deletes, so derived indexes know when they are stale and what changed since.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from textual.history import Change, Version
 from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory, Space
+from textual.record_store import LOG_KEEP, ChangeListener, EntryKind, LogEntry
 from textual.record import (decode_kb, decode_key, decode_memory, decode_space, decode_user_stats, decode_vector,
                             encode_kb, encode_key, encode_memory, encode_space, encode_vector, sortable_time)
 
@@ -59,6 +62,7 @@ class LmdbStore:
         self._meta = env.open_db(b"meta")
         self._derived = DerivedDbs(env.open_db(b"usage"), env.open_db(b"by_time"), env.open_db(b"users"))
         self._history = env.open_db(b"history")
+        self._changes = env.open_db(b"changes")
 
     @classmethod
     def open(cls, path: str | Path, map_size: int = DEFAULT_MAP_SIZE,
@@ -107,7 +111,7 @@ class LmdbStore:
         changes = list(changes) if changes is not None else [None] * len(rows)
 
         def put(txn: lmdb.Transaction) -> None:
-            ledger, tenants = Ledger(self._derived, txn), set()
+            ledger, tenants = Ledger(self._derived, txn), {}
             for (memory, key, record, vector), change in zip(rows, changes):
                 old, old_vector = txn.get(key, db=self._memories), txn.get(key, db=self._vectors)
                 old_vector_size = 0 if old_vector is None else len(old_vector)
@@ -122,9 +126,10 @@ class LmdbStore:
                 if vector is not None:
                     txn.put(key, vector, db=self._vectors)
                 ledger.added(memory, len(record) + (old_vector_size if vector is None else len(vector)))
-                tenants.add(memory.tenant)
-            for tenant in tenants:
-                self._bump_version(txn, tenant)
+                kind = EntryKind.UPSERT if vector is not None or old is None else EntryKind.RECORD
+                tenants.setdefault(memory.tenant, []).append((memory.id, kind))
+            for tenant, entries in tenants.items():
+                self._log(txn, tenant, entries)
             ledger.flush()
 
         self._write(put)
@@ -147,8 +152,7 @@ class LmdbStore:
                     ledger.removed(record, len(record) + (0 if vector is None else len(vector)))
                     lmdb_history.drop(txn, self._history, tenant, memory_id)
                     removed.append(memory_id)
-            if removed:
-                self._bump_version(txn, tenant)
+            self._log(txn, tenant, [(memory_id, EntryKind.DELETE) for memory_id in removed])
             ledger.flush()
             return removed
 
@@ -247,10 +251,33 @@ class LmdbStore:
             return lmdb_history.read(txn, self._history, tenant, memory_id, after, limit)
 
     def version(self, tenant: str) -> int:
-        """How many writes `tenant` has had; 0 for a tenant never written."""
+        """The tenant's newest change seq; 0 for a tenant never written."""
         with self._read() as txn:
-            data = txn.get(tenant.encode(), db=self._versions)
-            return 0 if data is None else struct.unpack("<Q", data)[0]
+            return self._version(txn, tenant)
+
+    def changes(self, tenant: str, after: int, limit: int = 1000) -> list[LogEntry] | None:
+        """At most `limit` log entries above seq `after`, oldest first; None when the log no longer holds the one
+        right after it."""
+        with self._read() as txn:
+            if after >= self._version(txn, tenant):
+                return []
+            cursor = txn.cursor(db=self._changes)
+            if not cursor.set_key(encode_log_key(tenant, after + 1)):
+                return None
+            found = []
+            for key, value in cursor.iternext():
+                if not bytes(key).startswith(encode_key(tenant)) or len(found) >= limit:
+                    break
+                kind, memory_id = bytes(value).split(b"\x00", 1)
+                found.append(LogEntry(struct.unpack(">Q", bytes(key)[-8:])[0], memory_id.decode(),
+                                      EntryKind(kind.decode())))
+            return found
+
+    def watch(self, listener: ChangeListener) -> None:
+        """Nothing to report: only this process writes an LMDB store."""
+
+    def outage(self) -> str | None:
+        return None
 
     def usage(self, tenant: str) -> tuple[int, int]:
         """(memories, bytes) `tenant` holds: records of every tier, and their records' and embeddings' bytes."""
@@ -317,10 +344,21 @@ class LmdbStore:
             in_use = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
             self._env.set_mapsize(max(self.adding_ceiling, in_use))
 
-    def _bump_version(self, txn: lmdb.Transaction, tenant: str) -> None:
+    def _version(self, txn: lmdb.Transaction, tenant: str) -> int:
         data = txn.get(tenant.encode(), db=self._versions)
-        count = 0 if data is None else struct.unpack("<Q", data)[0]
-        txn.put(tenant.encode(), struct.pack("<Q", count + 1), db=self._versions)
+        return 0 if data is None else struct.unpack("<Q", data)[0]
+
+    def _log(self, txn: lmdb.Transaction, tenant: str, entries: Sequence[tuple[str, EntryKind]]) -> None:
+        """Append the entries to the tenant's change log with its next seqs; drop those beyond `LOG_KEEP`."""
+        if not entries:
+            return
+        first = self._version(txn, tenant) + 1
+        for seq, (memory_id, kind) in enumerate(entries, first):
+            txn.put(encode_log_key(tenant, seq), kind.value.encode() + b"\x00" + memory_id.encode(), db=self._changes)
+        last = first + len(entries) - 1
+        for seq in range(max(1, first - LOG_KEEP), last - LOG_KEEP + 1):
+            txn.delete(encode_log_key(tenant, seq), db=self._changes)
+        txn.put(tenant.encode(), struct.pack("<Q", last), db=self._versions)
 
     def _derive_once(self) -> None:
         """Build the derived databases of a store written before they existed (once; writes keep them after)."""
@@ -349,3 +387,9 @@ class LmdbStore:
             if not key.startswith(prefix) or (limit is not None and taken >= limit):
                 return
             yield bytes(key), bytes(value)
+
+
+def encode_log_key(tenant: str, seq: int) -> bytes:
+    """The `changes` key of one log entry: `tenant` + NUL + `seq` as 8 big-endian bytes (one tenant's entries are
+    one key range, in seq order)."""
+    return encode_key(tenant) + struct.pack(">Q", seq)

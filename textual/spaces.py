@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from textual.errors import InvalidMemoryError, SpaceAccessDenied, SpaceNotFoundError
+from textual.errors import InvalidMemoryError, SpaceAccessDenied, SpaceNotFoundError, StoreUnavailableError
 from textual.memory import Space, check_identifier
 
 READ, WRITE = "read", "write"
@@ -120,7 +120,11 @@ def check_access(handle, space_id: str, need: str, user: str | None, agent: str 
 
 
 def shared_with(handle, user: str | None, agent: str | None) -> frozenset[str]:
-    """The ids of the tenant's spaces the user or agent may read (none when neither is named)."""
+    """The ids of the tenant's spaces the user or agent may read (none when neither is named). While the record
+    store cannot be reached, none: a search from the cached index then sees the caller's own memories, never more."""
     if not user and not agent:
         return frozenset()
-    return readable(handle._store.db.spaces(handle.tenant), user, agent)
+    try:
+        return readable(handle._store.db.spaces(handle.tenant), user, agent)
+    except StoreUnavailableError:
+        return frozenset()

@@ -26,6 +26,7 @@ class TenantIndex:
         self.memories: dict[str, Memory] = {}
         self.vectors = vectors
         self.vectors_stale = False
+        self.seq = 0  # the record store's change seq this index reflects (`MemoryStore` keeps it)
         self.cold: dict[str, PeerKey] = {}
         self._analyzer = analyzer
         self._lexical = LayeredLexicalIndex()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from textual import bulk, curator, knowledge_bases, spaces, tool_memory, transfer
-from textual.errors import InvalidMemoryError, MemoryNotFoundError
+from textual.errors import InvalidMemoryError, MemoryNotFoundError, StoreUnavailableError
 from textual.feedback import apply_feedback, check_kind
 from textual.filter_expr import as_predicate
 from textual.filters import Filters
@@ -161,6 +161,18 @@ class TenantMemory:
             if store.track_access and result.hits:
                 self._touch([hit.memory for hit in result.hits])
         return result
+
+    def _touch(self, memories: Sequence[Memory]) -> None:
+        """Count an access and reinforce each memory's strength on the forgetting curve. Best effort: while the
+        record store cannot be reached, the search still answers (from the cached index) and the access is lost."""
+        now = self._store.clock()
+        touched = [dataclasses.replace(m, last_access_at=max(now, m.created_at), access_count=m.access_count + 1,
+                                       strength=reinforced_strength(m, now, self._policy),
+                                       accesses=(*m.accesses, now)[-MAX_ACCESSES:]) for m in memories]
+        try:
+            self._store.write(self.tenant, touched, None)
+        except StoreUnavailableError:
+            pass
 
     def get(self, memory_id: str) -> Memory:
         """The memory with this id; MemoryNotFoundError if this tenant has none (or it expired)."""
@@ -401,14 +413,6 @@ class TenantMemory:
         if kind is MemoryType.IMAGE or "image_url" in metadata:
             metadata["image_url"] = check_image_url(metadata.get("image_url"), self._store.max_image_bytes)
         return metadata
-
-    def _touch(self, memories: Sequence[Memory]) -> None:
-        """Count an access and reinforce each memory's strength on the forgetting curve."""
-        now = self._store.clock()
-        touched = [dataclasses.replace(m, last_access_at=max(now, m.created_at), access_count=m.access_count + 1,
-                                       strength=reinforced_strength(m, now, self._policy),
-                                       accesses=(*m.accesses, now)[-MAX_ACCESSES:]) for m in memories]
-        self._store.write(self.tenant, touched, None)
 
 
 def _check_count(name: str, value: object, low: int, high: int) -> None:

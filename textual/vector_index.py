@@ -1,9 +1,9 @@
-"""A tenant's FAISS index: derived from LMDB, never the source of truth.
+"""A tenant's FAISS index: derived from the record store, never the source of truth.
 
 Exact inner product (`IndexFlatIP`) below `hnsw_threshold` vectors, HNSW above it. Rows are positions 0..n-1 and
 `ids[position]` is the memory id. FAISS indexes cannot cheaply forget a row, so a removal marks the index stale
-and the owner rebuilds it from LMDB. On disk: `<name>.faiss` plus `<name>.json` holding the ids and the tenant
-version the index was built at; a file whose version differs from LMDB's is stale and is rebuilt.
+and the owner rebuilds it from the record store. On disk: `<name>.faiss` plus `<name>.json` holding the ids and the
+tenant version (change seq) the index was built at; the owner catches a file up from that version, or rebuilds it.
 
 GPU: with a `replica` factory (`gpu_replica()` where FAISS sees a GPU) the rows are also kept in an exact flat
 index on the GPU, which answers the searches; the CPU index stays the one saved, reconstructed from and rebuilt.
@@ -158,19 +158,26 @@ class VectorIndex:
     def load(cls, path: Path, version: int, hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
              replica: ReplicaFactory | None = None) -> "VectorIndex | None":
         """The saved index if it exists, is consistent and was built at `version`; else None (rebuild it)."""
+        saved = cls.load_saved(path, hnsw_threshold, replica)
+        return saved[0] if saved is not None and saved[1] == version else None
+
+    @classmethod
+    def load_saved(cls, path: Path, hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
+                   replica: ReplicaFactory | None = None) -> "tuple[VectorIndex, int] | None":
+        """The saved index and the version it was built at, if it exists and is consistent; else None."""
         try:
             meta = json.loads(_file(path, ".json").read_text())
             raw = faiss.read_index(str(_file(path, ".faiss")))
         except (OSError, ValueError, RuntimeError):
             return None
-        if meta.get("version") != version or raw.ntotal != len(meta["ids"]) or raw.d != meta["dim"]:
+        if not isinstance(meta.get("version"), int) or raw.ntotal != len(meta["ids"]) or raw.d != meta["dim"]:
             return None
         index = cls(meta["dim"], hnsw_threshold, replica)
         index._index, index.ids = raw, list(meta["ids"])
         index._rows = {memory_id: row for row, memory_id in enumerate(index.ids)}
         if index._replica is not None and index.ids:
             index._replica.add(raw.reconstruct_n(0, raw.ntotal))
-        return index
+        return index, meta["version"]
 
 
 def _new_hnsw(dim: int) -> faiss.Index:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName
 from textual import context
-from textual.errors import InvalidMemoryError
+from textual.errors import InvalidMemoryError, StoreUnavailableError
 from textual.filter_expr import Predicate, parse_filter
 from textual.memory import Memory
 from textual.messages import ChatMessage
@@ -212,16 +212,25 @@ class MemoryChat:
         """The engine body with the memory block injected (blocking: embeds and searches).
 
         Memories whose text is already in the conversation (its own recorded turns) are left out: they add
-        nothing, and leaving them out keeps the block stable from turn to turn.
+        nothing, and leaving them out keeps the block stable from turn to turn. While the memory store cannot be
+        reached, the block comes from the tenant's index in memory, or is left out when none is loaded: the chat
+        is served either way.
         """
         query = retrieval_query(chat.messages)
         if not chat.inject or query is None:
             return body, Injection()
+        try:
+            return self._injected(chat, body, query)
+        except StoreUnavailableError as error:
+            log.warning("tenant %s: chat served without memories: %s", chat.tenant, error.reason)
+            return body, Injection()
+
+    def _injected(self, chat: Conversation, body: dict[str, Any], query: str) -> tuple[dict[str, Any], Injection]:
         handle = self.store.for_tenant(chat.tenant)
         seen = {message_text(m).strip() for m in chat.messages}
         sections: list[tuple[str, str, list[Memory]]] = []
         budget = chat.token_budget - count_tokens(BLOCK_FOOTER)
-        kb_ids = list(chat.kb_ids) or [kb.id for kb in handle.list_kbs() if kb.metadata.get("pinned") is True]
+        kb_ids = list(chat.kb_ids) or _pinned_kbs(handle)
         if kb_ids:
             found = handle.search(query, k=chat.top_k, budget_tokens=max(1, budget // 2), kb_id=kb_ids)
             budget = _add_section(sections, KB_HEADER, _unseen(found, seen), budget)
@@ -251,6 +260,14 @@ class MemoryChat:
         _remember_images(handle, chat, now)
         turns = _new_turns(chat, reply, now)
         return handle.add_messages(turns, user=chat.user, agent=chat.agent, run=chat.run) if turns else []
+
+
+def _pinned_kbs(handle: TenantMemory) -> list[str]:
+    """The tenant's knowledge bases marked `pinned`; none while the memory store cannot be reached."""
+    try:
+        return [kb.id for kb in handle.list_kbs() if kb.metadata.get("pinned") is True]
+    except StoreUnavailableError:
+        return []
 
 
 def _unseen(found: SearchResult, seen: set[str]) -> list[Memory]:

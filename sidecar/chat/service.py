@@ -23,6 +23,7 @@ from sidecar.chat.sse import with_memory_chunk
 from sidecar.engine.adapters import AdapterService
 from sidecar.engine.client import EngineClient, EngineStream, reply_text
 from sidecar.tenants.quotas import QuotaExceeded
+from textual.errors import StoreUnavailableError
 
 log = logging.getLogger("memsidecar.chat")
 WRITE_BACKS_PER_TENANT = 2
@@ -159,6 +160,9 @@ class ChatService:
                 episodes = await run_in_threadpool(self.memory.remember, chat, reply)
         except QuotaExceeded as error:  # the reply was delivered; only its record is refused
             log.info("tenant %s: chat not recorded in memory: %s", chat.tenant, error)
+            return
+        except StoreUnavailableError as error:  # the reply was delivered; the store is away, and says so elsewhere
+            log.warning("tenant %s: chat not recorded in memory: %s", chat.tenant, error.reason)
             return
         if episodes and self.extractor is not None:
             await self.extractor.extract(chat.tenant, episodes)

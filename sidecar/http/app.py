@@ -74,7 +74,7 @@ def _install_routes(app: FastAPI, parts: Parts) -> None:
         app.include_router(adapter_router(parts.service, parts.jobs, parts.store, parts.adapters.base_model_dir,
                                           parts.adapters.work_dir, settings.max_adapter_upload_bytes, caller,
                                           parts.book))
-    app.include_router(health_router(parts.engine, parts.metrics))
+    app.include_router(health_router(parts.engine, parts.metrics, parts.store))
     app.include_router(whoami_router(caller, parts.book.report))
     app.include_router(tier_router(parts.history, caller, lambda: tier_report(
         settings, parts.kv_store, parts.service, parts.store, parts.scheduler.report())))
@@ -82,8 +82,10 @@ def _install_routes(app: FastAPI, parts: Parts) -> None:
     app.include_router(openai_router(parts.chat, parts.catalog, parts.adapters, parts.default_model, caller))
 
 
-def health_router(engine: Engine, metrics: Metrics) -> APIRouter:
-    """Liveness, readiness (the engine answers) and Prometheus metrics; no authentication."""
+def health_router(engine: Engine, metrics: Metrics, store: MemoryStore) -> APIRouter:
+    """Liveness, readiness and Prometheus metrics; no authentication. Ready means the engine answers: chat is served.
+    The memory store's state is in the detail (`memory`); while it cannot be reached the status reads "degraded"
+    (chat goes on, injecting from the indexes in memory; memory writes answer 503)."""
     router = APIRouter()
 
     @router.get("/healthz")
@@ -94,7 +96,10 @@ def health_router(engine: Engine, metrics: Metrics) -> APIRouter:
     async def readyz() -> Response:
         if not engine.is_ready:
             return error_response(APIError(503, "the engine is not ready", "engine_not_ready"))
-        return JSONResponse({"status": "ready", "engine_restarts": engine.restart_count})
+        outage = store.outage()
+        memory = {"ready": True} if outage is None else {"ready": False, "error": outage}
+        return JSONResponse({"status": "ready" if outage is None else "degraded",
+                             "engine_restarts": engine.restart_count, "memory": memory})
 
     @router.get("/metrics")
     async def prometheus_metrics() -> Response:

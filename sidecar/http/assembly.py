@@ -133,7 +133,7 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
     scheduler = build_scheduler(settings, store, service, kv_store)
     access = Access(keys, RateLimiter(settings.rate_limit_per_minute))
     return Parts(settings, engine, store, client, catalog, book, chat, scheduler,
-                 Metrics(engine, scheduler, extractor, service, (book, tenants_of(keys))), access, jobs,
+                 Metrics(engine, scheduler, extractor, service, (book, tenants_of(keys)), store.outage), access, jobs,
                  mcp_http_app(store, access), TierHistory(), default_model, adapters, service, extractor, kv_store,
                  pins)
 

@@ -21,7 +21,7 @@ from sidecar.chat.output_limit import OutputLimitError
 from sidecar.engine.errors import EngineError, EngineFailure, EngineRefused
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import (CALLER_ERRORS, InvalidMemoryError, KnowledgeBaseNotFoundError, MemoryNotFoundError,
-                            SpaceAccessDenied, SpaceNotFoundError, StoreFullError)
+                            SpaceAccessDenied, SpaceNotFoundError, StoreFullError, StoreUnavailableError)
 
 log = logging.getLogger("memsidecar.http")
 
@@ -142,6 +142,8 @@ def as_api_error(exc: Exception) -> APIError | None:
                         headers=RETRY_SOON if exc.status == 429 else None)
     if isinstance(exc, StoreFullError):
         return APIError(507, str(exc), "memory_store_full")
+    if isinstance(exc, StoreUnavailableError):
+        return APIError(503, str(exc), "store_unavailable", headers=RETRY_SOON)
     if isinstance(exc, OutputLimitError):
         return APIError(400, str(exc), "max_tokens_too_large", param=exc.field)
     return None
@@ -157,6 +159,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, StoreFullError):
             log.error("memory store full on %s %s: %s", request.method, request.url.path, exc)
+        elif isinstance(exc, StoreUnavailableError):
+            log.warning("memory store unavailable on %s %s: %s", request.method, request.url.path, exc.reason)
         return error_response(as_api_error(exc))
 
     for kind in DOMAIN_ERRORS:

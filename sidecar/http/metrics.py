@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -14,6 +15,7 @@ from sidecar.engine.process import Engine
 from sidecar.scheduler.executor import Scheduler
 from sidecar.tenants.quota_book import QuotaBook
 from sidecar.tenants.quotas import Resource
+from textual.errors import StoreUnavailableError
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -90,6 +92,19 @@ class _AdapterCollector:
         return [unloads]
 
 
+class _MemoryStoreCollector:
+    """Whether the textual-memory store answers, read at scrape time (`MemoryStore.outage`)."""
+
+    def __init__(self, outage: Callable[[], str | None]) -> None:
+        self.outage = outage
+
+    def collect(self):
+        ready = GaugeMetricFamily("memsidecar_memory_store_ready", "1 when the textual-memory store can be reached "
+                                  "(0: memory reads of unloaded tenants and all memory writes fail with 503).")
+        ready.add_metric([], 1.0 if self.outage() is None else 0.0)
+        return [ready]
+
+
 class _QuotaCollector:
     """Each configured tenant's usage of its quotas, the limits, and the refusals so far, read at scrape time."""
 
@@ -107,7 +122,11 @@ class _QuotaCollector:
         for resource in Resource:
             limit.add_metric([resource.value], float(self.book.limits.of(resource)))
             for tenant in self.tenants:
-                usage.add_metric([tenant, resource.value], float(self.book.used(tenant, resource)))
+                try:
+                    used = self.book.used(tenant, resource)
+                except StoreUnavailableError:  # unknown while the memory store is away (memory_store_ready says so)
+                    continue
+                usage.add_metric([tenant, resource.value], float(used))
         for (tenant, resource), count in sorted(self.book.refusals.items()):
             refusals.add_metric([tenant, resource], float(count))
         return [usage, limit, refusals]
@@ -115,12 +134,13 @@ class _QuotaCollector:
 
 class Metrics:
     """Request counts and latencies per route, plus the engine's state and, given a scheduler, the tiers', given an
-    extractor, its extractions, given an adapter service, its unloads, and given a quota book and the tenants, their
-    quota usage and refusals."""
+    extractor, its extractions, given an adapter service, its unloads, given a quota book and the tenants, their
+    quota usage and refusals, and given the memory store's `outage`, whether it answers."""
 
     def __init__(self, engine: Engine, scheduler: Scheduler | None = None,
                  extractor: MemoryExtractor | None = None, adapters: AdapterService | None = None,
-                 quotas: tuple[QuotaBook, list[str]] | None = None) -> None:
+                 quotas: tuple[QuotaBook, list[str]] | None = None,
+                 memory_outage: Callable[[], str | None] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "memsidecar_requests", "HTTP requests by route, method and status.", ["route", "method", "status"],
@@ -139,6 +159,8 @@ class Metrics:
             self.registry.register(_AdapterCollector(adapters))
         if quotas is not None:
             self.registry.register(_QuotaCollector(*quotas))
+        if memory_outage is not None:
+            self.registry.register(_MemoryStoreCollector(memory_outage))
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

@@ -117,3 +117,16 @@ def test_malformed_access_fields_are_refused(store):
     line = GOLDEN_RECORD.replace(b'"access_count":0', b'"access_count":-1')
     with pytest.raises(InvalidMemoryError, match="access_count"):
         store.for_tenant("t1").import_memories([GOLDEN_HEADER, line])
+
+
+def test_a_tenant_moves_from_lmdb_to_postgresql_with_its_histories_and_search_results(tmp_path, embedder,
+                                                                                      postgres_url):
+    with open_store(tmp_path / "lmdb", embedder) as source, \
+            MemoryStore.open(tmp_path / "pg", embedder=embedder, track_access=False, store_url=postgres_url) as target:
+        fill(source.for_tenant("t1"))
+        report = target.for_tenant("t1").import_memories(source.for_tenant("t1").export_memories())
+        assert (report.imported, report.reembedded, report.remapped) == (5, 0, {})
+        assert results(target.for_tenant("t1")) == results(source.for_tenant("t1"))
+        old = source.for_tenant("t1").list(tiers=["archived"])[0]
+        assert [v.why.value for v in target.for_tenant("t1").history(old.id)] == ["create", "supersede", "import"]
+        assert target.usage("t1")[0] == 5 and target.for_tenant("t1").users() == source.for_tenant("t1").users()
