@@ -222,6 +222,7 @@ def migrate_store(config: Optional[Path] = CONFIG_OPTION, store: Optional[str] =
     when several nodes start together)."""
     import psycopg
 
+    from adapters import pg_registry_store
     from memcore.postgres import migrate, redacted, schema_version
     from textual import pg_schema
 
@@ -231,7 +232,8 @@ def migrate_store(config: Optional[Path] = CONFIG_OPTION, store: Optional[str] =
         raise typer.Exit(2)
     try:
         with psycopg.connect(settings.store, connect_timeout=5) as connection:
-            for component, migrations in ((pg_schema.COMPONENT, pg_schema.MIGRATIONS),):
+            for component, migrations in ((pg_schema.COMPONENT, pg_schema.MIGRATIONS),
+                                          (pg_registry_store.COMPONENT, pg_registry_store.MIGRATIONS)):
                 applied = migrate(connection, component, migrations)
                 console.print(f"{component}: schema version {schema_version(connection, component)} (applied now: "
                               f"{', '.join(map(str, applied)) or 'none'})")

