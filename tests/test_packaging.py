@@ -47,3 +47,13 @@ def test_the_compose_valkey_requires_the_password_the_nodes_use():
     assert valkey["environment"]["REDISCLI_AUTH"].startswith("${MEMSIDECAR_VALKEY_PASSWORD:?")
     assert '--requirepass "$$REDISCLI_AUTH"' in valkey["command"][-1], "from the environment, not written in"
     assert valkey["healthcheck"]["test"] == ["CMD-SHELL", "valkey-cli ping | grep -q PONG"], "NOAUTH is unhealthy"
+
+
+def test_the_compose_nodes_share_one_password_protected_postgresql_store():
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    stores = {services[n]["environment"]["MEMSIDECAR_STORE"] for n in ("node-a", "node-b")}
+    assert len(stores) == 1 and re.fullmatch(
+        r"postgresql://memsidecar:\$\{MEMSIDECAR_POSTGRES_PASSWORD:\?[^}]+\}@postgres:5432/memsidecar", stores.pop())
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${MEMSIDECAR_POSTGRES_PASSWORD:?")
+    assert all(services[n]["depends_on"]["postgres"]["condition"] == "service_healthy" for n in ("node-a", "node-b"))
