@@ -33,7 +33,7 @@ from adapters.blob_cache import BlobCache
 from adapters.errors import CorruptAdapterError
 from adapters.record import AdapterRecord, decode_record, encode_record
 from adapters.registry_store import BLOB_FILES, Binding, RecordOfVersion
-from memcore.postgres import Migration, migrate, open_pool, redacted
+from memcore.postgres import Migration, migrate, open_pool, reaching, redacted
 from memcore.units import MIB
 
 COMPONENT = "adapters"
@@ -62,9 +62,10 @@ _ORDER = 'ORDER BY owner COLLATE "C", name COLLATE "C", version'  # the byte ord
 class PgRegistryStore:
     """A `RegistryStore` in a PostgreSQL database, with this node's copies of blobs in `cache`."""
 
-    def __init__(self, pool: ConnectionPool, cache: BlobCache) -> None:
+    def __init__(self, pool: ConnectionPool, cache: BlobCache, url: str) -> None:
         self._pool = pool
         self._cache = cache
+        self._url = url
 
     @classmethod
     def open(cls, url: str, cache_dir: Path) -> PgRegistryStore:
@@ -74,7 +75,7 @@ class PgRegistryStore:
         try:
             with pool.connection() as connection:
                 migrate(connection, COMPONENT, MIGRATIONS)
-            store = cls(pool, BlobCache.open(cache_dir))
+            store = cls(pool, BlobCache.open(cache_dir), url)
             store._cache.keep_only(store._blob_digests())
         except (psycopg.Error, PoolTimeout) as exc:
             pool.close()
@@ -178,7 +179,8 @@ class PgRegistryStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection]:
-        with self._pool.connection() as connection, connection.transaction():
+        """One transaction on a pooled connection; `StoreUnavailableError` (a 503) when the server is unreachable."""
+        with reaching(self._url), self._pool.connection() as connection, connection.transaction():
             yield connection
 
 

@@ -12,8 +12,9 @@ Rules this module keeps and its users follow:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -22,6 +23,30 @@ from psycopg_pool import ConnectionPool
 SCHEMES = ("postgresql", "postgres")
 # Key of the advisory lock that serializes `migrate` across nodes (any constant no other user of the database takes).
 MIGRATION_LOCK = 0x6D656D73  # "mems"
+
+
+# What "the server cannot be reached now" looks like to a caller: no connection from the pool, or one lost mid-way.
+UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError)  # PoolTimeout is an OperationalError
+
+
+class StoreUnavailableError(ConnectionError):
+    """The shared store's database server cannot be reached now: the operation changed nothing (or committed and
+    its answer was lost). It works again, with nothing to do, once the server is back. `store`: the redacted URL."""
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"the shared store {store} cannot be reached ({reason}); reads and writes that need it fail "
+                         f"until it is back, then work again by themselves: retry later")
+        self.store = store
+        self.reason = reason
+
+
+@contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """Turn the server being unreachable inside the block into `StoreUnavailableError` naming `url` (redacted)."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise StoreUnavailableError(redacted(url), f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from memcore.postgres import StoreUnavailableError  # shared with the adapter registry; re-exported for textual
+
 
 class InvalidMemoryError(ValueError):
     """A user mistake in a memory, a filter or a query; `field` names what to fix."""
@@ -56,17 +58,6 @@ class StoreFullError(RuntimeError):
             f"data (--memory-map-max-gib, less 1/8 kept for deletes); delete memories, or raise the ceiling")
         self.map_size = map_size
         self.ceiling = ceiling
-
-
-class StoreUnavailableError(ConnectionError):
-    """The memory store's database server cannot be reached now: the operation changed nothing (or committed and
-    its answer was lost). It works again, with nothing to do, once the server is back."""
-
-    def __init__(self, store: str, reason: str) -> None:
-        super().__init__(f"the memory store {store} cannot be reached ({reason}); memory reads and writes fail until "
-                         f"it is back, then work again by themselves: retry later")
-        self.store = store
-        self.reason = reason
 
 
 class SpaceNotFoundError(KeyError):

@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from memcore.postgres import migrate, open_pool, redacted
+from memcore.postgres import UNREACHABLE, migrate, open_pool, redacted
 from textual import pg_watch
 from textual.errors import StoreUnavailableError
 from textual.history import Change, Version, decode_version
@@ -34,7 +34,6 @@ from textual.record import (decode_kb, decode_memory, decode_space, decode_user_
                             encode_key, encode_space, sortable_time)
 from textual.record_store import ChangeListener, EntryKind, LogEntry
 
-UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 NAMED_TABLES = {"kb": "textual_kbs", "space": "textual_spaces"}
 
 

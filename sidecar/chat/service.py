@@ -107,13 +107,15 @@ class ChatService:
         if self.adapters is None or (name is not None and name in await self.catalog.names()):
             return await self.catalog.resolve(name), None
         if name is None:
-            record = self.adapters.registry.binding_for(tenant, user if user and _is_user(user) else None)
+            record = await asyncio.to_thread(self.adapters.registry.binding_for, tenant,
+                                           user if user and _is_user(user) else None)
             if record is None:
                 return await self.catalog.resolve(None), None
         else:
-            record = self.adapters.registry_lookup(name, tenant)
+            record = await asyncio.to_thread(self.adapters.registry_lookup, name, tenant)
             if record is None:
-                names = sorted(await self.catalog.names()) + [r.name for r in self.adapters.registry.list(tenant)]
+                listed = await asyncio.to_thread(self.adapters.registry.list, tenant)
+                names = sorted(await self.catalog.names()) + [r.name for r in listed]
                 raise model_not_found(name, names)
         key = await self.adapters.acquire(record)
         return key, key

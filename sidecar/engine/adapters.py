@@ -13,8 +13,9 @@ Invariants:
   `max_loras` distinct adapters have requests in the engine, the others wait in adapter groups served in rotation;
   an admitted request is finished exactly once (on `release`, or at once if it gave up while being admitted);
 - an engine restart forgets every loaded adapter; the next request loads its adapter again;
-- an unload goes through the engine's `sidecar.engine.lora_release` route, which also removes the adapter from the engine
-  worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the outcome.
+- an unload goes through the engine's `sidecar.engine.lora_release` route, which also removes the adapter from the
+  engine worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the
+  outcome.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class AdapterService:
         except BaseException:
             self._unlease(key)
             raise
-        self.registry.touch(record)
+        await asyncio.to_thread(self.registry.touch, record)  # with a shared store: a round trip
 
     def _unlease(self, key: str) -> None:
         self.leases[key] -= 1

@@ -110,19 +110,20 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
 
     @router.get("")
     async def list_adapters(who: Caller = Depends(caller)) -> dict:
-        return {"data": [record_json(r, service) for r in registry.list(who.tenant)]}
+        return {"data": [record_json(r, service) for r in await run_in_threadpool(registry.list, who.tenant)]}
 
     _add_distillation_routes(router, service, jobs, store, base_model_dir, work_dir, caller, book)
 
     @router.get("/{name}")
     async def get_adapter(name: AdapterName, who: Caller = Depends(caller)) -> dict:
-        versions = registry.versions(name, who.tenant)
+        versions = await run_in_threadpool(registry.versions, name, who.tenant)
         return {**record_json(versions[-1], service), "versions": [record_json(r, service) for r in versions]}
 
     @router.delete("/{name}")
     async def delete_adapter(name: AdapterName, version: int | None = Query(None, ge=1, le=MAX_VERSION),
                              who: Caller = Depends(caller)) -> dict:
-        doomed = [r for r in registry.versions(name, who.tenant) if version in (None, r.version)]
+        doomed = [r for r in await run_in_threadpool(registry.versions, name, who.tenant)
+                  if version in (None, r.version)]
         await service.forget([r for r in doomed if not r.is_public])
         deleted = await run_in_threadpool(registry.delete, name, who.tenant, version)
         return {"name": name, "deleted": [r.reference for r in deleted]}
@@ -131,7 +132,7 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
     async def residency(name: AdapterReference, action: Literal["load", "unload", "pin", "unpin"],
                         who: Caller = Depends(caller)) -> dict:
         """Load or unload now, or pin (keep loaded) or unpin, the adapter `name` (`name@vN` for one version)."""
-        record = service.resolve(name, who.tenant)
+        record = await run_in_threadpool(service.resolve, name, who.tenant)
         if action in ("load", "unload"):
             await (service.load if action == "load" else service.unload)(record)
         else:
@@ -142,17 +143,17 @@ def adapter_router(service: AdapterService, jobs: JobRunner, store: MemoryStore,
 
     @router.put("/{name}/binding")
     async def bind(name: AdapterName, body: Binding, who: Caller = Depends(caller)) -> dict:
-        record = registry.bind(who.tenant, name, body.user_id, body.version)
+        record = await run_in_threadpool(registry.bind, who.tenant, name, body.user_id, body.version)
         return {"user_id": body.user_id, "adapter": record.reference, "follows_latest": body.version is None}
 
     @router.delete("/{name}/binding")
     async def unbind(name: AdapterName, user_id: str | None = Query(None, pattern=ID_REGEX),
                      who: Caller = Depends(caller)) -> dict:
-        bound = registry.binding_for(who.tenant, user_id)
+        bound = await run_in_threadpool(registry.binding_for, who.tenant, user_id)
         if bound is None or bound.name != name:
             raise APIError(404, f"no binding to adapter {name!r} for this {'user' if user_id else 'tenant'}",
                            "not_found")
-        registry.unbind(who.tenant, user_id)
+        await run_in_threadpool(registry.unbind, who.tenant, user_id)
         return {"user_id": user_id, "adapter": None}
 
     return router

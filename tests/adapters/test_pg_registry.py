@@ -137,3 +137,25 @@ def test_open_applies_the_schema_and_names_an_unreachable_store_without_its_pass
     with pytest.raises(ValueError, match=r"cannot open the adapter registry in postgresql://app:\*\*\*@") as refused:
         AdapterRegistry.open(tmp_path / "c", BASE, MAX_RANK, base_shape, MAX_UPLOAD, store_url=unreachable)
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_store_that_goes_down_is_a_clear_unavailable_error_and_works_again_when_back(tmp_path, base_shape, clock,
+                                                                                       peft_adapters):
+    from memcore.postgres import StoreUnavailableError
+    from tests.conftest import PostgresServer
+
+    server = PostgresServer()
+    try:
+        url = server.start().create_database("registry")
+        registry = AdapterRegistry.open(tmp_path / "adapters", BASE, MAX_RANK, base_shape, MAX_UPLOAD, clock=clock,
+                                        store_url=url)
+        record = registry.register_archive(archive_of(peft_adapters["qv"]), "support", "acme")
+        server.stop()
+        with pytest.raises(StoreUnavailableError, match="cannot be reached") as down:
+            registry.list("acme")
+        assert "127.0.0.1" in str(down.value)
+        server.start()
+        assert registry.list("acme") == [record]
+        registry.close()
+    finally:
+        server.remove()
