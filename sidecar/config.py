@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         1, ge=0, description="Adapters one tenant may keep pinned in the engine (409 over it); 0: no limit.")
     tenant_max_pinned_kv: int = Field(
         16, ge=0, description="Activation prefixes one tenant may keep pinned on disk (409 over it); 0: no limit.")
+    tenant_max_kv_disk_bytes: int = Field(
+        2 * GIB, ge=0, description="Bytes of KV blocks one tenant's requests may keep in the on-disk KV tier (a "
+        "quarter of the default kv_disk_gib), so no tenant fills the tier all share: over it the engine evicts that "
+        "tenant's own least recently used blocks (never its pinned ones, never another tenant's). Blocks of the "
+        "shared scope (kv_scope shared) belong to no tenant; 0: no limit.")
     max_loras: int | Literal["auto"] = Field(
         4, description="LoRA adapters the engine runs in one batch (its slots), 0-64; 0 turns adapters off; auto "
         "sizes them (and max_cpu_loras) from lora_memory_gib, the model's shapes and the adapters' ranks, up to "
