@@ -136,7 +136,8 @@ class Settings(BaseSettings):
     )
     adapter_admission: bool = Field(
         True, description="With more distinct adapters asked for than the engine has slots, send requests of at "
-        "most max_loras adapters at once and queue the others by adapter, served in rotation (no wait otherwise)."
+        "most max_loras adapters at once and queue the others by tenant and adapter, tenants served in rotation and "
+        "none given more than its share of the slots while another waits (no wait otherwise)."
     )
     max_lora_rank: int = Field(16, ge=1, le=512, description="Largest LoRA rank an uploaded adapter may have.")
     max_adapter_upload_bytes: int = Field(
