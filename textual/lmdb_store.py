@@ -12,10 +12,11 @@ Rules, as py-lmdb states them and this module keeps them:
   shrinks back to the adding ceiling, or to the pages in use if more, so the reserve is there for the next deletes.
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
 JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> write count, as 8-byte little-endian),
-`meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"1" once the
-derived databases were built), the derived `usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and
-their invariant), and `history` (the versions of each memory, `textual.history` owns their format; written in the
-transaction of the change they record, deleted with their memory). A tenant's version changes on every write, so
+`meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"2" once the
+derived databases were built with history versions counted, b"1" from before they counted), the derived `usage`,
+`by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant), and `history` (the versions of each
+memory, `textual.history` owns their format; written in the transaction of the change they record, deleted with
+their memory; their bytes count in the tenant's usage). A tenant's version changes on every write, so
 derived indexes know when they are stale.
 """
 
@@ -33,7 +34,7 @@ from memcore.units import GIB
 from textual import lmdb_history
 from textual.errors import StoreFullError
 from textual.history import Change, Version
-from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
+from textual.lmdb_ledger import USAGE, DerivedDbs, GrowthCheck, Ledger, count_all, count_history
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory, Space
 from textual.record import (decode_kb, decode_key, decode_memory, decode_space, decode_user_stats, decode_vector,
@@ -41,6 +42,7 @@ from textual.record import (decode_kb, decode_key, decode_memory, decode_space, 
 
 DEFAULT_MAP_SIZE = GIB
 DEFAULT_MAX_MAP_SIZE = 1 << 36
+DERIVED = b"2"  # the version of the derived databases: 2 counts history versions in `usage`
 T = TypeVar("T")
 
 
@@ -98,10 +100,13 @@ class LmdbStore:
 
     def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]],
                  changes: Sequence[Change | None] | None = None,
-                 histories: Mapping[str, Sequence[Version]] | None = None) -> None:
+                 histories: Mapping[str, Sequence[Version]] | None = None,
+                 check_growth: GrowthCheck | None = None) -> None:
         """Write memories (and embeddings, where given) of any tenants in one durable transaction. For each memory
         whose `changes` entry is set, a version recording the change is appended in that transaction; `histories`
-        (memory id -> versions, an import's) replaces those memories' histories before their change is recorded."""
+        (memory id -> versions, an import's) replaces those memories' histories before their change is recorded.
+        A tenant whose stored bytes (records, vectors, versions) the write grows is asked of `check_growth` first;
+        if it raises, nothing is written."""
         rows = [(memory, encode_key(memory.tenant, memory.id), encode_memory(memory),
                  None if vector is None else encode_vector(vector)) for memory, vector in items]
         changes = list(changes) if changes is not None else [None] * len(rows)
@@ -114,10 +119,11 @@ class LmdbStore:
                 if old is not None:
                     ledger.removed(old, len(old) + old_vector_size)
                 if histories and memory.id in histories:
-                    lmdb_history.put_all(txn, self._history, memory.tenant, memory.id, histories[memory.id])
+                    ledger.resized(memory.tenant, lmdb_history.put_all(txn, self._history, memory.tenant, memory.id,
+                                                                       histories[memory.id]))
                 if change is not None:
-                    lmdb_history.append(txn, self._history, None if old is None else decode_memory(old), memory,
-                                        change)
+                    ledger.resized(memory.tenant, lmdb_history.append(
+                        txn, self._history, None if old is None else decode_memory(old), memory, change))
                 txn.put(key, record, db=self._memories)
                 if vector is not None:
                     txn.put(key, vector, db=self._vectors)
@@ -125,7 +131,7 @@ class LmdbStore:
                 tenants.add(memory.tenant)
             for tenant in tenants:
                 self._bump_version(txn, tenant)
-            ledger.flush()
+            ledger.flush(check_growth)
 
         self._write(put)
 
@@ -145,7 +151,7 @@ class LmdbStore:
                 record, vector = txn.pop(key, db=self._memories), txn.pop(key, db=self._vectors)
                 if record is not None:
                     ledger.removed(record, len(record) + (0 if vector is None else len(vector)))
-                    lmdb_history.drop(txn, self._history, tenant, memory_id)
+                    ledger.resized(tenant, -lmdb_history.drop(txn, self._history, tenant, memory_id))
                     removed.append(memory_id)
             if removed:
                 self._bump_version(txn, tenant)
@@ -253,7 +259,8 @@ class LmdbStore:
             return 0 if data is None else struct.unpack("<Q", data)[0]
 
     def usage(self, tenant: str) -> tuple[int, int]:
-        """(memories, bytes) `tenant` holds: records of every tier, and their records' and embeddings' bytes."""
+        """(memories, bytes) `tenant` holds: records of every tier, and the bytes of their records, embeddings and
+        history versions."""
         with self._read() as txn:
             data = txn.get(tenant.encode(), db=self._derived.usage)
             return (0, 0) if data is None else USAGE.unpack(data)
@@ -323,14 +330,20 @@ class LmdbStore:
         txn.put(tenant.encode(), struct.pack("<Q", count + 1), db=self._versions)
 
     def _derive_once(self) -> None:
-        """Build the derived databases of a store written before they existed (once; writes keep them after)."""
+        """Build the derived databases of a store written before they existed, or add the history versions to the
+        usage of a store derived before they counted (once; writes keep them after)."""
         with self._read() as txn:
-            if txn.get(b"derived", db=self._meta) is not None:
-                return
+            found = txn.get(b"derived", db=self._meta)
+        if found == DERIVED:
+            return
 
         def build(txn: lmdb.Transaction) -> None:
-            count_all(self._derived, txn, self._memories, self._vectors)
-            txn.put(b"derived", b"1", db=self._meta)
+            history_bytes = lmdb_history.tenant_bytes(txn, self._history)
+            if found is None:
+                count_all(self._derived, txn, self._memories, self._vectors, history_bytes)
+            else:
+                count_history(self._derived, txn, history_bytes)
+            txn.put(b"derived", DERIVED, db=self._meta)
 
         self._write(build)
 

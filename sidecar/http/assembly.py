@@ -142,7 +142,7 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
 def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | None, service: AdapterService | None,
                jobs: JobRunner, pins: PinBook | None, kv_store: TieredStore | None = None) -> QuotaBook:
     """The tenants' quotas, reading each resource's usage from the part that owns it; the store asks the book before
-    new memories are written."""
+    new memories are written, and again, exactly, when a tenant's change grows its stored bytes."""
     readers: dict[Resource, Callable[[str], int]] = {
         Resource.MEMORIES: lambda tenant: store.usage(tenant)[0],
         Resource.MEMORY_BYTES: lambda tenant: store.usage(tenant)[1],
@@ -158,6 +158,7 @@ def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | 
         readers[Resource.KV_DISK_BYTES] = lambda tenant: kv_store.scope_disk_bytes(tenant_scope(tenant))
     book = QuotaBook(settings.quota_limits, readers)
     store.admission = book.admit_memory_write
+    store.growth_admission = book.admit_memory_growth
     return book
 
 

@@ -4,15 +4,17 @@ Resources and the answer a tenant gets when it would pass a limit (`QuotaExceede
 - concurrency, 429 (retry later): `engine_requests` (chat and completion requests in flight to the engine, so one
   tenant never holds every engine slot), `memory_requests` (memory REST calls in flight, so one tenant never holds
   every worker thread);
-- storage, 413 (the write does not fit what is left): `memories`, `memory_bytes` (records plus embeddings as LMDB
-  stores them), `adapters` (registered versions the tenant owns), `adapter_bytes` (their weights);
+- storage, 413 (the write does not fit what is left): `memories`, `memory_bytes` (records, embeddings and history
+  versions as LMDB stores them), `adapters` (registered versions the tenant owns), `adapter_bytes` (their weights);
 - held slots, 409 (release one first): `distill_jobs` (queued or running), `pinned_adapters`, `pinned_kv`;
 - cache, never refused: `kv_disk_bytes` (the tenant's KV blocks in the disk tier). The engine's KV connector holds
   each tenant to it by evicting that tenant's own least recently used blocks (`kvcache.lmdb_tier`), as a cache
   should; the limit reaches the engine in its connector configuration, and usage is read back from the store.
 
 A limit of 0 means unlimited. Invariant of `check`: it refuses exactly when `used + adding > limit` (limit > 0),
-so a tenant at its limit may still make writes that add nothing (updates, deletes, access bookkeeping).
+so a tenant at its limit may still make writes that add nothing (deletes, access bookkeeping). `memory_bytes` counts
+each memory's history versions too, so an update, which adds a version, adds bytes: a tenant cannot grow the shared
+store without bound by changing one memory again and again.
 `TenantSlots` keeps the concurrency counts; its invariant: `in_flight(t) <= limit` for every tenant t, and every
 `acquire` that returned is matched by one `release`.
 """
