@@ -1,6 +1,6 @@
 """Each tenant's KV blocks on disk stay within `--tenant-max-kv-disk-bytes` in a real vLLM engine (CPU build, tiny
-model, no RAM tier: every hit is read from disk) behind `memsidecar serve`: one tenant's flood of prompts evicts its own oldest blocks, never another tenant's,
-and `/v1/whoami` and `/metrics` show the usage and the limit."""
+model, no RAM tier: every hit is read from disk) behind `memsidecar serve`: one tenant's flood of prompts evicts its
+own oldest blocks, never another tenant's, and `/v1/whoami` and `/metrics` show the usage and the limit."""
 
 from __future__ import annotations
 
