@@ -5,8 +5,9 @@ instance runs in the scheduler (engine core) and one in each worker; they share 
 only through vLLM's metadata objects:
 
 - scheduler: computes each request's block keys in its namespace (model fingerprint, engine variant, KV dtype and
-  layout, block size, LoRA adapter by content, isolation scope from `cache_salt`), reports the stored prefix to
-  vLLM, and plans each step's loads and saves (`TransferPlanner`);
+  layout, block size, LoRA adapter by content, isolation scope from `cache_salt`), registers the namespace's scope
+  with the store (whose disk tier holds each tenant's scope to its budget), reports the stored prefix to vLLM, and
+  plans each step's loads and saves (`TransferPlanner`);
 - worker: loads planned blocks into the paged KV cache and copies newly filled blocks out to a background thread
   that writes them to the store, so decoding never waits on disk. On the CPU a load decodes into the cache before
   the forward pass (one copy) and saves are copied after it; on a GPU both go layer by layer through pinned
@@ -35,8 +36,8 @@ from kvcache.block_format import SlotMap
 from kvcache.connector_config import ConnectorConfig
 from kvcache.copy_engine import LayerCopier, SavedBlocks, staging_capacity, streams_for
 from kvcache.fingerprint import adapter_id
-from kvcache.keys import Namespace, block_keys, chain_key, namespace_root
-from kvcache.store import StoreConfig, TieredStore
+from kvcache.keys import Namespace, block_keys, chain_key, namespace_id, namespace_root
+from kvcache.store import TieredStore
 from kvcache.transfer_plan import BlockTransfer, ScheduledRequest, StepTransfers, TransferPlanner
 from kvcache.worker_control import ControlReader, control_path
 from kvcache.worker_stats import LoadTotals, StatsPublisher, stats_path
@@ -78,8 +79,7 @@ class MemsidecarConnector(KVConnectorBase_V1):
         self._block_size = vllm_config.cache_config.block_size
         self._num_blocks = kv_cache_config.num_blocks
         self._base_namespace = self._config.base_namespace
-        store_config = StoreConfig(self._config.store_dir, self._config.ram_bytes, self._config.disk_bytes,
-                                   self._config.remote_url, remote_secret=self._config.remote_secret)
+        store_config = self._config.store_config()
         if role == KVConnectorRole.SCHEDULER:
             self._store = TieredStore.open(store_config, with_ram=False)
             self._planner = TransferPlanner(self._block_size, chain_key, self._store.lookup_prefix,
@@ -127,7 +127,9 @@ class MemsidecarConnector(KVConnectorBase_V1):
     def get_num_new_matched_tokens(self, request: "Request", num_computed_tokens: int) -> tuple[int | None, bool]:
         self._requests[request.request_id] = request
         self._apply_pin(request)
-        root = namespace_root(self._request_namespace(request))
+        namespace = self._request_namespace(request)
+        self._store.register_namespace(namespace_id(namespace), namespace.scope)  # its tenant's disk budget
+        root = namespace_root(namespace)
         hit = self._planner.match(request.request_id, root, request.prompt_token_ids or [], num_computed_tokens)
         return hit, False
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from kvcache.fingerprint import model_fingerprint
 from kvcache.keys import Namespace
+from kvcache.store import StoreConfig
 
 CONNECTOR_CLASS = "MemsidecarConnector"
 CONNECTOR_MODULE = "kvcache.connector"
@@ -27,10 +28,13 @@ REMOTE_URL_ENV = "MEMSIDECAR_CONNECTOR_REMOTE_URL"
 REMOTE_SECRET_ENV = "MEMSIDECAR_CONNECTOR_REMOTE_SECRET"
 
 
-def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int, remote: bool = False) -> str:
+def kv_transfer_config(store_dir: Path, ram_bytes: int, disk_bytes: int, remote: bool = False,
+                       tenant_disk_bytes: int = 0) -> str:
     """The JSON for vLLM's `--kv-transfer-config` that loads memsidecar's connector; with `remote`, the engine's
-    environment must hold `connector_env(...)`."""
-    extra = {"store_dir": str(store_dir), "ram_bytes": ram_bytes, "disk_bytes": disk_bytes, "remote": remote}
+    environment must hold `connector_env(...)`. `tenant_disk_bytes`: what one tenant's blocks may take of the disk
+    tier (0: no limit)."""
+    extra = {"store_dir": str(store_dir), "ram_bytes": ram_bytes, "disk_bytes": disk_bytes, "remote": remote,
+             "tenant_disk_bytes": tenant_disk_bytes}
     return json.dumps({
         "kv_connector": CONNECTOR_CLASS,
         "kv_connector_module_path": CONNECTOR_MODULE,
@@ -71,6 +75,7 @@ class ConnectorConfig:
     remote_url: str | None = field(repr=False)
     remote_secret: bytes | None = field(repr=False)
     base_namespace: Namespace
+    tenant_disk_bytes: int = 0
 
     @classmethod
     def from_vllm(cls, vllm_config: Any, environ: Mapping[str, str] = os.environ) -> "ConnectorConfig":
@@ -97,7 +102,13 @@ class ConnectorConfig:
             adapter="none",
             scope="public",
         )
-        return cls(store_dir, int(extra["ram_bytes"]), int(extra["disk_bytes"]), remote_url, remote_secret, namespace)
+        return cls(store_dir, int(extra["ram_bytes"]), int(extra["disk_bytes"]), remote_url, remote_secret, namespace,
+                   int(extra.get("tenant_disk_bytes", 0)))
+
+    def store_config(self) -> StoreConfig:
+        """The store the connector opens, in the scheduler and in the worker."""
+        return StoreConfig(self.store_dir, self.ram_bytes, self.disk_bytes, self.remote_url,
+                           remote_secret=self.remote_secret, tenant_disk_bytes=self.tenant_disk_bytes)
 
 
 def remote_from_env(environ: Mapping[str, str]) -> tuple[str, bytes]:

@@ -9,6 +9,9 @@ Format (version 1, pinned by golden-bytes tests):
 Keys never come from Python's `hash()`, so every process and machine computes the same ones. A block computed under
 one namespace (model, engine variant, KV dtype and layout, block size, parallel rank, LoRA adapter, isolation scope)
 can never be found under another.
+
+Scopes: a namespace's `scope` is "public" (shared by every caller) or, under the sidecar's per-tenant isolation,
+`tenant_scope(tenant)`; `scope_tenant` reads the owner back, so the KV store can hold each tenant to its disk budget.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ KEY_VERSION = 1
 NAMESPACE_BYTES = 16
 KEY_BYTES = 48
 ADAPTER_PATTERN = re.compile(r"none|[^@\s]+@[0-9a-f]{64}")
+PUBLIC_SCOPE = "public"
+TENANT_SCOPE_PREFIX = "tenant:"
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Namespace:
     tp_rank: int = 0
     tp_size: int = 1
     adapter: str = "none"
-    scope: str = "public"
+    scope: str = PUBLIC_SCOPE
 
     def __post_init__(self) -> None:
         if not ADAPTER_PATTERN.fullmatch(self.adapter):
@@ -57,6 +62,16 @@ class Namespace:
 
     def with_request(self, adapter: str, scope: str) -> "Namespace":
         return replace(self, adapter=adapter, scope=scope)
+
+
+def tenant_scope(tenant: str) -> str:
+    """The isolation scope (vLLM's `cache_salt`) of the KV blocks of `tenant`'s requests."""
+    return TENANT_SCOPE_PREFIX + tenant
+
+
+def scope_tenant(scope: str) -> str | None:
+    """The tenant whose requests own the blocks of `scope`; None for a scope no tenant owns ("public")."""
+    return scope[len(TENANT_SCOPE_PREFIX):] if scope.startswith(TENANT_SCOPE_PREFIX) else None
 
 
 def _blake2b(data: bytes, size: int, person: bytes) -> bytes:

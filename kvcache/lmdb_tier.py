@@ -9,18 +9,29 @@ py-lmdb rules this module keeps:
   per batch, synced on commit by default, so a crash loses at most the batch in flight and never corrupts what was
   committed (`sync=False` trades that for speed: a crash may then lose recent commits, still without corruption).
 
-On-disk layout (format `msc-kv-lmdb-1`, in the `meta` database under `format`; pinned by a golden test):
+On-disk layout (format `msc-kv-lmdb-2`, in the `meta` database under `format`; pinned by a golden test):
 - `blocks`: 48-byte key -> encoded block (`block_format`);
 - `order`: 8-byte big-endian access sequence -> key, oldest first; `seq`: key -> its 8-byte sequence, written and
   deleted with the block: the index of what is stored. Lookups and key listings read it, not `blocks`, whose values
   live in overflow pages that a cursor positioned on the key would touch (in a fresh engine process each such touch
   is a page fault: 128 lookups took 60-150 ms in the scheduler instead of ~1 ms);
-- `pins`: key -> b"" for blocks never evicted.
+- `pins`: key -> b"" for blocks never evicted;
+- `scopes` (namespace id -> isolation scope, registered by the connector when it first sees a namespace) and
+  `scope_bytes` (scope -> bytes of its stored blocks): `kvcache.lmdb_scopes` owns them and their invariant.
+A store of format `msc-kv-lmdb-1` (the same without `scopes` and `scope_bytes`) is upgraded when opened: its blocks
+count for their scope once their namespace is registered.
 
 Eviction is least recently used: reads are noted in memory and re-sequenced in the next write transaction (a read
 never waits for a disk sync; a crash forgets only recency, not blocks). LMDB needs free pages even to delete
 (copy-on-write), so eviction starts at a high-water mark; if a write still hits `MapFullError` the oldest blocks
 are evicted and the write retried.
+
+Tenants' budgets: with `tenant_budget_bytes` > 0, a tenant's scope (`keys.scope_tenant`) may hold at most that many
+bytes of blocks, so no tenant fills the tier all share. A write that would take one past it first evicts that
+scope's own least recently used unpinned blocks, down to `SCOPE_LOW_WATER` of the budget (a scan of the `order`
+index, so not at every write), then stores only its leading blocks of that scope that fit; another scope's blocks
+are never evicted for it. Sizes are read from write transactions opened with `buffers=True` (the length of a block
+without touching its overflow pages); no buffer from them is used after the next write in the transaction.
 """
 
 from __future__ import annotations
@@ -35,15 +46,20 @@ from typing import TypeVar
 
 import lmdb
 
+from kvcache.keys import NAMESPACE_BYTES, scope_tenant
+from kvcache.lmdb_scopes import ScopeBook
 from kvcache.mapped_pages import file_mappings, map_resident
-from kvcache.policy import Entry, choose_victims
+from kvcache.policy import Entry, bytes_to_free, choose_victims, fitting_prefix
 from kvcache.tier import TierUsage
 
 log = logging.getLogger("memsidecar.kvcache")
 T = TypeVar("T")
-FORMAT = b"msc-kv-lmdb-1"
+FORMAT = b"msc-kv-lmdb-2"
+UPGRADABLE = (b"msc-kv-lmdb-1",)  # older formats `_check_format` upgrades in place (see the module docstring)
 HIGH_WATER = 0.8
 LOW_WATER = 0.6
+SCOPE_LOW_WATER = 0.8  # a tenant's scope over its budget is evicted down to this share of it
+MAX_DBS = 7
 WRITE_ATTEMPTS = 4
 WARM_CHUNK = 16
 _SEQ = struct.Struct(">Q")
@@ -54,36 +70,38 @@ class LmdbTier:
 
     name = "disk"
 
-    def __init__(self, env: lmdb.Environment, budget_bytes: int) -> None:
+    def __init__(self, env: lmdb.Environment, budget_bytes: int, tenant_budget_bytes: int = 0) -> None:
         self._env = env
         self.budget_bytes = budget_bytes
+        self.tenant_budget_bytes = tenant_budget_bytes  # per tenant scope; 0: none (see the module docstring)
         self._blocks = env.open_db(b"blocks")
         self._order = env.open_db(b"order")
         self._seq = env.open_db(b"seq")
         self._pins = env.open_db(b"pins")
         self._meta = env.open_db(b"meta")
+        self._scopes = ScopeBook(env)
         self._touched: dict[bytes, None] = {}
         self._touch_lock = threading.Lock()  # reads (loading thread) note keys the writer thread re-sequences
 
     @classmethod
-    def open(cls, directory: Path, budget_bytes: int, sync: bool = True) -> LmdbTier:
+    def open(cls, directory: Path, budget_bytes: int, sync: bool = True, tenant_budget_bytes: int = 0) -> LmdbTier:
         """Open (creating) the store in `directory`; a ValueError naming the directory if that is impossible."""
         try:
             directory.mkdir(parents=True, exist_ok=True)
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise PermissionError("directory is not writable")
-            env = lmdb.open(str(directory), map_size=budget_bytes, max_dbs=5, sync=sync, metasync=sync,
+            env = lmdb.open(str(directory), map_size=budget_bytes, max_dbs=MAX_DBS, sync=sync, metasync=sync,
                             readahead=True, max_readers=256)
         except (OSError, lmdb.Error) as exc:
             raise ValueError(f"cannot open the KV store in {directory}: {exc}") from None
-        tier = cls(env, budget_bytes)
+        tier = cls(env, budget_bytes, tenant_budget_bytes)
         tier._check_format(directory)
         return tier
 
     def _check_format(self, directory: Path) -> None:
         with self._env.begin(write=True, db=self._meta) as txn:
             found = txn.get(b"format")
-            if found is None:
+            if found is None or found in UPGRADABLE:
                 txn.put(b"format", FORMAT)
             elif found != FORMAT:
                 raise ValueError(f"the KV store in {directory} has format {found!r}, expected {FORMAT!r}; "
@@ -149,7 +167,11 @@ class LmdbTier:
         return result
 
     def put_many(self, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """Store blocks in one transaction, evicting the oldest as needed. Evicted blocks are dropped: returns []."""
+        """Store blocks in one transaction, evicting the oldest as needed, within each tenant's budget (see the module
+        docstring). Evicted blocks are dropped: returns []."""
+        items = self._within_tenant_budgets(items)
+        if not items:
+            return []
         needed = sum(len(data) for _, data in items)
         used = self.used_bytes()
         if used + needed > HIGH_WATER * self.budget_bytes:
@@ -165,13 +187,56 @@ class LmdbTier:
                     len(items), needed)
         return []
 
+    def _within_tenant_budgets(self, items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """`items` less the blocks no room was made for: each tenant scope they would take past its budget first
+        evicts its own oldest blocks; if its pinned blocks leave too little room, its trailing blocks are dropped."""
+        if self.tenant_budget_bytes <= 0:
+            return items
+        dropped: set[int] = set()
+        for scope, indexes in self._tenant_items(items).items():
+            sizes = [len(items[i][1]) for i in indexes]
+            used = self.scope_bytes(scope)
+            to_free = bytes_to_free(used, sum(sizes), self.tenant_budget_bytes, SCOPE_LOW_WATER)
+            if to_free:
+                self.evict_oldest(to_free, self._namespaces_of(scope))
+                used = self.scope_bytes(scope)
+            kept = fitting_prefix(sizes, used, self.tenant_budget_bytes)
+            if kept < len(indexes):
+                dropped.update(indexes[kept:])
+                log.warning("KV disk tier: scope %r is at its budget of %d bytes with pinned blocks; %d of its blocks "
+                            "not stored", scope, self.tenant_budget_bytes, len(indexes) - kept)
+        return [item for i, item in enumerate(items) if i not in dropped]
+
+    def _tenant_items(self, items: list[tuple[bytes, bytes]]) -> dict[str, list[int]]:
+        """Indexes of `items` by the tenant scope their namespace is registered to (items of no tenant left out)."""
+        by_scope: dict[str, list[int]] = {}
+        with self._env.begin() as txn:
+            for i, (key, _) in enumerate(items):
+                scope = self._scopes.scope_for(txn, key)
+                if scope is not None and scope_tenant(scope) is not None:
+                    by_scope.setdefault(scope, []).append(i)
+        return by_scope
+
     def _write(self, items: list[tuple[bytes, bytes]]) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._env.begin(write=True, buffers=True) as txn:
             sequence = self._resequence_touched(txn)
+            added: dict[str, int] = {}
             for key, data in items:
+                grown = len(data) - self._block_size(txn, key)
                 txn.put(key, data, db=self._blocks)
                 self._set_sequence(txn, key, sequence)
                 sequence += 1
+                scope = self._scopes.scope_for(txn, key)
+                if scope is not None:
+                    added[scope] = added.get(scope, 0) + grown
+            for scope, delta in added.items():
+                self._scopes.add(txn, scope, delta)
+
+    def _block_size(self, txn: lmdb.Transaction, key: bytes) -> int:
+        """The stored block's length, 0 when absent. In a `buffers=True` transaction this reads the length alone,
+        never the block's overflow pages."""
+        data = txn.get(key, db=self._blocks)
+        return 0 if data is None else len(data)
 
     def _next_sequence(self, txn: lmdb.Transaction) -> int:
         cursor = txn.cursor(db=self._order)
@@ -180,7 +245,7 @@ class LmdbTier:
     def _set_sequence(self, txn: lmdb.Transaction, key: bytes, sequence: int) -> None:
         old = txn.get(key, db=self._seq)
         if old is not None:
-            txn.delete(old, db=self._order)
+            txn.delete(bytes(old), db=self._order)  # a copy: the buffer is the map's, and this delete writes
         packed = _SEQ.pack(sequence)
         txn.put(packed, key, db=self._order)
         txn.put(key, packed, db=self._seq)
@@ -197,34 +262,46 @@ class LmdbTier:
         return sequence
 
     def evict(self, keys: Iterable[bytes]) -> int:
-        with self._env.begin(write=True) as txn:
+        with self._env.begin(write=True, buffers=True) as txn:
             return sum(self._delete(txn, key) for key in keys)
 
     def _delete(self, txn: lmdb.Transaction, key: bytes) -> bool:
+        """Delete one block and its index entries, and take its length off its scope's bytes (`buffers=True`)."""
+        size = self._block_size(txn, key)
         sequence = txn.pop(key, db=self._seq)
         if sequence is not None:
             txn.delete(sequence, db=self._order)
-        return txn.delete(key, db=self._blocks)
+        if not txn.delete(key, db=self._blocks):
+            return False
+        scope = self._scopes.scope_for(txn, key)
+        if scope is not None:
+            self._scopes.add(txn, scope, -size)
+        return True
 
-    def evict_oldest(self, bytes_to_free: int) -> int:
-        """Delete the least recently used unpinned blocks until about `bytes_to_free` bytes are released."""
+    def evict_oldest(self, bytes_to_free: int, namespaces: set[bytes] | None = None) -> int:
+        """Delete the least recently used unpinned blocks (of `namespaces` only, if given) until about
+        `bytes_to_free` bytes are released."""
         try:
-            with self._env.begin(write=True) as txn:
+            with self._env.begin(write=True, buffers=True) as txn:
                 self._resequence_touched(txn)
-                victims = choose_victims(self._oldest_first(txn), bytes_to_free, 0)
+                victims = choose_victims(self._oldest_first(txn, namespaces), bytes_to_free, 0)
                 for key in victims:
                     self._delete(txn, key)
         except lmdb.MapFullError:
             log.error("KV disk tier is too full even to delete; raise the disk budget")
             return 0
-        log.info("KV disk tier full: evicted %d blocks to free %d bytes", len(victims), bytes_to_free)
+        log.info("KV disk tier %s: evicted %d blocks to free %d bytes",
+                 "full" if namespaces is None else "scope over its budget", len(victims), bytes_to_free)
         return len(victims)
 
-    def _oldest_first(self, txn: lmdb.Transaction) -> Iterator[Entry]:
+    def _oldest_first(self, txn: lmdb.Transaction, namespaces: set[bytes] | None = None) -> Iterator[Entry]:
+        """Entries oldest first (of `namespaces` only, if given); sizes are read as `_block_size` reads them."""
         for packed, key in txn.cursor(db=self._order):
-            data = txn.get(key, db=self._blocks)
+            key = bytes(key)
+            if namespaces is not None and key[:NAMESPACE_BYTES] not in namespaces:
+                continue
             pinned = txn.get(key, db=self._pins) is not None
-            yield Entry(bytes(key), len(data or b""), _SEQ.unpack(packed)[0], pinned=pinned)
+            yield Entry(key, self._block_size(txn, key), _SEQ.unpack(packed)[0], pinned=pinned)
 
     def entries(self, prefix: bytes = b"") -> list[Entry]:
         """Planner entries of the blocks under `prefix`; `last_access` is the access sequence."""
@@ -269,8 +346,38 @@ class LmdbTier:
     def used_bytes(self) -> int:
         """Bytes in pages used by all databases (free pages excluded)."""
         with self._env.begin() as txn:
-            stats = [txn.stat(db) for db in (self._blocks, self._order, self._seq, self._pins, self._meta)]
+            dbs = (self._blocks, self._order, self._seq, self._pins, self._meta, self._scopes.scopes,
+                   self._scopes.scope_bytes)
+            stats = [txn.stat(db) for db in dbs]
         return sum((s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]) * s["psize"] for s in stats)
+
+    def register_namespace(self, namespace_id: bytes, scope: str) -> None:
+        """Record that blocks under `namespace_id` belong to `scope`; blocks it already holds count for the scope from
+        now on. Writes only the first time a namespace is seen (then reads once per process)."""
+        if self._scopes.is_known(namespace_id, scope):
+            return
+        try:
+            with self._env.begin(write=True, buffers=True) as txn:
+                found = self._scopes.scope_for(txn, namespace_id)
+                if found is None:
+                    stored = sum(self._block_size(txn, key) for key in list(self._keys(txn, namespace_id)))
+                    self._scopes.register(txn, namespace_id, scope, stored)
+        except lmdb.MapFullError:  # tried again at the namespace's next request, once evictions freed pages
+            log.warning("KV disk tier too full to register namespace %s; its blocks count for no scope yet",
+                        namespace_id.hex())
+            return
+        if found is not None and found != scope:
+            raise ValueError(f"namespace {namespace_id.hex()} is registered to scope {found!r}, not {scope!r}")
+        self._scopes.remember(namespace_id, scope)
+
+    def scope_bytes(self, scope: str) -> int:
+        """Bytes of the stored blocks of the namespaces registered to `scope`."""
+        with self._env.begin() as txn:
+            return self._scopes.bytes_of(txn, scope)
+
+    def _namespaces_of(self, scope: str) -> set[bytes]:
+        with self._env.begin() as txn:
+            return self._scopes.namespaces_of(txn, scope)
 
     def usage(self) -> TierUsage:
         with self._env.begin() as txn:

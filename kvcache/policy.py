@@ -6,7 +6,10 @@ Invariants (checked by property tests):
 - a pinned entry is never chosen for eviction;
 - after the evictions the resident bytes fit the budget, unless every entry left is pinned;
 - promotions only fill free space (after evictions): a promotion never pushes a resident entry out, so promoting
-  a namespace cannot thrash blocks that are being used.
+  a namespace cannot thrash blocks that are being used;
+- an owner with a byte budget of its own (a tenant's share of the disk tier) frees only its own entries
+  (`bytes_to_free`), and of the incoming blocks keeps the leading ones that fit (`fitting_prefix`), so it never
+  ends above its budget.
 
 Eviction order is least recently used first, fewer hits first among equals. Promotion order is the reverse: most
 hits first, then most recent.
@@ -77,3 +80,24 @@ def plan(resident: Sequence[Entry], budget_bytes: int, candidates: Sequence[Entr
         resident_keys.add(entry.key)
         free -= entry.size
     return Plan(tuple(evict), tuple(promote))
+
+
+def bytes_to_free(used_bytes: int, incoming_bytes: int, budget_bytes: int, low_water: float) -> int:
+    """What an owner holding `used_bytes` of its `budget_bytes` must free before `incoming_bytes` arrive: nothing
+    while they fit, else enough to end at `low_water` of the budget, so that one eviction (a scan) makes room for
+    many writes."""
+    if used_bytes + incoming_bytes <= budget_bytes:
+        return 0
+    return used_bytes + incoming_bytes - int(low_water * budget_bytes)
+
+
+def fitting_prefix(sizes: Sequence[int], used_bytes: int, budget_bytes: int) -> int:
+    """How many leading `sizes` fit on top of `used_bytes` within `budget_bytes`. The leading ones: a chain's later
+    blocks are useless without its earlier ones."""
+    count = 0
+    for size in sizes:
+        if used_bytes + size > budget_bytes:
+            break
+        used_bytes += size
+        count += 1
+    return count

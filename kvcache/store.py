@@ -15,7 +15,9 @@ Rules:
   `promote_deferred` later copies it up from another thread, so a load from disk costs one copy, not two.
 - the remote tier degrades to misses and dropped writes when its server is away, and refuses (as a miss) a block
   whose MAC is not the nodes' (see `remote_tier`); blocks are sealed only on the wire, local tiers hold them plain.
-- the scheduler opens the store without a RAM tier: it only asks `lookup_prefix` / `contains_locally`.
+- the scheduler opens the store without a RAM tier: it only asks `lookup_prefix` / `contains_locally`, and registers
+  each namespace's isolation scope (`register_namespace`), by which the disk tier holds each tenant to
+  `tenant_disk_bytes` (see `lmdb_tier`).
 
 Locking rule: `_lock` guards the RAM tier and the counters and is held only for in-memory work, never across LMDB
 or Redis I/O or a decode (RAM blocks are immutable `bytes`, safe to decode after the lock is released even if they
@@ -52,7 +54,8 @@ MAX_DEFERRED_PROMOTIONS = 8192  # beyond this the oldest noted hits are not prom
 class StoreConfig:
     """Where and how big. `sync=False` makes disk commits unsynced (faster; a crash may lose recent blocks).
     A `remote_url` needs `remote_secret`, the MAC secret the nodes sharing that tier hold (see `block_mac`); neither
-    appears in the repr, since the URL may carry a password."""
+    appears in the repr, since the URL may carry a password. `tenant_disk_bytes`: what one tenant's blocks may take
+    of the disk tier (0: no limit)."""
 
     directory: Path
     ram_bytes: int
@@ -62,6 +65,7 @@ class StoreConfig:
     remote_timeout_s: float = 0.5
     remote_cooldown_s: float = 5.0
     remote_secret: bytes | None = field(default=None, repr=False)
+    tenant_disk_bytes: int = 0
 
 
 @dataclass
@@ -108,7 +112,8 @@ class TieredStore:
             remote = RemoteTier.open(config.remote_url, config.remote_secret, timeout_s=config.remote_timeout_s,
                                      cooldown_s=config.remote_cooldown_s)
         ram = RamTier(config.ram_bytes) if with_ram else None
-        disk = LmdbTier.open(config.directory, config.disk_bytes, sync=config.sync)
+        disk = LmdbTier.open(config.directory, config.disk_bytes, sync=config.sync,
+                             tenant_budget_bytes=config.tenant_disk_bytes)
         return cls(ram, disk, remote)
 
     def close(self) -> None:
@@ -270,6 +275,14 @@ class TieredStore:
             with self._lock:
                 self.ram.unpin(keys)
         self.disk.unpin(keys)
+
+    def register_namespace(self, namespace_id: bytes, scope: str) -> None:
+        """Tell the disk tier whose blocks `namespace_id` holds (its isolation scope), before any is saved."""
+        self.disk.register_namespace(namespace_id, scope)
+
+    def scope_disk_bytes(self, scope: str) -> int:
+        """Bytes of `scope`'s blocks on disk (a tenant's: `keys.tenant_scope`)."""
+        return self.disk.scope_bytes(scope)
 
     def drop_namespace(self, namespace_id: bytes) -> int:
         """Delete every block of a namespace from every tier; returns how many distinct blocks went."""

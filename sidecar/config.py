@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         1, ge=0, description="Adapters one tenant may keep pinned in the engine (409 over it); 0: no limit.")
     tenant_max_pinned_kv: int = Field(
         16, ge=0, description="Activation prefixes one tenant may keep pinned on disk (409 over it); 0: no limit.")
+    tenant_max_kv_disk_bytes: int = Field(
+        2 * GIB, ge=0, description="Bytes of KV blocks one tenant's requests may keep in the on-disk KV tier (a "
+        "quarter of the default kv_disk_gib), so no tenant fills the tier all share: over it the engine evicts that "
+        "tenant's own least recently used blocks (never its pinned ones, never another tenant's). Blocks of the "
+        "shared scope (kv_scope shared) belong to no tenant; 0: no limit.")
     max_loras: int | Literal["auto"] = Field(
         4, description="LoRA adapters the engine runs in one batch (its slots), 0-64; 0 turns adapters off; auto "
         "sizes them (and max_cpu_loras) from lora_memory_gib, the model's shapes and the adapters' ranks, up to "
@@ -132,7 +137,8 @@ class Settings(BaseSettings):
     )
     adapter_admission: bool = Field(
         True, description="With more distinct adapters asked for than the engine has slots, send requests of at "
-        "most max_loras adapters at once and queue the others by adapter, served in rotation (no wait otherwise)."
+        "most max_loras adapters at once and queue the others by tenant and adapter, tenants served in rotation and "
+        "none given more than its share of the slots while another waits (no wait otherwise)."
     )
     max_lora_rank: int = Field(16, ge=1, le=512, description="Largest LoRA rank an uploaded adapter may have.")
     max_adapter_upload_bytes: int = Field(

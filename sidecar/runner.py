@@ -51,7 +51,8 @@ def kv_connector_json(settings: Settings) -> str | None:
     store_dir = settings.resolved_kv_store_dir
     check_store_dir(store_dir)
     return kv_transfer_config(store_dir, gib_to_bytes(settings.kv_ram_gib), gib_to_bytes(settings.kv_disk_gib),
-                              remote=settings.kv_remote_url is not None)
+                              remote=settings.kv_remote_url is not None,
+                              tenant_disk_bytes=settings.tenant_max_kv_disk_bytes)
 
 
 def kv_remote_secret(settings: Settings) -> str | None:
@@ -179,7 +180,8 @@ def open_kv_store(settings: Settings) -> TieredStore | None:
     secret = kv_remote_secret(settings)
     return TieredStore.open(StoreConfig(settings.resolved_kv_store_dir, gib_to_bytes(settings.kv_ram_gib),
                                         gib_to_bytes(settings.kv_disk_gib), settings.kv_remote_url,
-                                        remote_secret=secret.encode() if secret is not None else None),
+                                        remote_secret=secret.encode() if secret is not None else None,
+                                        tenant_disk_bytes=settings.tenant_max_kv_disk_bytes),
                             with_ram=False)
 
 

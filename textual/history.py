@@ -14,7 +14,8 @@ Format (LMDB database `history`, written by `textual.lmdb_store` in the same tra
   `TRACKED_FIELDS` order; `before` maps each of them to its previous value (`tier` as its name). A creation (no
   record before) has `changed` and `before` empty.
 Invariants: a memory keeps at most `MAX_VERSIONS` versions (the oldest are dropped first); deleting a memory deletes
-all its versions; reading a memory's history is tenant-scoped like every read.
+all its versions; reading a memory's history is tenant-scoped like every read; the versions' bytes count in the
+tenant's usage (`textual.lmdb_ledger`), so its byte quota covers them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Versions are written in the transaction that writes the change they record, so a change and its version are
 durable together or not at all. `textual.history` owns the key and value format and the invariants (seq grows by
-one per version; at most `MAX_VERSIONS` per memory; none outlives its memory).
+one per version; at most `MAX_VERSIONS` per memory; none outlives its memory). Every function that writes returns by
+how many bytes the memory's stored versions (their values) grew or shrank, for the tenant's usage
+(`textual.lmdb_ledger`), which counts them with the memory's record and vector.
 """
 
 from __future__ import annotations
@@ -16,35 +18,51 @@ from textual.history import (MAX_VERSIONS, Change, Version, decode_version, enco
 from textual.memory import Memory
 
 
-def append(txn: lmdb.Transaction, db, old: Memory | None, new: Memory, change: Change) -> Version:
-    """Record that `old` became `new`, dropping the memory's oldest versions beyond `MAX_VERSIONS`."""
+def append(txn: lmdb.Transaction, db, old: Memory | None, new: Memory, change: Change) -> int:
+    """Record that `old` became `new`, dropping the memory's oldest versions beyond `MAX_VERSIONS`; the bytes added
+    (the new version's, less the dropped ones')."""
     first, last = _bounds(txn, db, new.tenant, new.id)
-    version = version_of(old, new, change, last + 1)
-    txn.put(encode_history_key(new.tenant, new.id, version.seq), encode_version(version), db=db)
-    for seq in range(first, version.seq - MAX_VERSIONS + 1) if first else ():
-        txn.delete(encode_history_key(new.tenant, new.id, seq), db=db)
-    return version
+    version = encode_version(version_of(old, new, change, last + 1))
+    txn.put(encode_history_key(new.tenant, new.id, last + 1), version, db=db)
+    grown = len(version)
+    for seq in range(first, last + 2 - MAX_VERSIONS) if first else ():
+        dropped = txn.pop(encode_history_key(new.tenant, new.id, seq), db=db)
+        grown -= 0 if dropped is None else len(dropped)
+    return grown
 
 
 def put_all(txn: lmdb.Transaction, db, tenant: str, memory_id: str, versions: Sequence[Version]) -> int:
     """Replace the memory's versions by `versions` (an import's), renumbered 1.. in order, the newest
-    `MAX_VERSIONS` kept; returns how many were kept."""
-    drop(txn, db, tenant, memory_id)
-    kept = kept_versions(versions)
-    for version in kept:
-        txn.put(encode_history_key(tenant, memory_id, version.seq), encode_version(version), db=db)
-    return len(kept)
+    `MAX_VERSIONS` kept; the bytes added (those written, less those replaced)."""
+    grown = -drop(txn, db, tenant, memory_id)
+    for version in kept_versions(versions):
+        encoded = encode_version(version)
+        txn.put(encode_history_key(tenant, memory_id, version.seq), encoded, db=db)
+        grown += len(encoded)
+    return grown
 
 
-def drop(txn: lmdb.Transaction, db, tenant: str, memory_id: str) -> None:
-    """Delete every version of the memory."""
+def drop(txn: lmdb.Transaction, db, tenant: str, memory_id: str) -> int:
+    """Delete every version of the memory; the bytes freed."""
     prefix = history_prefix(tenant, memory_id)
     cursor = txn.cursor(db=db)
+    freed = 0
     if not cursor.set_range(prefix):
-        return
+        return freed
     while cursor.key().startswith(prefix):
+        freed += len(cursor.value())
         if not cursor.delete():
-            return
+            break
+    return freed
+
+
+def tenant_bytes(txn: lmdb.Transaction, db) -> dict[str, int]:
+    """The bytes of every tenant's versions: a full scan, for a store whose usage did not count them yet."""
+    found: dict[str, int] = {}
+    for key, value in txn.cursor(db=db):
+        tenant = bytes(key).split(b"\x00", 1)[0].decode()
+        found[tenant] = found.get(tenant, 0) + len(value)
+    return found
 
 
 def read(txn: lmdb.Transaction, db, tenant: str, memory_id: str, after: int, limit: int) -> list[Version]:

@@ -14,11 +14,12 @@ It keeps the `textual.record_store` contract for one node (`watch` never reports
 Databases: `memories` (key -> record JSON), `vectors` (key -> float32 bytes), `kbs` (key -> knowledge base
 JSON), `spaces` (key -> shared memory space JSON), `versions` (tenant -> its newest change seq, as 8-byte
 little-endian), `changes` (the change log: `encode_log_key` -> the entry kind's value, NUL, the memory id),
-`meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"1" once the
-derived databases were built), the derived `usage`, `by_time` and `users` (`textual.lmdb_ledger` owns them and
-their invariant), and `history` (the versions of each memory, `textual.history` owns their format; written in the
-transaction of the change they record, deleted with their memory). A tenant's version grows by one per memory
-each write stores or deletes, so derived indexes know when they are stale and what changed since.
+`meta` (`embedding_model` -> the identity of the model every stored vector came from; `derived` -> b"2" once the
+derived databases were built with history versions counted, b"1" from before they counted), the derived `usage`,
+`by_time` and `users` (`textual.lmdb_ledger` owns them and their invariant), and `history` (the versions of each
+memory, `textual.history` owns their format; written in the transaction of the change they record, deleted with
+their memory; their bytes count in the tenant's usage). A tenant's version grows by one per memory each write
+stores or deletes, so derived indexes know when they are stale and what changed since.
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ from memcore.units import GIB
 from textual import lmdb_history
 from textual.errors import StoreFullError
 from textual.history import Change, Version
-from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all
+from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all, count_history
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory, Space
-from textual.record_store import LOG_KEEP, ChangeListener, EntryKind, LogEntry
+from textual.record_store import LOG_KEEP, ChangeListener, EntryKind, GrowthCheck, LogEntry
 from textual.record import (decode_kb, decode_key, decode_memory, decode_space, decode_user_stats, decode_vector,
                             encode_kb, encode_key, encode_memory, encode_space, encode_vector, sortable_time)
 
 DEFAULT_MAP_SIZE = GIB
 DEFAULT_MAX_MAP_SIZE = 1 << 36
+DERIVED = b"2"  # the version of the derived databases: 2 counts history versions in `usage`
 T = TypeVar("T")
 
 
@@ -102,10 +104,13 @@ class LmdbStore:
 
     def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]],
                  changes: Sequence[Change | None] | None = None,
-                 histories: Mapping[str, Sequence[Version]] | None = None) -> None:
+                 histories: Mapping[str, Sequence[Version]] | None = None,
+                 check_growth: GrowthCheck | None = None) -> None:
         """Write memories (and embeddings, where given) of any tenants in one durable transaction. For each memory
         whose `changes` entry is set, a version recording the change is appended in that transaction; `histories`
-        (memory id -> versions, an import's) replaces those memories' histories before their change is recorded."""
+        (memory id -> versions, an import's) replaces those memories' histories before their change is recorded.
+        A tenant whose stored bytes (records, vectors, versions) the write grows is asked of `check_growth` first;
+        if it raises, nothing is written."""
         rows = [(memory, encode_key(memory.tenant, memory.id), encode_memory(memory),
                  None if vector is None else encode_vector(vector)) for memory, vector in items]
         changes = list(changes) if changes is not None else [None] * len(rows)
@@ -118,10 +123,11 @@ class LmdbStore:
                 if old is not None:
                     ledger.removed(old, len(old) + old_vector_size)
                 if histories and memory.id in histories:
-                    lmdb_history.put_all(txn, self._history, memory.tenant, memory.id, histories[memory.id])
+                    ledger.resized(memory.tenant, lmdb_history.put_all(txn, self._history, memory.tenant, memory.id,
+                                                                       histories[memory.id]))
                 if change is not None:
-                    lmdb_history.append(txn, self._history, None if old is None else decode_memory(old), memory,
-                                        change)
+                    ledger.resized(memory.tenant, lmdb_history.append(
+                        txn, self._history, None if old is None else decode_memory(old), memory, change))
                 txn.put(key, record, db=self._memories)
                 if vector is not None:
                     txn.put(key, vector, db=self._vectors)
@@ -130,7 +136,7 @@ class LmdbStore:
                 tenants.setdefault(memory.tenant, []).append((memory.id, kind))
             for tenant, entries in tenants.items():
                 self._log(txn, tenant, entries)
-            ledger.flush()
+            ledger.flush(check_growth)
 
         self._write(put)
 
@@ -150,7 +156,7 @@ class LmdbStore:
                 record, vector = txn.pop(key, db=self._memories), txn.pop(key, db=self._vectors)
                 if record is not None:
                     ledger.removed(record, len(record) + (0 if vector is None else len(vector)))
-                    lmdb_history.drop(txn, self._history, tenant, memory_id)
+                    ledger.resized(tenant, -lmdb_history.drop(txn, self._history, tenant, memory_id))
                     removed.append(memory_id)
             self._log(txn, tenant, [(memory_id, EntryKind.DELETE) for memory_id in removed])
             ledger.flush()
@@ -280,7 +286,8 @@ class LmdbStore:
         return None
 
     def usage(self, tenant: str) -> tuple[int, int]:
-        """(memories, bytes) `tenant` holds: records of every tier, and their records' and embeddings' bytes."""
+        """(memories, bytes) `tenant` holds: records of every tier, and the bytes of their records, embeddings and
+        history versions."""
         with self._read() as txn:
             data = txn.get(tenant.encode(), db=self._derived.usage)
             return (0, 0) if data is None else USAGE.unpack(data)
@@ -361,14 +368,20 @@ class LmdbStore:
         txn.put(tenant.encode(), struct.pack("<Q", last), db=self._versions)
 
     def _derive_once(self) -> None:
-        """Build the derived databases of a store written before they existed (once; writes keep them after)."""
+        """Build the derived databases of a store written before they existed, or add the history versions to the
+        usage of a store derived before they counted (once; writes keep them after)."""
         with self._read() as txn:
-            if txn.get(b"derived", db=self._meta) is not None:
-                return
+            found = txn.get(b"derived", db=self._meta)
+        if found == DERIVED:
+            return
 
         def build(txn: lmdb.Transaction) -> None:
-            count_all(self._derived, txn, self._memories, self._vectors)
-            txn.put(b"derived", b"1", db=self._meta)
+            history_bytes = lmdb_history.tenant_bytes(txn, self._history)
+            if found is None:
+                count_all(self._derived, txn, self._memories, self._vectors, history_bytes)
+            else:
+                count_history(self._derived, txn, history_bytes)
+            txn.put(b"derived", DERIVED, db=self._meta)
 
         self._write(build)
 

@@ -4,8 +4,9 @@ A write of a tenant: lock its `textual_tenants` row (its writers take turns from
 records it replaces, write records, vectors and versions (`textual.history` owns the version rule: one per change,
 at most `MAX_VERSIONS` per memory), then `_log`: the change-log entries with the tenant's next seqs (gap-free,
 since the row lock is held), the log trimmed to `LOG_KEEP`, usage and user stats merged (`textual.tally`), the
-tenant's seq stored, and the notification sent (delivered on commit). Batches go to the server in pipelines
-(`executemany`), not one round trip per row.
+tenant's seq stored, and the notification sent (delivered on commit). Usage counts the bytes of the stored versions
+with the records' (as LMDB's does); a write that grows the tenant's bytes is first asked of its `GrowthCheck`.
+Batches go to the server in pipelines (`executemany`), not one round trip per row.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from textual.memory import Memory
 from textual.pg_watch import CHANNEL, payload
 from textual.record import decode_memory, decode_user_stats, encode_memory, encode_time_key, encode_user_stats, \
     encode_vector
-from textual.record_store import LOG_KEEP, EntryKind
+from textual.record_store import LOG_KEEP, EntryKind, GrowthCheck
 from textual.tally import Tally, merged_user
 
 UPSERT_MEMORY = ("INSERT INTO textual_memories (tenant, id, record, vector, time_key) VALUES (%s, %s, %s, %s, %s) "
@@ -40,18 +41,19 @@ class MemoryWrite:
 
 
 def write_memories(cursor: psycopg.Cursor, tenant: str, writes: Sequence[MemoryWrite],
-                   histories: Mapping[str, Sequence[Version]]) -> None:
+                   histories: Mapping[str, Sequence[Version]], check_growth: GrowthCheck | None = None) -> None:
     """Store `writes` (all of `tenant`), replacing the histories of the ids in `histories` first."""
     seq = _lock_tenant(cursor, tenant, create=True)
     ids = list(dict.fromkeys(write.memory.id for write in writes))
     old = {memory_id: (bytes(record), size) for memory_id, record, size in cursor.execute(
         "SELECT id, record, COALESCE(octet_length(vector), 0) FROM textual_memories WHERE tenant = %s "
         "AND id = ANY(%s)", (tenant, ids))}
-    _replace_histories(cursor, tenant, {i: histories[i] for i in ids if i in histories})
+    tally = Tally()
+    tally.resized(tenant, _replace_histories(cursor, tenant, {i: histories[i] for i in ids if i in histories}))
     bounds = {memory_id: (first, last) for memory_id, first, last in cursor.execute(
         "SELECT memory_id, min(seq), max(seq) FROM textual_history WHERE tenant = %s AND memory_id = ANY(%s) "
         "GROUP BY memory_id", (tenant, [w.memory.id for w in writes if w.change is not None]))}
-    tally, rows, versions, trims, entries = Tally(), [], [], {}, []
+    rows, versions, trims, entries = [], [], {}, []
     for write in writes:
         memory, record = write.memory, encode_memory(write.memory)
         vector = None if write.vector is None else encode_vector(write.vector)
@@ -62,6 +64,7 @@ def write_memories(cursor: psycopg.Cursor, tenant: str, writes: Sequence[MemoryW
             first, last = bounds.get(memory.id, (0, 0))
             version = version_of(None if before is None else decode_memory(before[0]), memory, write.change, last + 1)
             versions.append((tenant, memory.id, version.seq, encode_version(version)))
+            tally.resized(tenant, len(versions[-1][3]))
             bounds[memory.id] = (first or version.seq, version.seq)
             if version.seq - MAX_VERSIONS >= (first or version.seq):
                 trims[memory.id] = version.seq - MAX_VERSIONS
@@ -73,10 +76,11 @@ def write_memories(cursor: psycopg.Cursor, tenant: str, writes: Sequence[MemoryW
     cursor.executemany(UPSERT_MEMORY, rows)
     if versions:
         cursor.executemany(INSERT_VERSION, versions)
-    if trims:
-        cursor.executemany("DELETE FROM textual_history WHERE tenant = %s AND memory_id = %s AND seq <= %s",
-                           [(tenant, memory_id, cutoff) for memory_id, cutoff in trims.items()])
-    _log(cursor, tenant, seq, entries, tally)
+    for memory_id, cutoff in trims.items():
+        tally.resized(tenant, -_deleted_bytes(cursor, "DELETE FROM textual_history WHERE tenant = %s AND memory_id = "
+                                              "%s AND seq <= %s RETURNING octet_length(version)",
+                                              (tenant, memory_id, cutoff)))
+    _log(cursor, tenant, seq, entries, tally, check_growth)
 
 
 def delete_memories(cursor: psycopg.Cursor, tenant: str, memory_ids: Sequence[str]) -> list[str]:
@@ -93,7 +97,8 @@ def delete_memories(cursor: psycopg.Cursor, tenant: str, memory_ids: Sequence[st
         record, size = gone[memory_id]
         tally.removed(decode_memory(record), len(record) + size)
     if removed:
-        cursor.execute("DELETE FROM textual_history WHERE tenant = %s AND memory_id = ANY(%s)", (tenant, removed))
+        tally.resized(tenant, -_deleted_bytes(cursor, "DELETE FROM textual_history WHERE tenant = %s AND memory_id = "
+                                              "ANY(%s) RETURNING octet_length(version)", (tenant, removed)))
     _log(cursor, tenant, seq, [(memory_id, EntryKind.DELETE) for memory_id in removed], tally)
     return removed
 
@@ -106,25 +111,37 @@ def _lock_tenant(cursor: psycopg.Cursor, tenant: str, create: bool) -> int | Non
     return None if row is None else row[0]
 
 
-def _replace_histories(cursor: psycopg.Cursor, tenant: str, histories: Mapping[str, Sequence[Version]]) -> None:
+def _replace_histories(cursor: psycopg.Cursor, tenant: str, histories: Mapping[str, Sequence[Version]]) -> int:
+    """Replace the histories of the memories in `histories`; the bytes of versions added, less those replaced."""
     if not histories:
-        return
-    cursor.execute("DELETE FROM textual_history WHERE tenant = %s AND memory_id = ANY(%s)", (tenant, list(histories)))
-    cursor.executemany(INSERT_VERSION, [(tenant, memory_id, version.seq, encode_version(version))
-                                        for memory_id, versions in histories.items()
-                                        for version in kept_versions(versions)])
+        return 0
+    freed = _deleted_bytes(cursor, "DELETE FROM textual_history WHERE tenant = %s AND memory_id = ANY(%s) "
+                           "RETURNING octet_length(version)", (tenant, list(histories)))
+    rows = [(tenant, memory_id, version.seq, encode_version(version)) for memory_id, versions in histories.items()
+            for version in kept_versions(versions)]
+    cursor.executemany(INSERT_VERSION, rows)
+    return sum(len(row[3]) for row in rows) - freed
+
+
+def _deleted_bytes(cursor: psycopg.Cursor, sql: str, params: tuple) -> int:
+    """Run a `DELETE ... RETURNING octet_length(...)`; the bytes it deleted."""
+    return sum(size for (size,) in cursor.execute(sql, params).fetchall())
 
 
 def _log(cursor: psycopg.Cursor, tenant: str, seq: int, entries: Sequence[tuple[str, EntryKind]],
-         tally: Tally) -> None:
-    """Append the change-log entries after `seq`, and bring the tenant's counters, user stats and seq up to date."""
+         tally: Tally, check_growth: GrowthCheck | None = None) -> None:
+    """Append the change-log entries after `seq`, and bring the tenant's counters, user stats and seq up to date
+    (after asking `check_growth` when the tenant's bytes grow: it may raise, and the transaction rolls back)."""
+    count, size = tally.usage.get(tenant, (0, 0))
+    if check_growth is not None and size > 0:
+        stored = cursor.execute("SELECT memories, bytes FROM textual_tenants WHERE tenant = %s", (tenant,)).fetchone()
+        check_growth(tenant, (stored[0], stored[1]), size)
     last = seq + len(entries)
     if entries:
         cursor.executemany("INSERT INTO textual_changes (tenant, seq, memory_id, kind) VALUES (%s, %s, %s, %s)",
                            [(tenant, seq + n, memory_id, kind.value) for n, (memory_id, kind) in enumerate(entries, 1)])
         if last > LOG_KEEP:
             cursor.execute("DELETE FROM textual_changes WHERE tenant = %s AND seq <= %s", (tenant, last - LOG_KEEP))
-    count, size = tally.usage.get(tenant, (0, 0))
     cursor.execute("UPDATE textual_tenants SET seq = %s, memories = GREATEST(0, memories + %s), "
                    "bytes = GREATEST(0, bytes + %s) WHERE tenant = %s", (last, count, size, tenant))
     _merge_users(cursor, tenant, tally)

@@ -32,7 +32,7 @@ from textual.pg_memories import MemoryWrite, delete_memories, write_memories
 from textual.pg_schema import COMPONENT, MIGRATIONS
 from textual.record import (decode_kb, decode_memory, decode_space, decode_user_stats, decode_vector, encode_kb,
                             encode_key, encode_space, sortable_time)
-from textual.record_store import ChangeListener, EntryKind, LogEntry
+from textual.record_store import ChangeListener, EntryKind, GrowthCheck, LogEntry
 
 NAMED_TABLES = {"kb": "textual_kbs", "space": "textual_spaces"}
 
@@ -85,7 +85,8 @@ class PgStore:
 
     def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]],
                  changes: Sequence[Change | None] | None = None,
-                 histories: Mapping[str, Sequence[Version]] | None = None) -> None:
+                 histories: Mapping[str, Sequence[Version]] | None = None,
+                 check_growth: GrowthCheck | None = None) -> None:
         items = list(items)
         changes = list(changes) if changes is not None else [None] * len(items)
         by_tenant: dict[str, list[MemoryWrite]] = {}
@@ -93,7 +94,7 @@ class PgStore:
             by_tenant.setdefault(memory.tenant, []).append(MemoryWrite(memory, vector, change))
         with self._transaction() as cursor:
             for tenant in sorted(by_tenant):
-                write_memories(cursor, tenant, by_tenant[tenant], histories or {})
+                write_memories(cursor, tenant, by_tenant[tenant], histories or {}, check_growth)
 
     def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
         with self._transaction() as cursor:

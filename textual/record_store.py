@@ -31,6 +31,9 @@ from textual.memory import KnowledgeBase, Memory, Space
 
 LOG_KEEP = 100_000  # change-log entries kept per tenant; a reader further behind rebuilds its index
 ChangeListener = Callable[[str, int], None]  # (tenant, its newest seq), called from a background thread
+# Asked inside a write before a tenant's stored bytes (records, vectors, history versions) grow: the tenant, its
+# (memories, bytes) before the write, the bytes the write adds; it raises to refuse, and the write changes nothing.
+GrowthCheck = Callable[[str, tuple[int, int], int], None]
 
 
 class EntryKind(str, enum.Enum):
@@ -72,10 +75,12 @@ class RecordStore(Protocol):
 
     def put_many(self, items: Iterable[tuple[Memory, np.ndarray | None]],
                  changes: Sequence[Change | None] | None = None,
-                 histories: Mapping[str, Sequence[Version]] | None = None) -> None:
+                 histories: Mapping[str, Sequence[Version]] | None = None,
+                 check_growth: GrowthCheck | None = None) -> None:
         """Store memories (and vectors, where given; None keeps the stored one) in one transaction, one log entry
         each. A memory whose `changes` entry is set gains a version recording the change (`textual.history`);
-        `histories` (memory id -> versions, an import's) replaces those memories' histories first."""
+        `histories` (memory id -> versions, an import's) replaces those memories' histories first. `usage` counts
+        the versions' bytes with the records'; a tenant whose bytes the write grows is asked of `check_growth`."""
 
     def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
         """Remove memories with their vectors and histories in one transaction; returns the ids that were there."""

@@ -53,7 +53,7 @@ from textual.memory import (DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Lifecycle
                             peer_key)
 from textual.lmdb_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbStore
 from textual.log_follow import CATCH_UP_BATCH, differs, saved_caught_up
-from textual.record_store import LogEntry, RecordStore, net_changes
+from textual.record_store import GrowthCheck, LogEntry, RecordStore, net_changes
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
 from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, ReplicaFactory, VectorIndex, replica_for
@@ -62,6 +62,10 @@ from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, Replica
 # stored (memories, bytes), the contents of the memories about to be added and the embedding dimension, before they
 # are embedded; it raises to refuse the write, and its error reaches the caller unchanged.
 WriteAdmission = Callable[[str, tuple[int, int], Sequence[str], int], None]
+# Its second check, exact: called with the tenant, its stored (memories, bytes) and the bytes a change the tenant makes
+# adds (records, vectors and history versions: an update adds its version), inside the write's transaction; it raises
+# to refuse, and nothing is written. Changes of the background lifecycle pass and access bookkeeping are not asked.
+GrowthAdmission = GrowthCheck
 
 # Estimated RAM of one resident memory besides its vector and text: the Memory object and its metadata, the id in
 # several dicts and sets, its BM25 postings. An estimate for ranking and budgets, not a measurement.
@@ -117,6 +121,7 @@ class MemoryStore:
         self.max_image_bytes = max_image_bytes
         self.replica = replica  # where resident indexes also live for searching (a GPU), if anywhere
         self.admission: WriteAdmission | None = None  # set by the server that enforces quotas; None admits all
+        self.growth_admission: GrowthAdmission | None = None  # the same server's exact check at commit
         self._lock = threading.Lock()
         self._tenant_locks: dict[str, threading.RLock] = {}
         self._indexes: dict[str, TenantIndex] = {}
@@ -346,14 +351,16 @@ class MemoryStore:
         """Durably store memories (new or changed), with a vector for each (None: keep the stored one), then mirror
         them in the index. `why` (one kind for all, or one per memory; None: not a change worth a version, as an
         access is) records a version of each changed memory by `who` (default: the tenant) in the same
-        transaction; `histories` carries an import's versions (see `LmdbStore.put_many`)."""
+        transaction; `histories` carries an import's versions (see `LmdbStore.put_many`). A change the tenant makes
+        (a version by the tenant) that grows its stored bytes is refused by `growth_admission` when it does not fit."""
         kinds = list(why) if why is not None and not isinstance(why, ChangeKind) else [why] * len(memories)
         at = self.clock()
         changes = [None if kind is None else Change(who or tenant, kind, at) for kind in kinds]
+        by_tenant = (who or tenant) == tenant and any(change is not None for change in changes)
         with self.tenant_lock(tenant):
             index = self.index(tenant)
             rows = [None] * len(memories) if vectors is None else list(vectors)
-            self.db.put_many(zip(memories, rows), changes, histories)
+            self.db.put_many(zip(memories, rows), changes, histories, self.growth_admission if by_tenant else None)
             self._place(tenant, index, memories, rows)
             self._advance(tenant, index, len(memories))
 

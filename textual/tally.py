@@ -1,7 +1,8 @@
 """The counts derived from a tenant's memory records, as deltas one write makes and as merged totals.
 
 Both record stores keep, in the transaction of every write, what a full scan of the records would compute:
-- usage: tenant -> (memories, bytes), the number of records and the summed lengths of their record and vector;
+- usage: tenant -> (memories, bytes), the number of records and the summed lengths of their record, vector and
+  history versions;
 - user stats: (tenant, user) -> (count, count by tier, newest `updated_at` written; a delete does not lower it).
 A write records each stored and each replaced or deleted memory in a `Tally`; the store then merges the deltas into
 the stored totals (`merged_usage`, `merged_user`). This module is the one owner of that arithmetic.
@@ -32,6 +33,10 @@ class Tally:
         """The stored `memory` (`size` bytes in all) is gone: deleted, or about to be replaced."""
         self._count(memory.tenant, -1, -size)
         self._user(memory, -1, float("-inf"))
+
+    def resized(self, tenant: str, size: int) -> None:
+        """The tenant's stored history versions grew by `size` bytes (negative: shrank)."""
+        self._count(tenant, 0, size)
 
     def _count(self, tenant: str, count: int, size: int) -> None:
         change = self.usage.setdefault(tenant, [0, 0])

@@ -20,7 +20,7 @@ from sidecar.chat.kv_scope import cache_salt
 from sidecar.chat.output_limit import bound_output_tokens
 from sidecar.chat.requests import ChatCompletionRequest, CompletionRequest, engine_body
 from sidecar.chat.sse import with_memory_chunk
-from sidecar.engine.adapters import AdapterService
+from sidecar.engine.adapters import AdapterLease, AdapterService
 from sidecar.engine.client import EngineClient, EngineStream, reply_text
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import StoreUnavailableError
@@ -101,7 +101,7 @@ class ChatService:
         finally:
             self._release(lease)
 
-    async def _model_for(self, name: str | None, tenant: str, user: str | None) -> tuple[str, str | None]:
+    async def _model_for(self, name: str | None, tenant: str, user: str | None) -> tuple[str, AdapterLease | None]:
         """The engine model for a request and the adapter lease it holds: a served model by name, else the
         tenant's adapter by name, else (no name) the user's or tenant's bound adapter, else the default model."""
         if self.adapters is None or (name is not None and name in await self.catalog.names()):
@@ -117,10 +117,10 @@ class ChatService:
                 listed = await asyncio.to_thread(self.adapters.registry.list, tenant)
                 names = sorted(await self.catalog.names()) + [r.name for r in listed]
                 raise model_not_found(name, names)
-        key = await self.adapters.acquire(record)
-        return key, key
+        lease = await self.adapters.acquire(record, tenant)
+        return lease.key, lease
 
-    def _release(self, lease: str | None) -> None:
+    def _release(self, lease: AdapterLease | None) -> None:
         if lease is not None:
             self.adapters.release(lease)
 
@@ -139,7 +139,7 @@ class ChatService:
         finally:
             self.gate.leave()
 
-    async def _stream(self, path: str, body: dict, lease: str | None) -> EngineStream:
+    async def _stream(self, path: str, body: dict, lease: AdapterLease | None) -> EngineStream:
         self.gate.enter()
         try:
             stream = await self.client.post_stream(path, body)

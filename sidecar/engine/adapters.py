@@ -10,8 +10,9 @@ Invariants:
   after the engine confirmed the move; the plan is `adapters.residency.plan`, computed inline on the request (the
   tier scheduler's adapter moves come back here as `load` and `unload`, and it unloads by the same rule);
 - with an `admission` queue (`adapters.admission`), a request is admitted before it takes its lease: at most
-  `max_loras` distinct adapters have requests in the engine, the others wait in adapter groups served in rotation;
-  an admitted request is finished exactly once (on `release`, or at once if it gave up while being admitted);
+  `max_loras` distinct adapters have requests in the engine, the others wait in groups, tenants served in rotation
+  and none holding more than its share of the slots while another holding less waits; an admitted request is
+  finished exactly once (on `release`, or at once if it gave up while being admitted);
 - an engine restart forgets every loaded adapter; the next request loads its adapter again;
 - an unload goes through the engine's `sidecar.engine.lora_release` route, which also removes the adapter from the
   engine worker's LoRA cache and checks it is gone (vLLM's own unload forgets the name only); `releases` counts the
@@ -27,6 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from adapters.admission import AdmissionQueue, Admitted
 from adapters.errors import AdapterError, AdapterNotFoundError
@@ -42,6 +44,15 @@ from sidecar.engine.lora_release import RELEASE_PATH
 from sidecar.engine.process import Engine
 
 log = logging.getLogger("memsidecar.adapters")
+
+
+@dataclass(frozen=True)
+class AdapterLease:
+    """One request's hold on an adapter, from `acquire` to `release`: the adapter's engine model name (`key`) and the
+    tenant the request is for (whose share of the slots it counts against)."""
+
+    key: str
+    tenant: str
 
 
 class AdapterService:
@@ -93,26 +104,27 @@ class AdapterService:
         adapter = self.state.get(record.engine_name)
         return adapter is not None and adapter.is_pinned
 
-    async def acquire(self, record: AdapterRecord) -> str:
-        """Admit and lease `record` for one request: loaded in the engine when this returns; its engine model name.
+    async def acquire(self, record: AdapterRecord, tenant: str) -> AdapterLease:
+        """Admit and lease `record` for one request of `tenant`: loaded in the engine when this returns; the lease
+        names its engine model name.
 
-        With more distinct adapters asked for than the engine has slots, the request waits for its adapter's turn
-        (`adapters.admission`); while every loaded adapter is pinned or busy, it waits for a lease to end. Both
-        waits together last at most `wait_s`. `release` ends both."""
+        With more distinct adapters asked for than the engine has slots, the request waits for its turn
+        (`adapters.admission`: fair across tenants); while every loaded adapter is pinned or busy, it waits for a
+        lease to end. Both waits together last at most `wait_s`. `release` ends both."""
         key = self._track(record)
         deadline = self.clock() + self.wait_s
-        await self._admit(key, deadline)
+        await self._admit(key, tenant, deadline)
         try:
             await self._lease(record, key, deadline)
         except BaseException:
-            self._finish(key)
+            self._finish(key, tenant)
             raise
-        return key
+        return AdapterLease(key, tenant)
 
-    def release(self, key: str) -> None:
-        """The request leasing `key` ended: its lease, and its admission."""
-        self._unlease(key)
-        self._finish(key)
+    def release(self, lease: AdapterLease) -> None:
+        """The request holding `lease` ended: its lease, and its admission."""
+        self._unlease(lease.key)
+        self._finish(lease.key, lease.tenant)
 
     async def load(self, record: AdapterRecord) -> None:
         """Load now (an operator's or the tier scheduler's prefetch): a lease that ends at once, outside admission."""
@@ -125,8 +137,8 @@ class AdapterService:
         waiting); None without admission. Names no adapter."""
         return self.admission.stats() if self.admission is not None else None
 
-    async def _admit(self, key: str, deadline: float) -> None:
-        if self.admission is None or self.admission.arrive(ticket := object(), key):
+    async def _admit(self, key: str, tenant: str, deadline: float) -> None:
+        if self.admission is None or self.admission.arrive(ticket := object(), key, tenant):
             return
         future = asyncio.get_running_loop().create_future()
         self._admissions[ticket] = future
@@ -139,16 +151,16 @@ class AdapterService:
                               f"for {self.wait_s:.0f} s; retry shortly") from None
         except BaseException:  # cancelled: admitted meanwhile (finish it) or still waiting (withdraw it)
             if future.done() and not future.cancelled():
-                self._finish(key)
+                self._finish(key, tenant)
             else:
                 self._wake(self.admission.withdraw(ticket))
             raise
         finally:
             self._admissions.pop(ticket, None)
 
-    def _finish(self, key: str) -> None:
+    def _finish(self, key: str, tenant: str) -> None:
         if self.admission is not None:
-            self._wake(self.admission.finish(key))
+            self._wake(self.admission.finish(key, tenant))
 
     def _wake(self, groups: list[Admitted]) -> None:
         """Let the admitted groups' requests run; one whose request already gave up is finished at once."""
@@ -158,7 +170,7 @@ class AdapterService:
                 if future is not None and not future.done():
                     future.set_result(None)
                 else:
-                    self._finish(group.adapter)
+                    self._finish(group.adapter, group.tenant)
 
     async def _lease(self, record: AdapterRecord, key: str, deadline: float) -> None:
         """Hold a lease on `key` with it loaded in the engine, waiting up to `deadline` for a free adapter slot."""

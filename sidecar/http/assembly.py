@@ -17,6 +17,7 @@ from adapters.jobs import JobRunner
 from adapters.registry import AdapterRegistry
 from adapters.residency import Capacity
 from adapters.sizing import SlotSizing
+from kvcache.keys import tenant_scope
 from kvcache.store import TieredStore
 from kvcache.worker_stats import stats_path
 from sidecar.chat.catalog import ModelCatalog
@@ -123,7 +124,7 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
         sizing=adapters.sizing.as_json() if adapters.sizing is not None else None)
     jobs = JobRunner()
     pins = None if kv_store is None else PinBook(settings.data_dir / "activation-pins.json")
-    book = quota_book(settings, store, adapters, service, jobs, pins)
+    book = quota_book(settings, store, adapters, service, jobs, pins, kv_store)
     gate = EngineGate(settings.max_engine_requests, book)
     extractor = None if not settings.memory_extraction else MemoryExtractor(
         client, catalog, gate, store, settings.memory_extraction_model, settings.memory_extraction_max_tokens,
@@ -139,9 +140,9 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
 
 
 def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | None, service: AdapterService | None,
-               jobs: JobRunner, pins: PinBook | None) -> QuotaBook:
+               jobs: JobRunner, pins: PinBook | None, kv_store: TieredStore | None = None) -> QuotaBook:
     """The tenants' quotas, reading each resource's usage from the part that owns it; the store asks the book before
-    new memories are written."""
+    new memories are written, and again, exactly, when a tenant's change grows its stored bytes."""
     readers: dict[Resource, Callable[[str], int]] = {
         Resource.MEMORIES: lambda tenant: store.usage(tenant)[0],
         Resource.MEMORY_BYTES: lambda tenant: store.usage(tenant)[1],
@@ -153,8 +154,11 @@ def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | 
         readers[Resource.PINNED_ADAPTERS] = service.pinned_by
     if pins is not None:
         readers[Resource.PINNED_KV] = lambda tenant: len(pins.of(tenant))
+    if kv_store is not None and settings.kv_scope == "tenant":
+        readers[Resource.KV_DISK_BYTES] = lambda tenant: kv_store.scope_disk_bytes(tenant_scope(tenant))
     book = QuotaBook(settings.quota_limits, readers)
     store.admission = book.admit_memory_write
+    store.growth_admission = book.admit_memory_growth
     return book
 
 

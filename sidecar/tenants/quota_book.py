@@ -50,6 +50,12 @@ class QuotaBook:
         with self.refusing(tenant):
             check_memory_write(self.limits, stored, list(contents), dim)
 
+    def admit_memory_growth(self, tenant: str, stored: tuple[int, int], adding: int) -> None:
+        """`textual.store.GrowthAdmission`: refuse a change that would take the tenant's stored bytes (records,
+        embeddings, history versions) past its limit; checked exactly, inside the write's transaction."""
+        with self.refusing(tenant):
+            check(Resource.MEMORY_BYTES, self.limits.memory_bytes, stored[1], adding)
+
     def check_adapter_upload(self, tenant: str, upload_bytes: int) -> None:
         """Refuse one more adapter version of about `upload_bytes` when the tenant owns as many as it may."""
         owned = (self.used(tenant, Resource.ADAPTERS), self.used(tenant, Resource.ADAPTER_BYTES))

@@ -4,12 +4,17 @@ Resources and the answer a tenant gets when it would pass a limit (`QuotaExceede
 - concurrency, 429 (retry later): `engine_requests` (chat and completion requests in flight to the engine, so one
   tenant never holds every engine slot), `memory_requests` (memory REST calls in flight, so one tenant never holds
   every worker thread);
-- storage, 413 (the write does not fit what is left): `memories`, `memory_bytes` (records plus embeddings as LMDB
-  stores them), `adapters` (registered versions the tenant owns), `adapter_bytes` (their weights);
-- held slots, 409 (release one first): `distill_jobs` (queued or running), `pinned_adapters`, `pinned_kv`.
+- storage, 413 (the write does not fit what is left): `memories`, `memory_bytes` (records, embeddings and history
+  versions as LMDB stores them), `adapters` (registered versions the tenant owns), `adapter_bytes` (their weights);
+- held slots, 409 (release one first): `distill_jobs` (queued or running), `pinned_adapters`, `pinned_kv`;
+- cache, never refused: `kv_disk_bytes` (the tenant's KV blocks in the disk tier). The engine's KV connector holds
+  each tenant to it by evicting that tenant's own least recently used blocks (`kvcache.lmdb_tier`), as a cache
+  should; the limit reaches the engine in its connector configuration, and usage is read back from the store.
 
 A limit of 0 means unlimited. Invariant of `check`: it refuses exactly when `used + adding > limit` (limit > 0),
-so a tenant at its limit may still make writes that add nothing (updates, deletes, access bookkeeping).
+so a tenant at its limit may still make writes that add nothing (deletes, access bookkeeping). `memory_bytes` counts
+each memory's history versions too, so an update, which adds a version, adds bytes: a tenant cannot grow the shared
+store without bound by changing one memory again and again.
 `TenantSlots` keeps the concurrency counts; its invariant: `in_flight(t) <= limit` for every tenant t, and every
 `acquire` that returned is matched by one `release`.
 """
@@ -39,13 +44,16 @@ class Resource(str, enum.Enum):
     DISTILL_JOBS = "distill_jobs"
     PINNED_ADAPTERS = "pinned_adapters"
     PINNED_KV = "pinned_kv"
+    KV_DISK_BYTES = "kv_disk_bytes"
 
     @property
     def status(self) -> int:
-        """The HTTP status of a refusal: 429 concurrency, 413 storage, 409 held slots."""
+        """The HTTP status of a refusal: 429 concurrency, 413 storage, 409 held slots (`kv_disk_bytes` is never
+        refused: its blocks are evicted instead; 413 should a caller check it)."""
         if self in (Resource.ENGINE_REQUESTS, Resource.MEMORY_REQUESTS):
             return 429
-        if self in (Resource.MEMORIES, Resource.MEMORY_BYTES, Resource.ADAPTERS, Resource.ADAPTER_BYTES):
+        if self in (Resource.MEMORIES, Resource.MEMORY_BYTES, Resource.ADAPTERS, Resource.ADAPTER_BYTES,
+                    Resource.KV_DISK_BYTES):
             return 413
         return 409
 
@@ -65,6 +73,7 @@ _WHAT = {
     Resource.DISTILL_JOBS: "queued or running distillation jobs",
     Resource.PINNED_ADAPTERS: "pinned adapters",
     Resource.PINNED_KV: "pinned activation prefixes",
+    Resource.KV_DISK_BYTES: "bytes of cached activations (KV blocks) on disk",
 }
 _ADVICE = {429: "retry when some finish", 413: "delete some first", 409: "release one first"}
 
@@ -106,6 +115,7 @@ class QuotaLimits:
     distill_jobs: int = 2
     pinned_adapters: int = 1
     pinned_kv: int = 16
+    kv_disk_bytes: int = 2 * GIB
 
     def of(self, resource: Resource) -> int:
         return getattr(self, resource.value)

@@ -54,3 +54,12 @@ def test_a_shared_tier_without_its_environment_is_refused_naming_what_is_missing
         ConnectorConfig.from_vllm(vllm_config(tmp_path, config_json), environ={REMOTE_URL_ENV: URL})
     with pytest.raises(ValueError, match="kv_remote_secret"):
         connector_env(URL, None)
+
+
+def test_the_tenants_disk_budget_reaches_the_store_the_connector_opens(tmp_path):
+    config_json = kv_transfer_config(tmp_path / "kv", 1 << 20, 1 << 22, tenant_disk_bytes=1 << 21)
+    config = ConnectorConfig.from_vllm(vllm_config(tmp_path, config_json), environ={})
+    assert config.store_config().tenant_disk_bytes == 1 << 21
+    older = json.loads(config_json)
+    del older["kv_connector_extra_config"]["tenant_disk_bytes"]  # a configuration written before the budget
+    assert ConnectorConfig.from_vllm(vllm_config(tmp_path, json.dumps(older)), environ={}).tenant_disk_bytes == 0

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcache.keys import KEY_BYTES, Namespace, block_keys, chain_key, key_namespace, namespace_id, namespace_root
+from kvcache.keys import (KEY_BYTES, Namespace, block_keys, chain_key, key_namespace, namespace_id, namespace_root,
+                          scope_tenant, tenant_scope)
 
 NS = Namespace(model_fingerprint="f" * 32, engine_variant="lora=False;quant=none", kv_dtype="bfloat16",
                kv_layout="LBHNC", block_size=4)
@@ -99,3 +100,9 @@ def test_changing_any_single_field_changes_the_namespace_id(ns, data):
     changed = dataclasses.replace(ns, **{field: getattr(other, field)}) if field not in ("tp_rank", "tp_size") \
         else dataclasses.replace(ns, tp_rank=other.tp_rank, tp_size=other.tp_size)
     assert namespace_id(changed) != namespace_id(ns)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_a_tenants_scope_names_it_and_the_public_scope_names_nobody(tenant):
+    assert tenant_scope(tenant) == f"tenant:{tenant}" and scope_tenant(tenant_scope(tenant)) == tenant
+    assert scope_tenant(NS.scope) is None and scope_tenant("public") is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcache.policy import Entry, Plan, choose_victims, plan
+from kvcache.policy import Entry, Plan, bytes_to_free, choose_victims, fitting_prefix, plan
 
 entries = st.lists(
     st.builds(Entry, key=st.binary(min_size=2, max_size=2), size=st.integers(1, 100),
@@ -62,3 +62,18 @@ def test_choose_victims_stops_as_soon_as_the_budget_fits():
         raise AssertionError("read past what was needed")
 
     assert choose_victims(oldest_first(), used_bytes=25, budget_bytes=15) == [b"a"]
+
+
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 3000), max_size=10), st.integers(1, 10_000),
+       st.floats(0.1, 1.0))
+def test_an_owner_over_its_budget_frees_to_its_low_water_and_keeps_what_then_fits(used, sizes, budget, low_water):
+    """`bytes_to_free` is 0 exactly when everything fits; freeing it (when there is that much to free) leaves room for
+    every incoming block; `fitting_prefix` never passes the budget and stops only at a block that would."""
+    to_free = bytes_to_free(used, sum(sizes), budget, low_water)
+    assert (to_free == 0) == (used + sum(sizes) <= budget)
+    if to_free and to_free <= used:
+        assert used - to_free + sum(sizes) <= budget
+        assert fitting_prefix(sizes, used - to_free, budget) == len(sizes)
+    kept = fitting_prefix(sizes, used, budget)
+    assert used + sum(sizes[:kept]) <= budget or kept == 0
+    assert kept == len(sizes) or used + sum(sizes[:kept + 1]) > budget

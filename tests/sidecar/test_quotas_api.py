@@ -71,11 +71,17 @@ def test_memory_count_quota_is_a_413_naming_its_limit_and_whoami_shows_it(small)
 def test_memory_bytes_quota_is_a_413_naming_its_limit(small):
     big = "The glaze recipe calls for feldspar, silica and whiting. " * 260  # ~15 kB
     for _ in range(3):
-        assert post(small, "/v1/memories", "tenant-b", user_id="v", content=big, type="episode").status_code == 200
+        written = post(small, "/v1/memories", "tenant-b", user_id="v", content=big, type="episode")
+        assert written.status_code == 200
     refused(post(small, "/v1/memories", "tenant-b", user_id="v", content=big, type="episode"), 413, "memory_bytes",
             60000)
     usage = whoami(small, "tenant-b")["usage"]
     assert 3 * len(big) < usage["memory_bytes"] <= 60000
+    # an update keeps the previous content as a version, which counts: it no longer fits either
+    update = httpx.patch(f"{small.base_url}/v1/memories/{written.json()['id']}", json={"content": big.upper()},
+                         headers=auth("tenant-b"), timeout=120)
+    refused(update, 413, "memory_bytes", 60000)
+    assert whoami(small, "tenant-b")["usage"]["memory_bytes"] == usage["memory_bytes"]
 
 
 def test_engine_slots_per_tenant_are_a_429_and_leave_other_tenants_served(small):

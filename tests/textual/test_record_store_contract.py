@@ -129,6 +129,26 @@ def test_histories_are_written_with_their_change_replaced_by_imports_and_dropped
     assert records.history("t1", "m001") == []
 
 
+def test_usage_counts_history_versions_and_a_refused_growth_writes_nothing(records):
+    records.put_many([(memory(1), VECTOR)])
+    plain = records.usage("t1")[1]
+    for n in range(3):
+        records.put_many([(memory(1, content=f"edit {n}"), None)], [Change("t1", ChangeKind.UPDATE, 6.0 + n)])
+    versions = records.usage("t1")[1] - plain
+    assert versions > 0, "each version's bytes count in the tenant's usage"
+
+    def refuse(tenant: str, stored: tuple[int, int], adding: int) -> None:
+        assert tenant == "t1" and stored == records.usage("t1") and adding > 0
+        raise PermissionError("over quota")
+
+    with pytest.raises(PermissionError):
+        records.put_many([(memory(1, content="one edit too many"), None)], [Change("t1", ChangeKind.UPDATE, 9.0)],
+                         check_growth=refuse)
+    assert records.get("t1", "m001").content == "edit 2" and len(records.history("t1", "m001")) == 3
+    records.delete_many("t1", ["m001"])
+    assert records.usage("t1") == (0, 0), "the versions' bytes leave with their memory"
+
+
 def test_memories_come_in_time_order_from_since(records):
     records.put_many([(memory(1, created_at=30.0), VECTOR), (memory(2, created_at=10.0), VECTOR),
                       (memory(3, created_at=20.0), VECTOR), (memory(4, tenant="t2", created_at=15.0), VECTOR)])

@@ -68,13 +68,14 @@ def test_the_kv_connector_configuration_reaches_the_engine(tmp_path):
 
     from kvcache.connector_config import kv_transfer_config
 
-    config = kv_transfer_config(tmp_path / "kv", ram_bytes=1 << 30, disk_bytes=8 << 30)
+    config = kv_transfer_config(tmp_path / "kv", ram_bytes=1 << 30, disk_bytes=8 << 30, tenant_disk_bytes=2 << 30)
     argv = engine_command(spec(kv_transfer_config=config))
     parsed = json.loads(argv[argv.index("--kv-transfer-config") + 1])
     assert parsed["kv_connector"] == "MemsidecarConnector" and parsed["kv_connector_module_path"] == "kvcache.connector"
     assert parsed["kv_load_failure_policy"] == "recompute"
     assert parsed["kv_connector_extra_config"] == {"store_dir": str(tmp_path / "kv"), "ram_bytes": 1 << 30,
-                                                   "disk_bytes": 8 << 30, "remote": False}
+                                                   "disk_bytes": 8 << 30, "remote": False,
+                                                   "tenant_disk_bytes": 2 << 30}
 
 
 def test_the_shared_tiers_credentials_and_secret_reach_the_engine_only_in_its_environment(tmp_path):
@@ -87,6 +88,7 @@ def test_the_shared_tiers_credentials_and_secret_reach_the_engine_only_in_its_en
     engine = spec(kv_transfer_config=kv_connector_json(settings), secret_env=kv_connector_env(settings))
     argv = " ".join(engine_command(engine))
     assert '"remote": true' in argv and "hunter2" not in argv and secret not in argv
+    assert f'"tenant_disk_bytes": {settings.tenant_max_kv_disk_bytes}' in argv  # each tenant's disk budget, too
     env = engine_env(engine, {"PATH": "/bin"})
     assert env["MEMSIDECAR_CONNECTOR_REMOTE_URL"] == url and env["MEMSIDECAR_CONNECTOR_REMOTE_SECRET"] == secret
     assert "hunter2" not in repr(engine) and secret not in repr(engine)

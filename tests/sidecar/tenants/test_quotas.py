@@ -30,7 +30,8 @@ def test_a_tenant_at_its_limit_may_still_write_what_adds_nothing():
 @pytest.mark.parametrize(("resource", "status"), [
     (Resource.ENGINE_REQUESTS, 429), (Resource.MEMORY_REQUESTS, 429), (Resource.MEMORIES, 413),
     (Resource.MEMORY_BYTES, 413), (Resource.ADAPTERS, 413), (Resource.ADAPTER_BYTES, 413),
-    (Resource.DISTILL_JOBS, 409), (Resource.PINNED_ADAPTERS, 409), (Resource.PINNED_KV, 409)])
+    (Resource.DISTILL_JOBS, 409), (Resource.PINNED_ADAPTERS, 409), (Resource.PINNED_KV, 409),
+    (Resource.KV_DISK_BYTES, 413)])
 def test_each_resource_has_its_status_and_a_message_naming_limit_and_setting(resource, status):
     with pytest.raises(QuotaExceeded) as caught:
         check(resource, 3, 3, 1)
