@@ -124,7 +124,7 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
     jobs = JobRunner()
     pins = None if kv_store is None else PinBook(settings.data_dir / "activation-pins.json")
     book = quota_book(settings, store, adapters, service, jobs, pins)
-    gate = EngineGate(settings.max_engine_requests, book)
+    gate = EngineGate(settings.max_engine_requests, book, settings.engine_priorities)
     extractor = None if not settings.memory_extraction else MemoryExtractor(
         client, catalog, gate, store, settings.memory_extraction_model, settings.memory_extraction_max_tokens,
         settings.kv_scope)
@@ -153,7 +153,7 @@ def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | 
         readers[Resource.PINNED_ADAPTERS] = service.pinned_by
     if pins is not None:
         readers[Resource.PINNED_KV] = lambda tenant: len(pins.of(tenant))
-    book = QuotaBook(settings.quota_limits, readers)
+    book = QuotaBook(settings.quota_limits, readers, settings.engine_fair_slots)
     store.admission = book.admit_memory_write
     return book
 
