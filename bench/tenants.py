@@ -1,17 +1,21 @@
 """Two tenants on one sidecar: does tenant A's flood starve tenant B?
 
-    python -m bench.tenants [--chats N] [--json]
+    python -m bench.tenants [--chats N] [--rounds R] [--json]
 
 One `memsidecar serve` on the tiny model with its default quotas and rate limit, and two API keys. Tenant B holds
 `--memories` memories and chats one request at a time with memory on (injection and write-back), `--max-tokens`
-greedy tokens: first alone (`--chats` chats), then again while tenant A floods the sidecar from many threads with
+greedy tokens: alone, then again while tenant A floods the sidecar, in `--rounds` rounds (`--chats` chats per phase
+in all, split over the rounds; alternating keeps a drift in a shared machine's other load off one phase). A floods
+from many threads with
 - bulk memory writes (`--bulk-threads` threads, `--bulk-turns` turns per request),
 - long chats (`--long-threads` threads, `--long-tokens` tokens each, EOS ignored),
 - adapter uploads (one thread, the same few random LoRA adapters again and again: each upload is a new version).
 Reported: B's chat latency p50/p95 alone and under the flood, their ratio (target: p95 under flood <= 2x alone),
 B's failures, A's requests served and refused by reason (status and error code / quota), and 5xx answers of
 either tenant (target: none). To tell where B's time goes, B also times, alone and under the flood, memory searches
-alone (`b_search_*`) and chats with memory off (`b_plain_*`, the engine path only).
+alone (`b_search_*`) and chats with memory off (`b_plain_*`, the engine path only), and the cores that the sidecar,
+its engine and this client (A's threads and B) used while B measured (`cores_alone`, `cores_flood`), and A's chats
+in flight to the engine meanwhile (`a_engine_in_flight_*`, from the sidecar's /metrics).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -176,33 +181,113 @@ def summary(name: str, values: list[float]) -> dict:
             f"{name}_ms_p95": round(1000 * percentile(values, 0.95), 1)}
 
 
-def run(url: str, archives: list[bytes], args: argparse.Namespace) -> dict:
+def b_phase(client: httpx.Client, url: str, chats: int, parts: int, max_tokens: int, offset: int) -> tuple:
+    """B's chats (latencies, failures), then its searches and its chats with memory off (latencies)."""
+    latencies, failures = b_chats(client, url, chats, max_tokens, offset)
+    return latencies, failures, b_searches(client, url, parts), b_plain_chats(client, url, parts, max_tokens)
+
+
+class InFlightSampler:
+    """A's chats in flight to the engine (the sidecar's `/metrics`), sampled every `every_s` seconds until `stop`."""
+
+    def __init__(self, url: str, every_s: float = 0.5) -> None:
+        self.url, self.every_s = url, every_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "InFlightSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        line = 'memsidecar_tenant_usage{resource="engine_requests",tenant="tenant-a"}'
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.wait(self.every_s):
+                for text in client.get(f"{self.url}/metrics").text.splitlines():
+                    if text.startswith(line):
+                        self.samples.append(int(float(text.split()[-1])))
+
+
+class CpuMeter:
+    """CPU seconds used by the sidecar, its engine (every process under it) and this process, over the phases."""
+
+    def __init__(self, sidecar_pid: int) -> None:
+        self.sidecar = psutil.Process(sidecar_pid)
+        self.used: dict[str, Counter[str]] = {"alone": Counter(), "flood": Counter()}
+        self.wall: Counter[str] = Counter()
+
+    def sample(self) -> Counter[str]:
+        engine = 0.0
+        for child in self.sidecar.children(recursive=True):
+            try:
+                engine += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass  # a process that ended between listing and reading
+        return Counter({"sidecar": sum(self.sidecar.cpu_times()[:2]), "engine": engine,
+                        "bench_client": sum(psutil.Process().cpu_times()[:2])})
+
+    def measure(self, phase: str, work):
+        before, started = self.sample(), time.perf_counter()
+        result = work()
+        self.wall[phase] += time.perf_counter() - started
+        self.used[phase].update(self.sample() - before)
+        return result
+
+    def cores(self, phase: str) -> dict[str, float]:
+        """Cores each used on average while B measured in `phase`."""
+        return {name: round(seconds / self.wall[phase], 2) for name, seconds in self.used[phase].items()}
+
+
+def run(url: str, archives: list[bytes], args: argparse.Namespace, meter: CpuMeter) -> dict:
+    """B's figures over `args.rounds` rounds, each B alone then B under A's flood, pooled: alternating the phases
+    keeps a drift in the machine's other load from landing on one phase only."""
+    latencies: dict[str, list[float]] = {}
+    failures: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
+    a_in_flight: list[int] = []  # A's chats in flight to the engine while B measured under the flood
+    per_round = [args.chats // args.rounds + (i < args.chats % args.rounds) for i in range(args.rounds)]
+    parts = [args.parts // args.rounds + (i < args.parts % args.rounds) for i in range(args.rounds)]
     with httpx.Client(timeout=600) as client:
         for i in range(args.memories):
             client.post(f"{url}/v1/memories", headers=headers("B"), json={
                 "user_id": "normal", "content": f"Fact {i}: I like {TOPICS[i % len(TOPICS)]} ({i})"}).raise_for_status()
         b_chats(client, url, 3, args.max_tokens, 0)  # warm-up
-        alone, alone_failures = b_chats(client, url, args.chats, args.max_tokens, 100)
-        parts = {**summary("b_search_alone", b_searches(client, url, args.parts)),
-                 **summary("b_plain_alone", b_plain_chats(client, url, args.parts, args.max_tokens))}
-        flood = Flood(url, archives, args)
-        flood.start()
-        time.sleep(args.flood_lead_s)  # let the flood reach its steady state
-        loaded, loaded_failures = b_chats(client, url, args.chats, args.max_tokens, 1000)
-        parts.update({**summary("b_search_flood", b_searches(client, url, args.parts)),
-                      **summary("b_plain_flood", b_plain_chats(client, url, args.parts, args.max_tokens))})
-        flood.finish()
+        for round_ in range(args.rounds):
+            for phase in ("alone", "flood"):
+                flood = Flood(url, archives, args) if phase == "flood" else None
+                if flood is not None:
+                    flood.start()
+                    time.sleep(args.flood_lead_s)  # let the flood reach its steady state
+                offset = 100 * (1 + round_) + (5000 if flood else 0)  # B asks new questions every round
+                with InFlightSampler(url) as sampler:
+                    chats, failed, searches, plain = meter.measure(phase, lambda: b_phase(
+                        client, url, per_round[round_], parts[round_], args.max_tokens, offset))
+                if flood is not None:
+                    a_in_flight += sampler.samples
+                if flood is not None:
+                    flood.finish()
+                    answers += flood.answers
+                for name, values in (("b", chats), ("b_search", searches), ("b_plain", plain)):
+                    latencies.setdefault(f"{name}_{phase}", []).extend(values)
+                failures += failed
         whoami = client.get(f"{url}/v1/whoami", headers=headers("A")).json()
-    failures = alone_failures + loaded_failures
-    server_errors = sum(n for r, n in (flood.answers + failures).items() if r[:1] == "5")
-    alone_p95, loaded_p95 = percentile(alone, 0.95), percentile(loaded, 0.95)
+    server_errors = sum(n for r, n in (answers + failures).items() if r[:1] == "5")
+    alone_p95, loaded_p95 = percentile(latencies["b_alone"], 0.95), percentile(latencies["b_flood"], 0.95)
     return {
-        "b_alone_ms_p50": round(1000 * statistics.median(alone), 1), "b_alone_ms_p95": round(1000 * alone_p95, 1),
-        "b_flood_ms_p50": round(1000 * statistics.median(loaded), 1), "b_flood_ms_p95": round(1000 * loaded_p95, 1),
+        **summary("b_alone", latencies["b_alone"]), **summary("b_flood", latencies["b_flood"]),
         "b_p95_ratio": round(loaded_p95 / alone_p95, 2), "b_failures": dict(failures),
-        **parts,
-        "a_answers": dict(sorted(flood.answers.items())),
-        "a_refused": {r: n for r, n in sorted(flood.answers.items()) if r[:1] == "4"},
+        **{k: v for name in ("b_search_alone", "b_plain_alone", "b_search_flood", "b_plain_flood")
+           for k, v in summary(name, latencies[name]).items()},
+        "cores_alone": meter.cores("alone"), "cores_flood": meter.cores("flood"),
+        "a_engine_in_flight_mean": round(statistics.mean(a_in_flight), 1) if a_in_flight else None,
+        "a_engine_in_flight_max": max(a_in_flight, default=None),
+        "a_answers": dict(sorted(answers.items())),
+        "a_refused": {r: n for r, n in sorted(answers.items()) if r[:1] == "4"},
         "server_errors": server_errors, "a_usage_after": whoami.get("usage", {}),
         "target_met": loaded_p95 <= 2 * alone_p95 and server_errors == 0,
     }
@@ -211,6 +296,7 @@ def run(url: str, archives: list[bytes], args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chats", type=int, default=30, help="B's chats alone, and again under the flood")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of B alone then flooded; the figures pool them")
     parser.add_argument("--memories", type=int, default=50, help="B's memories")
     parser.add_argument("--parts", type=int, default=15, help="B's searches and plain chats, alone and flooded")
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens of B's answers")
@@ -227,7 +313,7 @@ def main() -> None:
         model = ensure_model("tiny", work / "tiny")
         archives = adapter_archives(model, work)
         with served_sidecar(model, work, shlex.split(args.sidecar_args)) as sidecar, console.status("measuring"):
-            result = run(sidecar.base_url, archives, args)
+            result = run(sidecar.base_url, archives, args, CpuMeter(sidecar.process.pid))
     table = Table(title="tenant B's chat latency, ms")
     for column in ("", "p50", "p95"):
         table.add_column(column)
@@ -244,10 +330,14 @@ def main() -> None:
     for answer, count in result["a_answers"].items():
         answers.add_row(answer, str(count))
     console.print(answers)
+    for phase in ("alone", "flood"):
+        console.print(f"cores used while B measured, {phase}: {result[f'cores_{phase}']}")
+    console.print(f"A's chats in flight to the engine while B measured under the flood: mean "
+                  f"{result['a_engine_in_flight_mean']}, max {result['a_engine_in_flight_max']}")
     console.print(f"B p95 ratio {result['b_p95_ratio']} (target <= 2), 5xx answers {result['server_errors']} "
                   f"(target 0), B failures {result['b_failures'] or 'none'}")
     if args.json:
-        print(json.dumps({"bench": "tenants", "chats": args.chats, "memories": args.memories,
+        print(json.dumps({"bench": "tenants", "chats": args.chats, "rounds": args.rounds, "memories": args.memories,
                           "settings": {"model": "tiny", "max_tokens": args.max_tokens,
                                        "bulk_threads": args.bulk_threads, "bulk_turns": args.bulk_turns,
                                        "long_threads": args.long_threads, "long_tokens": args.long_tokens,

@@ -100,6 +100,20 @@ class Settings(BaseSettings):
     tenant_max_engine_requests: int = Field(
         16, ge=0, description="Chat and completion requests one tenant may have in flight to the engine (429 over "
         "it), so no tenant holds every engine slot; 0: no per-tenant limit.")
+    engine_fair_slots: int = Field(
+        8, ge=0, description="Engine requests the active tenants split evenly: while other tenants are active (a "
+        "request in flight, or one ended in the last 10 s), a tenant may start one only under its share of these "
+        "(at least 1; 429 over it), so one tenant's flood leaves room in the engine's batch for the others; 0: "
+        "off, only tenant_max_engine_requests applies.")
+    engine_priority: Literal["auto", "on", "off"] = Field(
+        "auto", description="Give each engine request a priority by its tenant's load (every tenant's first request "
+        "in flight before anyone's second, and so on) under vLLM's priority scheduling: auto does for the managed "
+        "engine, started with `--scheduling-policy priority`, not for an attached one; on with engine_url needs "
+        "the engine started with that flag.")
+    bulk_work_nice: int = Field(
+        10, ge=0, le=19, description="OS niceness of the thread that embeds bulk memory writes (many turns, "
+        "imports, documents, embedded in turns per tenant), so it yields the CPU to searches, chats and the engine; "
+        "0: normal priority.")
     tenant_max_memory_requests: int = Field(
         8, ge=0, description="Memory REST requests one tenant may have in flight (429 over it); 0: no limit.")
     tenant_max_memories: int = Field(
@@ -277,6 +291,11 @@ class Settings(BaseSettings):
         if self.max_loras != "auto" and self.max_loras > self.max_cpu_loras:
             raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
         return self
+
+    @property
+    def engine_priorities(self) -> bool:
+        """Whether requests carry engine priorities (see `engine_priority`)."""
+        return self.engine_priority == "on" or (self.engine_priority == "auto" and self.engine_url is None)
 
     @property
     def quota_limits(self) -> QuotaLimits:

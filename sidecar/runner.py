@@ -26,6 +26,7 @@ from sidecar.engine.process import (AttachedEngine, Engine, EngineSpec, LoraSpec
 from sidecar.http.app import create_app
 from sidecar.http.assembly import AdapterSetup
 from sidecar.tenants.keys import DEFAULT_TENANT, KeyTable, check_exposure
+from textual.embedder import Embedder
 from textual.lifecycle import LifecyclePolicy
 from textual.store import MemoryStore
 
@@ -126,6 +127,7 @@ def build_engine(settings: Settings, console: Console) -> tuple[Engine, str | No
         secret_env=kv_connector_env(settings),
         lora=lora_spec(settings),
         compact_json=settings.memory_extraction,
+        priority_scheduling=settings.engine_priorities,
     )
     engine = ManagedEngine(spec, settings.logs_dir / "engine.log", settings.engine_startup_timeout_s)
     return engine, name
@@ -147,7 +149,8 @@ def open_memory(settings: Settings, console: Console) -> MemoryStore:
     and applies its migrations)."""
     where = settings.resolved_memory_dir if settings.store is None else redacted(settings.store)
     with console.status(f"opening textual memory in {where}"):
-        return MemoryStore.open(settings.resolved_memory_dir, model_path=settings.embedding_model,
+        embedder = Embedder.open(settings.embedding_model, bulk_nice=settings.bulk_work_nice)
+        return MemoryStore.open(settings.resolved_memory_dir, embedder=embedder,
                                 vector_device=settings.memory_index_device,
                                 lifecycle=LifecyclePolicy(retention_s=settings.memory_retention_s),
                                 map_size=gib_to_bytes(settings.memory_map_gib),

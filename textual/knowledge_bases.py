@@ -81,7 +81,8 @@ def add_document(handle, kb_id: str, text: str, *, title: str | None = None,
                                       "chunk_index": chunk.index, "chunk_count": len(chunks),
                                       "start": chunk.start, "end": chunk.end}) for chunk in chunks]
     store.admit(handle.tenant, [m.content for m in memories])
-    vectors = store.embedder.embed([m.content if title is None else f"{title}\n{m.content}" for m in memories])
+    vectors = store.embedder.embed([m.content if title is None else f"{title}\n{m.content}" for m in memories],
+                                   owner=handle.tenant)
     with store.tenant_lock(handle.tenant):
         load_kb(handle, kb_id)  # it may have been deleted while the chunks were embedded
         store.write(handle.tenant, memories, vectors, ChangeKind.CREATE)

@@ -118,11 +118,12 @@ class TenantMemory:
         self._store.admit(self.tenant, [episode_content(message) for message in checked])
         with self._store.tenant_lock(self.tenant):
             _, texts = self._episodes(checked, user, kb_id, scopes)
-        vectors = self._store.embedder.embed(texts)  # outside the lock: a bulk write never stalls this tenant's reads
+        # outside the lock: a bulk write never stalls this tenant's reads
+        vectors = self._store.embedder.embed(texts, owner=self.tenant)
         with self._store.tenant_lock(self.tenant):
             memories, now_texts = self._episodes(checked, user, kb_id, scopes)
             if now_texts != texts:  # a concurrent write to one of these sessions moved the turns' positions
-                vectors = self._store.embedder.embed(now_texts)
+                vectors = self._store.embedder.embed(now_texts, owner=self.tenant)
             self._store.write(self.tenant, memories, vectors, ChangeKind.CREATE)
         return memories
 

@@ -69,7 +69,7 @@ def import_lines(handle, lines: Iterable[bytes], progress: Callable[[int], None]
     for start in range(0, len(items), IMPORT_BATCH):
         batch = items[start:start + IMPORT_BATCH]
         store.admit(handle.tenant, [item.memory.content for item in batch])
-        vectors, embedded = _vectors(store, batch)
+        vectors, embedded = _vectors(store, handle.tenant, batch)
         with store.tenant_lock(handle.tenant):
             store.write(handle.tenant, [item.memory for item in batch], vectors, ChangeKind.IMPORT,
                         histories={item.memory.id: item.history for item in batch})
@@ -149,10 +149,11 @@ def _relinked(item: ExportedMemory, remapped: dict[str, str]) -> ExportedMemory:
     return replace(item, memory=memory)
 
 
-def _vectors(store, batch: list[ExportedMemory]) -> tuple[np.ndarray, int]:
+def _vectors(store, tenant: str, batch: list[ExportedMemory]) -> tuple[np.ndarray, int]:
     """One row per memory: its exported vector, or its content embedded again; and how many were embedded."""
     missing = [i for i, item in enumerate(batch) if item.vector is None]
-    embedded = store.embedder.embed([_embedding_text(batch[i].memory) for i in missing]) if missing else []
+    embedded = store.embedder.embed([_embedding_text(batch[i].memory) for i in missing], owner=tenant) \
+        if missing else []
     rows = [item.vector for item in batch]
     for i, vector in zip(missing, embedded):
         rows[i] = vector

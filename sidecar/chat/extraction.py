@@ -103,9 +103,10 @@ class MemoryExtractor:
             "response_format": {"type": "json_schema",
                                 "json_schema": {"name": "memories", "schema": answer_schema(turns), "strict": True}},
         }
-        self.gate.enter(tenant)
+        priority = self.gate.enter(tenant)
         try:
-            return await self.client.post_json("/v1/chat/completions", cache_salt(body, tenant, self.kv_scope))
+            return await self.client.post_json("/v1/chat/completions",
+                                               self.gate.prioritized(cache_salt(body, tenant, self.kv_scope), priority))
         finally:
             self.gate.leave(tenant)
 

@@ -48,17 +48,19 @@ class ChatService:
         self._write_slots: dict[str, asyncio.Semaphore] = {}  # tenant -> its write-backs that may run at once
 
     async def chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
-        return await self._admitted(tenant, lambda: self._chat(request, tenant))
+        return await self._admitted(tenant, lambda priority: self._chat(request, tenant, priority))
 
     async def complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
-        return await self._admitted(tenant, lambda: self._complete(request, tenant))
+        return await self._admitted(tenant, lambda priority: self._complete(request, tenant, priority))
 
-    async def _admitted(self, tenant: str, work: Callable[[], Awaitable[dict | EngineStream]]) -> dict | EngineStream:
-        """Run `work` holding one of the tenant's engine slots from now (memory preparation included) to the end of
-        its answer, the last byte of a stream included: a tenant never has more chats in the works than its share."""
-        self.gate.admit(tenant)
+    async def _admitted(self, tenant: str,
+                        work: Callable[[int], Awaitable[dict | EngineStream]]) -> dict | EngineStream:
+        """Run `work` (given the request's engine priority) holding one of the tenant's engine slots from now (memory
+        preparation included) to the end of its answer, the last byte of a stream included: a tenant never has more
+        chats in the works than its share."""
+        priority = self.gate.admit(tenant)
         try:
-            result = await work()
+            result = await work(priority)
         except BaseException:
             self.gate.dismiss(tenant)
             raise
@@ -67,10 +69,10 @@ class ChatService:
         self.gate.dismiss(tenant)
         return result
 
-    async def _chat(self, request: ChatCompletionRequest, tenant: str) -> dict | EngineStream:
+    async def _chat(self, request: ChatCompletionRequest, tenant: str, priority: int) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, request.user)
         try:
-            body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
+            body = self._engine_body(engine_body(request, model), tenant, model, priority)
             chat, injection = None, Injection()
             if self.memory is not None:
                 chat = conversation(tenant, body, request.memory, self.memory.defaults)
@@ -89,10 +91,10 @@ class ChatService:
             self._remember(chat, reply_text(result))
         return result
 
-    async def _complete(self, request: CompletionRequest, tenant: str) -> dict | EngineStream:
+    async def _complete(self, request: CompletionRequest, tenant: str, priority: int) -> dict | EngineStream:
         model, lease = await self._model_for(request.model, tenant, None)
         try:
-            body = self._bounded(cache_salt(engine_body(request, model), tenant, self.kv_scope), model)
+            body = self._engine_body(engine_body(request, model), tenant, model, priority)
             if request.stream:
                 stream = await self._stream("/v1/completions", body, lease)
                 lease = None
@@ -129,8 +131,11 @@ class ChatService:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
-    def _bounded(self, body: dict, model: str) -> dict:
-        return bound_output_tokens(body, self.max_output_tokens, self.catalog.context_length(model))
+    def _engine_body(self, body: dict, tenant: str, model: str, priority: int) -> dict:
+        """The body as the engine gets it: KV scoped to the tenant, output tokens bounded, and its priority."""
+        body = bound_output_tokens(cache_salt(body, tenant, self.kv_scope), self.max_output_tokens,
+                                   self.catalog.context_length(model))
+        return self.gate.prioritized(body, priority)
 
     async def _json(self, path: str, body: dict) -> dict:
         self.gate.enter()

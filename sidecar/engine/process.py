@@ -69,6 +69,7 @@ class EngineSpec:
     kv_transfer_config: str | None = None  # JSON for --kv-transfer-config (memsidecar's KV connector)
     lora: LoraSpec | None = None  # adapters loaded at run time through /v1/load_lora_adapter
     compact_json: bool = False  # structured outputs without free whitespace (memory extraction asks for JSON)
+    priority_scheduling: bool = False  # requests carry priorities (the sidecar's per-tenant ranks)
     # variables only the engine's environment may carry, never its command line (ps shows that to every user):
     # the shared KV tier's URL, which may hold a password, and its MAC secret. Kept out of the repr.
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -94,6 +95,8 @@ def engine_command(spec: EngineSpec, python: str = sys.executable) -> list[str]:
         argv += ["--enable-lora", "--max-loras", str(spec.lora.max_loras), "--max-cpu-loras",
                  str(spec.lora.max_cpu_loras), "--max-lora-rank", str(spec.lora.max_lora_rank),
                  "--middleware", "sidecar.engine.lora_release.LoraRelease"]  # unloading that frees the adapter's memory
+    if spec.priority_scheduling and not any(arg.startswith("--scheduling-policy") for arg in spec.extra_args):
+        argv += ["--scheduling-policy", "priority"]
     if spec.compact_json and not any(arg.startswith("--structured-outputs-config") for arg in spec.extra_args):
         argv += ["--structured-outputs-config", COMPACT_JSON]
     return argv + list(spec.extra_args)

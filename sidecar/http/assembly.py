@@ -125,7 +125,7 @@ def assemble(settings: Settings, engine: Engine, keys: KeyTable, store: MemorySt
     jobs = JobRunner()
     pins = None if kv_store is None else PinBook(settings.data_dir / "activation-pins.json")
     book = quota_book(settings, store, adapters, service, jobs, pins, kv_store)
-    gate = EngineGate(settings.max_engine_requests, book)
+    gate = EngineGate(settings.max_engine_requests, book, settings.engine_priorities)
     extractor = None if not settings.memory_extraction else MemoryExtractor(
         client, catalog, gate, store, settings.memory_extraction_model, settings.memory_extraction_max_tokens,
         settings.kv_scope)
@@ -156,7 +156,7 @@ def quota_book(settings: Settings, store: MemoryStore, adapters: AdapterSetup | 
         readers[Resource.PINNED_KV] = lambda tenant: len(pins.of(tenant))
     if kv_store is not None and settings.kv_scope == "tenant":
         readers[Resource.KV_DISK_BYTES] = lambda tenant: kv_store.scope_disk_bytes(tenant_scope(tenant))
-    book = QuotaBook(settings.quota_limits, readers)
+    book = QuotaBook(settings.quota_limits, readers, settings.engine_fair_slots)
     store.admission = book.admit_memory_write
     store.growth_admission = book.admit_memory_growth
     return book

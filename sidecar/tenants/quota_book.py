@@ -16,11 +16,13 @@ from sidecar.tenants.quotas import (QuotaExceeded, QuotaLimits, Resource, Tenant
 
 class QuotaBook:
     """The quotas of every tenant of one sidecar: the concurrency slots it holds itself, and `readers` giving the
-    current usage of the other resources (resource -> tenant -> amount), supplied by the server's components."""
+    current usage of the other resources (resource -> tenant -> amount), supplied by the server's components.
+    `engine_fair_slots` (0: off) are the engine requests that active tenants split evenly (`TenantSlots`)."""
 
-    def __init__(self, limits: QuotaLimits, readers: Mapping[Resource, Callable[[str], int]] | None = None) -> None:
+    def __init__(self, limits: QuotaLimits, readers: Mapping[Resource, Callable[[str], int]] | None = None,
+                 engine_fair_slots: int = 0) -> None:
         self.limits = limits
-        self.engine_slots = TenantSlots(Resource.ENGINE_REQUESTS, limits.engine_requests)
+        self.engine_slots = TenantSlots(Resource.ENGINE_REQUESTS, limits.engine_requests, engine_fair_slots)
         self.memory_slots = TenantSlots(Resource.MEMORY_REQUESTS, limits.memory_requests)
         self.readers: dict[Resource, Callable[[str], int]] = {
             **(readers or {}),

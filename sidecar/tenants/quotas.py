@@ -16,13 +16,17 @@ so a tenant at its limit may still make writes that add nothing (deletes, access
 each memory's history versions too, so an update, which adds a version, adds bytes: a tenant cannot grow the shared
 store without bound by changing one memory again and again.
 `TenantSlots` keeps the concurrency counts; its invariant: `in_flight(t) <= limit` for every tenant t, and every
-`acquire` that returned is matched by one `release`.
+`acquire` that returned is matched by one `release`. With a fair share (engine requests), a new request of a tenant
+is also refused while the tenant holds its share of `fair_slots` among the active tenants (`fair_share`); requests
+already in flight when others become active run on, so a tenant's count falls to its share as they finish.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from memcore.units import GIB
@@ -30,6 +34,9 @@ from memcore.units import GIB
 # What one stored memory costs besides its content: the JSON record's fields and the LMDB key, measured on records
 # of the chat path (about 500 bytes) and rounded up. Used to estimate a write's bytes before it is made.
 RECORD_OVERHEAD_BYTES = 640
+# A tenant stays active this long after its last request in flight ends: one that chats one request at a time (with
+# a moment between its requests to read the answer) keeps its share through its whole conversation.
+ACTIVE_WINDOW_S = 10.0
 
 
 class Resource(str, enum.Enum):
@@ -81,19 +88,28 @@ _ADVICE = {429: "retry when some finish", 413: "delete some first", 409: "releas
 class QuotaExceeded(Exception):
     """A tenant would pass one of its limits. The message names the resource, the limit and the setting."""
 
-    def __init__(self, resource: Resource, limit: int, used: int, adding: int) -> None:
+    def __init__(self, resource: Resource, limit: int, used: int, adding: int, others_active: int = 0) -> None:
         self.resource = resource
         self.limit = limit
         self.used = used
         self.adding = adding
+        self.others_active = others_active
         flag = "--" + resource.setting.replace("_", "-")
+        source = f"limit set by {flag}" if not others_active else \
+            f"its fair share of --engine-fair-slots while {others_active} other tenant(s) are active"
         super().__init__(
             f"quota exceeded: {resource.value} (the {_WHAT[resource]} of this tenant): limit {limit}, in use {used}, "
-            f"this request adds {adding}; {_ADVICE[resource.status]} (limit set by {flag})")
+            f"this request adds {adding}; {_ADVICE[resource.status]} ({source})")
 
     @property
     def status(self) -> int:
         return self.resource.status
+
+
+def fair_share(fair_slots: int, active_tenants: int) -> int:
+    """A tenant's share of `fair_slots` while `active_tenants` (itself included) are active: an even split, at least
+    one each, so every tenant always gets a request in."""
+    return max(1, fair_slots // max(1, active_tenants))
 
 
 def check(resource: Resource, limit: int, used: int, adding: int) -> None:
@@ -144,20 +160,34 @@ def check_adapter_upload(limits: QuotaLimits, owned: tuple[int, int], upload_byt
 
 
 class TenantSlots:
-    """Requests in flight per tenant for one resource, at most `limit` each (0: unlimited). Thread-safe."""
+    """Requests in flight per tenant for one resource, at most `limit` each (0: unlimited); with `fair_slots` (0: off),
+    while other tenants are active also at most the tenant's `fair_share` of them. A tenant is active while it has
+    requests in flight and for `active_window_s` after its last one ended. Thread-safe; `clock` is injected."""
 
-    def __init__(self, resource: Resource, limit: int) -> None:
+    def __init__(self, resource: Resource, limit: int, fair_slots: int = 0, active_window_s: float = ACTIVE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.resource = resource
         self.limit = limit
+        self.fair_slots = fair_slots
+        self.active_window_s = active_window_s
+        self.clock = clock
         self._counts: dict[str, int] = {}
+        self._ended: dict[str, float] = {}  # tenant without requests in flight -> when its last one ended
         self._lock = threading.Lock()
 
-    def acquire(self, tenant: str) -> None:
-        """Take one slot for `tenant`, or raise QuotaExceeded (429) when it holds `limit` already."""
+    def acquire(self, tenant: str) -> int:
+        """Take one slot for `tenant`, or raise QuotaExceeded (429) when it holds its limit or its fair share already.
+        Returns how many it held before this one: 0 for a tenant's only request (its rank, for engine priorities)."""
         with self._lock:
             used = self._counts.get(tenant, 0)
             check(self.resource, self.limit, used, 1)
+            others = self._others_active(tenant)
+            share = fair_share(self.fair_slots, others + 1)
+            if self.fair_slots and others and used + 1 > share:
+                raise QuotaExceeded(self.resource, share, used, 1, others_active=others)
             self._counts[tenant] = used + 1
+            self._ended.pop(tenant, None)
+            return used
 
     def release(self, tenant: str) -> None:
         with self._lock:
@@ -166,6 +196,7 @@ class TenantSlots:
                 self._counts[tenant] = left
             else:
                 self._counts.pop(tenant, None)
+                self._ended[tenant] = self.clock()
 
     def in_flight(self, tenant: str) -> int:
         with self._lock:
@@ -174,3 +205,11 @@ class TenantSlots:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def _others_active(self, tenant: str) -> int:
+        """Tenants other than `tenant` with requests in flight or ended within the window (forgetting older ones)."""
+        if not self.fair_slots:
+            return 0
+        since = self.clock() - self.active_window_s
+        self._ended = {other: at for other, at in self._ended.items() if at >= since}
+        return len((self._counts.keys() | self._ended.keys()) - {tenant})

@@ -1,5 +1,5 @@
 """One tenant's flood does not stall another, and a full memory map grows or answers 507, never 500: on real
-`memsidecar serve` processes attached to the session engine (memory only; the engine is not used)."""
+`memsidecar serve` processes attached to the session engine (memory only, but for the engine's fair share)."""
 
 from __future__ import annotations
 
@@ -98,6 +98,38 @@ def test_one_tenant_may_not_hold_every_worker_thread(sidecar, engine_port, tmp_p
     assert set(statuses) == {200, 429} and statuses.count(429) >= 1, statuses
     error = next(r for r in responses if r.status_code == 429).json()["error"]
     assert error["param"] == "memory_requests" and "limit 8," in error["message"]
+
+
+def test_a_flooding_tenant_is_held_to_its_fair_share_of_the_engine_while_another_chats(sidecar, engine_port,
+                                                                                       tmp_path):
+    """A alone may hold up to its limit (6 long completions); once B chats, A's new requests are refused with a 429
+    naming its fair share (2 of 4 fair slots), its requests already in flight run on, and B is served meanwhile."""
+    with serve(engine_port, tmp_path / "data", "--tenant-max-engine-requests", "8",
+               "--engine-fair-slots", "4").running() as server:
+        def complete(tenant: str, tokens: int) -> httpx.Response:
+            return httpx.post(f"{server.base_url}/v1/completions", headers=auth(tenant), timeout=300, json={
+                "prompt": "Once upon a time", "max_tokens": tokens, "ignore_eos": True, "temperature": 0})
+
+        def a_in_flight() -> int:
+            return httpx.get(f"{server.base_url}/v1/whoami", headers=auth("tenant-a")).json()["usage"][
+                "engine_requests"]
+
+        with ThreadPoolExecutor(8) as pool:
+            flood = [pool.submit(complete, "tenant-a", 1024) for _ in range(6)]
+            deadline = time.monotonic() + 60
+            while a_in_flight() < 6 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert a_in_flight() == 6  # alone, A holds more than its share would be
+            b_chat = complete("tenant-b", 8)
+            while_b_active = [complete("tenant-a", 8) for _ in range(2)]
+            responses = [future.result() for future in flood]
+    assert b_chat.status_code == 200, b_chat.text
+    assert [r.status_code for r in responses] == [200] * 6  # nothing in flight was cut
+    for refusal in while_b_active:
+        assert refusal.status_code == 429, refusal.text
+        error = refusal.json()["error"]
+        assert error["param"] == "engine_requests" and "limit 2," in error["message"]
+        assert "fair share of --engine-fair-slots while 1 other tenant(s) are active" in error["message"]
 
 
 def test_a_full_memory_map_grows_to_its_ceiling_then_answers_507(sidecar, engine_port, tmp_path):

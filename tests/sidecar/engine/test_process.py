@@ -43,6 +43,14 @@ def test_compact_json_configures_structured_outputs_unless_the_extra_args_do():
     assert "--structured-outputs-config" not in engine_command(spec(compact_json=True, extra_args=own))
 
 
+def test_priority_scheduling_reaches_the_command_unless_the_extra_args_set_a_policy():
+    argv = engine_command(spec(priority_scheduling=True))
+    assert argv[argv.index("--scheduling-policy") + 1] == "priority"
+    assert "--scheduling-policy" not in engine_command(spec())
+    own = parse_extra_args("--scheduling-policy fcfs")
+    assert engine_command(spec(priority_scheduling=True, extra_args=own)).count("--scheduling-policy") == 1
+
+
 def test_environment_is_offline_and_sizes_the_cpu_kv_cache():
     env = engine_env(spec(kv_cache_gib=3.0, cache_dir=Path("/data/cache")), {"PATH": "/bin"})
     assert env["PATH"] == "/bin"

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.tenants.quotas import (RECORD_OVERHEAD_BYTES, QuotaExceeded, QuotaLimits, Resource, TenantSlots, check,
-                                    check_adapter_upload, check_memory_write, memory_write_bytes)
+                                    check_adapter_upload, check_memory_write, fair_share, memory_write_bytes)
 
 
 @given(limit=st.integers(0, 50), used=st.integers(0, 60), adding=st.integers(0, 20))
@@ -118,3 +118,46 @@ def test_zero_means_unlimited():
     for _ in range(1000):
         slots.acquire("a")
     assert slots.in_flight("a") == 1000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_fair_share_splits_the_slots_evenly_and_leaves_everyone_one():
+    assert [fair_share(8, active) for active in (1, 2, 3, 4, 8, 9, 100)] == [8, 4, 2, 2, 1, 1, 1]
+
+
+def test_a_flooding_tenant_is_held_to_its_fair_share_while_another_is_active():
+    clock = Clock()
+    slots = TenantSlots(Resource.ENGINE_REQUESTS, 16, fair_slots=4, active_window_s=10, clock=clock)
+    assert [slots.acquire("a") for _ in range(6)] == [0, 1, 2, 3, 4, 5]  # alone: up to its own limit
+    assert slots.acquire("b") == 0  # b gets in: its rank 0 outranks a's every request but the first
+    with pytest.raises(QuotaExceeded) as caught:
+        slots.acquire("a")
+    assert (caught.value.status, caught.value.limit, caught.value.used) == (429, 2, 6)
+    assert "fair share of --engine-fair-slots while 1 other tenant(s) are active" in str(caught.value)
+    assert "limit 2, in use 6," in str(caught.value)
+    slots.release("b")
+    clock.now += 9  # b between two chats: still active
+    with pytest.raises(QuotaExceeded):
+        slots.acquire("a")
+    for _ in range(5):  # a's requests in flight finish; it starts new ones up to its share
+        slots.release("a")
+    assert slots.acquire("a") == 1
+    with pytest.raises(QuotaExceeded):
+        slots.acquire("a")
+    clock.now += 2  # b ended 11 s ago: a is alone again
+    assert slots.acquire("a") == 2 and slots.snapshot() == {"a": 3}
+
+
+def test_without_fair_slots_only_the_tenant_limit_applies():
+    slots = TenantSlots(Resource.ENGINE_REQUESTS, 3)
+    slots.acquire("b")
+    assert [slots.acquire("a") for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(QuotaExceeded, match=r"limit 3, .*\(limit set by --tenant-max-engine-requests\)"):
+        slots.acquire("a")
