@@ -14,7 +14,7 @@ from textual.store import MemoryStore
 
 
 class CountingEmbed:
-    """Deterministic unit vectors per text, near for one sentence under two entry numbers, counting the texts it was asked for."""
+    """Deterministic unit vectors per text, near for one sentence under two entry numbers; counts the texts."""
 
     def __init__(self, dim: int = 16) -> None:
         self.dim, self.texts = dim, 0
