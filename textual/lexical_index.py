@@ -68,8 +68,18 @@ class LexicalIndex:
             scores = np.where(mask, scores, 0.0)
         if len(excluded):
             scores[np.asarray(excluded, dtype=np.int64)] = 0.0
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [(self.ids[row], float(scores[row])) for row in top if scores[row] > 0]
+        return [(self.ids[row], float(scores[row])) for row in top_rows(scores, k) if scores[row] > 0]
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """The rows of the `k` highest scores, best first, ties in row order: the first `k` of a stable argsort of
+    `-scores`, found in linear time (a full sort of a million-document score array costs ~100 ms)."""
+    if k >= len(scores):
+        return np.argsort(-scores, kind="stable")[:k]
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]  # the k-th highest score
+    above = np.flatnonzero(scores > kth)
+    rows = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+    return rows[np.argsort(-scores[rows], kind="stable")]
 
 
 class LayeredLexicalIndex:
