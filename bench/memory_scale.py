@@ -13,6 +13,9 @@ the figures measure the store and the index, not the model. Queries are embedded
 - `first_search_ms`: the first search after the load (builds the BM25 index);
 - `search_ms_p50` / `search_ms_p95`: `--queries` searches (top 10, 1,000-token budget) with varied questions,
   query embedding included (`embed_ms_p50` is that part alone);
+- `search_cpu_ms_p50` / `_p95`, `embed_cpu_ms_p50`: the CPU time (all threads) of the same calls, and
+  `load_average`, the 1-minute load average around them: on a shared machine the wall times include waiting for
+  a core, the CPU times do not;
 - `search_after_add_ms_p50`: a search right after writing one memory (what chat does: every turn writes);
 - `index_load_s`: after reopening the store, loading the tenant's index with its saved FAISS file;
 - `index_build_s`: the same without the FAISS file, so the vector index is rebuilt from the stored vectors;
@@ -26,6 +29,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import random
 import shutil
 import statistics
@@ -113,18 +117,23 @@ def searches(store: MemoryStore, corpus: ScaleCorpus, tenant: str, size: int, qu
              rng: random.Random) -> dict:
     memory = store.for_tenant(tenant)
     search = lambda: memory.search(question(rng), k=K, budget_tokens=BUDGET_TOKENS)  # noqa: E731
-    first = timed_ms(search)
-    times = [timed_ms(search) for _ in range(queries)]
-    embedded = [timed_ms(lambda: store.embedder.embed([question(rng)])) for _ in range(queries)]
+    first = timed_ms(search)[0]
+    load = os.getloadavg()[0]
+    times, cpu = zip(*(timed_ms(search) for _ in range(queries)))
+    embedded, embedded_cpu = zip(*(timed_ms(lambda: store.embedder.embed([question(rng)])) for _ in range(queries)))
     after_add = []
     for i in range(AFTER_ADD_SEARCHES):
         write(store, corpus, tenant, size + i, 1)
-        after_add.append(timed_ms(search))
+        after_add.append(timed_ms(search)[0])
     is_hnsw = store.index(tenant).vectors.is_hnsw  # not `stats()`: it reads every memory from the store
     return {"vector_index": "hnsw" if is_hnsw else "flat", "first_search_ms": round(first, 1),
             "search_ms_p50": round(statistics.median(times), 2), "search_ms_p95": round(percentile(times, 0.95), 2),
+            "search_cpu_ms_p50": round(statistics.median(cpu), 2),
+            "search_cpu_ms_p95": round(percentile(cpu, 0.95), 2),
             "embed_ms_p50": round(statistics.median(embedded), 2),
-            "search_after_add_ms_p50": round(statistics.median(after_add), 1)}
+            "embed_cpu_ms_p50": round(statistics.median(embedded_cpu), 2),
+            "search_after_add_ms_p50": round(statistics.median(after_add), 1),
+            "load_average": round((load + os.getloadavg()[0]) / 2, 1)}
 
 
 def index_seconds(reopen: Callable[[], MemoryStore], tenant: str, drop_vectors: bool) -> float:
@@ -186,10 +195,12 @@ def workspace(keep: Path | None, size: int) -> Iterator[Path]:
         yield Path(directory)
 
 
-def timed_ms(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def timed_ms(call: Callable[[], object]) -> tuple[float, float]:
+    """(wall ms, CPU ms of this process, all its threads) of one call: on a shared machine the CPU time is what the
+    call costs, the wall time also what it waited for a core."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     call()
-    return 1000 * (time.perf_counter() - started)
+    return 1000 * (time.perf_counter() - started), 1000 * (time.process_time() - cpu_started)
 
 
 def settings(args: argparse.Namespace, corpus: ScaleCorpus) -> dict:

@@ -266,7 +266,9 @@ MEMORY_SCALE = Section(
     about="One tenant of episodes; vectors precomputed from cached MiniLM base vectors (`bench.scale_corpus`), so "
           "add throughput is the store and the index, not the model; queries are embedded by MiniLM (included in "
           "the search times; the embedding alone is its own column). Search is top 10 under a 1,000-token budget. "
-          "Index load: the tenant's index after a reopen, with its saved FAISS file; rebuild: without it.",
+          "Index load: the tenant's index after a reopen, with its saved FAISS file; rebuild: without it. Search CPU "
+          "is the process's CPU time per search (all threads): on a shared machine (load average above the cores) "
+          "the wall times include waiting for a core.",
     split=memory_scale_rows, where=lambda key: f"{STORE_NAMES.get(key[0], key[0])}, {key[1]:,} memories",
     compare=against_lmdb,
     columns=(Column("store", lambda v: STORE_NAMES.get(v["store"], v["store"])), col("memories", "memories", ","),
@@ -275,6 +277,8 @@ MEMORY_SCALE = Section(
              col("first search", "first_search_ms", ",.0f", " ms"),
              col("search p50", "search_ms_p50", ".1f", " ms"), col("search p95", "search_ms_p95", ".1f", " ms"),
              col("of which query embedding p50", "embed_ms_p50", ".1f", " ms"),
+             pair("search CPU p50 / p95", "search_cpu_ms_p50", "search_cpu_ms_p95", ".1f", " ms"),
+             col("load average", "load_average", ".1f"),
              col("search after an add p50", "search_after_add_ms_p50", ".1f", " ms"),
              pair("cross-node visibility p50 / p95", "visibility_ms_p50", "visibility_ms_p95", ",.0f", " ms"),
              col("add vs LMDB", "add_vs_lmdb", ".2f", "×")),

@@ -72,7 +72,7 @@ def test_the_newest_line_per_setting_fills_the_tables(written):
         "a run in another dtype is its own row"
     assert "| 32 | 4 | 6.6 ms | 18.5 ms | 18.6 ms | 1100 | 600 | 540 | 0.90× | yes |" in text
     assert "| 8 | 8 |" in text and "| 300 |" not in text
-    assert "| LMDB | 100,000 | hnsw | 213 | – | – | 1,644 ms | 28.0 ms | 61.2 ms | – | 29.2 ms | – | – |" in text
+    assert "| LMDB | 100,000 | hnsw | 213 | – | – | 1,644 ms | 28.0 ms | 61.2 ms | – | – | – | 29.2 ms | – | – |" in text
     assert "| r1 | adapters | 2026-11-24T10:00:00Z | abc1234 |" in text
 
 
