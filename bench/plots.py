@@ -85,13 +85,16 @@ def adapters(rows: list[dict], path: Path) -> None:
 
 
 def memory_scale(rows: list[dict], path: Path) -> None:
-    """Search latency p50 and p95 by collection size, with the 50 ms p95 target."""
+    """Search latency p50 and p95 by collection size, one pair of lines per store, with the 50 ms p95 target."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    sizes = [row["memories"] for row in rows]
-    for key, label in (("search_ms_p50", "p50"), ("search_ms_p95", "p95")):
-        ax.plot(sizes, [row[key] for row in rows], marker="o", label=f"search {label}")
-    ax.axhline(50, color="black", linestyle="dashed", label="target: p95 ≤ 50 ms at 100k")
+    for store in sorted({row.get("store", "lmdb") for row in rows}):
+        mine = [row for row in rows if row.get("store", "lmdb") == store]
+        for key, label in (("search_ms_p50", "p50"), ("search_ms_p95", "p95")):
+            ax.plot([row["memories"] for row in mine], [row[key] for row in mine], marker="o",
+                    label=f"{store}, search {label}")
+    sizes = sorted({row["memories"] for row in rows})
+    ax.axhline(50, color="black", linestyle="dashed", label="target: p95 ≤ 50 ms from 100k")
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(sizes, [f"{size:,}" for size in sizes])

@@ -62,13 +62,17 @@ def load_runs(folder: Path) -> list[Run]:
 
 
 def newest_rows(runs: list[Run], section: Section) -> list[Row]:
-    """The newest row per key of one benchmark, ordered by key."""
+    """The newest row per key of one benchmark, ordered by key, with the section's cross-row figures."""
     chosen: dict[tuple, Row] = {}
     for run in sorted(runs, key=lambda r: r.order):
         if run.bench == section.bench:
             for key, values in section.split(run.line):
                 chosen[key] = Row(key, values, run)
-    return [chosen[key] for key in sorted(chosen)]
+    rows = [chosen[key] for key in sorted(chosen)]
+    if section.compare is None:
+        return rows
+    others = [row.values for row in rows]
+    return [Row(row.key, section.compare(row.values, others), row.run) for row in rows]
 
 
 def markdown_table(headers: list[str], body: list[list[str]]) -> list[str]:

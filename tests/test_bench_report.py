@@ -72,7 +72,7 @@ def test_the_newest_line_per_setting_fills_the_tables(written):
         "a run in another dtype is its own row"
     assert "| 32 | 4 | 6.6 ms | 18.5 ms | 18.6 ms | 1100 | 600 | 540 | 0.90× | yes |" in text
     assert "| 8 | 8 |" in text and "| 300 |" not in text
-    assert "| 100,000 | hnsw | 213 | 1,644 ms | 28.0 ms | 61.2 ms | 29.2 ms |" in text
+    assert "| LMDB | 100,000 | hnsw | 213 | – | – | 1,644 ms | 28.0 ms | 61.2 ms | – | – | – | 29.2 ms | – | – |" in text
     assert "| r1 | adapters | 2026-11-24T10:00:00Z | abc1234 |" in text
 
 
@@ -87,7 +87,7 @@ def test_targets_are_marked_met_or_missed_from_the_figures(written):
                  f"**MISSED**: {E2E_ROW}: prompt tokens per request, memsidecar ÷ whole history = 0.5× (target ≤ 0.1×)",
                  f"**met**: {E2E_ROW}: TTFT p50, memsidecar ÷ whole history = 0.2× (target ≤ 0.5×)",
                  f"**MISSED**: {E2E_ROW}: evidence recall of the injected memories = 0.75 (target ≥ 0.8)",
-                 "**MISSED**: 100,000 memories: search p95 = 61.2 ms (target ≤ 50 ms)"):
+                 "**MISSED**: LMDB, 100,000 memories: search p95 = 61.2 ms (target ≤ 50 ms)"):
         assert f"\n- {line}\n" in text
         assert line.replace("**", "") in printed
     assert "10,000 memories: search p95" not in text and "N=8, K=8: tokens/s" not in text
@@ -113,11 +113,27 @@ def test_adapters_rows_show_the_resolver_comparison_and_dashes_for_runs_without_
 
 
 def test_a_target_no_row_measures_is_not_measured_rather_than_met():
-    verdicts = MEMORY_SCALE_SECTION.verdicts([((10000,), MEMORY_SCALE["results"][0])])
+    verdicts = MEMORY_SCALE_SECTION.verdicts([(("lmdb", 10000), MEMORY_SCALE["results"][0])])
     assert [v.line() for v in verdicts] == [
-        "**not measured yet**: search p95 (target ≤ 50 ms); needs a run with 100,000 memories or more"]
+        "**not measured yet**: search p95 (target ≤ 50 ms); needs a run with 100,000 memories or more",
+        "**not measured yet**: add throughput ÷ LMDB's (target ≥ 0.5×); needs `--store postgresql://...` at a size "
+        "LMDB was also run at",
+        "**not measured yet**: cross-node visibility p95 (target ≤ 1000 ms); needs `--store postgresql://...`"]
     missing = ADAPTERS.verdicts([((32, 4), {"tokens_per_s_one": 600.0})])
     assert [v.met for v in missing] == [None]
+
+
+def test_a_postgresql_row_is_compared_with_the_lmdb_row_of_its_size(tmp_path: Path):
+    postgres = {"bench": "memory_scale", "results": [
+        {"store": "postgresql", "memories": 100000, "vector_index": "hnsw", "add_per_s": 85.0, "search_ms_p50": 30.0,
+         "search_ms_p95": 45.0, "visibility_ms_p50": 300.0, "visibility_ms_p95": 1400.0}]}
+    write_lines(tmp_path / "memory_scale.jsonl", [MEMORY_SCALE, postgres])
+    text, checked = report.render(report.load_runs(tmp_path), tmp_path / "REPORT.md")
+    assert "| PostgreSQL | 100,000 | hnsw | 85 |" in text and "| 300 / 1,400 ms | 0.40× |" in text
+    lines = [v.line() for v in checked if v.bench == "memory_scale"]
+    assert "**MISSED**: PostgreSQL, 100,000 memories: add throughput ÷ LMDB's = 0.4× (target ≥ 0.5×)" in lines
+    assert "**MISSED**: PostgreSQL, 100,000 memories: cross-node visibility p95 = 1400 ms (target ≤ 1000 ms)" in lines
+    assert "**met**: PostgreSQL, 100,000 memories: search p95 = 45 ms (target ≤ 50 ms)" in lines
 
 
 def test_plots_are_png_files_linked_from_the_report(written):

@@ -68,8 +68,21 @@ class LexicalIndex:
             scores = np.where(mask, scores, 0.0)
         if len(excluded):
             scores[np.asarray(excluded, dtype=np.int64)] = 0.0
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [(self.ids[row], float(scores[row])) for row in top if scores[row] > 0]
+        return [(self.ids[row], float(scores[row])) for row in top_positive_rows(scores, k)]
+
+
+def top_positive_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """The rows of the `k` highest positive scores, best first, ties in row order: the positive ones among the first
+    `k` of a stable argsort of `-scores`. Linear in the documents and sorting only `k`: most documents score 0 for a
+    query, and sorting a million scores (or `np.partition` over that many equal zeros) costs tens of ms, a search
+    ranking BM25 3-5 times."""
+    rows = np.flatnonzero(scores > 0)
+    if len(rows) > k:
+        values = scores[rows]
+        kth = -np.partition(-values, k - 1)[k - 1]  # the k-th highest score
+        above = rows[values > kth]
+        rows = np.concatenate([above, rows[values == kth][:k - len(above)]])
+    return rows[np.argsort(-scores[rows], kind="stable")]
 
 
 class LayeredLexicalIndex:

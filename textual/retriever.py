@@ -12,7 +12,7 @@ candidates of all ranked indexes; their scores are comparable as both come from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import AbstractSet, Mapping, Sequence
 
 import numpy as np
 
@@ -100,7 +100,9 @@ def retrieve(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, p
 def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
          now: float, settings: SearchSettings) -> Ranking:
     """The scored, de-duplicated candidates of one index for `plan` among memories passing `filters`."""
-    allowed = index.passing(filters) - index.expired(now)
+    allowed, expired = index.passing(filters), index.expired(now)
+    if expired:
+        allowed = allowed - expired
     if not allowed:
         return Ranking((), {}, 0.0)
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)
@@ -122,8 +124,8 @@ def finish(rankings: Sequence[Ranking], k: int, budget_tokens: int | None, setti
     return SearchResult(hits, text, count_tokens(text))
 
 
-def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, allowed: set[str],
-           settings: SearchSettings) -> tuple[dict[str, float], float]:
+def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan,
+           allowed: AbstractSet[str], settings: SearchSettings) -> tuple[dict[str, float], float]:
     everything = len(allowed) == len(index.memories)
     dense_rows = None if everything else index.positions(index.vectors.ids, allowed)
     lexical_allowed = None if everything else allowed

@@ -9,7 +9,7 @@ LMDB); the lexical index follows every add and removal (see `LayeredLexicalIndex
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import AbstractSet, Iterable, Sequence
 
 import numpy as np
 
@@ -73,9 +73,12 @@ class TenantIndex:
     def speakers(self) -> set[str]:
         return set(self._speakers)
 
-    def passing(self, filters: Filters) -> set[str]:
+    def passing(self, filters: Filters) -> AbstractSet[str]:
         """Ids of the memories that pass `filters`; only the user's memories, and those of the spaces it shares, are
-        looked at when one is named."""
+        looked at when one is named. With no filter at all, a live view of every id (valid until the index changes),
+        not a copy: copying a million ids would cost a search ~50 ms."""
+        if filters.user is None and filters.is_user_only():
+            return self.memories.keys()
         pool = self.memories.keys() if filters.user is None else self._by_user.get(filters.user, set()).union(
             *(self._by_space.get(space, ()) for space in filters.shared))
         if filters.is_user_only():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
-from textual.lexical_index import LayeredLexicalIndex
+from textual.lexical_index import LayeredLexicalIndex, top_positive_rows
 
 WORDS = ["parrot", "garden", "lisbon", "violin", "ramen", "chess", "oslo", "tennis"]
 operations = st.lists(st.tuples(st.sampled_from(["upsert", "remove"]), st.integers(0, 30),
@@ -54,3 +56,11 @@ def test_writes_do_not_rebuild_the_main_layer_until_enough_changed():
         index.upsert(f"m{i}", ["violin"])
     index.search(["violin"], 5)
     assert index._main is not main
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, st.integers(0, 60), elements=st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.0, 3.25])),
+       st.integers(1, 70))
+def test_top_rows_are_the_positive_head_of_a_stable_sort_ties_included(scores, k):
+    head = np.argsort(-scores, kind="stable")[:k]
+    assert top_positive_rows(scores, k).tolist() == [row for row in head if scores[row] > 0]
