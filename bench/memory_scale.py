@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -78,10 +76,7 @@ def open_store(store: str, directory: Path, embedder: Embedder, hnsw_threshold: 
                "vector_device": "cpu"}
     if store == "lmdb":
         return MemoryStore.open(directory, map_size=LMDB_MAP_SIZE, **options)
-    if "store" not in inspect.signature(MemoryStore.open).parameters:
-        sys.exit("bench.memory_scale: this build has no PostgreSQL store (MemoryStore.open takes no `store`); "
-                 "use --store lmdb")
-    return MemoryStore.open(directory, store=store, **options)
+    return MemoryStore.open(directory, store_url=store, **options)
 
 
 def episodes(corpus: ScaleCorpus, tenant: str, start: int, count: int, now: float) -> list[Memory]:

@@ -77,12 +77,14 @@ def test_the_jitter_gives_two_copies_of_a_vector_the_calibrated_cosine():
     assert abs(float(np.mean(pairs)) - cosine) < 0.01
 
 
-def test_a_postgresql_url_without_a_postgresql_store_exits_with_a_clear_message(tmp_path: Path, monkeypatch):
-    def lmdb_only(cls, path, *, embedder=None, track_access=True, hnsw_threshold=1, vector_device="auto"):
-        raise AssertionError("must not open")
-    monkeypatch.setattr(MemoryStore, "open", classmethod(lmdb_only))
-    with pytest.raises(SystemExit, match="this build has no PostgreSQL store"):
-        memory_scale.open_store("postgresql://bench:secret@localhost/scale", tmp_path, None, 100)
+@pytest.mark.slow
+def test_a_small_run_on_postgresql_measures_cross_node_visibility(tmp_path: Path, embedder, postgres_url):
+    corpus = scale_corpus.load_or_build(tmp_path / "cache", embedder.identity, embedder.embed, count=64)
+    args = memory_scale.parse(["--store", postgres_url, "--sizes", "300", "--queries", "3", "--batch", "150",
+                               "--dir", str(tmp_path / "stores")])
+    row = memory_scale.run_size(args, corpus, embedder, 300)
+    assert row["store"] == "postgresql" and row["memories"] == 300 and row["add_per_s"] > 0
+    assert 0 < row["visibility_ms_p50"] <= row["visibility_ms_p95"] < memory_scale.VISIBILITY_TIMEOUT_S * 1000
 
 
 def test_the_settings_hide_the_store_password(tmp_path: Path):
