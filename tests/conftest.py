@@ -112,13 +112,15 @@ def sidecar(tmp_path_factory, tiny_model, engine_port) -> Sidecar:
     """One sidecar with a managed engine on the tiny model and two tenants' API keys, shared by integration tests.
 
     The engine's own prefix cache is off, so every reuse of KV blocks is served by activation memory; it serves
-    LoRA adapters through 2 slots with 4 loaded at most.
+    LoRA adapters through 2 slots with 4 loaded at most. The engine fair share is off: tests take turns on this
+    sidecar as different tenants, and one test's concurrency must not depend on which tenant chatted before it (the
+    fair share has tests of its own, on sidecars of their own).
     """
     keys = ",".join(f"{key}:{tenant}" for tenant, key in API_KEYS.items())
     server = Sidecar(tmp_path_factory.mktemp("sidecar") / "data",
                      ["--model", str(tiny_model), "--max-request-bytes", "65536", "--api-keys", keys,
                       "--max-loras", "2", "--max-cpu-loras", "4", "--max-adapter-upload-bytes", "1048576",
-                      "--engine-args=--no-enable-prefix-caching"],
+                      "--engine-fair-slots", "0", "--engine-args=--no-enable-prefix-caching"],
                      engine_port=engine_port)
     with server.running():
         yield server

@@ -16,9 +16,10 @@ so a tenant at its limit may still make writes that add nothing (deletes, access
 each memory's history versions too, so an update, which adds a version, adds bytes: a tenant cannot grow the shared
 store without bound by changing one memory again and again.
 `TenantSlots` keeps the concurrency counts; its invariant: `in_flight(t) <= limit` for every tenant t, and every
-`acquire` that returned is matched by one `release`. With a fair share (engine requests), a new request of a tenant
-is also refused while the tenant holds its share of `fair_slots` among the active tenants (`fair_share`); requests
-already in flight when others become active run on, so a tenant's count falls to its share as they finish.
+`acquire` that returned is matched by one `release`. With fair slots (engine requests: the batch the engine runs for
+the tenants active together), while other tenants are active a new request of a tenant is also refused when it holds
+its even share of them (`fair_share`); alone, only its limit applies, so a single tenant keeps its whole quota.
+Requests already in flight when others become active run on, so a tenant's count falls to its share as they finish.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from memcore.units import GIB
 # What one stored memory costs besides its content: the JSON record's fields and the LMDB key, measured on records
 # of the chat path (about 500 bytes) and rounded up. Used to estimate a write's bytes before it is made.
 RECORD_OVERHEAD_BYTES = 640
-# A tenant stays active this long after its last request in flight ends: one that chats one request at a time (with
-# a moment between its requests to read the answer) keeps its share through its whole conversation.
-ACTIVE_WINDOW_S = 10.0
+# A tenant stays active this long after its last request in flight ends: one that chats one request at a time (a
+# person reading the answer and typing the next question) keeps its share through its whole conversation.
+ACTIVE_WINDOW_S = 30.0
 
 
 class Resource(str, enum.Enum):
@@ -88,15 +89,16 @@ _ADVICE = {429: "retry when some finish", 413: "delete some first", 409: "releas
 class QuotaExceeded(Exception):
     """A tenant would pass one of its limits. The message names the resource, the limit and the setting."""
 
-    def __init__(self, resource: Resource, limit: int, used: int, adding: int, others_active: int = 0) -> None:
+    def __init__(self, resource: Resource, limit: int, used: int, adding: int,
+                 others_active: int | None = None) -> None:
         self.resource = resource
         self.limit = limit
         self.used = used
         self.adding = adding
         self.others_active = others_active
         flag = "--" + resource.setting.replace("_", "-")
-        source = f"limit set by {flag}" if not others_active else \
-            f"its fair share of --engine-fair-slots while {others_active} other tenant(s) are active"
+        source = f"limit set by {flag}" if others_active is None else \
+            f"its even share of --engine-fair-slots with {others_active + 1} tenant(s) active"
         super().__init__(
             f"quota exceeded: {resource.value} (the {_WHAT[resource]} of this tenant): limit {limit}, in use {used}, "
             f"this request adds {adding}; {_ADVICE[resource.status]} ({source})")
@@ -181,9 +183,9 @@ class TenantSlots:
         with self._lock:
             used = self._counts.get(tenant, 0)
             check(self.resource, self.limit, used, 1)
-            others = self._others_active(tenant)
+            others = self._others_active(tenant) if self.fair_slots else 0
             share = fair_share(self.fair_slots, others + 1)
-            if self.fair_slots and others and used + 1 > share:
+            if others and used + 1 > share:
                 raise QuotaExceeded(self.resource, share, used, 1, others_active=others)
             self._counts[tenant] = used + 1
             self._ended.pop(tenant, None)
@@ -208,8 +210,6 @@ class TenantSlots:
 
     def _others_active(self, tenant: str) -> int:
         """Tenants other than `tenant` with requests in flight or ended within the window (forgetting older ones)."""
-        if not self.fair_slots:
-            return 0
         since = self.clock() - self.active_window_s
         self._ended = {other: at for other, at in self._ended.items() if at >= since}
         return len((self._counts.keys() | self._ended.keys()) - {tenant})

@@ -102,10 +102,10 @@ def test_one_tenant_may_not_hold_every_worker_thread(sidecar, engine_port, tmp_p
 
 def test_a_flooding_tenant_is_held_to_its_fair_share_of_the_engine_while_another_chats(sidecar, engine_port,
                                                                                        tmp_path):
-    """A alone may hold up to its limit (6 long completions); once B chats, A's new requests are refused with a 429
-    naming its fair share (2 of 4 fair slots), its requests already in flight run on, and B is served meanwhile."""
-    with serve(engine_port, tmp_path / "data", "--tenant-max-engine-requests", "8",
-               "--engine-fair-slots", "4").running() as server:
+    """A alone may hold up to its own limit (6 long completions, more than the 4 fair slots); once B chats, A's new
+    requests are refused with a 429 naming its fair share (2 of 4), its requests already in flight run on, and B is
+    served meanwhile."""
+    with serve(engine_port, tmp_path / "data", "--engine-fair-slots", "4").running() as server:
         def complete(tenant: str, tokens: int) -> httpx.Response:
             return httpx.post(f"{server.base_url}/v1/completions", headers=auth(tenant), timeout=300, json={
                 "prompt": "Once upon a time", "max_tokens": tokens, "ignore_eos": True, "temperature": 0})
@@ -119,7 +119,7 @@ def test_a_flooding_tenant_is_held_to_its_fair_share_of_the_engine_while_another
             deadline = time.monotonic() + 60
             while a_in_flight() < 6 and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert a_in_flight() == 6  # alone, A holds more than its share would be
+            assert a_in_flight() == 6  # alone, A holds more than its share once B is active
             b_chat = complete("tenant-b", 8)
             while_b_active = [complete("tenant-a", 8) for _ in range(2)]
             responses = [future.result() for future in flood]
@@ -128,8 +128,8 @@ def test_a_flooding_tenant_is_held_to_its_fair_share_of_the_engine_while_another
     for refusal in while_b_active:
         assert refusal.status_code == 429, refusal.text
         error = refusal.json()["error"]
-        assert error["param"] == "engine_requests" and "limit 2," in error["message"]
-        assert "fair share of --engine-fair-slots while 1 other tenant(s) are active" in error["message"]
+        assert error["param"] == "engine_requests" and "limit 2, in use " in error["message"]
+        assert "its even share of --engine-fair-slots with 2 tenant(s) active" in error["message"]
 
 
 def test_a_full_memory_map_grows_to_its_ceiling_then_answers_507(sidecar, engine_port, tmp_path):

@@ -134,25 +134,27 @@ def test_fair_share_splits_the_slots_evenly_and_leaves_everyone_one():
 
 def test_a_flooding_tenant_is_held_to_its_fair_share_while_another_is_active():
     clock = Clock()
-    slots = TenantSlots(Resource.ENGINE_REQUESTS, 16, fair_slots=4, active_window_s=10, clock=clock)
-    assert [slots.acquire("a") for _ in range(6)] == [0, 1, 2, 3, 4, 5]  # alone: up to its own limit
+    slots = TenantSlots(Resource.ENGINE_REQUESTS, 16, fair_slots=6, active_window_s=30, clock=clock)
+    assert [slots.acquire("a") for _ in range(8)] == list(range(8))  # alone: its own limit, past the fair slots
+    for _ in range(2):
+        slots.release("a")
     assert slots.acquire("b") == 0  # b gets in: its rank 0 outranks a's every request but the first
     with pytest.raises(QuotaExceeded) as caught:
         slots.acquire("a")
-    assert (caught.value.status, caught.value.limit, caught.value.used) == (429, 2, 6)
-    assert "fair share of --engine-fair-slots while 1 other tenant(s) are active" in str(caught.value)
-    assert "limit 2, in use 6," in str(caught.value)
+    assert (caught.value.status, caught.value.limit, caught.value.used) == (429, 3, 6)
+    assert "limit 3, in use 6, this request adds 1; retry when some finish (its even share of " \
+           "--engine-fair-slots with 2 tenant(s) active)" in str(caught.value)
     slots.release("b")
-    clock.now += 9  # b between two chats: still active
+    clock.now += 29  # b between two chats: still active
     with pytest.raises(QuotaExceeded):
         slots.acquire("a")
-    for _ in range(5):  # a's requests in flight finish; it starts new ones up to its share
+    for _ in range(4):  # a's requests in flight finish; it starts new ones up to its share
         slots.release("a")
-    assert slots.acquire("a") == 1
+    assert slots.acquire("a") == 2
     with pytest.raises(QuotaExceeded):
         slots.acquire("a")
-    clock.now += 2  # b ended 11 s ago: a is alone again
-    assert slots.acquire("a") == 2 and slots.snapshot() == {"a": 3}
+    clock.now += 2  # b ended 31 s ago: a is alone again
+    assert slots.acquire("a") == 3 and slots.snapshot() == {"a": 4}
 
 
 def test_without_fair_slots_only_the_tenant_limit_applies():
