@@ -51,13 +51,13 @@ class BlobCache:
             fetch(blob)
             _check_digest(blob, sha256)
             for path in [*blob.iterdir(), blob]:
-                _fsync(path)
+                fsync_path(path)
             try:
                 os.rename(blob, target)
             except OSError:
                 if not target.is_dir():  # not a lost race with another fetch of the same blob
                     raise
-            _fsync(self.directory)
+            fsync_path(self.directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         log.info("adapter blob %s fetched into %s", sha256, target)
@@ -91,7 +91,8 @@ def _check_digest(blob: Path, sha256: str) -> None:
         raise CorruptAdapterError(sha256, f"the fetched files have digest {found}; refused")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's entry to disk (a rename is durable only once its directory is)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

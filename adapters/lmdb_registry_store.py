@@ -26,6 +26,7 @@ from pathlib import Path
 
 import lmdb
 
+from adapters.blob_cache import fsync_path
 from adapters.record import AdapterRecord, decode_record, encode_record
 from adapters.registry_store import BLOB_FILES, Binding, RecordOfVersion
 from memcore.units import GIB
@@ -134,10 +135,10 @@ class LmdbRegistryStore:
         blob = Path(tempfile.mkdtemp(prefix=".new-", dir=self._blobs))
         for file_name in BLOB_FILES:
             os.rename(files / file_name, blob / file_name)
-            _fsync(blob / file_name)
-        _fsync(blob)
+            fsync_path(blob / file_name)
+        fsync_path(blob)
         os.rename(blob, target)
-        _fsync(self._blobs)
+        fsync_path(self._blobs)
 
     def _remove_blob(self, sha256: str) -> None:
         """Rename the blob out of sight first, so a crash mid-removal leaves nothing half-visible."""
@@ -187,11 +188,3 @@ def _record_key(owner: str | None, name: str, version: int) -> bytes:
 
 def _binding_key(tenant: str, user: str | None) -> bytes:
     return tenant.encode() + _SEP + (user or "").encode()
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
