@@ -41,3 +41,7 @@ class AdapterNotFoundError(AdapterError):
     """No such adapter visible to the tenant; also raised for another tenant's adapter, so existence never leaks."""
 
     status = NOT_FOUND
+
+
+class DistillError(AdapterError):
+    """A bad distillation request: `field` names the spec field (or input line) at fault."""
