@@ -96,7 +96,7 @@ class DistillSpec:
 
 @dataclass(frozen=True)
 class DistillResult:
-    """A finished run: one loss per step (`losses`), and where the adapter is."""
+    """A finished run: one loss per step (`losses`), the examples trained (facts expanded), where the adapter is."""
 
     steps: int
     losses: tuple[float, ...]
@@ -104,6 +104,7 @@ class DistillResult:
     last_loss: float
     output_dir: Path
     seconds: float
+    examples: int
 
 
 def _check_range(field: str, value: object, low: int, high: int) -> None:
@@ -195,7 +196,7 @@ def distill(spec: DistillSpec, on_progress: ProgressCallback | None = None,
             losses = _train(model, spec, steps, pad_id, device, report, cancel)
     _save(model, spec.output_dir)
     return DistillResult(len(losses), tuple(losses), losses[0], losses[-1], spec.output_dir,
-                         time.monotonic() - started)
+                         time.monotonic() - started, len(encoded))
 
 
 def _train(model, spec: DistillSpec, batches: list, pad_id: int, device: str, on_progress: ProgressCallback,

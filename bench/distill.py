@@ -124,8 +124,9 @@ async def measure(model: Path, work: Path, facts: list[Fact], settings: EngineSe
             adapted = await accuracy(client, result["adapter"], facts, inject=False)
     return {"bench": "distill", "model": model.name, "facts": len(facts),
             "accuracy": {"base_closed_book": base, "adapter_closed_book": adapted, "base_with_injection": injected},
-            "distillation": {"steps": result["steps"], "first_loss": round(result["first_loss"], 4),
-                             "last_loss": round(result["last_loss"], 4), "train_seconds": round(result["seconds"], 1),
+            "distillation": {"examples": result["examples"], "steps": result["steps"],
+                             "first_loss": round(result["first_loss"], 4), "last_loss": round(result["last_loss"], 4),
+                             "train_seconds": round(result["seconds"], 1),
                              "job_seconds": round(seconds, 1), "rank": args.rank, "epochs": args.epochs,
                              "learning_rate": args.learning_rate, "target_modules": ["all-linear"]},
             "settings": settings.__dict__}

@@ -184,7 +184,7 @@ def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: J
                 shutil.rmtree(output, ignore_errors=True)
             asyncio.run_coroutine_threadsafe(service.load(record), loop).result(timeout=300)
             return {"adapter": record.reference, "steps": result.steps, "first_loss": result.first_loss,
-                    "last_loss": result.last_loss, "seconds": result.seconds}
+                    "last_loss": result.last_loss, "seconds": result.seconds, "examples": result.examples}
 
         book.check(who.tenant, Resource.DISTILL_JOBS)  # checked and submitted with no await between: atomic
         book.check(who.tenant, Resource.ADAPTERS, 1 + jobs.active(who.tenant, "distill"))

@@ -121,7 +121,8 @@ def test_a_fact_is_trained_through_the_questions_the_base_model_writes(tiny_mode
     spec = DistillSpec(tiny_model, tmp_path / "adapter", (Example(fact="My cat is named Votobi."),), max_steps=2,
                        questions_per_fact=2)
     result = distill(spec, on_progress=lambda *_: None)
-    assert result.steps == 2 and (result.output_dir / "adapter_model.safetensors").is_file()
+    assert result.steps == 2 and 1 <= result.examples <= 2
+    assert (result.output_dir / "adapter_model.safetensors").is_file()
 
 
 def test_batches_are_seeded_epochs_capped_by_max_steps():
