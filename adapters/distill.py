@@ -1,9 +1,10 @@
 """Distillation: a tenant's memories trained into a LoRA adapter of the served base model, with PEFT.
 
 Rules:
-- An example is a plain text (every token is trained) or a question/answer pair: the question is rendered with
-  the base model's chat template, as the sidecar will ask it, and the loss is on the answer tokens only (the
-  prompt's labels are -100). Every example ends with the end-of-sequence token, so the adapter learns to stop.
+- An example (`adapters.examples`) is a plain text (every token is trained) or a question/answer pair: the question
+  is rendered with the base model's chat template, as the sidecar will ask it, and the loss is on the answer tokens
+  only (the prompt's labels are -100). A fact becomes such pairs first, with questions written by the base model
+  before training starts. Every example ends with the end-of-sequence token, so the adapter learns to stop.
 - Deterministic: one spec gives the same batches, losses and weights on one device. The seed is applied inside a
   forked RNG, so the process's global torch RNG is left as it was.
 - Cancellation is checked between steps (`cancel`, a threading.Event): a cancelled run raises `DistillCancelled`
@@ -16,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
@@ -24,22 +24,18 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.errors import AdapterError
+from adapters.errors import DistillError
+from adapters.examples import MAX_EXAMPLES, Example, expand_facts
+from adapters.fact_questions import write_questions
 
-MAX_EXAMPLES = 10_000
-MAX_EXAMPLE_CHARS = 16_384
 IGNORE_INDEX = -100
 FALLBACK_PROMPT = "Question: {question}\nAnswer: "  # for a base model without a chat template
 
 ProgressCallback = Callable[[int, int, float], None]
-
-
-class DistillError(AdapterError):
-    """A bad distillation request: `field` names the spec field (or input line) at fault."""
 
 
 class DistillCancelled(Exception):
@@ -51,35 +47,11 @@ class DistillCancelled(Exception):
 
 
 @dataclass(frozen=True)
-class Example:
-    """One training example: either `text`, or `question` and `answer` (non-empty strings)."""
-
-    text: str | None = None
-    question: str | None = None
-    answer: str | None = None
-
-    def __post_init__(self) -> None:
-        is_text = self.text is not None and self.question is None and self.answer is None
-        is_qa = self.text is None and self.question is not None and self.answer is not None
-        if not (is_text or is_qa):
-            raise DistillError("example", "give either text, or question and answer")
-        for name in ("text", "question", "answer"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise DistillError(name, f"must be a non-empty string, not {value!r}")
-            if value is not None and len(value) > MAX_EXAMPLE_CHARS:
-                raise DistillError(name, f"{len(value)} characters is over the limit of {MAX_EXAMPLE_CHARS}")
-
-    @property
-    def is_qa(self) -> bool:
-        return self.question is not None
-
-
-@dataclass(frozen=True)
 class DistillSpec:
     """What to train: a LoRA of `rank`/`alpha` on `target_modules` of the model in `base_model_dir`, saved to
-    `output_dir` (`("all-linear",)`: PEFT's every linear layer but the output head). It runs `epochs` passes over `examples`, stopping early at `max_steps` if given. `device`:
-    "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
+    `output_dir` (`("all-linear",)`: PEFT's every linear layer but the output head). Each fact example becomes up
+    to `questions_per_fact` question/answer pairs. It runs `epochs` passes over the examples, stopping early at
+    `max_steps` if given. `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N"."""
 
     base_model_dir: Path
     output_dir: Path
@@ -87,11 +59,12 @@ class DistillSpec:
     rank: int = 8
     alpha: float = 16.0
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    epochs: int = 3
-    learning_rate: float = 5e-4
+    epochs: int = 8
+    learning_rate: float = 1e-3
     max_steps: int | None = None
     batch_size: int = 4
     max_length: int = 512
+    questions_per_fact: int = 4
     seed: int = 0
     device: str = "auto"
 
@@ -110,6 +83,7 @@ class DistillSpec:
         _check_range("epochs", self.epochs, 1, 1000)
         _check_range("batch_size", self.batch_size, 1, 1024)
         _check_range("max_length", self.max_length, 8, 32768)
+        _check_range("questions_per_fact", self.questions_per_fact, 1, 32)
         if self.max_steps is not None:
             _check_range("max_steps", self.max_steps, 1, 1_000_000)
         if not (isinstance(self.alpha, (int, float)) and self.alpha > 0):
@@ -122,7 +96,7 @@ class DistillSpec:
 
 @dataclass(frozen=True)
 class DistillResult:
-    """A finished run: one loss per step (`losses`), and where the adapter is."""
+    """A finished run: one loss per step (`losses`), the examples trained (facts expanded), where the adapter is."""
 
     steps: int
     losses: tuple[float, ...]
@@ -130,60 +104,12 @@ class DistillResult:
     last_loss: float
     output_dir: Path
     seconds: float
+    examples: int
 
 
 def _check_range(field: str, value: object, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise DistillError(field, f"must be an integer from {low} to {high}, not {value!r}")
-
-
-def parse_examples(lines: Iterable[str], max_examples: int = MAX_EXAMPLES) -> tuple[Example, ...]:
-    """Examples from JSONL lines, each {"text": ...} or {"question": ..., "answer": ...}; blank lines are skipped.
-
-    Errors name the 1-based line number in `field` ("line 3").
-    """
-    examples = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        if len(examples) == max_examples:
-            raise DistillError(f"line {number}", f"more than {max_examples} examples")
-        examples.append(_parse_line(line, number))
-    if not examples:
-        raise DistillError("examples", "no examples: give JSONL lines of {\"text\": ...} or {\"question\", \"answer\"}")
-    return tuple(examples)
-
-
-def _parse_line(line: str, number: int) -> Example:
-    field = f"line {number}"
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DistillError(field, f"not JSON: {error.msg}") from None
-    if not isinstance(item, dict) or set(item) not in ({"text"}, {"question", "answer"}):
-        raise DistillError(field, 'expected {"text": ...} or {"question": ..., "answer": ...}')
-    try:
-        return Example(**item)
-    except DistillError as error:
-        raise DistillError(field, f"{error.field}: {error.message}") from None
-
-
-def load_examples(path: Path, max_examples: int = MAX_EXAMPLES) -> tuple[Example, ...]:
-    """The examples of the JSONL file at `path` (see `parse_examples`)."""
-    with open(path, encoding="utf-8") as lines:
-        return parse_examples(lines, max_examples)
-
-
-def examples_from_records(records: Iterable[object]) -> tuple[Example, ...]:
-    """One text example per memory record (a mapping or an object with `content`); blank contents are skipped."""
-    examples = []
-    for index, record in enumerate(records):
-        content = record.get("content") if isinstance(record, Mapping) else getattr(record, "content", None)
-        if not isinstance(content, str):
-            raise DistillError("records", f"record {index} has no text content (content is {type(content).__name__})")
-        if content.strip():
-            examples.append(Example(text=content))
-    return tuple(examples)
 
 
 def resolve_device(device: str) -> str:
@@ -198,6 +124,8 @@ def resolve_device(device: str) -> str:
 
 def encode_example(tokenizer, example: Example, max_length: int) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example, truncated to `max_length`; labels are -100 on the prompt."""
+    if example.is_fact:
+        raise DistillError("example", "a fact is encoded as the question/answer pairs `expand_facts` makes of it")
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     if example.is_qa:
         prompt = _prompt_ids(tokenizer, example.question)
@@ -257,7 +185,10 @@ def distill(spec: DistillSpec, on_progress: ProgressCallback | None = None,
     with torch.random.fork_rng(devices=_cuda_indices(device)):
         torch.manual_seed(spec.seed)
         model, tokenizer = _build_model(spec, device)
-        encoded = [encode_example(tokenizer, e, spec.max_length) for e in spec.examples]
+        with model.disable_adapter():  # the base model writes the questions
+            examples = expand_facts(spec.examples, lambda fact: write_questions(
+                model, tokenizer, fact, spec.questions_per_fact, samples=3 * spec.questions_per_fact))
+        encoded = [encode_example(tokenizer, e, spec.max_length) for e in examples]
         batches = plan_batches(len(encoded), spec.batch_size, spec.epochs, spec.max_steps, spec.seed)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
         steps = [[encoded[i] for i in batch] for batch in batches]
@@ -265,7 +196,7 @@ def distill(spec: DistillSpec, on_progress: ProgressCallback | None = None,
             losses = _train(model, spec, steps, pad_id, device, report, cancel)
     _save(model, spec.output_dir)
     return DistillResult(len(losses), tuple(losses), losses[0], losses[-1], spec.output_dir,
-                         time.monotonic() - started)
+                         time.monotonic() - started, len(encoded))
 
 
 def _train(model, spec: DistillSpec, batches: list, pad_id: int, device: str, on_progress: ProgressCallback,

@@ -50,3 +50,7 @@ class CorruptAdapterError(RuntimeError):
     def __init__(self, sha256: str, message: str) -> None:
         super().__init__(f"adapter blob {sha256}: {message}")
         self.sha256 = sha256
+
+
+class DistillError(AdapterError):
+    """A bad distillation request: `field` names the spec field (or input line) at fault."""

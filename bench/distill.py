@@ -7,7 +7,8 @@ and the invented word that answers it, so the model cannot know it beforehand. O
 real model unless `--model`, adapters on):
 1. the facts are stored as the user's memories (`POST /v1/memories`, type `fact`);
 2. `POST /v1/adapters/distill` with `source: memories` trains an adapter on them in the sidecar (a job, followed
-   until it ends), registers it and loads it into the engine;
+   until it ends), registers it and loads it into the engine; each memory becomes questions written by the base
+   model and answered with the fact (`adapters.fact_questions`): the benchmark's questions are never given to it;
 3. every question is asked, greedy, three ways: the base model closed-book (memory off), the adapter closed-book
    (memory off), and the base model with memory injection (the sidecar's defaults), the usual way to use memories.
 A question counts as answered when the reply contains the invented word (case-insensitive). Reported: accuracy per
@@ -123,8 +124,9 @@ async def measure(model: Path, work: Path, facts: list[Fact], settings: EngineSe
             adapted = await accuracy(client, result["adapter"], facts, inject=False)
     return {"bench": "distill", "model": model.name, "facts": len(facts),
             "accuracy": {"base_closed_book": base, "adapter_closed_book": adapted, "base_with_injection": injected},
-            "distillation": {"steps": result["steps"], "first_loss": round(result["first_loss"], 4),
-                             "last_loss": round(result["last_loss"], 4), "train_seconds": round(result["seconds"], 1),
+            "distillation": {"examples": result["examples"], "steps": result["steps"],
+                             "first_loss": round(result["first_loss"], 4), "last_loss": round(result["last_loss"], 4),
+                             "train_seconds": round(result["seconds"], 1),
                              "job_seconds": round(seconds, 1), "rank": args.rank, "epochs": args.epochs,
                              "learning_rate": args.learning_rate, "target_modules": ["all-linear"]},
             "settings": settings.__dict__}
@@ -134,14 +136,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help=f"model directory (default: {DEFAULT_MODEL}, built if needed)")
     parser.add_argument("--facts", type=int, default=10, help=f"facts (1 to {len(TEMPLATES)}, default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=40, help="distillation epochs (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=8, help="distillation epochs (default %(default)s)")
     parser.add_argument("--rank", type=int, default=16, help="adapter rank (default %(default)s)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="(default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="4 facts, 10 epochs")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="(default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="4 facts")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args(argv)
     if args.quick:
-        args.facts, args.epochs = 4, 10
+        args.facts = 4
     facts = make_facts(args.facts)
     model = args.model or ensure_model(DEFAULT_MODEL, DEFAULT_MODEL_DIR)
     settings = EngineSettings(max_model_len=2048, dtype=explicit_dtype("auto", model), kv_cache_gib=1.0)

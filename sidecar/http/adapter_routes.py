@@ -16,7 +16,8 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from adapters.distill import DistillSpec, Example, distill, examples_from_records
+from adapters.distill import DistillSpec, distill
+from adapters.examples import Example, examples_from_records
 from adapters.jobs import Job, JobContext, JobRunner
 from adapters.record import AdapterRecord
 from sidecar.engine.adapters import AdapterService
@@ -54,6 +55,8 @@ class TrainingExample(BaseModel):
     text: StrictStr | None = Field(None, min_length=1, max_length=20_000)
     question: StrictStr | None = Field(None, min_length=1, max_length=20_000)
     answer: StrictStr | None = Field(None, min_length=1, max_length=20_000)
+    fact: StrictStr | None = Field(None, min_length=1, max_length=20_000,
+                                   description="A fact about the user, trained as questions the base model writes.")
 
 
 class DistillRequest(BaseModel):
@@ -63,9 +66,9 @@ class DistillRequest(BaseModel):
     user_id: StrictStr | None = Field(None, pattern=ID_REGEX, description="Train on this user's memories.")
     examples: list[TrainingExample] | None = Field(None, min_length=1, max_length=10_000)
     rank: StrictInt = Field(8, ge=1, le=256)
-    epochs: StrictInt = Field(3, ge=1, le=100)
+    epochs: StrictInt = Field(8, ge=1, le=100)
     max_steps: StrictInt | None = Field(None, ge=1, le=100_000)
-    learning_rate: float = Field(5e-4, gt=0, le=1)
+    learning_rate: float = Field(1e-3, gt=0, le=1)
     source: Literal["memories", "examples"] = "examples"
     target_modules: list[ModuleName] = Field(
         ["q_proj", "v_proj"], min_length=1, max_length=16,
@@ -182,7 +185,7 @@ def _add_distillation_routes(router: APIRouter, service: AdapterService, jobs: J
                 shutil.rmtree(output, ignore_errors=True)
             asyncio.run_coroutine_threadsafe(service.load(record), loop).result(timeout=300)
             return {"adapter": record.reference, "steps": result.steps, "first_loss": result.first_loss,
-                    "last_loss": result.last_loss, "seconds": result.seconds}
+                    "last_loss": result.last_loss, "seconds": result.seconds, "examples": result.examples}
 
         book.check(who.tenant, Resource.DISTILL_JOBS)  # checked and submitted with no await between: atomic
         book.check(who.tenant, Resource.ADAPTERS, 1 + jobs.active(who.tenant, "distill"))
@@ -205,7 +208,7 @@ def _examples(body: DistillRequest, store: MemoryStore, tenant: str) -> tuple[Ex
     if body.source == "examples":
         if not body.examples:
             raise APIError(400, "examples: give training examples, or set source to memories", param="examples")
-        return tuple(Example(text=e.text, question=e.question, answer=e.answer) for e in body.examples)
+        return tuple(Example(text=e.text, question=e.question, answer=e.answer, fact=e.fact) for e in body.examples)
     if body.user_id is None:
         raise APIError(400, "user_id: name whose memories to distil", param="user_id")
     memories = store.for_tenant(tenant).list(user=body.user_id, types=MEMORY_TYPES_FOR_DISTILLATION, limit=10_000)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapters.distill import (IGNORE_INDEX, DistillCancelled, DistillError, DistillSpec, Example, distill,
-                              encode_example, examples_from_records, load_examples, parse_examples, plan_batches)
+from adapters.distill import IGNORE_INDEX, DistillCancelled, DistillSpec, distill, encode_example, plan_batches
+from adapters.errors import DistillError
+from adapters.examples import (RECALL_QUESTION, Example, examples_from_records, expand_facts, load_examples,
+                               parse_examples)
 
 QA = tuple(Example(question=f"What is the secret code of vault {i}?", answer=f"Vault {i} opens with {1000 + 37 * i}.")
            for i in range(20))
@@ -35,13 +37,16 @@ def trained(tiny_model, tmp_path_factory):
 
 def test_jsonl_examples_parse_and_bad_lines_are_named(tmp_path):
     path = tmp_path / "examples.jsonl"
-    path.write_text('{"text": "the sky is green"}\n\n{"question": "q?", "answer": "a."}\n', encoding="utf-8")
-    assert load_examples(path) == (Example(text="the sky is green"), Example(question="q?", answer="a."))
+    path.write_text('{"text": "the sky is green"}\n\n{"question": "q?", "answer": "a."}\n{"fact": "I hum."}\n',
+                    encoding="utf-8")
+    assert load_examples(path) == (Example(text="the sky is green"), Example(question="q?", answer="a."),
+                                   Example(fact="I hum."))
     bad = {
         '{"text": "ok"}\nnot json': "line 2: not JSON",
         '{"text": "ok"}\n{"question": "q?"}': "line 2: expected",
         '{"text": "ok"}\n\n{"text": "  "}': "line 3: text: must be a non-empty string",
         '{"text": "ok"}\n{"text": "x", "answer": "y"}': "line 2: expected",
+        '{"fact": "x", "question": "y"}': "line 1: expected",
         '{"text": "' + "x" * 20_000 + '"}': "line 1: text: 20000 characters is over the limit",
         "\n\n": "examples: no examples",
     }
@@ -52,13 +57,13 @@ def test_jsonl_examples_parse_and_bad_lines_are_named(tmp_path):
         parse_examples(['{"text": "a"}', '{"text": "b"}', '{"text": "c"}'], max_examples=2)
 
 
-def test_memory_records_become_text_examples():
+def test_memory_records_become_fact_examples():
     class Memory:
         def __init__(self, content):
             self.content = content
 
     records = [{"content": "likes tea"}, Memory("lives in Oslo"), {"content": "  "}]
-    assert examples_from_records(records) == (Example(text="likes tea"), Example(text="lives in Oslo"))
+    assert examples_from_records(records) == (Example(fact="likes tea"), Example(fact="lives in Oslo"))
     with pytest.raises(DistillError, match="record 1 has no text content"):
         examples_from_records([{"content": "x"}, {"text": "y"}])
 
@@ -89,6 +94,35 @@ def test_qa_pairs_train_only_on_the_answer(tokenizer):
     assert text_ids == text_labels
     with pytest.raises(DistillError, match="max_length"):
         encode_example(tokenizer, QA[0], max_length=8)
+
+
+def test_facts_become_questions_answered_in_the_second_person():
+    asked = []
+
+    def questions_for(fact):
+        asked.append(fact)
+        return ["Which town do I live in?", "Where do I live?"] if "town" in fact else []
+
+    examples = (Example(fact="I live in a town called Penege."), QA[0], Example(fact="My cat is Votobi."))
+    assert expand_facts(examples, questions_for) == (
+        Example(question="Which town do I live in?", answer="You live in a town called Penege."),
+        Example(question="Where do I live?", answer="You live in a town called Penege."),
+        QA[0],
+        Example(question=RECALL_QUESTION, answer="Your cat is Votobi."))
+    assert asked == ["I live in a town called Penege.", "My cat is Votobi."]
+    with pytest.raises(DistillError, match="expand_facts"):
+        encode_example(None, examples[0], max_length=512)
+    with pytest.raises(DistillError, match="give either text, or question and answer, or fact"):
+        Example(fact="x", text="y")
+
+
+def test_a_fact_is_trained_through_the_questions_the_base_model_writes(tiny_model, tmp_path):
+    # The tiny model is random: whatever it writes, the run trains on question/answer pairs and saves an adapter.
+    spec = DistillSpec(tiny_model, tmp_path / "adapter", (Example(fact="My cat is named Votobi."),), max_steps=2,
+                       questions_per_fact=2)
+    result = distill(spec, on_progress=lambda *_: None)
+    assert result.steps == 2 and 1 <= result.examples <= 2
+    assert (result.output_dir / "adapter_model.safetensors").is_file()
 
 
 def test_batches_are_seeded_epochs_capped_by_max_steps():
@@ -185,7 +219,8 @@ def test_all_linear_trains_every_linear_layer_but_the_output_head(tiny_model, tm
     spec = DistillSpec(tiny_model, tmp_path / "adapter", QA[:4], epochs=1, max_steps=1, target_modules=("all-linear",))
     distill(spec)
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["target_modules"]
-    assert {name.rsplit(".", 1)[-1] for name in saved} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert {name.rsplit(".", 1)[-1] for name in saved} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                            "up_proj", "down_proj"}
 
 
 @pytest.mark.gpu

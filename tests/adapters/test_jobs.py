@@ -145,7 +145,8 @@ def test_jobs_are_frozen_snapshots(runner):
 
 
 def test_a_distillation_job_reports_progress_and_cancels_through_its_event(runner, tiny_model, tmp_path):
-    from adapters.distill import DistillSpec, Example, distill
+    from adapters.distill import DistillSpec, distill
+    from adapters.examples import Example
 
     examples = [Example(question=f"q{i}?", answer=f"a{i}.") for i in range(4)]
     spec = DistillSpec(tiny_model, tmp_path / "adapter", examples, max_steps=3, learning_rate=1e-2)
