@@ -341,14 +341,20 @@ ANSWERS = Section(
              Target("F1, memsidecar ÷ gold evidence", lambda v: ratio(v, "f1_memory", "f1_evidence"), 0.8,
                     at_most=False)))
 
+def distill_method(line: dict) -> str:
+    """How the run trained its facts: runs that count their examples expand each fact into questions written by the
+    base model (`adapters.fact_questions`); the earlier ones trained each memory's text."""
+    return "fact questions" if "examples" in line["distillation"] else "memory text"
+
+
 DISTILL = Section(
     bench="distill", title="Facts distilled into an adapter (`bench.distill`)",
     about="Made-up facts about one user stored as memories, an adapter distilled from them in the sidecar, and "
           "every fact's question asked closed-book (no injection) with and without it, and with injection instead.",
-    split=lambda line: [((line["model"], line["facts"], line["distillation"]["epochs"]),
-                         line["accuracy"] | line["distillation"])],
-    where=lambda key: f"{key[0]}, {key[1]} facts, {key[2]} epochs",
-    columns=(col("epochs", "epochs"), col("closed book, base", "base_closed_book", ".0%"),
+    split=lambda line: [((line["model"], line["facts"], line["distillation"]["epochs"], distill_method(line)),
+                         line["accuracy"] | line["distillation"] | {"method": distill_method(line)})],
+    where=lambda key: f"{key[0]}, {key[1]} facts, {key[2]} epochs, {key[3]}",
+    columns=(col("method", "method"), col("epochs", "epochs"), col("closed book, base", "base_closed_book", ".0%"),
              col("closed book, adapter", "adapter_closed_book", ".0%"),
              col("base with injection", "base_with_injection", ".0%"), col("steps", "steps"),
              pair("loss first / last", "first_loss", "last_loss", ".3f"),
