@@ -285,6 +285,9 @@ class LmdbStore:
     def outage(self) -> str | None:
         return None
 
+    def claim_pass(self, name: str, interval_s: float) -> bool:
+        return True  # one process opens an LMDB store: its own loop is the only one
+
     def usage(self, tenant: str) -> tuple[int, int]:
         """(memories, bytes) `tenant` holds: records of every tier, and the bytes of their records, embeddings and
         history versions."""

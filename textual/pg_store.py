@@ -12,6 +12,8 @@ Rules:
 - Reaching the server: an operation that gets no connection, or loses it, raises `StoreUnavailableError` (a write
   then changed nothing, or it committed and its answer was lost, as with any database). While the watcher
   (`watch`, `textual.pg_watch`) knows the server is down, operations fail at once rather than wait for the pool.
+- Periodic jobs over every tenant (the memory lifecycle) run on one node per interval: each node's loop asks
+  `claim_pass`, and only the claiming node runs the pass.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from textual.record import (decode_kb, decode_memory, decode_space, decode_user_
 from textual.record_store import ChangeListener, EntryKind, GrowthCheck, LogEntry
 
 NAMED_TABLES = {"kb": "textual_kbs", "space": "textual_spaces"}
+PASS_LOCK = 0x70617373  # "pass": the advisory lock key under which a node claims a periodic job (`claim_pass`)
 
 
 class PgStore:
@@ -72,6 +75,21 @@ class PgStore:
 
     def disk_bytes(self) -> int:
         return 0  # the records live on the database server
+
+    def claim_pass(self, name: str, interval_s: float) -> bool:
+        """Claimed under a transaction-level advisory lock (a node that finds it taken skips: another is claiming),
+        by the database's clock (nodes' clocks may differ): the newest claim's time is kept in `textual_meta`."""
+        key = f"pass:{name}"
+        with self._transaction() as cursor:
+            if not cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", (PASS_LOCK,)).fetchone()[0]:
+                return False
+            now = cursor.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+            row = cursor.execute("SELECT value FROM textual_meta WHERE key = %s", (key,)).fetchone()
+            if row is not None and float(row[0]) > now - interval_s:
+                return False
+            cursor.execute("INSERT INTO textual_meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                           "SET value = EXCLUDED.value", (key, repr(now)))
+            return True
 
     def embedding_model(self) -> str | None:
         with self._transaction() as cursor:

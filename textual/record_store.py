@@ -150,3 +150,8 @@ class RecordStore(Protocol):
 
     def outage(self) -> str | None:
         """Why the store cannot be reached now; None while it can."""
+
+    def claim_pass(self, name: str, interval_s: float) -> bool:
+        """Whether this node runs the periodic job `name` (the memory lifecycle) now: True at most once per
+        `interval_s` among every node on the store, and never to two nodes at once; the claim is recorded, so the
+        other nodes skip this interval. A store only one node opens (LMDB) always says True."""

@@ -197,6 +197,11 @@ class MemoryStore:
         if self.admission is not None and contents:
             self.admission(tenant, self.db.usage(tenant), list(contents), self.embedder.dim)
 
+    def claim_lifecycle(self, interval_s: float) -> bool:
+        """Whether this node runs the lifecycle pass of this `interval_s` (with several nodes on one PostgreSQL
+        store, one of them does; see `RecordStore.claim_pass`)."""
+        return self.db.claim_pass("lifecycle", interval_s)
+
     def run_lifecycle(self, now: float | None = None) -> dict[str, LifecycleReport]:
         """Run every tenant's lifecycle (see `TenantMemory.run_lifecycle`); tenant -> report. For a background job,
         so not counted as uses."""

@@ -173,10 +173,14 @@ def tenants_of(keys: KeyTable) -> list[str]:
 
 
 async def _lifecycle_loop(store: MemoryStore, interval_s: float) -> None:
-    """Run every tenant's memory lifecycle (decay, tier moves, retention) every `interval_s` seconds."""
+    """Run every tenant's memory lifecycle (decay, tier moves, retention) every `interval_s` seconds: on the node that
+    claims the interval's pass, when several share a PostgreSQL store."""
     while True:
         await asyncio.sleep(interval_s)
         try:
+            if not await run_in_threadpool(store.claim_lifecycle, interval_s):
+                log.debug("memory lifecycle: another node runs this interval's pass")
+                continue
             reports = await run_in_threadpool(store.run_lifecycle)
             log.debug("memory lifecycle ran for %d tenants", len(reports))
         except Exception:  # a failed pass is retried next interval; the error is logged, never swallowed silently

@@ -173,3 +173,7 @@ def test_knowledge_bases_spaces_and_the_embedding_model(records):
 def test_a_store_that_opened_is_reachable_and_reports_no_outage(records):
     assert records.outage() is None
     assert records.disk_bytes() >= 0
+
+
+def test_a_periodic_pass_is_claimed_by_the_first_node_that_asks(records):
+    assert records.claim_pass("lifecycle", 3600)  # one node alone always claims (LMDB: there is only one)

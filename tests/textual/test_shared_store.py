@@ -100,3 +100,10 @@ def test_a_node_whose_server_is_gone_searches_its_cache_refuses_writes_and_recov
         assert again.id in found_ids(store, "spare bulbs garage")
     finally:
         store.close()
+
+
+def test_one_node_of_several_claims_each_lifecycle_pass(nodes):
+    a, b = nodes
+    assert a.claim_lifecycle(3600)  # a runs this hour's pass
+    assert not b.claim_lifecycle(3600) and not a.claim_lifecycle(3600)  # nobody runs it again within the hour
+    assert b.claim_lifecycle(0)  # the interval is over (a zero interval ends at once): b claims the next one
