@@ -54,8 +54,7 @@ def delete_kb(handle, kb_id: str) -> int:
     with store.tenant_lock(handle.tenant):
         load_kb(handle, kb_id)
         ids = [m.id for m in store.db.memories(handle.tenant) if m.kb_id == kb_id]
-        removed = store.remove(handle.tenant, ids)
-        store.db.delete_kb(handle.tenant, kb_id)
+        removed = store.remove(handle.tenant, ids, container=("kb", kb_id))
     return len(removed)
 
 

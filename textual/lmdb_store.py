@@ -39,7 +39,7 @@ from textual.history import Change, Version
 from textual.lmdb_ledger import USAGE, DerivedDbs, Ledger, count_all, count_history
 from textual.map_growth import GrowthGate, delete_reserve, next_map_size
 from textual.memory import KnowledgeBase, Memory, Space
-from textual.record_store import LOG_KEEP, ChangeListener, EntryKind, GrowthCheck, LogEntry
+from textual.record_store import LOG_KEEP, ChangeListener, Container, EntryKind, GrowthCheck, LogEntry
 from textual.record import (decode_kb, decode_key, decode_memory, decode_space, decode_user_stats, decode_vector,
                             encode_kb, encode_key, encode_memory, encode_space, encode_vector, sortable_time)
 
@@ -144,9 +144,9 @@ class LmdbStore:
         """Remove one memory and its embedding; False if it was not there."""
         return bool(self.delete_many(tenant, [memory_id]))
 
-    def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
-        """Remove memories, their embeddings and their histories in one transaction; returns the ids that were
-        there."""
+    def delete_many(self, tenant: str, memory_ids: Iterable[str], container: Container | None = None) -> list[str]:
+        """Remove memories, their embeddings and their histories (and `container`'s record) in one transaction;
+        returns the ids that were there."""
         memory_ids = list(memory_ids)
 
         def delete(txn: lmdb.Transaction) -> list[str]:
@@ -160,15 +160,15 @@ class LmdbStore:
                     removed.append(memory_id)
             self._log(txn, tenant, [(memory_id, EntryKind.DELETE) for memory_id in removed])
             ledger.flush()
+            if container is not None:
+                kind, container_id = container
+                txn.delete(encode_key(tenant, container_id), db={"kb": self._kbs, "space": self._spaces}[kind])
             return removed
 
         return self._write(delete, deleting=True)
 
     def put_kb(self, kb: KnowledgeBase) -> None:
         self._put_named(self._kbs, kb.tenant, kb.id, encode_kb(kb))
-
-    def delete_kb(self, tenant: str, kb_id: str) -> bool:
-        return self._delete_named(self._kbs, tenant, kb_id)
 
     def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None:
         return self._get_named(self._kbs, tenant, kb_id, decode_kb)
@@ -179,9 +179,6 @@ class LmdbStore:
 
     def put_space(self, space: Space) -> None:
         self._put_named(self._spaces, space.tenant, space.id, encode_space(space))
-
-    def delete_space(self, tenant: str, space_id: str) -> bool:
-        return self._delete_named(self._spaces, tenant, space_id)
 
     def get_space(self, tenant: str, space_id: str) -> Space | None:
         return self._get_named(self._spaces, tenant, space_id, decode_space)
@@ -194,9 +191,6 @@ class LmdbStore:
 
     def _put_named(self, db, tenant: str, key: str, value: bytes) -> None:
         self._write(lambda txn: txn.put(encode_key(tenant, key), value, db=db))
-
-    def _delete_named(self, db, tenant: str, key: str) -> bool:
-        return self._write(lambda txn: txn.delete(encode_key(tenant, key), db=db), deleting=True)
 
     def _get_named(self, db, tenant: str, key: str, decode: Callable[[bytes], T]) -> T | None:
         with self._read() as txn:

@@ -34,7 +34,7 @@ from textual.pg_memories import MemoryWrite, delete_memories, write_memories
 from textual.pg_schema import COMPONENT, MIGRATIONS
 from textual.record import (decode_kb, decode_memory, decode_space, decode_user_stats, decode_vector, encode_kb,
                             encode_key, encode_space, sortable_time)
-from textual.record_store import ChangeListener, EntryKind, GrowthCheck, LogEntry
+from textual.record_store import ChangeListener, Container, EntryKind, GrowthCheck, LogEntry
 
 NAMED_TABLES = {"kb": "textual_kbs", "space": "textual_spaces"}
 PASS_LOCK = 0x70617373  # "pass": the advisory lock key under which a node claims a periodic job (`claim_pass`)
@@ -114,15 +114,17 @@ class PgStore:
             for tenant in sorted(by_tenant):
                 write_memories(cursor, tenant, by_tenant[tenant], histories or {}, check_growth)
 
-    def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
+    def delete_many(self, tenant: str, memory_ids: Iterable[str], container: Container | None = None) -> list[str]:
         with self._transaction() as cursor:
-            return delete_memories(cursor, tenant, list(memory_ids))
+            removed = delete_memories(cursor, tenant, list(memory_ids))
+            if container is not None:
+                kind, container_id = container
+                cursor.execute(f"DELETE FROM {NAMED_TABLES[kind]} WHERE tenant = %s AND id = %s",
+                               (tenant, container_id))
+            return removed
 
     def put_kb(self, kb: KnowledgeBase) -> None:
         self._put_named("kb", kb.tenant, kb.id, encode_kb(kb))
-
-    def delete_kb(self, tenant: str, kb_id: str) -> bool:
-        return self._delete_named("kb", tenant, kb_id)
 
     def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None:
         data = self._get_named("kb", tenant, kb_id)
@@ -133,9 +135,6 @@ class PgStore:
 
     def put_space(self, space: Space) -> None:
         self._put_named("space", space.tenant, space.id, encode_space(space))
-
-    def delete_space(self, tenant: str, space_id: str) -> bool:
-        return self._delete_named("space", tenant, space_id)
 
     def get_space(self, tenant: str, space_id: str) -> Space | None:
         data = self._get_named("space", tenant, space_id)
@@ -222,11 +221,6 @@ class PgStore:
         with self._transaction() as cursor:
             cursor.execute(f"INSERT INTO {NAMED_TABLES[kind]} VALUES (%s, %s, %s) ON CONFLICT (tenant, id) "
                            "DO UPDATE SET record = EXCLUDED.record", (tenant, key, record))
-
-    def _delete_named(self, kind: str, tenant: str, key: str) -> bool:
-        with self._transaction() as cursor:
-            cursor.execute(f"DELETE FROM {NAMED_TABLES[kind]} WHERE tenant = %s AND id = %s", (tenant, key))
-            return cursor.rowcount > 0
 
     def _get_named(self, kind: str, tenant: str, key: str) -> bytes | None:
         row = self._one(f"SELECT record FROM {NAMED_TABLES[kind]} WHERE tenant = %s AND id = %s", (tenant, key))

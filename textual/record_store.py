@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from textual.history import Change, Version
 from textual.memory import KnowledgeBase, Memory, Space
 
 LOG_KEEP = 100_000  # change-log entries kept per tenant; a reader further behind rebuilds its index
+Container = tuple[Literal["kb", "space"], str]  # a knowledge base or a shared space of the tenant, by id
 ChangeListener = Callable[[str, int], None]  # (tenant, its newest seq), called from a background thread
 # Asked inside a write before a tenant's stored bytes (records, vectors, history versions) grow: the tenant, its
 # (memories, bytes) before the write, the bytes the write adds; it raises to refuse, and the write changes nothing.
@@ -82,12 +83,12 @@ class RecordStore(Protocol):
         `histories` (memory id -> versions, an import's) replaces those memories' histories first. `usage` counts
         the versions' bytes with the records'; a tenant whose bytes the write grows is asked of `check_growth`."""
 
-    def delete_many(self, tenant: str, memory_ids: Iterable[str]) -> list[str]:
-        """Remove memories with their vectors and histories in one transaction; returns the ids that were there."""
+    def delete_many(self, tenant: str, memory_ids: Iterable[str], container: Container | None = None) -> list[str]:
+        """Remove memories with their vectors and histories in one transaction; returns the ids that were there.
+        With `container` (kind, id), that knowledge base's ("kb") or space's ("space") own record goes in the same
+        transaction: a container is deleted with its memories or not at all."""
 
     def put_kb(self, kb: KnowledgeBase) -> None: ...
-
-    def delete_kb(self, tenant: str, kb_id: str) -> bool: ...
 
     def get_kb(self, tenant: str, kb_id: str) -> KnowledgeBase | None: ...
 
@@ -95,8 +96,6 @@ class RecordStore(Protocol):
         """All of `tenant`'s knowledge bases, in id order."""
 
     def put_space(self, space: Space) -> None: ...
-
-    def delete_space(self, tenant: str, space_id: str) -> bool: ...
 
     def get_space(self, tenant: str, space_id: str) -> Space | None: ...
 

@@ -104,8 +104,8 @@ def delete_space(handle, space_id: str) -> int:
     store = handle._store
     with store.tenant_lock(handle.tenant):
         load_space(handle, space_id)
-        removed = store.remove(handle.tenant, [m.id for m in store.db.memories(handle.tenant) if m.space == space_id])
-        store.db.delete_space(handle.tenant, space_id)
+        removed = store.remove(handle.tenant, [m.id for m in store.db.memories(handle.tenant) if m.space == space_id],
+                               container=("space", space_id))
     return len(removed)
 
 

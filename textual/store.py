@@ -53,7 +53,7 @@ from textual.memory import (DEFAULT_MAX_CONTENT_CHARS, RESIDENT_TIERS, Lifecycle
                             peer_key)
 from textual.lmdb_store import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbStore
 from textual.log_follow import CATCH_UP_BATCH, differs, saved_caught_up
-from textual.record_store import GrowthCheck, LogEntry, RecordStore, net_changes
+from textual.record_store import Container, GrowthCheck, LogEntry, RecordStore, net_changes
 from textual.retriever import SearchSettings
 from textual.tenant_index import TenantIndex, build_tenant_index
 from textual.vector_index import DEFAULT_HNSW_THRESHOLD, HNSW_NEIGHBORS, ReplicaFactory, VectorIndex, replica_for
@@ -369,11 +369,12 @@ class MemoryStore:
             self._place(tenant, index, memories, rows)
             self._advance(tenant, index, len(memories))
 
-    def remove(self, tenant: str, memory_ids: Sequence[str]) -> list[str]:
-        """Delete memories for good in one transaction; returns the ids that existed."""
+    def remove(self, tenant: str, memory_ids: Sequence[str], container: Container | None = None) -> list[str]:
+        """Delete memories for good in one transaction (with `container`, the knowledge base or space they were
+        in, see `RecordStore.delete_many`); returns the ids that existed."""
         with self.tenant_lock(tenant):
             index = self.index(tenant)
-            removed = self.db.delete_many(tenant, memory_ids)
+            removed = self.db.delete_many(tenant, memory_ids, container)
             for memory_id in removed:
                 index.cold.pop(memory_id, None)
                 if memory_id in index.memories:

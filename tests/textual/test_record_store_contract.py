@@ -163,8 +163,12 @@ def test_knowledge_bases_spaces_and_the_embedding_model(records):
     records.put_space(space)
     assert records.get_kb("t1", "hr") == kb and records.kbs("t1") == [kb] and records.kbs("t2") == []
     assert records.get_space("t1", "team") == space and records.spaces("t1") == [space]
-    assert records.delete_kb("t1", "hr") and not records.delete_kb("t1", "hr")
-    assert records.delete_space("t1", "team") and records.get_space("t1", "team") is None
+    records.put_many([(memory(1), VECTOR)])
+    # a container goes with its memories in one transaction
+    assert records.delete_many("t1", ["m001"], container=("kb", "hr")) == ["m001"]
+    assert records.get_kb("t1", "hr") is None and records.get("t1", "m001") is None
+    assert records.delete_many("t1", [], container=("space", "team")) == []
+    assert records.get_space("t1", "team") is None
     assert records.embedding_model() is None
     records.set_embedding_model("minilm@abc")
     assert records.embedding_model() == "minilm@abc"
