@@ -26,8 +26,8 @@ from textual.errors import InvalidMemoryError
 from textual.export_format import ExportedMemory, ExportFormatError, Header, decode_header, decode_record, \
     encode_header, encode_record
 from textual.history import MAX_VERSIONS, ChangeKind
-from textual.memory import (Memory, check_content, check_identifier, check_importance, check_metadata, check_source,
-                            check_strength, check_time, is_expired)
+from textual.memory import (Memory, check_content, check_identifier, check_importance, check_metadata, check_owner,
+                            check_source, check_strength, check_time, is_expired)
 from textual.messages import embedding_text
 
 IMPORT_BATCH = 256
@@ -105,7 +105,10 @@ def _check_values(memory: Memory, line: int, max_chars: int) -> None:
     """Every value of an imported memory as `add` would check it; the error names the line."""
     try:
         check_identifier("id", memory.id)
-        check_identifier("user", memory.user)
+        for name, value in (("user", memory.user), ("agent", memory.agent), ("run", memory.run)):
+            if value is not None:
+                check_identifier(name, value)
+        check_owner(memory.user, memory.agent)
         if memory.kb_id is not None:
             check_identifier("kb_id", memory.kb_id)
         check_content(memory.content, max_chars)

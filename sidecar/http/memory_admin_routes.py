@@ -36,7 +36,7 @@ def memory_admin_router(store: MemoryStore, caller: Callable[..., Any], book: Qu
 
     @router.post("/memories/batch")
     async def batch(body: Batch, who: Caller = Depends(caller)) -> dict:
-        operations = [operation.model_dump(exclude_none=True) for operation in body.operations]
+        operations = [operation.model_dump(exclude_unset=True) for operation in body.operations]  # a null clears
         outcomes = await call(who, lambda memory: memory.apply_batch(operations))
         return {"results": [outcome_json(outcome) for outcome in outcomes]}
 

@@ -86,6 +86,21 @@ def test_a_memory_added_with_a_ttl_is_gone_once_it_expired(client, store):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "ttl_s"
 
 
+def test_patch_with_a_null_expires_at_clears_the_expiry_and_is_a_version(client, store):
+    memory = add(client, "The door code this week is 4417", ttl_s=60)
+    cleared = client.patch(f"/v1/memories/{memory['id']}", json={"expires_at": None}, headers=A)
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["expires_at"] is None
+    last = client.get(f"/v1/memories/{memory['id']}/history", headers=A).json()["data"][-1]
+    assert last["why"] == "update" and last["before"] == {"expires_at": memory["expires_at"]}
+    store.clock = lambda: memory["expires_at"] + 1  # past the expiry it had
+    assert client.get(f"/v1/memories/{memory['id']}", headers=A).status_code == 200
+    both = client.patch(f"/v1/memories/{memory['id']}", json={"expires_at": None, "ttl_s": 5}, headers=A)
+    assert both.status_code == 400 and both.json()["error"]["param"] == "expires_at"
+    untouched = client.patch(f"/v1/memories/{memory['id']}", json={"importance": 0.9}, headers=A)
+    assert untouched.json()["expires_at"] is None and untouched.json()["importance"] == 0.9
+
+
 def test_a_batch_reports_each_operation_and_stays_in_the_tenant(client):
     mine, other = add(client, "Ann likes tea"), add(client, "Bo likes coffee", headers=B)
     gone = add(client, "Ann likes cake")
