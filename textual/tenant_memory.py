@@ -101,20 +101,26 @@ class TenantMemory:
             return curator.store_new(self._store, memory, vector, consolidate)
 
     def add_image(self, caption: str, image_url: str, *, user: str, metadata: Mapping[str, Any] | None = None,
-                  importance: float | None = None, created_at: float | None = None) -> Memory:
+                  importance: float | None = None, created_at: float | None = None, agent: str | None = None,
+                  run: str | None = None, space: str | None = None) -> Memory:
         """Store an image memory: found by its `caption`, pointing at `image_url` (http(s) or a data URL)."""
         extra = check_metadata(metadata or {})
         return self.add(caption, user=user, type="image", metadata={**extra, "image_url": image_url},
-                        importance=importance, created_at=created_at, consolidate=False)
+                        importance=importance, created_at=created_at, consolidate=False, agent=agent, run=run,
+                        space=space)
 
     def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str,
-                     kb_id: str | None = None, agent: str | None = None, run: str | None = None) -> list[Memory]:
+                     kb_id: str | None = None, agent: str | None = None, run: str | None = None,
+                     space: str | None = None) -> list[Memory]:
         """Store every turn as an `episode` memory (one durable write for the batch); returns them in order.
         A turn's `time` dates the episode (`created_at`); its forgetting curve starts when it is stored, so an
-        imported history is as fresh as a conversation held now, not archived for its age."""
+        imported history is as fresh as a conversation held now, not archived for its age. With `space`, the
+        episodes go into that shared space (the user or agent needs its write grant, as for `add`)."""
         user = check_identifier("user", user)
         kb_id = None if kb_id is None else check_identifier("kb_id", kb_id)
         scopes = self._scopes(agent, run)
+        if space is not None:
+            scopes["space"] = self.space_access(space, write=True, user=user, agent=scopes["agent"]).id
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
         for i, message in enumerate(checked):
             check_content(episode_content(message), self._store.max_content_chars)
@@ -345,6 +351,11 @@ class TenantMemory:
     def create_space(self, space_id: str, name: str | None = None, members: object = ()) -> Space:
         """A new shared memory space with its members (see `textual.spaces`)."""
         return spaces.create_space(self, space_id, name, list(members) if isinstance(members, tuple) else members)
+
+    def space_access(self, space_id: str, *, write: bool, user: str | None, agent: str | None) -> Space:
+        """The space, if the user or the agent may read it (or, with `write`, write to it); SpaceNotFoundError or
+        SpaceAccessDenied otherwise (`textual.spaces.check_access`)."""
+        return spaces.check_access(self, space_id, spaces.WRITE if write else spaces.READ, user, agent)
 
     def get_space(self, space_id: str) -> Space:
         """The space with this id; SpaceNotFoundError if the tenant has none."""
