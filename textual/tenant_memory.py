@@ -305,10 +305,11 @@ class TenantMemory:
         """This tenant's memories (or one user's) as export lines (`textual.transfer`, `textual.export_format`)."""
         return transfer.export_lines(self, user, vectors)
 
-    def import_memories(self, lines: Iterable[bytes],
-                        progress: Callable[[int], None] | None = None) -> transfer.ImportReport:
-        """Import export lines into this tenant (`textual.transfer` has the rules: ids, quota, re-embedding)."""
-        return transfer.import_lines(self, lines, progress)
+    def import_memories(self, lines: transfer.LineSource, progress: Callable[[int], None] | None = None,
+                        max_records: int | None = None) -> transfer.ImportReport:
+        """Import export lines (or a function that reads them afresh) into this tenant, at most `max_records`
+        memories (`textual.transfer` has the rules: ids, quota, re-embedding, two passes)."""
+        return transfer.import_lines(self, lines, progress, max_records)
 
     def create_kb(self, kb_id: str, name: str | None = None, description: str = "",
                   metadata: Mapping[str, Any] | None = None) -> KnowledgeBase:

@@ -52,6 +52,10 @@ class QuotaBook:
         with self.refusing(tenant):
             check_memory_write(self.limits, stored, list(contents), dim)
 
+    def memory_room(self, stored_count: int) -> int | None:
+        """How many more memories a tenant holding `stored_count` may add (None: no limit), e.g. to cap an import."""
+        return None if self.limits.memories <= 0 else max(0, self.limits.memories - stored_count)
+
     def admit_memory_growth(self, tenant: str, stored: tuple[int, int], adding: int) -> None:
         """`textual.store.GrowthAdmission`: refuse a change that would take the tenant's stored bytes (records,
         embeddings, history versions) past its limit; checked exactly, inside the write's transaction."""
