@@ -2,12 +2,14 @@
 user's memories, export and import. Each is one call on the caller's `TenantMemory` (see
 `memory_routes.tenant_worker`), so every read and write stays inside the caller's tenant and another tenant's id
 answers 404. An import's body is streamed (`BodyLimitMiddleware` passes it through unread): it is spooled to a
-temporary file line by line (`sidecar.http.spool`), each line and the number of memories bounded (the room left in
-the tenant's memory quota), then imported in two passes (`textual.transfer`)."""
+temporary file line by line (`sidecar.http.spool`), each line, the number of memories and the bytes bounded (by the
+room left in the tenant's memory quotas; while spooling it holds one of the tenant's memory-request slots, so a
+tenant spools at most that many at once), then imported in two passes (`textual.transfer`)."""
 
 from __future__ import annotations
 
 import tempfile
+from contextlib import nullcontext
 from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,7 +20,7 @@ from sidecar.http.access import Caller
 from sidecar.http.errors import APIError
 from sidecar.http.memory_admin_schema import Batch, history_json, import_json, outcome_json
 from sidecar.http.memory_routes import MemoryId, tenant_worker
-from sidecar.http.spool import spool_lines
+from sidecar.http.spool import Bounds, spool_lines
 from sidecar.limits import ID_REGEX
 from sidecar.tenants.quota_book import QuotaBook
 from textual.export_format import MAX_LINE_BYTES
@@ -68,11 +70,12 @@ def memory_admin_router(store: MemoryStore, caller: Callable[..., Any], book: Qu
 
     @router.post("/import")
     async def import_memories(request: Request, who: Caller = Depends(caller)) -> dict:
-        stored = (await run_in_threadpool(store.usage, who.tenant))[0]
-        room = None if book is None else book.memory_room(stored)
+        stored = await run_in_threadpool(store.usage, who.tenant)
+        records, size = (None, None) if book is None else book.import_room(stored)
         with tempfile.TemporaryFile() as spooled:
-            await spool_lines(request.stream(), spooled, MAX_LINE_BYTES, room)
-            report = await call(who, lambda memory: memory.import_memories(file_source(spooled), max_records=room))
+            with nullcontext() if book is None else book.holding(book.memory_slots, who.tenant):  # spools per tenant
+                await spool_lines(request.stream(), spooled, Bounds(MAX_LINE_BYTES, records, size))
+            report = await call(who, lambda memory: memory.import_memories(file_source(spooled), max_records=records))
         return import_json(report)
 
     return router

@@ -16,7 +16,7 @@ from sidecar.http.errors import install_error_handlers
 from sidecar.http.memory_admin_routes import STREAMED_BODIES, memory_admin_router
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware
-from sidecar.http.spool import spool_lines
+from sidecar.http.spool import Bounds, spool_lines
 from sidecar.tenants.keys import KeyTable
 from sidecar.tenants.quota_book import QuotaBook
 from sidecar.tenants.quotas import QuotaLimits
@@ -217,7 +217,7 @@ def test_the_spool_refuses_a_line_over_its_limit_naming_it(tmp_path):
             yield chunk
 
     with open(tmp_path / "spool", "w+b") as file, pytest.raises(InvalidMemoryError) as refused:
-        anyio.run(spool_lines, body(), file, 100, None)
+        anyio.run(spool_lines, body(), file, Bounds(100))
     assert refused.value.field == "line 3"
 
 
@@ -229,8 +229,10 @@ def test_the_spool_keeps_a_body_whole_across_chunks(tmp_path):
             yield chunk
 
     with open(tmp_path / "spool", "w+b") as file:
-        anyio.run(spool_lines, body(), file, 100, 2)
+        anyio.run(spool_lines, body(), file, Bounds(100, 2, len(data)))
         assert file_source(file)() is file and file.read() == data
-    with open(tmp_path / "spool2", "w+b") as file, pytest.raises(InvalidMemoryError) as refused:
-        anyio.run(spool_lines, body(), file, 100, 1)
-    assert refused.value.field == "line 5"
+    for bounds, line in ((Bounds(100, 1), "line 5"), (Bounds(100, 2, len(data) - 1), "line 5"),
+                         (Bounds(100, 2, 10), "line 3")):
+        with open(tmp_path / "spool2", "w+b") as file, pytest.raises(InvalidMemoryError) as refused:
+            anyio.run(spool_lines, body(), file, bounds)
+        assert refused.value.field == line, bounds
