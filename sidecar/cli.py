@@ -209,13 +209,14 @@ def import_memories(
     at any time, the serving nodes follow). Export from one store and import into the other to move a tenant."""
     from rich.progress import Progress
 
+    from textual.transfer import file_source
     store = open_memory_store(load_settings(config, {"data_dir": data_dir, "memory_dir": memory_dir,
                                                      "store": store}))
     try:
-        lines = source.read_bytes().splitlines()
-        with Progress(console=console) as progress:
-            task = progress.add_task("importing", total=max(0, len(lines) - 1))
-            report = store.for_tenant(tenant).import_memories(lines, lambda n: progress.advance(task, n))
+        with source.open("rb") as file, Progress(console=console) as progress:
+            records = sum(1 for line in file if line.strip()) - 1  # streamed, as the import reads it: never whole
+            task = progress.add_task("importing", total=max(0, records))
+            report = store.for_tenant(tenant).import_memories(file_source(file), lambda n: progress.advance(task, n))
     except ValueError as exc:  # a bad line (named), or an unusable tenant name
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

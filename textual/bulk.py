@@ -13,7 +13,7 @@ from textual.memory import Memory, check_identifier
 
 MAX_BATCH = 100  # operations in one batch: one request never holds a tenant's lock for long
 DELETE_CHUNK = 1000  # memories removed per transaction by `delete_user`
-UPDATE_FIELDS = frozenset({"content", "metadata", "importance", "strength", "tier", "ttl_s"})
+UPDATE_FIELDS = frozenset({"content", "metadata", "importance", "strength", "tier", "ttl_s", "expires_at"})
 
 
 @dataclass(frozen=True)

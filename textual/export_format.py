@@ -10,8 +10,9 @@ Every further line, one memory: `{"history": [...], "memory": {...}, "vector"?: 
 - `history`: the memory's versions, oldest first, each as `textual.history.version_json` writes it.
 - `vector`: the embedding as base64 of its little-endian float32 bytes (`textual.record.encode_vector`), present
   when the header says `vectors`; an importer uses it only when its own embedding model has the header's identity.
-Decoding checks the shape and names the line and field at fault; what the values may be is the importer's check
-(`textual.transfer`), as for any memory written.
+A line is at most `MAX_LINE_BYTES` long (the importer refuses a longer one). Decoding checks the shape and names the
+line and field at fault; what the values may be is the importer's check (`textual.transfer`), as for any memory
+written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from textual.record import decode_memory, decode_vector, encode_memory, encode_v
 
 FORMAT = "memsidecar.memories"
 FORMAT_VERSION = 1
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one record: a memory with its up to 200 versions (each may hold old content)
 
 
 class ExportFormatError(ValueError):

@@ -30,7 +30,8 @@ from textual.memory import Memory
 
 FORMAT_VERSION = 1
 MAX_VERSIONS = 200  # per memory: a memory changed more often keeps its newest MAX_VERSIONS versions
-TRACKED_FIELDS = ("content", "metadata", "tier", "importance", "strength", "expires_at")
+TRACKED_FIELDS = ("content", "metadata", "tier", "importance", "strength", "expires_at",
+                  "user", "agent", "run", "space")
 LIFECYCLE = "lifecycle"  # `who` of the changes the background lifecycle pass makes
 _SEPARATOR = b"\x00"
 
@@ -39,7 +40,7 @@ class ChangeKind(str, enum.Enum):
     """Why a memory changed."""
 
     CREATE = "create"
-    UPDATE = "update"  # a PATCH or a batch update: content, metadata, importance, strength, tier or expiry
+    UPDATE = "update"  # a PATCH or a batch update: content, metadata, importance, strength, tier, expiry or scopes
     MERGE = "merge"  # the same memory said again (see `consolidation`)
     SUPERSEDE = "supersede"  # archived by a newer value, or stored as the newer value
     FEEDBACK = "feedback"

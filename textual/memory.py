@@ -54,7 +54,7 @@ RESIDENT_TIERS = frozenset({LifecycleTier.HOT, LifecycleTier.WARM})
 
 @dataclass(frozen=True)
 class Memory:
-    """One textual or tool memory of one tenant's user; `source` holds the message or turn ids it came from.
+    """One textual or tool memory of one tenant's user or agent; `source` holds the message or turn ids it came from.
 
     Scopes beside `user` (whom the memory is about), each None when not given: `agent`, the agent that made it or
     that it is for; `run`, the run (a task or a session of an agent) it belongs to; `space`, the shared memory space
@@ -62,7 +62,7 @@ class Memory:
 
     id: str
     tenant: str
-    user: str
+    user: str | None  # None: an agent's memory about no user (then `agent` is set; `check_owner`)
     type: MemoryType
     content: str
     created_at: float
@@ -121,6 +121,13 @@ def check_identifier(name: str, value: object) -> str:
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise InvalidMemoryError(name, f"must be 1-128 characters of letters, digits and _.:@-, got {value!r}")
     return value
+
+
+def check_owner(user: str | None, agent: str | None) -> None:
+    """Refuse a memory about no user and for no agent: every memory has a `user`, an `agent` or both."""
+    if user is None and agent is None:
+        raise InvalidMemoryError("user_id", "a memory needs a user_id, an agent_id or both (an agent's own memory "
+                                            "may name no user)")
 
 
 def check_content(content: object, max_chars: int) -> str:

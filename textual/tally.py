@@ -44,6 +44,8 @@ class Tally:
         change[1] += size
 
     def _user(self, memory: Memory, count: int, updated_at: float) -> None:
+        if memory.user is None:  # an agent's memory about no user is in no user's stats
+            return
         key = (memory.tenant, memory.user)
         old_count, tiers, old_updated = self.users.get(key, (0, Counter(), float("-inf")))
         tiers[memory.tier.value] += count

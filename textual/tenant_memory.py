@@ -22,9 +22,10 @@ from textual.history import ChangeKind, Version
 from textual.images import check_image_url
 from textual.lifecycle import heuristic_importance, plan_lifecycle, reinforced_strength
 from textual.memory import (MAX_ACCESSES, KnowledgeBase, LifecycleTier, Memory, MemoryType, Space, check_content,
-                            check_identifier, check_importance, check_metadata, check_source, check_strength,
-                            check_time, check_ttl, is_expired, parse_tier, parse_type)
+                            check_identifier, check_importance, check_metadata, check_owner, check_source,
+                            check_strength, check_time, check_ttl, is_expired, parse_tier, parse_type)
 from textual.messages import ChatMessage, embedding_text, episode_content, episode_metadata
+from textual.memory_patch import KEEP, SCOPES, Keep, expiry_change, scope_change
 from textual.metadata_patch import patched_metadata
 from textual.query import plan_query
 from textual.retriever import SearchResult, finish, rank
@@ -61,7 +62,7 @@ class TenantMemory:
         self._store = store
         self.tenant = tenant
 
-    def add(self, content: str, *, user: str, type: str = "fact", kb_id: str | None = None,
+    def add(self, content: str, *, user: str | None = None, type: str = "fact", kb_id: str | None = None,
             metadata: Mapping[str, Any] | None = None, source: Sequence[str] = (), importance: float | None = None,
             tier: str = "hot", created_at: float | None = None, consolidate: bool = True,
             ttl_s: float | None = None, agent: str | None = None, run: str | None = None,
@@ -69,7 +70,7 @@ class TenantMemory:
         """Store one memory durably and return the memory now holding it.
 
         `agent`, `run` and `space` scope it (see `Memory`); writing to a `space` needs the user's or the agent's
-        "write" grant there (`textual.spaces`).
+        "write" grant there (`textual.spaces`). An agent's own memory may name no `user` (`check_owner`).
 
         Without `importance`, a heuristic sets it (`lifecycle.heuristic_importance`). With `consolidate`, a near-
         duplicate is merged into the stored memory (which is returned, with its id) and a changed fact supersedes
@@ -80,8 +81,10 @@ class TenantMemory:
         created = now if created_at is None else check_time("created_at", created_at)
         kind, content = parse_type(type), check_content(content, self._store.max_content_chars)
         metadata = self._checked_metadata(kind, metadata)
+        user = None if user is None else check_identifier("user", user)
+        check_owner(user, agent)
         memory = Memory(
-            id=uuid.uuid4().hex, tenant=self.tenant, user=check_identifier("user", user), type=kind,
+            id=uuid.uuid4().hex, tenant=self.tenant, user=user, type=kind,
             content=content, kb_id=None if kb_id is None else check_identifier("kb_id", kb_id),
             metadata=metadata, source=check_source(source),
             importance=heuristic_importance(kind, content) if importance is None else check_importance(importance),
@@ -98,20 +101,26 @@ class TenantMemory:
             return curator.store_new(self._store, memory, vector, consolidate)
 
     def add_image(self, caption: str, image_url: str, *, user: str, metadata: Mapping[str, Any] | None = None,
-                  importance: float | None = None, created_at: float | None = None) -> Memory:
+                  importance: float | None = None, created_at: float | None = None, agent: str | None = None,
+                  run: str | None = None, space: str | None = None) -> Memory:
         """Store an image memory: found by its `caption`, pointing at `image_url` (http(s) or a data URL)."""
         extra = check_metadata(metadata or {})
         return self.add(caption, user=user, type="image", metadata={**extra, "image_url": image_url},
-                        importance=importance, created_at=created_at, consolidate=False)
+                        importance=importance, created_at=created_at, consolidate=False, agent=agent, run=run,
+                        space=space)
 
     def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str,
-                     kb_id: str | None = None, agent: str | None = None, run: str | None = None) -> list[Memory]:
+                     kb_id: str | None = None, agent: str | None = None, run: str | None = None,
+                     space: str | None = None) -> list[Memory]:
         """Store every turn as an `episode` memory (one durable write for the batch); returns them in order.
         A turn's `time` dates the episode (`created_at`); its forgetting curve starts when it is stored, so an
-        imported history is as fresh as a conversation held now, not archived for its age."""
+        imported history is as fresh as a conversation held now, not archived for its age. With `space`, the
+        episodes go into that shared space (the user or agent needs its write grant, as for `add`)."""
         user = check_identifier("user", user)
         kb_id = None if kb_id is None else check_identifier("kb_id", kb_id)
         scopes = self._scopes(agent, run)
+        if space is not None:
+            scopes["space"] = self.space_access(space, write=True, user=user, agent=scopes["agent"]).id
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
         for i, message in enumerate(checked):
             check_content(episode_content(message), self._store.max_content_chars)
@@ -212,17 +221,21 @@ class TenantMemory:
 
     def update(self, memory_id: str, *, content: str | None = None, metadata: Mapping[str, Any] | None = None,
                importance: float | None = None, strength: float | None = None, tier: str | None = None,
-               ttl_s: float | None = None) -> Memory:
-        """Change the given fields (a new content is re-embedded; `ttl_s` sets the expiry that many seconds from now)
-        and record a version; returns the updated memory.
-        `metadata` is a JSON merge patch (`textual.metadata_patch`: null removes a key; provenance keys stay)."""
+               ttl_s: float | None = None, expires_at: float | None | Keep = KEEP, user: str | None | Keep = KEEP,
+               agent: str | None | Keep = KEEP, run: str | None | Keep = KEEP,
+               space: str | None | Keep = KEEP) -> Memory:
+        """Change the given fields (a new content is re-embedded) and record a version; returns the updated memory.
+        `metadata` is a JSON merge patch (`textual.metadata_patch`: null removes a key; provenance keys stay).
+        `ttl_s` / `expires_at` set or (None) clear the expiry, and `user`, `agent`, `run`, `space` move the memory to
+        other scopes, checked as on `add` (`textual.memory_patch`; a new space needs a write grant)."""
         if content is not None:
             content = check_content(content, self._store.max_content_chars)
         ttl_s = None if ttl_s is None else check_ttl(ttl_s)
         vectors = self._store.embedder.embed([content]) if content is not None else None
         with self._store.tenant_lock(self.tenant):
-            old = self.get(memory_id)
-            changes: dict[str, Any] = {"updated_at": max(self._store.clock(), old.created_at)}
+            old, now = self.get(memory_id), self._store.clock()
+            changes: dict[str, Any] = {"updated_at": max(now, old.created_at), **expiry_change(now, ttl_s, expires_at),
+                                       **scope_change(old, {"user": user, "agent": agent, "run": run, "space": space})}
             if content is not None:
                 changes["content"] = content
             if metadata is not None:
@@ -233,9 +246,9 @@ class TenantMemory:
                 changes["strength"] = check_strength(strength)
             if tier is not None:
                 changes["tier"] = parse_tier(tier)
-            if ttl_s is not None:
-                changes["expires_at"] = self._store.clock() + check_ttl(ttl_s)
             new = dataclasses.replace(old, **changes)
+            if new.space is not None and set(changes) & set(SCOPES):
+                spaces.check_access(self, new.space, spaces.WRITE, new.user, new.agent)
             self._store.write(self.tenant, [new], vectors, ChangeKind.UPDATE)
         return new
 
@@ -292,10 +305,11 @@ class TenantMemory:
         """This tenant's memories (or one user's) as export lines (`textual.transfer`, `textual.export_format`)."""
         return transfer.export_lines(self, user, vectors)
 
-    def import_memories(self, lines: Iterable[bytes],
-                        progress: Callable[[int], None] | None = None) -> transfer.ImportReport:
-        """Import export lines into this tenant (`textual.transfer` has the rules: ids, quota, re-embedding)."""
-        return transfer.import_lines(self, lines, progress)
+    def import_memories(self, lines: transfer.LineSource, progress: Callable[[int], None] | None = None,
+                        max_records: int | None = None) -> transfer.ImportReport:
+        """Import export lines (or a function that reads them afresh) into this tenant, at most `max_records`
+        memories (`textual.transfer` has the rules: ids, quota, re-embedding, two passes)."""
+        return transfer.import_lines(self, lines, progress, max_records)
 
     def create_kb(self, kb_id: str, name: str | None = None, description: str = "",
                   metadata: Mapping[str, Any] | None = None) -> KnowledgeBase:
@@ -338,6 +352,11 @@ class TenantMemory:
     def create_space(self, space_id: str, name: str | None = None, members: object = ()) -> Space:
         """A new shared memory space with its members (see `textual.spaces`)."""
         return spaces.create_space(self, space_id, name, list(members) if isinstance(members, tuple) else members)
+
+    def space_access(self, space_id: str, *, write: bool, user: str | None, agent: str | None) -> Space:
+        """The space, if the user or the agent may read it (or, with `write`, write to it); SpaceNotFoundError or
+        SpaceAccessDenied otherwise (`textual.spaces.check_access`)."""
+        return spaces.check_access(self, space_id, spaces.WRITE if write else spaces.READ, user, agent)
 
     def get_space(self, space_id: str) -> Space:
         """The space with this id; SpaceNotFoundError if the tenant has none."""

@@ -112,10 +112,12 @@ class MemoryExtractor:
 
     def _store(self, tenant: str, episode: Memory, turns: Sequence[SourceTurn], parsed: Extraction,
                model: str) -> list[Memory]:
-        """Store each extracted memory for the episodes' user and kb, dated by its newest source turn."""
+        """Store each extracted memory in the episodes' scopes (user, kb, agent, run, space), dated by its newest
+        source turn."""
         handle = self.store.for_tenant(tenant)
         times = {turn.turn_id: turn.time for turn in turns}
         return [handle.add(memory.content, user=episode.user, type=memory.type.value, kb_id=episode.kb_id,
+                           agent=episode.agent, run=episode.run, space=episode.space,
                            source=memory.source, metadata={"extracted_by": model},
                            created_at=max(times[turn_id] for turn_id in memory.source))
                 for memory in parsed.memories]

@@ -7,9 +7,10 @@ tenant's knowledge bases created with `metadata: {"pinned": true}`), then tools,
 in time order (not score order), so consecutive turns that retrieve the same memories send the engine the same
 prefix and reuse its KV blocks.
 Write-back: the request's newest user turn and the reply become episode memories, each image part of that user
-turn becomes an image memory (see `shared_images`), and tool results at the end of the conversation become tool
-trajectories; this happens after the reply, off the response path (and so does the
-extraction of facts, preferences and events from those episodes, when `sidecar.chat.extraction` is on).
+turn becomes an image memory (see `shared_images`), both in the request's `space_id` when it names one (checked
+before the engine is asked: writing needs the user's or agent's write grant, as on the REST route), and tool results
+at the end of the conversation become tool trajectories; this happens after the reply, off the response path (and
+so does the extraction of facts, preferences and events from those episodes, when `sidecar.chat.extraction` is on).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class MemoryOptions(BaseModel):
     agent_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # retrieve this agent's memories; write as it
     run_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # retrieve this run's memories; write into it
     filter: dict[str, Any] | None = None  # a `textual.filter_expr` tree the retrieved user memories must pass
+    space_id: StrictStr | None = Field(None, pattern=ID_REGEX)  # write into this shared space; it is read too
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class Conversation:
     agent: str | None = None
     run: str | None = None
     where: Predicate | None = None
+    space: str | None = None  # the shared space the chat writes to (and reads, as any space its user may read)
 
 
 def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | None,
@@ -119,7 +122,7 @@ def conversation(tenant: str, body: dict[str, Any], options: MemoryOptions | Non
         inject=inject, write=write,
         top_k=options.top_k or defaults.top_k, token_budget=options.token_budget or defaults.token_budget,
         kb_ids=tuple(options.kb_ids), types=tuple(options.types), session=options.session,
-        image_caption=options.image_caption, agent=options.agent_id, run=options.run_id,
+        image_caption=options.image_caption, agent=options.agent_id, run=options.run_id, space=options.space_id,
         where=None if options.filter is None else parse_filter(options.filter, root="memory.filter"))
 
 
@@ -217,13 +220,21 @@ class MemoryChat:
         is served either way.
         """
         query = retrieval_query(chat.messages)
-        if not chat.inject or query is None:
-            return body, Injection()
         try:
+            self._check_space(chat)
+            if not chat.inject or query is None:
+                return body, Injection()
             return self._injected(chat, body, query)
         except StoreUnavailableError as error:
             log.warning("tenant %s: chat served without memories: %s", chat.tenant, error.reason)
             return body, Injection()
+
+    def _check_space(self, chat: Conversation) -> None:
+        """Refuse a chat naming a space its user and agent may not write to (or, writing nothing, read), before
+        the engine is asked: write-back happens after the reply, too late to refuse (SpaceAccessDenied: a 403)."""
+        if chat.space is not None and (chat.write or chat.inject):
+            self.store.for_tenant(chat.tenant).space_access(chat.space, write=chat.write, user=chat.user,
+                                                            agent=chat.agent)
 
     def _injected(self, chat: Conversation, body: dict[str, Any], query: str) -> tuple[dict[str, Any], Injection]:
         handle = self.store.for_tenant(chat.tenant)
@@ -259,7 +270,8 @@ class MemoryChat:
         _record_trailing_tool_results(handle, chat.messages)
         _remember_images(handle, chat, now)
         turns = _new_turns(chat, reply, now)
-        return handle.add_messages(turns, user=chat.user, agent=chat.agent, run=chat.run) if turns else []
+        return handle.add_messages(turns, user=chat.user, agent=chat.agent, run=chat.run,
+                                   space=chat.space) if turns else []
 
 
 def _pinned_kbs(handle: TenantMemory) -> list[str]:
@@ -313,7 +325,8 @@ def _remember_images(handle: TenantMemory, chat: Conversation, now: float) -> No
         return
     for caption, url in shared_images(chat.messages[last_user], chat.image_caption):
         try:
-            handle.add_image(caption, url, user=chat.user, metadata={"session": chat.session}, created_at=now)
+            handle.add_image(caption, url, user=chat.user, metadata={"session": chat.session}, created_at=now,
+                             agent=chat.agent, run=chat.run, space=chat.space)
         except InvalidMemoryError as error:
             log.info("chat image not remembered: %s", error)
 

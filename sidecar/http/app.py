@@ -23,7 +23,7 @@ from sidecar.http.activation_routes import activation_router
 from sidecar.http.adapter_routes import adapter_router
 from sidecar.http.assembly import AdapterSetup, Parts, assemble
 from sidecar.http.errors import APIError, error_response, install_error_handlers, sse_with_errors
-from sidecar.http.memory_admin_routes import memory_admin_router
+from sidecar.http.memory_admin_routes import STREAMED_BODIES, memory_admin_router
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.metrics import Metrics
 from sidecar.http.middleware import AuthenticateMiddleware, BodyLimitMiddleware, MetricsMiddleware
@@ -53,7 +53,7 @@ def create_app(settings: Settings, engine: Engine, keys: KeyTable, store: Memory
     install_error_handlers(app)
     # added innermost first: metrics, then authentication, then the body limit, then the routes
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
-                       per_path={"/v1/adapters": settings.max_adapter_upload_bytes})
+                       per_path={"/v1/adapters": settings.max_adapter_upload_bytes}, streamed=STREAMED_BODIES)
     app.add_middleware(AuthenticateMiddleware, access=parts.access)
     app.add_middleware(MetricsMiddleware, metrics=parts.metrics)
     _install_routes(app, parts)

@@ -29,20 +29,24 @@ from sidecar.http.errors import APIError, error_response
 from sidecar.http.memory_admin_schema import history_json
 from sidecar.http.memory_schema import (ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName, kb_json, memory_json,
                                         search_json)
+from sidecar.http.space_mcp import SpaceTools
 from sidecar.http.tool_mcp import ToolMemoryTools
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import CALLER_ERRORS
 from textual.memory import MAX_TTL_S
+from textual.memory_patch import KEEP
 from textual.store import MemoryStore
 from textual.tenant_memory import MAX_HISTORY_PAGE, TenantMemory
 
 SERVER_NAME = "memsidecar"
 INSTRUCTIONS = ("Long-term memory for agents. Store facts, preferences and events about a user with "
                 "memos_add_memory, recall them with memos_search_memory before answering, and correct or retract "
-                "them with memos_feedback_memory and memos_delete_memory. Knowledge bases hold chunked documents.")
+                "them with memos_feedback_memory and memos_delete_memory. Knowledge bases hold chunked documents; "
+                "shared spaces (memos_list_spaces) hold memories several users or agents read.")
 
 Id = Annotated[str, Field(pattern=ID_REGEX, description="1-128 characters of letters, digits and _.:@-")]
-UserId = Annotated[str, Field(pattern=ID_REGEX, description="The user the memory is about.")]
+UserId = Annotated[str | None, Field(pattern=ID_REGEX, description="The user the memory is about (may be left out "
+                                                                   "for an agent's own memory, with agent_id).")]
 Metadata = Annotated[dict[str, Any] | None, Field(description="Free-form JSON object stored with the memory.")]
 T = TypeVar("T")
 AgentId = Annotated[str | None, Field(pattern=ID_REGEX, description="The agent that made the memory or that it is "
@@ -83,14 +87,16 @@ class MemoryTools:
             raise ToolError(str(exc)) from exc
 
     async def memos_add_memory(
-        self, user_id: UserId, content: Annotated[str, Field(min_length=1, description="The memory, in plain text.")],
+        self, content: Annotated[str, Field(min_length=1, description="The memory, in plain text.")],
+        user_id: UserId = None,
         type: Annotated[MemoryTypeName, Field(description="What kind of memory this is.")] = "fact",
         kb_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Knowledge base to file it under.")] = None,
         metadata: Metadata = None, agent_id: AgentId = None, run_id: RunId = None, space_id: SpaceId = None,
         ttl_s: Annotated[float | None, Field(ge=1, le=MAX_TTL_S, description="Forget it after this many seconds "
                                                                             "(unset: kept until deleted).")] = None,
     ) -> dict[str, Any]:
-        """Remember something about a user. A near-duplicate of a stored memory of the same scope is merged into it,
+        """Remember something about a user, or an agent's own memory (agent_id and no user_id; one of them is
+        needed). A near-duplicate of a stored memory of the same scope is merged into it,
         and a changed fact supersedes the old one. Returns the stored memory, with the `id` later calls refer to."""
         memory = await self._call(lambda memory: memory.add(content, user=user_id, type=type, kb_id=kb_id,
                                                             metadata=metadata, ttl_s=ttl_s, agent=agent_id, run=run_id,
@@ -186,11 +192,23 @@ class MemoryTools:
             description="A JSON merge patch of the metadata: keys set to null are removed, others set; the keys "
                         "memory writes itself (history, feedback, supersedes, superseded_by) are kept.")] = None,
         importance: Annotated[float | None, Field(ge=0, le=1, description="How much it matters, 0 to 1.")] = None,
+        ttl_s: Annotated[float | None, Field(ge=1, le=MAX_TTL_S, description="Expire this many seconds from now.")]
+        = None,
+        clear_expiry: Annotated[bool, Field(description="Keep it until deleted: remove its expiry.")] = False,
+        user_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Move it to this user.")] = None,
+        agent_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Move it to this agent.")] = None,
+        run_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Move it to this run.")] = None,
+        space_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Move it into this shared space (its "
+                                                                           "user or agent needs a write grant).")]
+        = None,
     ) -> dict[str, Any]:
-        """Change a memory's content, metadata or importance; the change is kept in its history (see
+        """Change a memory's content, metadata, importance, expiry or scopes; the change is kept in its history (see
         memos_get_history). Returns the memory as it now is."""
-        return memory_json(await self._call(lambda memory: memory.update(memory_id, content=content,
-                                                                         metadata=metadata, importance=importance)))
+        scopes = {name: KEEP if value is None else value
+                  for name, value in (("user", user_id), ("agent", agent_id), ("run", run_id), ("space", space_id))}
+        return memory_json(await self._call(lambda memory: memory.update(
+            memory_id, content=content, metadata=metadata, importance=importance, ttl_s=ttl_s,
+            expires_at=None if clear_expiry else KEEP, **scopes)))
 
     async def memos_get_history(
         self, memory_id: Id,
@@ -207,7 +225,8 @@ def build_mcp(store: MemoryStore, tenant_of_request: Callable[[], str]) -> MCPSe
     """An MCP server with the memory tools; every call acts on the tenant `tenant_of_request()` returns then."""
     server = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS)
     tools = MemoryTools(store, tenant_of_request)
-    for function in tools.functions() + ToolMemoryTools(tools._call).functions():  # one tenant rule for both
+    for function in (tools.functions() + ToolMemoryTools(tools._call).functions()  # one tenant rule for all
+                     + SpaceTools(tools._call).functions()):
         server.add_tool(function, description=inspect.cleandoc(function.__doc__ or ""))
     return server
 

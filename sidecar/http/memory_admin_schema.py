@@ -32,6 +32,7 @@ class BatchOperation(_Strict):
     strength: Number | None = Field(None, ge=0)
     tier: TierName | None = None
     ttl_s: Number | None = Field(None, ge=1, le=MAX_TTL_S)
+    expires_at: Number | None = None  # null: never expire
 
 
 class Batch(_Strict):

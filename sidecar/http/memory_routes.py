@@ -125,7 +125,7 @@ def memory_router(store: MemoryStore, caller: Callable[..., Any],
 
     @router.patch("/memories/{memory_id}", tags=["memories"])
     async def update_memory(memory_id: MemoryId, body: UpdateMemory, who: Caller = Depends(caller)) -> dict:
-        changes = body.model_dump(exclude_none=True)
+        changes = body.changes()
         return memory_json(await call(who, lambda memory: memory.update(memory_id, **changes)))
 
     @router.delete("/memories/{memory_id}", tags=["memories"])

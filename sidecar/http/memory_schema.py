@@ -26,10 +26,11 @@ class _Strict(BaseModel):
 
 
 ScopeId = StrictStr | None  # an agent, run or space id: checked against ID_REGEX in each model's field
+SCOPE_ARGUMENTS = {"user_id": "user", "agent_id": "agent", "run_id": "run", "space_id": "space"}  # API -> textual
 
 
 class AddMemory(_Strict):
-    user_id: StrictStr = Field(pattern=ID_REGEX)
+    user_id: ScopeId = Field(None, pattern=ID_REGEX)  # None: an agent's own memory (textual refuses no owner)
     agent_id: ScopeId = Field(None, pattern=ID_REGEX)
     run_id: ScopeId = Field(None, pattern=ID_REGEX)
     space_id: ScopeId = Field(None, pattern=ID_REGEX)
@@ -65,6 +66,18 @@ class UpdateMemory(_Strict):
     strength: Number | None = Field(None, ge=0)
     tier: TierName | None = None
     ttl_s: Number | None = Field(None, ge=1, le=MAX_TTL_S, description="Expire this many seconds from now.")
+    expires_at: Number | None = Field(None, description="Expire at this time (epoch seconds); null: never expire.")
+    user_id: ScopeId = Field(None, pattern=ID_REGEX, description="Move it to this user; null: to no user.")
+    agent_id: ScopeId = Field(None, pattern=ID_REGEX)
+    run_id: ScopeId = Field(None, pattern=ID_REGEX)
+    space_id: ScopeId = Field(None, pattern=ID_REGEX, description="Move it into this space (a write grant is "
+                                                                  "needed); null: out of its space.")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request sent, as `TenantMemory.update` arguments: a null sent clears a field (expiry,
+        scopes) or is ignored (the others), a field not sent is kept."""
+        sent = self.model_dump(exclude_unset=True)
+        return {SCOPE_ARGUMENTS.get(name, name): value for name, value in sent.items()}
 
 
 class Feedback(_Strict):

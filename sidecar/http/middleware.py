@@ -54,7 +54,8 @@ class AuthenticateMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses bodies over `max_bytes` with 413, by the declared Content-Length or by counting a chunked body.
-    `per_path` gives exact paths (adapter uploads) a limit of their own.
+    `per_path` gives exact paths (adapter uploads) a limit of their own; the bodies of the exact paths in `streamed`
+    (an import) pass through unread and unbounded here: their route reads them incrementally and bounds them itself.
 
     A body is buffered whole before the route sees it, so memory is bounded per tenant too: a body over
     `large_bytes` holds one of the caller's tenant's `large_bodies` slots from the moment it is known to be large
@@ -62,16 +63,17 @@ class BodyLimitMiddleware:
     `large_bodies` times the largest limit at once)."""
 
     def __init__(self, app, max_bytes: int, per_path: dict[str, int] | None = None, large_bytes: int = MIB,
-                 large_bodies: int = 2) -> None:
+                 large_bodies: int = 2, streamed: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = per_path or {}
+        self.streamed = streamed
         self.large_bytes = large_bytes
         self.large_bodies = large_bodies
         self.large_in_flight: dict[str, int] = {}  # tenant -> its large bodies being read or handled
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS or scope["path"] in self.streamed:
             return await self.app(scope, receive, send)
         limit = self.per_path.get(scope["path"], self.max_bytes)
         too_large = f"request body exceeds the limit of {limit} bytes"

@@ -52,6 +52,14 @@ class QuotaBook:
         with self.refusing(tenant):
             check_memory_write(self.limits, stored, list(contents), dim)
 
+    def import_room(self, stored: tuple[int, int]) -> tuple[int | None, int | None]:
+        """(memories, bytes) an import into a tenant holding `stored` (count, bytes) may bring, None where unlimited:
+        the memories its quota has room for, and twice its room in bytes (an export line spells a vector in base64
+        and its record in JSON: under 1.5 times what the store keeps of it)."""
+        count, size = stored
+        memories = None if self.limits.memories <= 0 else max(0, self.limits.memories - count)
+        return memories, None if self.limits.memory_bytes <= 0 else 2 * max(0, self.limits.memory_bytes - size)
+
     def admit_memory_growth(self, tenant: str, stored: tuple[int, int], adding: int) -> None:
         """`textual.store.GrowthAdmission`: refuse a change that would take the tenant's stored bytes (records,
         embeddings, history versions) past its limit; checked exactly, inside the write's transaction."""

@@ -69,3 +69,28 @@ def test_chat_memory_options_scope_what_is_injected_and_written(sidecar):
         time.sleep(0.5)
     turn = written.json()["data"][0]  # the user's turn (the tiny model's reply may be blank, and then not kept)
     assert (turn["content"], turn["agent_id"], turn["run_id"]) == ("When is my exam?", "tutor", "week-1")
+
+
+def test_a_chat_writes_into_a_space_only_with_a_write_grant(sidecar):
+    space, writer, reader = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("club", "eve", "fay"))
+    assert post(sidecar, "/v1/spaces", {"id": space, "members": [{"user_id": writer, "write": True},
+                                                                  {"user_id": reader}]}).status_code == 200
+    shared = post(sidecar, "/v1/memories", {"user_id": writer, "space_id": space,
+                                            "content": "The book club meets on Thursday at the library"}).json()
+    client = openai.OpenAI(base_url=f"{sidecar.base_url}/v1", api_key=API_KEYS["tenant-a"], max_retries=0)
+    model = client.models.list().data[0].id
+    with pytest.raises(openai.PermissionDeniedError, match="space_id"):  # fay may only read the space
+        client.chat.completions.create(model=model, user=reader, max_tokens=4, extra_body={"memory": {
+            "space_id": space}}, messages=[{"role": "user", "content": "When does the club meet?"}])
+    reply = client.chat.completions.create(model=model, user=writer, max_tokens=4, extra_body={"memory": {
+        "space_id": space}}, messages=[{"role": "user", "content": "When does the book club meet?"}])
+    assert shared["id"] in reply.model_extra["memory"]["ids"]
+    deadline = time.monotonic() + 30  # the turns are written after the reply, off the response path
+    while time.monotonic() < deadline:
+        written = httpx.get(f"{sidecar.base_url}/v1/memories", headers=auth(), timeout=30,
+                            params={"space_id": space, "type": "episode"})
+        if written.json()["data"]:
+            break
+        time.sleep(0.5)
+    assert written.json()["data"][0]["content"] == "When does the book club meet?"
+    assert written.json()["data"][0]["space_id"] == space

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from textual import transfer
 from textual.errors import InvalidMemoryError
 from textual.export_format import ExportedMemory, Header, decode_header, decode_record, encode_header, encode_record
 from textual.history import ChangeKind, Version
@@ -130,3 +131,27 @@ def test_a_tenant_moves_from_lmdb_to_postgresql_with_its_histories_and_search_re
         old = source.for_tenant("t1").list(tiers=["archived"])[0]
         assert [v.why.value for v in target.for_tenant("t1").history(old.id)] == ["create", "supersede", "import"]
         assert target.usage("t1")[0] == 5 and target.for_tenant("t1").users() == source.for_tenant("t1").users()
+
+
+def test_an_import_reads_a_file_twice_and_never_needs_it_whole(tmp_path, embedder):
+    with open_store(tmp_path / "a", embedder) as source, open_store(tmp_path / "b", embedder) as target:
+        fill(source.for_tenant("t1"))
+        path = tmp_path / "export.jsonl"
+        path.write_bytes(b"".join(source.for_tenant("t1").export_memories()))
+        written: list[int] = []
+        with path.open("rb") as file:
+            report = target.for_tenant("t1").import_memories(transfer.file_source(file), written.append)
+        assert report.imported == 5 and sum(written) == 5
+        assert results(target.for_tenant("t1")) == results(source.for_tenant("t1"))
+
+
+def test_an_overlong_line_or_one_past_the_record_cap_is_refused_naming_it(store, monkeypatch):
+    two = GOLDEN_RECORD.replace(b'"m1"', b'"m2"')
+    with pytest.raises(InvalidMemoryError) as capped:
+        store.for_tenant("t1").import_memories([GOLDEN_HEADER, GOLDEN_RECORD, two], max_records=1)
+    assert capped.value.field == "line 3"
+    monkeypatch.setattr(transfer, "MAX_LINE_BYTES", len(GOLDEN_RECORD) - 1)
+    with pytest.raises(InvalidMemoryError) as long_line:
+        store.for_tenant("t1").import_memories([GOLDEN_HEADER, GOLDEN_RECORD])
+    assert long_line.value.field == "line 2"
+    assert store.for_tenant("t1").list() == []

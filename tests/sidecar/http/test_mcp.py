@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[3]
 TOOLS = {"memos_add_memory", "memos_search_memory", "memos_delete_memory", "memos_feedback_memory",
          "memos_list_memories", "memos_get_memory", "memos_create_kb", "memos_list_kbs", "memos_delete_kb",
          "memos_add_document", "memos_update_memory", "memos_get_history", "memos_register_tool",
-         "memos_record_tool_call", "memos_search_tools"}
+         "memos_record_tool_call", "memos_search_tools", "memos_list_spaces", "memos_add_space_memory",
+         "memos_search_space"}
 FACT = "Rosalind keeps three green parrots named Pip, Mango and Kiwi in her greenhouse"
 OTHER_FACT = "Rosalind's neighbour keeps two grey parrots named Ash and Smoke on his balcony"
 STDIO_ENTRY = ("import sys, anyio; from textual.store import MemoryStore; from sidecar.http.mcp import run_stdio; "
@@ -57,7 +58,8 @@ def sidecar_like_app(store: MemoryStore, access: Access) -> FastAPI:
 
 
 @pytest.fixture(scope="module")
-def mcp_url(tmp_path_factory, embedder):
+def mcp_server(tmp_path_factory, embedder):
+    """(the MCP endpoint's URL, the store behind it)."""
     store = MemoryStore.open(tmp_path_factory.mktemp("mcp") / "store", embedder=embedder)
     access = Access(KeyTable.load("key-a:tenant-a,key-b:tenant-b", None), RateLimiter(100_000))
     port = free_port()
@@ -69,10 +71,15 @@ def mcp_url(tmp_path_factory, embedder):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/mcp"
+    yield f"http://127.0.0.1:{port}/mcp", store
     server.should_exit = True
     thread.join(timeout=30)
     store.close()
+
+
+@pytest.fixture(scope="module")
+def mcp_url(mcp_server) -> str:
+    return mcp_server[0]
 
 
 @asynccontextmanager
@@ -322,5 +329,58 @@ def test_search_and_list_take_scopes_and_filters(mcp_url, tmp_path):
             assert "filter.metadata.room.like: unknown operator" in refused
             assert "no memory space 'nope'" in await call_error(session, "memos_add_memory", user_id=user,
                                                                 content=FACT, space_id="nope")
+
+    run(scenario)
+
+
+def test_an_agents_own_memory_and_an_update_of_its_expiry_and_scopes(mcp_url):
+    agent = f"agent-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        async with http_session(mcp_url, "key-a") as session:
+            note = await call(session, "memos_add_memory", agent_id=agent, content=FACT, ttl_s=600)
+            assert note["user_id"] is None and note["agent_id"] == agent and note["expires_at"] is not None
+            found = await call(session, "memos_search_memory", query="parrots", agent_id=agent)
+            assert [hit["id"] for hit in found["results"]] == [note["id"]]
+            assert "user_id" in await call_error(session, "memos_add_memory", content=FACT, run_id="r")
+            changed = await call(session, "memos_update_memory", memory_id=note["id"], clear_expiry=True,
+                                 run_id="r2", user_id="rosalind")
+            assert (changed["expires_at"], changed["run_id"], changed["user_id"]) == (None, "r2", "rosalind")
+            history = await call(session, "memos_get_history", memory_id=note["id"])
+            assert history["data"][-1]["before"] == {"expires_at": note["expires_at"], "user": None, "run": None}
+        async with http_session(mcp_url, "key-b") as session:
+            assert (await call(session, "memos_search_memory", query="parrots", agent_id=agent))["results"] == []
+
+    run(scenario)
+
+
+def test_space_tools_list_write_and_search_with_the_rest_grants(mcp_server):
+    url, store = mcp_server
+    space = f"crew-{uuid.uuid4().hex[:8]}"
+    store.for_tenant("tenant-a").create_space(space, "Crew", [{"user_id": "cap", "write": True},
+                                                              {"agent_id": "navigator"}])
+
+    async def scenario():
+        async with http_session(url, "key-a") as session:
+            listed = await call(session, "memos_list_spaces")
+            assert {"id": space, "name": "Crew"}.items() <= next(
+                s for s in listed["data"] if s["id"] == space).items()
+            added = await call(session, "memos_add_space_memory", space_id=space, user_id="cap",
+                               content="The ship's spare sails are stored in the forward hold")
+            assert added["space_id"] == space
+            refused = await call_error(session, "memos_add_space_memory", space_id=space, agent_id="navigator",
+                                       content="The compass is broken")
+            assert "may not write" in refused
+            found = await call(session, "memos_search_space", space_id=space, agent_id="navigator",
+                               query="where are the spare sails")
+            assert [hit["id"] for hit in found["results"]] == [added["id"]]
+            assert "may not read" in await call_error(session, "memos_search_space", space_id=space,
+                                                      user_id="stowaway", query="sails")
+        async with http_session(url, "key-b") as session:
+            assert space not in [s["id"] for s in (await call(session, "memos_list_spaces"))["data"]]
+            assert "no memory space" in await call_error(session, "memos_search_space", space_id=space,
+                                                         query="sails")
+            assert "no memory space" in await call_error(session, "memos_add_space_memory", space_id=space,
+                                                         user_id="cap", content="x")
 
     run(scenario)

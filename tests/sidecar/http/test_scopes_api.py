@@ -1,5 +1,6 @@
-"""Filters, agent/run scopes and shared spaces over HTTP: the memory and space routers as the sidecar installs them
-(its error handlers, two tenants' API keys), on a real store (LMDB, FAISS, MiniLM), through httpx. No engine."""
+"""Filters, agent/run scopes (agents' own memories, scopes moved by PATCH) and shared spaces over HTTP: the memory,
+space and history routers as the sidecar installs them (its error handlers, two tenants' API keys), on a real store
+(LMDB, FAISS, MiniLM), through httpx. No engine."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 
 from sidecar.http.access import Access
 from sidecar.http.errors import install_error_handlers
+from sidecar.http.memory_admin_routes import memory_admin_router
 from sidecar.http.memory_routes import memory_router
 from sidecar.http.space_routes import space_router
 from sidecar.tenants.keys import KeyTable
@@ -35,6 +37,7 @@ def client(store):
     install_error_handlers(app)
     app.include_router(memory_router(store, access.caller))
     app.include_router(space_router(store, access.caller))
+    app.include_router(memory_admin_router(store, access.caller))
 
     async def run(method: str, path: str, headers=A, **kwargs) -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
@@ -162,5 +165,66 @@ def test_a_shared_space_is_read_by_members_only_and_written_by_writers(client):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "members[0]"
         deleted = await client("DELETE", "/v1/spaces/lab")
         assert deleted.json() == {"id": "lab", "deleted": True, "memories_removed": 1}
+
+    anyio.run(scenario)
+
+
+def test_an_agents_own_memory_names_no_user_and_stays_in_its_tenant(client):
+    import anyio
+
+    async def scenario():
+        fact = "The nightly backup job writes to the eu-west bucket"
+        added = await client("POST", "/v1/memories", json={"agent_id": "ops-bot", "run_id": "r1", "content": fact})
+        assert added.status_code == 200, added.text
+        memory = added.json()
+        assert (memory["user_id"], memory["agent_id"], memory["run_id"]) == (None, "ops-bot", "r1")
+        found = await client("POST", "/v1/memories/search", json={"query": "where do backups go",
+                                                                   "agent_id": "ops-bot"})
+        assert [m["id"] for m in found.json()["results"]] == [memory["id"]]
+        listed = await client("GET", "/v1/memories", params={"agent_id": "ops-bot", "run_id": "r1"})
+        assert [m["id"] for m in listed.json()["data"]] == [memory["id"]]
+        by_user = await client("POST", "/v1/memories/search", json={"query": "backups", "user_id": "uma"})
+        assert memory["id"] not in [m["id"] for m in by_user.json()["results"]]
+        ownerless = await client("POST", "/v1/memories", json={"run_id": "r1", "content": "nobody's"})
+        assert ownerless.status_code == 400 and ownerless.json()["error"]["param"] == "user_id"
+        assert "agent_id" in ownerless.json()["error"]["message"]
+        for method, path in [("GET", f"/v1/memories/{memory['id']}"), ("DELETE", f"/v1/memories/{memory['id']}")]:
+            assert (await client(method, path, headers=B)).status_code == 404
+        other = await client("POST", "/v1/memories/search", headers=B, json={"query": "backups",
+                                                                            "agent_id": "ops-bot"})
+        assert other.json()["results"] == []
+
+    anyio.run(scenario)
+
+
+def test_patch_moves_a_memory_between_scopes_checked_as_on_add_and_kept_in_history(client):
+    import anyio
+
+    async def scenario():
+        await client("POST", "/v1/spaces", json={"id": "desk", "members": [
+            {"user_id": "pia", "write": True}, {"user_id": "rex"}]})
+        added = await client("POST", "/v1/memories", json={"user_id": "pia", "content": "Pia's desk is by the window"})
+        memory_id = added.json()["id"]
+        moved = await client("PATCH", f"/v1/memories/{memory_id}", json={
+            "space_id": "desk", "agent_id": "helper", "run_id": "move-1"})
+        assert moved.status_code == 200, moved.text
+        assert (moved.json()["space_id"], moved.json()["agent_id"], moved.json()["run_id"]) == (
+            "desk", "helper", "move-1")
+        seen = await client("POST", "/v1/memories/search", json={"query": "where is the desk", "user_id": "rex"})
+        assert memory_id in [m["id"] for m in seen.json()["results"]]  # rex reads the space it is in now
+        out = await client("PATCH", f"/v1/memories/{memory_id}", json={"space_id": None, "run_id": None})
+        assert (out.json()["space_id"], out.json()["run_id"], out.json()["user_id"]) == (None, None, "pia")
+        refused = [await client("PATCH", f"/v1/memories/{memory_id}", json=body) for body in (
+            {"user_id": "rex", "space_id": "desk", "agent_id": None},  # rex may only read the space
+            {"user_id": None, "agent_id": None},  # no owner left
+            {"agent_id": "bad agent"})]
+        assert [(r.status_code, r.json()["error"]["param"]) for r in refused] == [
+            (403, "space_id"), (400, "user_id"), (400, "agent_id")]
+        history = (await client("GET", f"/v1/memories/{memory_id}/history")).json()
+        assert [(v["why"], v["before"]) for v in history["data"][1:]] == [
+            ("update", {"agent": None, "run": None, "space": None}),
+            ("update", {"run": "move-1", "space": "desk"})]
+        foreign = await client("PATCH", f"/v1/memories/{memory_id}", headers=B, json={"space_id": None})
+        assert foreign.status_code == 404
 
     anyio.run(scenario)

@@ -46,3 +46,10 @@ def test_updating_one_memory_again_and_again_is_refused_at_the_limit(guarded):
     handle.delete(memory.id)  # deleting a memory frees its versions too
     assert store.usage("t") == (0, 0)
     assert handle.add("Room again", user="u").content == "Room again"
+
+
+def test_an_import_may_bring_the_memories_the_quota_has_room_for_and_twice_its_bytes():
+    book = QuotaBook(QuotaLimits(memories=10, memory_bytes=1000))
+    assert book.import_room((4, 300)) == (6, 1400)
+    assert book.import_room((12, 2000)) == (0, 0)  # over its quota already: no room, never negative
+    assert QuotaBook(QuotaLimits(memories=0, memory_bytes=0)).import_room((4, 300)) == (None, None)
