@@ -8,17 +8,20 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[Key]], k: float = 10.0,
-                           weights: Sequence[float] | None = None) -> dict[Key, float]:
+                           weights: Sequence[float] | None = None,
+                           base: Mapping[Key, float] | None = None) -> dict[Key, float]:
     """Sum over lists of weight / (k + rank), rank counted from 1; an id absent from a list gets nothing from it.
+    With `base` (the fusion of earlier lists), the sums start from it: fusing lists A then B on that base equals
+    fusing A + B at once, bit for bit, as each id's terms are added in the same order.
 
-    Invariant: the result holds exactly the union of ids in `rankings`, each with a positive score.
+    Invariant: the result holds exactly the union of ids in `rankings` (and `base`), each with a positive score.
     """
     if k <= 0:
         raise ValueError(f"k: must be positive, got {k}")
     weights = weights if weights is not None else [1.0] * len(rankings)
     if len(weights) != len(rankings):
         raise ValueError(f"weights: need {len(rankings)} weights, got {len(weights)}")
-    scores: dict[Key, float] = {}
+    scores: dict[Key, float] = dict(base or {})
     for ranking, weight in zip(rankings, weights):
         for rank, key in enumerate(ranking, start=1):
             scores[key] = scores.get(key, 0.0) + weight / (k + rank)

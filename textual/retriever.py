@@ -11,8 +11,9 @@ candidates of all ranked indexes; their scores are comparable as both come from 
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
-from typing import AbstractSet, Mapping, Sequence
+from typing import AbstractSet, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -20,12 +21,12 @@ from textual import context
 from textual.entities import entity_words
 from textual.expansion import feedback_terms, hop_terms, rocchio
 from textual.filters import Filters
-from textual.fusion import ranked, reciprocal_rank_fusion
+from textual.fusion import reciprocal_rank_fusion
 from textual.lexical_index import Analyzer
 from textual.memory import Memory
 from textual.query import QueryPlan, split_question
 from textual.scoring import ScoringWeights, final_scores
-from textual.selection import Candidate, dedupe, select_within_budget
+from textual.selection import Candidate, best_first, near_unique, take_within_budget
 from textual.tenant_index import TenantIndex
 from textual.tokens import count_tokens
 
@@ -83,10 +84,12 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Ranking:
-    """Scored candidates from one index, the memories they refer to, and the best cosine similarity seen
-    (how well the index matched at all: 0.0 when nothing passed the filters)."""
+    """The best-scored candidates of one index, best first (`(id, score)`, at most `max_candidates`, not yet
+    de-duplicated), the memories they refer to (the index's own mapping: read it under the tenant lock that `rank`
+    ran under), and the best cosine similarity seen (how well the index matched at all: 0.0 when nothing passed the
+    filters)."""
 
-    candidates: tuple[Candidate, ...]
+    scored: tuple[tuple[str, float], ...]
     memories: Mapping[str, Memory]
     best_similarity: float
 
@@ -99,7 +102,7 @@ def retrieve(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, p
 
 def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan, filters: Filters,
          now: float, settings: SearchSettings) -> Ranking:
-    """The scored, de-duplicated candidates of one index for `plan` among memories passing `filters`."""
+    """The scored candidates of one index for `plan` among memories passing `filters`."""
     allowed, expired = index.passing(filters), index.expired(now)
     if expired:
         allowed = allowed - expired
@@ -108,20 +111,26 @@ def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan:
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)
     neighbours = {key: tuple(n for n in near if n in allowed) for key, near in index.neighbours(scores).items()}
     scores = final_scores(scores, neighbours, index.memories, plan, now, settings.weights)
-    best = sorted(scores, key=lambda key: (-scores[key], key))[:settings.max_candidates]
-    candidates = dedupe([_candidate(index.memories[key], scores[key]) for key in best], settings.dedupe_threshold)
-    return Ranking(tuple(candidates), {key: index.memories[key] for key in best}, best_similarity)
+    best = heapq.nsmallest(settings.max_candidates, scores, key=lambda key: (-scores[key], key))
+    return Ranking(tuple((key, scores[key]) for key in best), index.memories, best_similarity)
 
 
 def finish(rankings: Sequence[Ranking], k: int, budget_tokens: int | None, settings: SearchSettings) -> SearchResult:
-    """At most `k` of all rankings' candidates, de-duplicated across them, rendering to <= `budget_tokens`."""
-    memories = {key: memory for ranking in rankings for key, memory in ranking.memories.items()}
-    pooled = [candidate for ranking in rankings for candidate in ranking.candidates]
-    candidates = dedupe(pooled, settings.dedupe_threshold) if len(rankings) > 1 else pooled
-    chosen = select_within_budget(candidates, budget_tokens, k)
-    hits = tuple(Hit(memories[c.key], c.score) for c in chosen)
+    """At most `k` of all rankings' candidates, de-duplicated within and across them, rendering to <=
+    `budget_tokens`. Candidates are built, de-duplicated and costed lazily, best first, and only until the `k`-th
+    is chosen: with `k` 10 that is a tenth of the `max_candidates` of each ranking or less."""
+    streams = [near_unique(_candidates(ranking), settings.dedupe_threshold) for ranking in rankings]
+    pooled = near_unique(heapq.merge(*streams, key=best_first), settings.dedupe_threshold) \
+        if len(streams) > 1 else streams[0] if streams else iter(())
+    chosen = take_within_budget(pooled, budget_tokens, k)
+    hits = tuple(Hit(next(r.memories[c.key] for r in reversed(rankings) if c.key in r.memories), c.score)
+                 for c in chosen)
     text = context.render([hit.memory for hit in hits])
     return SearchResult(hits, text, count_tokens(text))
+
+
+def _candidates(ranking: Ranking) -> Iterator[Candidate]:
+    return (_candidate(ranking.memories[key], score) for key, score in ranking.scored)
 
 
 def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan: QueryPlan,
@@ -142,15 +151,18 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
             weights.append(settings.split_weight)
     fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     if settings.feedback_docs > 0 and fused:
-        lists += _expanded(index, query_vector, terms, ranked(fused)[:settings.feedback_docs], dense_rows,
-                           lexical_allowed, settings)
-        weights += [settings.feedback_weight] * 2
-        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
+        expanded = _expanded(index, query_vector, terms, _best(fused, settings.feedback_docs), dense_rows,
+                             lexical_allowed, settings)
+        fused = reciprocal_rank_fusion(expanded, settings.rrf_k, [settings.feedback_weight] * 2, base=fused)
     if settings.hop_docs > 0 and lexical:  # a hop extends a lexical match, never replaces one
-        lists.append(_hop(index, analyzer, terms, plan, ranked(fused)[:settings.hop_docs], lexical_allowed, settings))
-        weights.append(settings.hop_weight)
-        fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
+        hop = _hop(index, analyzer, terms, plan, _best(fused, settings.hop_docs), lexical_allowed, settings)
+        fused = reciprocal_rank_fusion([hop], settings.rrf_k, [settings.hop_weight], base=fused)
     return fused, max((score for _, score in dense), default=0.0)
+
+
+def _best(scores: Mapping[str, float], count: int) -> list[str]:
+    """`ranked(scores)[:count]` without sorting the rest."""
+    return heapq.nsmallest(count, scores, key=lambda key: (-scores[key], key))
 
 
 def _hop(index: TenantIndex, analyzer: Analyzer, terms: list[str], plan: QueryPlan, first: list[str],

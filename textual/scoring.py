@@ -69,8 +69,7 @@ def _factor(memory: Memory, plan: QueryPlan, now: float, weights: ScoringWeights
     factor = 1.0 + weights.importance_weight * (memory.importance - 0.5)
     age = max(0.0, now - memory.updated_at)
     factor *= 1.0 + weights.recency_weight * math.exp2(-age / weights.recency_half_life_s)
-    speaker = str(memory.metadata.get("speaker", "")).lower()
-    if len(plan.names) == 1 and speaker in plan.names:
+    if len(plan.names) == 1 and str(memory.metadata.get("speaker", "")).lower() in plan.names:
         factor *= weights.speaker_boost
     if plan.window is not None and _within(memory, plan.window):
         factor *= weights.time_boost

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 NEAR_DUPLICATE_JACCARD = 0.9
 
@@ -34,24 +34,36 @@ def dedupe(candidates: Sequence[Candidate], threshold: float = NEAR_DUPLICATE_JA
     filtering: sets of Jaccard >= t share a word among the first |A| - ceil(t|A|) + 1 words of each, in any one
     global word order), so the result equals comparing every pair, at a fraction of the cost.
     """
-    kept: list[tuple[Candidate, frozenset[str]]] = []
+    return list(near_unique(sorted(candidates, key=best_first), threshold))
+
+
+def best_first(candidate: Candidate) -> tuple[float, str]:
+    """The order of `dedupe` and `select_within_budget`: descending score, ties by key."""
+    return -candidate.score, candidate.key
+
+
+def near_unique(ordered: Iterable[Candidate], threshold: float = NEAR_DUPLICATE_JACCARD) -> Iterator[Candidate]:
+    """`ordered` without the near-duplicates of candidates before them (see `dedupe`), lazily: whether a candidate
+    is kept depends only on those before it, so a reader that stops early (a selection that has its `k`) never
+    pays for the rest, nor for building the candidates it does not reach when `ordered` is a generator."""
+    kept: list[frozenset[str]] = []
     by_prefix_word: dict[str, list[int]] = {}
     kept_empty = False
-    for candidate in sorted(candidates, key=lambda c: (-c.score, c.key)):
+    for candidate in ordered:
         words = frozenset(re.findall(r"\w+", candidate.text.lower()))
         if not words:
             if not kept_empty:
-                kept.append((candidate, words))
                 kept_empty = True
+                yield candidate
             continue
         prefix = _prefix(words, threshold)
         others = {i for word in prefix for i in by_prefix_word.get(word, ())}
-        if any(_jaccard(words, kept[i][1]) >= threshold for i in sorted(others)):
+        if any(_jaccard(words, kept[i]) >= threshold for i in sorted(others)):
             continue
         for word in prefix:
             by_prefix_word.setdefault(word, []).append(len(kept))
-        kept.append((candidate, words))
-    return [candidate for candidate, _ in kept]
+        kept.append(words)
+        yield candidate
 
 
 def _prefix(words: frozenset[str], threshold: float) -> list[str]:
@@ -65,18 +77,25 @@ def select_within_budget(candidates: Sequence[Candidate], budget: int | None, ma
     This is the classic greedy for the knapsack: it keeps the best-scored memories and fills the leftover
     budget with smaller ones further down rather than stopping at the first that is too large.
     """
+    return take_within_budget(sorted(candidates, key=best_first), budget, max_items)
+
+
+def take_within_budget(ordered: Iterable[Candidate], budget: int | None, max_items: int) -> list[Candidate]:
+    """`select_within_budget` over candidates already in `best_first` order; reads no further than its last pick."""
     chosen: list[Candidate] = []
     groups: set[str] = set()
     used = 0
-    for candidate in sorted(candidates, key=lambda c: (-c.score, c.key)):
-        if len(chosen) >= max_items:
-            break
+    if max_items <= 0:
+        return chosen
+    for candidate in ordered:
         cost = candidate.cost + (0 if candidate.group in groups else candidate.group_cost)
         if budget is not None and used + cost > budget:
             continue
         chosen.append(candidate)
         groups.add(candidate.group)
         used += cost
+        if len(chosen) >= max_items:
+            break
     return chosen
 
 

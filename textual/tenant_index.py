@@ -98,10 +98,10 @@ class TenantIndex:
         result = {}
         for key in keys:
             memory = self.memories[key]
-            if _session_key(memory) is None:
+            session = _session_key(memory)
+            if session is None:
                 continue
-            turns = self._sessions[_session_key(memory)]
-            position = memory.metadata["position"]
+            turns, position = self._sessions[session], memory.metadata["position"]
             result[key] = tuple(turns[p] for p in (position - 1, position + 1) if p in turns)
         return result
 

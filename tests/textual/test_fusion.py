@@ -27,6 +27,14 @@ def test_rrf_scores_exactly_the_union(rankings):
     assert all(value > 0 for value in scores.values())
 
 
+@given(st.lists(st.lists(st.sampled_from("abcdefgh"), unique=True), max_size=5), st.integers(0, 5))
+def test_rrf_on_a_base_equals_fusing_all_lists_at_once(rankings, cut):
+    weights = [0.5 + i for i in range(len(rankings))]
+    first = reciprocal_rank_fusion(rankings[:cut], weights=weights[:cut])
+    assert reciprocal_rank_fusion(rankings[cut:], weights=weights[cut:], base=first) == \
+        reciprocal_rank_fusion(rankings, weights=weights)
+
+
 def test_normalized_sum_scales_each_list_to_unit_range():
     fused = normalized_score_sum([{"a": 10.0, "b": 0.0}, {"a": 0.2, "b": 0.4}])
     assert fused == {"a": 1.0, "b": 1.0}

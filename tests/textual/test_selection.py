@@ -1,7 +1,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textual.selection import Candidate, dedupe, select_within_budget
+from textual.selection import Candidate, best_first, dedupe, near_unique, select_within_budget, take_within_budget
 
 
 def candidate(key, score, cost=5, group="g", group_cost=3, text=None):
@@ -63,3 +63,16 @@ def test_dedupe_with_prefix_filtering_equals_comparing_every_pair(texts, thresho
         if not any(_jaccard(words, other) >= threshold for _, other in kept):
             kept.append((candidate, words))
     assert dedupe(candidates, threshold) == [candidate for candidate, _ in kept]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.1, 0.5, 0.9]), st.integers(1, 30),
+                          st.lists(st.sampled_from("abcde"), min_size=0, max_size=4)), max_size=30),
+       st.integers(0, 120), st.integers(0, 8))
+def test_lazy_selection_over_a_best_first_stream_equals_dedupe_then_select(rows, budget, max_items):
+    """What `retriever.finish` relies on: de-duplicating and selecting lazily, stopping at the k-th pick, picks the
+    same candidates as de-duplicating all of them first."""
+    items = [candidate(f"m{i}", score, cost=cost, group=f"g{i % 3}", text=" ".join(words))
+             for i, (score, cost, words) in enumerate(rows)]
+    eager = select_within_budget(dedupe(items), budget, max_items)
+    assert take_within_budget(near_unique(sorted(items, key=best_first)), budget, max_items) == eager
