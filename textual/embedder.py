@@ -1,7 +1,9 @@
 """Sentence embeddings with sentence-transformers (MiniLM by default): the only module in `textual/` that loads torch.
 
 Vectors are float32 and L2-normalised, so inner product is cosine similarity. Fairness rule: a small request (a
-query, a chat turn: at most `SMALL_TEXTS` texts) is embedded at once in the caller's thread; a bulk one is cut into
+query, a chat turn: at most `SMALL_TEXTS` texts) is embedded at once in the caller's thread, on one core
+(`SMALL_THREADS` torch threads for that call only: with one per core, every layer waits for all of them, and on a
+busy machine a query then took 730-780 ms p50 against 18-20 ms on one thread, at load 11-22); a bulk one is cut into
 `batch_size` slices queued per owner (tenant) in a `memcore.fair_queue.FairQueue`, and one worker thread, its OS
 priority lowered by `bulk_nice` (the sidecar's `--bulk-work-nice`; none by default here), embeds them in turn. So
 one tenant's thousand-turn write delays another tenant's bulk write by one slice per turn, never oversubscribes the
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -26,6 +30,7 @@ from memcore.units import MIB
 
 DEFAULT_BATCH_SIZE = 64
 SMALL_TEXTS = 8
+SMALL_THREADS = 1  # torch intra-op threads of a small request's encode (see the fairness rule)
 CONFIG_SUFFIXES = (".json", ".txt", ".cfg")
 MAX_HASHED_CONFIG_BYTES = MIB
 
@@ -87,7 +92,8 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         texts = list(texts)
         if len(texts) <= SMALL_TEXTS:
-            return self._encode(texts)
+            with _torch_threads(SMALL_THREADS):
+                return self._encode(texts)
         job = _BulkJob(texts, self.batch_size)
         with self._queued:
             for start in job.starts:
@@ -112,6 +118,24 @@ class Embedder:
         vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run the block's CPU torch ops on `count` intra-op threads. The setting is the calling thread's (torch's CPU
+    ops run on OpenMP, whose thread count is per thread), and it is put back after, so the caller's other torch work
+    (a distillation in the same thread) keeps its own. Without torch loaded (a model that is not a torch one) there is
+    nothing to set."""
+    torch = sys.modules.get("torch")
+    previous = None if torch is None else torch.get_num_threads()
+    if previous is None or previous == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class _BulkJob:

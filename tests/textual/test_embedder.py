@@ -69,3 +69,23 @@ def test_an_encoding_error_reaches_the_bulk_caller():
     embedder = Embedder(Failing(), batch_size=4)
     with pytest.raises(RuntimeError, match="model broke"):
         embedder.embed([f"t{i}" for i in range(20)], owner="a")
+
+
+def test_a_small_request_is_encoded_on_one_torch_thread_and_the_callers_setting_is_kept():
+    torch = pytest.importorskip("torch")
+
+    class ThreadCounting(RecordingModel):
+        def encode(self, texts, **options):
+            self.threads = torch.get_num_threads()
+            return super().encode(texts, **options)
+
+    model = ThreadCounting()
+    embedder = Embedder(model)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        embedder.embed(["what is my cat called?"])
+        assert model.threads == 1  # one core: a layer never waits for a second, busy one
+        assert torch.get_num_threads() == 2  # the caller's own torch work keeps its threads
+    finally:
+        torch.set_num_threads(previous)
