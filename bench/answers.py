@@ -54,6 +54,7 @@ CONDITIONS = ("none", "history", "memory", "memory_extraction", "evidence")
 DEFAULT_MODEL_DIR = Path(".data/models") / DEFAULT_MODEL
 INSTRUCTION = "Answer the question in a few words."
 EXTRACTION_BATCH = 20  # turns per extraction request: what one extraction reads (`textual.extraction.MAX_TURNS`)
+EXTRACTION_EXAMPLES = 12  # extracted memories shown (and kept in the JSON line) so a reader sees what extraction made
 
 
 def plan(samples: list[dict], limit: int | None) -> list[tuple[int, dict]]:
@@ -95,8 +96,9 @@ def request(condition: str, index: int, sample: dict, qa: dict, tokenizer, setti
 
 
 async def ingest(client: httpx.AsyncClient, samples: list[dict], indexes: list[int], extraction: bool) -> dict:
-    """Write each asked-about conversation to memory (and a second copy with extraction); returns extraction counts."""
-    counts = defaultdict(int)
+    """Write each asked-about conversation to memory (and a second copy with extraction); returns extraction counts
+    and the first `EXTRACTION_EXAMPLES` extracted memories (`examples`: type, content, source turn ids)."""
+    counts, examples = defaultdict(int), []
     turns_total = sum(len(t) for i in indexes for _, _, t in sessions(samples[i]["conversation"]))
     with tqdm(total=turns_total * (2 if extraction else 1), desc="memory", unit="turn", file=sys.stderr) as bar:
         for index in indexes:
@@ -114,8 +116,10 @@ async def ingest(client: httpx.AsyncClient, samples: list[dict], indexes: list[i
                     outcome = response.json().get("extraction") or {}
                     counts[outcome.get("status", "none")] += 1
                     counts["memories"] += len(outcome.get("memories") or [])
+                    examples += [{"type": m["type"], "content": m["content"], "source": m["source"]}
+                                 for m in outcome.get("memories") or []][:EXTRACTION_EXAMPLES - len(examples)]
                     bar.update(len(batch))
-    return dict(counts)
+    return dict(counts) | ({"examples": examples} if extraction else {})
 
 
 async def ask_all(client: httpx.AsyncClient, samples, questions, conditions, tokenizer, settings) -> dict:
@@ -176,6 +180,8 @@ def print_table(line: dict) -> None:
                       f"{summary['prompt_tokens_mean']:.0f}", f"{summary['ttft_s_p50']:.3f}",
                       f"{summary['latency_s_p50']:.3f}")
     console.print(table)
+    for example in line.get("extraction", {}).get("examples", []):
+        console.print(f"extracted {example['type']}: {example['content']} ({', '.join(example['source'])})")
 
 
 def main(argv: list[str] | None = None) -> None:
