@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import memory_scale, scale_corpus
+from bench import memory_scale, scale_corpus, scale_search
 from textual.store import MemoryStore
 
 
@@ -114,3 +114,7 @@ def test_a_small_run_measures_every_figure_and_finds_what_it_wrote(tmp_path: Pat
         seen = memory_scale.visibility_ms(store, store, corpus, tenant, 700, 2)
         assert len(seen) == 2 and max(seen) < memory_scale.VISIBILITY_TIMEOUT_S * 1000, \
             "a store sees its own write at once"
+    # the kept store is searched again by bench.scale_search, without adding its memories again
+    again = scale_search.measure(tmp_path / "stores" / "600", "lmdb", 3, embedder, corpus)
+    assert again["memories"] == 600 + memory_scale.AFTER_ADD_SEARCHES + 2 and again["index_load_s"] >= 0
+    assert again["search_ms_p50"] > 0 and again["search_after_add_ms_p50"] > 0
