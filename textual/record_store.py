@@ -152,5 +152,6 @@ class RecordStore(Protocol):
 
     def claim_pass(self, name: str, interval_s: float) -> bool:
         """Whether this node runs the periodic job `name` (the memory lifecycle) now: True at most once per
-        `interval_s` among every node on the store, and never to two nodes at once; the claim is recorded, so the
+        `interval_s` among every node on the store (claims are exclusive; a pass that outlasts its interval may still
+        overlap the next node's); the claim is recorded, so the
         other nodes skip this interval. A store only one node opens (LMDB) always says True."""
