@@ -201,11 +201,18 @@ class MemoryTools:
         space_id: Annotated[str | None, Field(pattern=ID_REGEX, description="Move it into this shared space (its "
                                                                            "user or agent needs a write grant).")]
         = None,
+        clear_scopes: Annotated[list[Literal["user_id", "agent_id", "run_id", "space_id"]] | None, Field(
+            max_length=4, description="Remove these scopes (out of its space, off its run, ...); a memory keeps a "
+                                      "user or an agent.")] = None,
     ) -> dict[str, Any]:
         """Change a memory's content, metadata, importance, expiry or scopes; the change is kept in its history (see
         memos_get_history). Returns the memory as it now is."""
-        scopes = {name: KEEP if value is None else value
-                  for name, value in (("user", user_id), ("agent", agent_id), ("run", run_id), ("space", space_id))}
+        sent = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id, "space_id": space_id}
+        cleared = set(clear_scopes or ())
+        if both := sorted(name for name in cleared if sent[name] is not None):
+            raise ToolError(f"clear_scopes: {', '.join(both)} both set and cleared; send one of them")
+        scopes = {name.removesuffix("_id"): None if name in cleared else KEEP if value is None else value
+                  for name, value in sent.items()}
         return memory_json(await self._call(lambda memory: memory.update(
             memory_id, content=content, metadata=metadata, importance=importance, ttl_s=ttl_s,
             expires_at=None if clear_expiry else KEEP, **scopes)))

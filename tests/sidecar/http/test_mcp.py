@@ -348,6 +348,12 @@ def test_an_agents_own_memory_and_an_update_of_its_expiry_and_scopes(mcp_url):
             assert (changed["expires_at"], changed["run_id"], changed["user_id"]) == (None, "r2", "rosalind")
             history = await call(session, "memos_get_history", memory_id=note["id"])
             assert history["data"][-1]["before"] == {"expires_at": note["expires_at"], "user": None, "run": None}
+            unscoped = await call(session, "memos_update_memory", memory_id=note["id"], clear_scopes=["run_id"])
+            assert (unscoped["run_id"], unscoped["user_id"], unscoped["agent_id"]) == (None, "rosalind", agent)
+            assert "run_id both set and cleared" in await call_error(
+                session, "memos_update_memory", memory_id=note["id"], run_id="r3", clear_scopes=["run_id"])
+            assert "user" in await call_error(session, "memos_update_memory", memory_id=note["id"],
+                                              clear_scopes=["user_id", "agent_id"])  # a memory keeps an owner
         async with http_session(mcp_url, "key-b") as session:
             assert (await call(session, "memos_search_memory", query="parrots", agent_id=agent))["results"] == []
 
