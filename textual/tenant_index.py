@@ -85,12 +85,13 @@ class TenantIndex:
             return set(pool)
         return {key for key in pool if filters.matches(self.memories[key])}
 
-    def session_length(self, user: str, session: str) -> int:
-        turns = self._sessions.get((user, session), {})
+    def session_length(self, owner: str, session: str) -> int:
+        """Turns stored so far in `owner`'s (`session_owner`) `session`."""
+        turns = self._sessions.get((owner, session), {})
         return max(turns) + 1 if turns else 0
 
-    def turn_at(self, user: str, session: str, position: int) -> Memory | None:
-        memory_id = self._sessions.get((user, session), {}).get(position)
+    def turn_at(self, owner: str, session: str, position: int) -> Memory | None:
+        memory_id = self._sessions.get((owner, session), {}).get(position)
         return None if memory_id is None else self.memories.get(memory_id)
 
     def neighbours(self, keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -135,10 +136,16 @@ class TenantIndex:
             del self._sessions[key][old.metadata["position"]]
 
 
+def session_owner(user: str | None, agent: str | None) -> str:
+    """Whose conversation an episode is in: its user's, or for an agent's own episodes (no user) the agent's. The
+    prefix cannot clash with a user id (identifiers have no ':')."""
+    return user if user is not None else f"agent:{agent}"
+
+
 def _session_key(memory: Memory) -> tuple[str, str] | None:
     if memory.type is not MemoryType.EPISODE or not isinstance(memory.metadata.get("position"), int):
         return None
-    return memory.user, str(memory.metadata.get("session", ""))
+    return session_owner(memory.user, memory.agent), str(memory.metadata.get("session", ""))
 
 
 def build_tenant_index(memories: Iterable[Memory], vector_index: VectorIndex, analyzer: Analyzer,

@@ -29,6 +29,7 @@ from textual.memory_patch import KEEP, SCOPES, Keep, expiry_change, scope_change
 from textual.metadata_patch import patched_metadata
 from textual.query import plan_query
 from textual.retriever import SearchResult, finish, rank
+from textual.tenant_index import session_owner
 from textual.tools import ToolMatch
 
 MAX_K = 1000
@@ -109,16 +110,18 @@ class TenantMemory:
                         importance=importance, created_at=created_at, consolidate=False, agent=agent, run=run,
                         space=space)
 
-    def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str,
+    def add_messages(self, messages: Iterable[ChatMessage | Mapping[str, Any]], *, user: str | None = None,
                      kb_id: str | None = None, agent: str | None = None, run: str | None = None,
                      space: str | None = None) -> list[Memory]:
         """Store every turn as an `episode` memory (one durable write for the batch); returns them in order.
         A turn's `time` dates the episode (`created_at`); its forgetting curve starts when it is stored, so an
         imported history is as fresh as a conversation held now, not archived for its age. With `space`, the
-        episodes go into that shared space (the user or agent needs its write grant, as for `add`)."""
-        user = check_identifier("user", user)
+        episodes go into that shared space (the user or agent needs its write grant, as for `add`). An agent's own
+        conversation may name no `user` (`check_owner`); its sessions are then the agent's."""
+        user = None if user is None else check_identifier("user", user)
         kb_id = None if kb_id is None else check_identifier("kb_id", kb_id)
         scopes = self._scopes(agent, run)
+        check_owner(user, scopes["agent"])
         if space is not None:
             scopes["space"] = self.space_access(space, write=True, user=user, agent=scopes["agent"]).id
         checked = [ChatMessage.of(message, i) for i, message in enumerate(messages)]
@@ -380,17 +383,18 @@ class TenantMemory:
         return [UserStats(user, count, by_tier, updated_at)
                 for user, count, by_tier, updated_at in self._store.db.users(self.tenant)]
 
-    def _episodes(self, messages: Sequence[ChatMessage], user: str, kb_id: str | None,
+    def _episodes(self, messages: Sequence[ChatMessage], user: str | None, kb_id: str | None,
                   scopes: Mapping[str, str | None]) -> tuple[list[Memory], list[str]]:
         index = self._store.index(self.tenant)
+        owner = session_owner(user, scopes["agent"])
         now = self._store.clock()
         memories: list[Memory] = []
         texts: list[str] = []
         last: dict[str, tuple[int, tuple[str, str] | None]] = {}
         for message in messages:
             if message.session not in last:
-                length = index.session_length(user, message.session)
-                previous = index.turn_at(user, message.session, length - 1)
+                length = index.session_length(owner, message.session)
+                previous = index.turn_at(owner, message.session, length - 1)
                 last[message.session] = (length, None if previous is None else
                                          (str(previous.metadata["speaker"]), previous.content))
             position, previous_turn = last[message.session]

@@ -28,9 +28,10 @@ KbId = Annotated[str, Path(pattern=ID_REGEX, description="A knowledge base's id.
 T = TypeVar("T")
 
 
-def turn_message(turn: Turn, user_id: str, now: float) -> ChatMessage:
-    """A REST conversation turn as a textual chat message: the user speaks as `user_id` unless a speaker is given."""
-    speaker = turn.speaker or (user_id if turn.role == "user" else turn.role)
+def turn_message(turn: Turn, user_id: str | None, now: float) -> ChatMessage:
+    """A REST conversation turn as a textual chat message: the user speaks as `user_id` (with none, as "user")
+    unless a speaker is given."""
+    speaker = turn.speaker or (user_id or "user" if turn.role == "user" else turn.role)
     return ChatMessage(speaker=speaker, text=turn.content, time=now if turn.time is None else float(turn.time),
                        session=turn.session, turn_id=turn.turn_id)
 

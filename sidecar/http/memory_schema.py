@@ -95,7 +95,7 @@ class Turn(_Strict):
 
 
 class AddMessages(_Strict):
-    user_id: StrictStr = Field(pattern=ID_REGEX)
+    user_id: ScopeId = Field(None, pattern=ID_REGEX)  # None: an agent's own conversation (agent_id needed)
     agent_id: ScopeId = Field(None, pattern=ID_REGEX)
     run_id: ScopeId = Field(None, pattern=ID_REGEX)
     messages: list[Turn] = Field(min_length=1, max_length=1000)

@@ -94,3 +94,17 @@ def test_a_chat_writes_into_a_space_only_with_a_write_grant(sidecar):
         time.sleep(0.5)
     assert written.json()["data"][0]["content"] == "When does the book club meet?"
     assert written.json()["data"][0]["space_id"] == space
+
+
+def test_an_agent_records_its_own_conversation_without_a_user(sidecar):
+    agent = f"ops-{uuid.uuid4().hex[:6]}"
+    turns = [{"role": "assistant", "content": "Rolled back the canary release at noon"},
+             {"role": "user", "content": "Thanks, keep it rolled back until Monday"}]
+    stored = post(sidecar, "/v1/memories/messages", {"agent_id": agent, "messages": turns, "extract": False})
+    assert stored.status_code == 200, stored.text
+    episodes = stored.json()["data"]
+    assert [(m["user_id"], m["agent_id"]) for m in episodes] == [(None, agent)] * 2
+    found = post(sidecar, "/v1/memories/search", {"query": "canary rolled back", "agent_id": agent}).json()
+    assert {hit["id"] for hit in found["results"]} <= {m["id"] for m in episodes} and found["results"]
+    ownerless = post(sidecar, "/v1/memories/messages", {"messages": turns})
+    assert ownerless.status_code == 400 and ownerless.json()["error"]["param"] == "user_id", ownerless.text

@@ -8,6 +8,7 @@ import pytest
 from textual.errors import InvalidMemoryError, SpaceAccessDenied
 from textual.memory import Memory, MemoryType
 from textual.memory_patch import KEEP, expiry_change, scope_change
+from textual.messages import ChatMessage
 
 OLD = Memory(id="m", tenant="t", user="u", type=MemoryType.FACT, content="x", created_at=0.0, updated_at=0.0,
              last_access_at=0.0, agent="bot", expires_at=50.0)
@@ -78,3 +79,19 @@ def test_scopes_move_by_update_as_add_checks_them_and_are_versions(store):
     with pytest.raises(InvalidMemoryError):
         handle.update(memory.id, agent=None)  # would leave no user and no agent
     assert handle.get(memory.id).agent == "bot"
+
+
+def test_an_agents_own_conversation_needs_no_user_and_its_sessions_are_the_agents(store):
+    handle = store.for_tenant("t1")
+    first = handle.add_messages([ChatMessage("ops-bot", "Rolled back the canary at noon", 1.7e9, "s1", "t1"),
+                                 ChatMessage("pager", "Alert cleared", 1.7e9 + 5, "s1", "t2")], agent="ops-bot")
+    other = handle.add_messages([ChatMessage("qa-bot", "Smoke tests passed", 1.7e9, "s1", "t1")], agent="qa-bot")
+    later = handle.add_messages([ChatMessage("ops-bot", "Canary redeployed", 1.7e9 + 60, "s1", "t3")], agent="ops-bot")
+    assert all(memory.user is None for memory in first + other + later)
+    # each agent's session "s1" is its own: positions count per agent, not across agents with no user
+    assert [m.metadata["position"] for m in first + later] == [0, 1, 2]
+    assert other[0].metadata["position"] == 0
+    assert {m.id for m in handle.list(agent="qa-bot")} == {other[0].id}
+    with pytest.raises(InvalidMemoryError) as ownerless:
+        handle.add_messages([ChatMessage("x", "nobody's turn", 1.7e9, "s1", "t9")])
+    assert ownerless.value.field == "user_id"
