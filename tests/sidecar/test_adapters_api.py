@@ -88,14 +88,17 @@ def test_six_adapters_through_two_slots_concurrently_match_their_single_outputs(
 
 
 class HeldChat:
-    """A streamed chat completion of `model`, opened in its own thread and held open after its first chunk until
-    `release([...])`: until then its adapter holds an engine slot whatever the speed of the machine (the sidecar holds a
-    request's adapter lease to the last byte of its stream, and closing the stream early ends it). On 2 busy cores
-    plain short completions may all finish, or never overlap, before a check made about them is answered."""
+    """A streamed chat completion of `model` (1,900 tokens), read in its own thread until `release([...])` closes it:
+    until then its adapter holds an engine slot, unless the engine finishes generating first (the sidecar frees the
+    slot when the engine's stream ends; `ran_out_at` says when that happened). A check made while held streams are
+    in flight holds whatever the speed of the machine; one that failed after a held stream ran out proves nothing,
+    and the tests run their scenario again (`until_valid`). On 2 busy cores plain short completions may all finish,
+    or never overlap, before a check made about them is answered."""
 
     def __init__(self, server: Sidecar, model: str, tenant: str = "tenant-a") -> None:
         self.admitted = threading.Event()  # set once answered: its first chunk came, or it was refused
         self.status: int | str | None = None
+        self.ran_out_at: float | None = None
         self._release = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(server, model, tenant), daemon=True)
         self._thread.start()
@@ -111,7 +114,11 @@ class HeldChat:
                 if response.status_code == 200:
                     next(line for line in lines if line.startswith("data: "))
                 self.admitted.set()
-                self._release.wait(300)
+                for _ in lines:
+                    if self._release.is_set():
+                        return
+                if response.status_code == 200:
+                    self.ran_out_at = time.monotonic()
         except Exception as error:  # the test sees it as the status
             self.status = repr(error)
         finally:
@@ -122,7 +129,6 @@ class HeldChat:
         assert self.status == 200, self.status
 
 
-
 def release(chats: list[HeldChat | None]) -> None:
     """Release held chats together (a waiting one closes as soon as it is admitted), then wait for their ends."""
     for chat in filter(None, chats):
@@ -131,7 +137,25 @@ def release(chats: list[HeldChat | None]) -> None:
         chat._thread.join(120)
 
 
-def wait_for(server: Sidecar, condition, timeout: float = 120) -> dict:
+def until_valid(scenario, tries: int = 3) -> None:
+    """Run `scenario(held)` (it appends the chats it holds to `held`, which are released after it) until it passes,
+    or fails while every held chat was still in flight; a failure after a held chat ran out is run again, `tries`
+    times in all."""
+    for attempt in range(tries):
+        held: list[HeldChat] = []
+        try:
+            scenario(held)
+            return
+        except AssertionError:
+            failed_at = time.monotonic()
+            ran_out = [chat.ran_out_at for chat in held if chat.ran_out_at is not None]
+            if attempt == tries - 1 or not ran_out or min(ran_out) > failed_at:
+                raise
+        finally:
+            release(held)
+
+
+def wait_for(server: Sidecar, condition, timeout: float = 60) -> dict:
     """Poll the admission figures of /v1/tiers until `condition(figures)` holds; those figures."""
     deadline = time.monotonic() + timeout
     while not condition(figures := admission(server)):
@@ -140,18 +164,24 @@ def wait_for(server: Sidecar, condition, timeout: float = 120) -> dict:
     return figures
 
 
+def admitted_since(before: dict, after: dict) -> int:
+    return (after["admitted_at_once"] + after["admitted_after_wait"]
+            - before["admitted_at_once"] - before["admitted_after_wait"])
+
+
 def test_more_adapters_than_slots_are_admitted_in_groups_and_answer_as_alone(sidecar, six):
     """Two held streams of six[0] and six[1] keep both engine slots, then 12 requests of the 6 adapters arrive: the
     sidecar admits at most 2 adapters at a time, queues the other adapters' requests by adapter, and every request
     completes with its adapter's output alone (greedy) once the held streams end."""
     alone = {name: text(complete(sidecar, name)) for name in six}
-    before = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
-    assert before["slots"] == 2 and before["waiting"] == 0
-    held = [HeldChat(sidecar, six[0]), HeldChat(sidecar, six[1])]
-    try:
+    order = [name for name in six for _ in range(2)]
+
+    def scenario(held: list[HeldChat]) -> None:
+        before = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
+        assert before["slots"] == 2 and before["waiting"] == 0
+        held += [HeldChat(sidecar, six[0]), HeldChat(sidecar, six[1])]
         for chat in held:
             chat.wait_admitted()
-        order = [name for name in six for _ in range(2)]
         with ThreadPoolExecutor(len(order)) as pool:
             outputs = pool.map(lambda name: complete(sidecar, name), order)
             arrived = before["admitted_at_once"] + len(held) + len(order)
@@ -159,14 +189,12 @@ def test_more_adapters_than_slots_are_admitted_in_groups_and_answer_as_alone(sid
             assert queued["waiting"] >= 8 and queued["adapters_in_flight"] == 2, queued  # six[2:] wait for a slot
             release(held)
             outputs = list(outputs)
-    finally:
-        release(held)
-    assert [text(response) for response in outputs] == [alone[name] for name in order]
-    after = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
-    admitted = (after["admitted_at_once"] + after["admitted_after_wait"]
-                - before["admitted_at_once"] - before["admitted_after_wait"])
-    assert admitted == len(held) + len(order) and after["admitted_after_wait"] - before["admitted_after_wait"] >= 8
-    assert after["waiting"] == 0
+        assert [text(response) for response in outputs] == [alone[name] for name in order]
+        after = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
+        assert admitted_since(before, after) == len(held) + len(order) and after["waiting"] == 0
+        assert after["admitted_after_wait"] - before["admitted_after_wait"] >= 8
+
+    until_valid(scenario)
 
 
 def test_a_tenant_flooding_the_slots_with_its_adapters_does_not_queue_another_tenant_behind_them(sidecar, six,
@@ -174,37 +202,40 @@ def test_a_tenant_flooding_the_slots_with_its_adapters_does_not_queue_another_te
     """tenant-a holds 2 streams open for each of its 6 adapters through the 2 slots (2 adapters admitted, 8 requests
     of 4 adapters waiting), then tenant-b asks for its own adapter: when a's first adapter ends, b takes the slot it
     frees (a holds its share, 1 of 2, while b waits) and a's 4 waiting adapters still wait; in a per-adapter rotation
-    a's next adapter took it and b waited behind a's 4 groups. Streams are held so that nothing ends by itself."""
+    a's next adapter took it and b waited behind a's 4 groups."""
     assert upload(sidecar, "fair-b", zipped(adapter_dirs[0]), tenant="tenant-b").status_code == 200
-    flood: dict[str, list[HeldChat]] = {}
-    other: HeldChat | None = None
-    try:
+
+    def scenario(held: list[HeldChat]) -> None:
         before = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
+        flood: dict[str, list[HeldChat]] = {}
         for name in six:  # the first 2 adapters take the slots, then the other 4 queue
             flood[name] = [HeldChat(sidecar, name) for _ in range(2)]
+            held += flood[name]
             for chat in flood[name] if name in six[:2] else []:
                 chat.wait_admitted()
         queued = wait_for(sidecar, lambda figures: figures["waiting"] == 8 and figures["adapters_in_flight"] == 2)
         assert queued["tenants_waiting"] == 1
         other = HeldChat(sidecar, "fair-b", tenant="tenant-b")
+        held.append(other)
         wait_for(sidecar, lambda figures: figures["waiting"] == 9 and figures["tenants_waiting"] == 2)
         release(flood[six[0]])  # a's first adapter ends: its slot goes to b, not to a's next adapter
         other.wait_admitted()
         now = wait_for(sidecar, lambda figures: figures["waiting"] == 8)
         assert now["adapters_in_flight"] == 2 and now["tenants_waiting"] == 1, now
-        assert not any(chat.admitted.is_set() for name, chats in flood.items() if name not in six[:2]
-                       for chat in chats)
-    finally:
-        release([other, *(chat for chats in flood.values() for chat in chats)])
+        assert not any(chat.admitted.is_set() for name in six[2:] for chat in flood[name])
+        release(held)
+        # every flood request was admitted in the end, or (on a slow machine, where the test held them past the
+        # sidecar's 60 s admission wait) refused with a 503 that says so
+        statuses = [chat.status for chat in held]
+        assert set(statuses) <= {200, 503}, statuses
+        after = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
+        assert admitted_since(before, after) == statuses.count(200)
+        assert after["waiting"] == after["tenants_waiting"] == 0
+
+    try:
+        until_valid(scenario)
+    finally:  # tenant-b owns no adapter after this test, pass or fail (the next test lists b's adapters)
         httpx.delete(f"{sidecar.base_url}/v1/adapters/fair-b", headers=auth("tenant-b"), timeout=60)
-    # every flood request was admitted in the end, or (on a slow machine, where the test held them past the
-    # sidecar's 60 s admission wait) refused with a 503 that says so
-    statuses = [chat.status for chats in flood.values() for chat in chats]
-    assert set(statuses) <= {200, 503}, statuses
-    after = wait_for(sidecar, lambda figures: figures["adapters_in_flight"] == 0)
-    admitted = (after["admitted_at_once"] + after["admitted_after_wait"]
-                - before["admitted_at_once"] - before["admitted_after_wait"])
-    assert admitted == statuses.count(200) + 1 and after["waiting"] == after["tenants_waiting"] == 0
 
 
 def admission(server: Sidecar) -> dict:
