@@ -6,7 +6,10 @@ at most `MAX_VERSIONS` per memory), then `_log`: the change-log entries with the
 since the row lock is held), the log trimmed to `LOG_KEEP`, usage and user stats merged (`textual.tally`), the
 tenant's seq stored, and the notification sent (delivered on commit). Usage counts the bytes of the stored versions
 with the records' (as LMDB's does); a write that grows the tenant's bytes is first asked of its `GrowthCheck`.
-Batches go to the server in pipelines (`executemany`), not one round trip per row.
+Rows go to the server in bulk, a few statements per write whatever its size: memories the tenant did not hold
+(absent under its row lock, so no other writer can add them before the commit), versions and log entries by binary
+`COPY`; memories it held by one pipelined upsert each (`executemany`). A memory written twice in one batch is
+stored once, as the last write leaves it (its newest vector given), with a version and a log entry per write.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from textual.tally import Tally, merged_user
 UPSERT_MEMORY = ("INSERT INTO textual_memories (tenant, id, record, vector, time_key) VALUES (%s, %s, %s, %s, %s) "
                  "ON CONFLICT (tenant, id) DO UPDATE SET record = EXCLUDED.record, time_key = EXCLUDED.time_key, "
                  "vector = COALESCE(EXCLUDED.vector, textual_memories.vector)")
-INSERT_VERSION = "INSERT INTO textual_history (tenant, memory_id, seq, version) VALUES (%s, %s, %s, %s)"
+# Binary COPY of new rows: (statement, column types in order).
+COPY_MEMORIES = ("COPY textual_memories (tenant, id, record, vector, time_key) FROM STDIN (FORMAT BINARY)",
+                 ("text", "text", "bytea", "bytea", "bytea"))
+COPY_VERSIONS = ("COPY textual_history (tenant, memory_id, seq, version) FROM STDIN (FORMAT BINARY)",
+                 ("text", "text", "int4", "bytea"))
+COPY_CHANGES = ("COPY textual_changes (tenant, seq, memory_id, kind) FROM STDIN (FORMAT BINARY)",
+                ("text", "int8", "text", "text"))
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,8 @@ def write_memories(cursor: psycopg.Cursor, tenant: str, writes: Sequence[MemoryW
     bounds = {memory_id: (first, last) for memory_id, first, last in cursor.execute(
         "SELECT memory_id, min(seq), max(seq) FROM textual_history WHERE tenant = %s AND memory_id = ANY(%s) "
         "GROUP BY memory_id", (tenant, [w.memory.id for w in writes if w.change is not None]))}
-    rows, versions, trims, entries = [], [], {}, []
+    stored = set(old)
+    rows, versions, trims, entries = {}, [], {}, []
     for write in writes:
         memory, record = write.memory, encode_memory(write.memory)
         vector = None if write.vector is None else encode_vector(write.vector)
@@ -71,16 +81,25 @@ def write_memories(cursor: psycopg.Cursor, tenant: str, writes: Sequence[MemoryW
         size = len(vector) if vector is not None else (before[1] if before is not None else 0)
         tally.added(memory, len(record) + size)
         old[memory.id] = (record, size)
-        rows.append((tenant, memory.id, record, vector, encode_time_key(memory)))
         entries.append((memory.id, EntryKind.UPSERT if vector is not None or before is None else EntryKind.RECORD))
-    cursor.executemany(UPSERT_MEMORY, rows)
-    if versions:
-        cursor.executemany(INSERT_VERSION, versions)
+        if vector is None and memory.id in rows:  # written twice in this batch: keep the vector given before
+            vector = rows[memory.id][3]
+        rows[memory.id] = (tenant, memory.id, record, vector, encode_time_key(memory))
+    _store_rows(cursor, rows, stored)
+    _copy(cursor, COPY_VERSIONS, versions)
     for memory_id, cutoff in trims.items():
         tally.resized(tenant, -_deleted_bytes(cursor, "DELETE FROM textual_history WHERE tenant = %s AND memory_id = "
                                               "%s AND seq <= %s RETURNING octet_length(version)",
                                               (tenant, memory_id, cutoff)))
     _log(cursor, tenant, seq, entries, tally, check_growth)
+
+
+def _store_rows(cursor: psycopg.Cursor, rows: Mapping[str, tuple], stored: set[str]) -> None:
+    """Write one row per memory id: by COPY those the tenant did not hold, by upsert those in `stored`."""
+    _copy(cursor, COPY_MEMORIES, [row for memory_id, row in rows.items() if memory_id not in stored])
+    updated = [row for memory_id, row in rows.items() if memory_id in stored]
+    if updated:
+        cursor.executemany(UPSERT_MEMORY, updated)
 
 
 def delete_memories(cursor: psycopg.Cursor, tenant: str, memory_ids: Sequence[str]) -> list[str]:
@@ -119,8 +138,19 @@ def _replace_histories(cursor: psycopg.Cursor, tenant: str, histories: Mapping[s
                            "RETURNING octet_length(version)", (tenant, list(histories)))
     rows = [(tenant, memory_id, version.seq, encode_version(version)) for memory_id, versions in histories.items()
             for version in kept_versions(versions)]
-    cursor.executemany(INSERT_VERSION, rows)
+    _copy(cursor, COPY_VERSIONS, rows)
     return sum(len(row[3]) for row in rows) - freed
+
+
+def _copy(cursor: psycopg.Cursor, copy: tuple[str, Sequence[str]], rows: Sequence[tuple]) -> None:
+    """Insert `rows` with one binary COPY (`copy`: the statement and its column types); nothing when empty."""
+    if not rows:
+        return
+    statement, types = copy
+    with cursor.copy(statement) as stream:
+        stream.set_types(types)
+        for row in rows:
+            stream.write_row(row)
 
 
 def _deleted_bytes(cursor: psycopg.Cursor, sql: str, params: tuple) -> int:
@@ -138,8 +168,8 @@ def _log(cursor: psycopg.Cursor, tenant: str, seq: int, entries: Sequence[tuple[
         check_growth(tenant, (stored[0], stored[1]), size)
     last = seq + len(entries)
     if entries:
-        cursor.executemany("INSERT INTO textual_changes (tenant, seq, memory_id, kind) VALUES (%s, %s, %s, %s)",
-                           [(tenant, seq + n, memory_id, kind.value) for n, (memory_id, kind) in enumerate(entries, 1)])
+        _copy(cursor, COPY_CHANGES,
+              [(tenant, seq + n, memory_id, kind.value) for n, (memory_id, kind) in enumerate(entries, 1)])
         if last > LOG_KEEP:
             cursor.execute("DELETE FROM textual_changes WHERE tenant = %s AND seq <= %s", (tenant, last - LOG_KEEP))
     cursor.execute("UPDATE textual_tenants SET seq = %s, memories = GREATEST(0, memories + %s), "

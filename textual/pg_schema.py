@@ -5,7 +5,11 @@ Tables (ids and tenants `COLLATE "C"`, so ordering them is bytewise, as LMDB key
   `memories` and `bytes` (its usage, `textual.tally`). Writers lock the row first: it serializes a tenant's writes
   and makes its seqs gap-free.
 - `textual_memories`: `record` (`textual.record.encode_memory` bytes), `vector` (`encode_vector` bytes) and
-  `time_key` (`encode_time_key`, for listing in time order).
+  `time_key` (`encode_time_key`, for listing in time order). A vector stays in its row, uncompressed (migration
+  2): float bytes do not compress, and a 384-dim row (~2.1 kB) is past PostgreSQL's default 2 kB TOAST threshold,
+  which moved every vector to the TOAST table after a failed compression (a second table and index written per
+  memory, and read back per vector when an index is built). Rows up to 8,160 bytes now stay whole; a larger one
+  has its record compressed or moved out first, its vector only as a last resort.
 - `textual_history`: one row per version, `version` holding `textual.history.encode_version` bytes.
 - `textual_changes`: the change log, `kind` a `textual.record_store.EntryKind` value.
 - `textual_users`: per-user stats (`encode_user_stats` bytes); `textual_kbs`, `textual_spaces`: their records;
@@ -43,5 +47,8 @@ MIGRATIONS = (
         CREATE TABLE textual_spaces (
             tenant text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, record bytea NOT NULL,
             PRIMARY KEY (tenant, id));
+    """),
+    Migration(2, "vectors kept in their rows, uncompressed", """
+        ALTER TABLE textual_memories ALTER COLUMN vector SET STORAGE MAIN, SET (toast_tuple_target = 8160);
     """),
 )

@@ -39,7 +39,7 @@ def test_migrate_then_import_moves_a_tenant_from_lmdb_into_a_postgresql_store(tm
         kept = store.for_tenant("t1").add("Rosalind keeps three green parrots", user="ros")
     runner = CliRunner()
     migrated = runner.invoke(app, ["migrate", "--store", postgres_url])
-    assert migrated.exit_code == 0 and "textual: schema version 1 (applied now: 1)" in migrated.output
+    assert migrated.exit_code == 0 and "textual: schema version 2 (applied now: 1, 2)" in migrated.output
     assert "applied now: none" in runner.invoke(app, ["migrate", "--store", postgres_url]).output
     out = tmp_path / "t1.jsonl"
     exported = runner.invoke(app, ["export", str(out), "--tenant", "t1", "--memory-dir", str(tmp_path / "a")])

@@ -59,6 +59,18 @@ def test_a_record_only_write_keeps_the_stored_vector(records):
     assert np.array_equal(records.get_vector("t1", "m001"), VECTOR)
 
 
+def test_a_memory_written_twice_in_one_batch_is_stored_as_the_last_write_leaves_it(records):
+    records.put_many([(memory(2), VECTOR)])
+    records.put_many([(memory(1), VECTOR + 1), (memory(1, content="then changed"), None), (memory(2), VECTOR + 2),
+                      (memory(2, content="also changed"), None)], [created(), created(6.0), created(), created(6.0)])
+    assert [(m.id, m.content) for m in records.memories("t1")] == [("m001", "then changed"), ("m002", "also changed")]
+    assert np.array_equal(records.get_vector("t1", "m001"), VECTOR + 1)
+    assert np.array_equal(records.get_vector("t1", "m002"), VECTOR + 2)
+    assert [(e.memory_id, e.kind) for e in records.changes("t1", 1)] == [
+        ("m001", EntryKind.UPSERT), ("m001", EntryKind.RECORD), ("m002", EntryKind.UPSERT), ("m002", EntryKind.RECORD)]
+    assert [v.seq for v in records.history("t1", "m001")] == [1, 2] and records.usage("t1")[0] == 2
+
+
 def test_the_change_log_numbers_every_stored_and_deleted_memory_without_gaps(records):
     assert records.version("t1") == 0 and records.changes("t1", 0) == []
     records.put_many([(memory(1), VECTOR), (memory(2), VECTOR)])
