@@ -92,6 +92,8 @@ def summary(measured: dict, k: int, budget: int) -> dict:
     latencies = sorted(measured["latencies"])
     return {"bench": "locomo", "k": k, "budget": budget, "questions": len(every),
             "evidence_recall": round(statistics.fmean(every), 4),
+            "by_category": {name: round(statistics.fmean(measured["recalls"][category]), 4)
+                            for category, name in CATEGORIES.items() if measured["recalls"].get(category)},
             "mean_context_tokens": round(statistics.fmean(measured["tokens"]), 1),
             "search_ms_p50": round(latencies[len(latencies) // 2], 2),
             "search_ms_p95": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2)}

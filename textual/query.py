@@ -19,14 +19,18 @@ class QueryPlan:
     """What retrieval needs from a question.
 
     `names` are the known speakers the question mentions (lower-case); `lexical_text` is the question without
-    them, since a name matches every turn addressed to that person; `window` is a [start, end) time range in
-    epoch seconds when the question names a year or a month, else None.
+    them, since a name matches every turn addressed to that person; `dense_text` is the question without them
+    (possessive included) for the query embedding, for the same reason: every stored turn is embedded after its
+    speaker's name, so a named speaker made their short, content-free turns ("Hey Mel! Long time no talk.") the
+    nearest to any question about them; who is asked about is the speaker factor's job (`scoring`). `window` is a
+    [start, end) time range in epoch seconds when the question names a year or a month, else None.
     """
 
     text: str
     lexical_text: str
     names: frozenset[str]
     window: tuple[float, float] | None
+    dense_text: str = ""
 
 
 def plan_query(text: str, speakers: Iterable[str]) -> QueryPlan:
@@ -35,7 +39,19 @@ def plan_query(text: str, speakers: Iterable[str]) -> QueryPlan:
     known = {speaker.lower(): speaker for speaker in speakers if speaker}
     names = frozenset(word for word in words if word in known)
     lexical = " ".join(word for word in re.findall(r"\w+", text) if word.lower() not in names)
-    return QueryPlan(text=text, lexical_text=lexical, names=names, window=time_window(text))
+    return QueryPlan(text=text, lexical_text=lexical, names=names, window=time_window(text),
+                     dense_text=without_names(text, names))
+
+
+def without_names(text: str, names: Iterable[str]) -> str:
+    """`text` without the words in `names` (lower-case), a possessive 's with them, spaces closed up; `text` itself
+    when nothing else would be left."""
+    if not names:
+        return text
+    pattern = re.compile(r"\s*\b(?:" + "|".join(re.escape(name) for name in sorted(names)) + r")\b(?:['’]s\b)?",
+                         re.IGNORECASE)
+    stripped = pattern.sub("", text).strip()
+    return stripped if re.search(r"\w", stripped) else text
 
 
 def time_window(text: str) -> tuple[float, float] | None:

@@ -160,11 +160,12 @@ class TenantMemory:
                                 agent=agent, run=run, space=space, where=where)
         if LifecycleTier.ARCHIVED in filters.tiers:
             raise InvalidMemoryError("tiers", "archived memories are never searched; restore(id) one first")
-        vector = self._store.embedder.embed([query])[0]
         store = self._store
         with store.tenant_lock(self.tenant):
+            plan = plan_query(query, store.index(self.tenant).speakers())
+        vector = store.embedder.embed([plan.dense_text])[0]  # outside the lock, as a write's embedding
+        with store.tenant_lock(self.tenant):
             index, now = store.index(self.tenant), store.clock()
-            plan = plan_query(query, index.speakers())
             rankings = [rank(index, store.analyzer, vector, plan, filters, now, store.settings)]
             weak = rankings[0].best_similarity < store.settings.cold_fallback_similarity
             if LifecycleTier.COLD in filters.tiers and index.cold and (filters.tiers_given or weak):

@@ -13,6 +13,15 @@ def test_plan_finds_speakers_and_drops_them_from_lexical_text():
     assert plan.names == {"melanie"}
     assert plan.lexical_text == "When did paint a sunrise"
     assert plan.window is None
+    assert plan.dense_text == "When did paint a sunrise?"
+
+
+def test_dense_text_drops_named_speakers_with_their_possessive_and_keeps_other_names():
+    speakers = ["Caroline", "Melanie", "Jon"]
+    assert plan_query("What is Caroline's relationship status?", speakers).dense_text == "What is relationship status?"
+    assert plan_query("Did Melanie and Jon meet Oscar?", speakers).dense_text == "Did and meet Oscar?"
+    assert plan_query("Where did she go in 2022?", speakers).dense_text == "Where did she go in 2022?"
+    assert plan_query("Caroline?", speakers).dense_text == "Caroline?"  # nothing else to embed
 
 
 def test_plan_reads_month_and_year_windows():

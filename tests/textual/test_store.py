@@ -188,3 +188,28 @@ def test_users_text_filter_and_recorded_accesses(store):
     touched = handle.get(tea.id)
     assert len(touched.accesses) == touched.access_count == 3
     assert list(touched.accesses) == sorted(touched.accesses)
+
+
+class RecordingEmbedder(Embedder):
+    """The real embedder, keeping every text it was asked to embed."""
+
+    def __init__(self, real: Embedder) -> None:
+        self.__dict__.update(real.__dict__)
+        self.real, self.asked = real, []
+
+    def embed(self, texts, owner=""):
+        self.asked.extend(texts)
+        return self.real.embed(texts, owner)
+
+
+def test_a_named_speaker_is_left_out_of_the_query_embedding(tmp_path, embedder):
+    recording = RecordingEmbedder(embedder)
+    with MemoryStore.open(tmp_path / "s", embedder=recording) as opened:
+        handle = opened.for_tenant("t1")
+        handle.add_messages([ChatMessage("Ann", "Hey Ben! Long time no talk.", 1_700_000_000.0, "s1", "D1:1"),
+                             ChatMessage("Ben", "Hi Ann! I took up the cello last month.", 1_700_000_000.0, "s1",
+                                         "D1:2")], user="u1")
+        recording.asked.clear()
+        result = handle.search("Which instrument does Ben play?", k=1)
+    assert recording.asked == ["Which instrument does play?"]
+    assert result.hits[0].memory.source == ("D1:2",)
