@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from typing import Hashable, Mapping, Sequence, TypeVar
 
 Key = TypeVar("Key", bound=Hashable)
@@ -44,6 +45,10 @@ def normalized_score_sum(score_maps: Sequence[Mapping[Key, float]],
     return fused
 
 
-def ranked(scores: Mapping[Key, float]) -> list[Key]:
-    """Ids by descending score, ties broken by id so the order is deterministic."""
-    return sorted(scores, key=lambda key: (-scores[key], str(key)))
+def ranked(scores: Mapping[Key, float], limit: int | None = None) -> list[Key]:
+    """Ids by descending score, ties broken by id so the order is deterministic; with `limit`, only the first that
+    many (without sorting the rest)."""
+    def order(key: Key) -> tuple[float, str]:
+        return -scores[key], str(key)
+
+    return sorted(scores, key=order) if limit is None else heapq.nsmallest(limit, scores, key=order)

@@ -21,7 +21,7 @@ from textual import context
 from textual.entities import entity_words
 from textual.expansion import feedback_terms, hop_terms, rocchio
 from textual.filters import Filters
-from textual.fusion import reciprocal_rank_fusion
+from textual.fusion import ranked, reciprocal_rank_fusion
 from textual.lexical_index import Analyzer
 from textual.memory import Memory
 from textual.query import QueryPlan, split_question
@@ -111,7 +111,7 @@ def rank(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, plan:
     scores, best_similarity = _fused(index, analyzer, query_vector, plan, allowed, settings)
     neighbours = {key: tuple(n for n in near if n in allowed) for key, near in index.neighbours(scores).items()}
     scores = final_scores(scores, neighbours, index.memories, plan, now, settings.weights)
-    best = heapq.nsmallest(settings.max_candidates, scores, key=lambda key: (-scores[key], key))
+    best = ranked(scores, settings.max_candidates)
     return Ranking(tuple((key, scores[key]) for key in best), index.memories, best_similarity)
 
 
@@ -151,18 +151,13 @@ def _fused(index: TenantIndex, analyzer: Analyzer, query_vector: np.ndarray, pla
             weights.append(settings.split_weight)
     fused = reciprocal_rank_fusion(lists, k=settings.rrf_k, weights=weights)
     if settings.feedback_docs > 0 and fused:
-        expanded = _expanded(index, query_vector, terms, _best(fused, settings.feedback_docs), dense_rows,
+        expanded = _expanded(index, query_vector, terms, ranked(fused, settings.feedback_docs), dense_rows,
                              lexical_allowed, settings)
         fused = reciprocal_rank_fusion(expanded, settings.rrf_k, [settings.feedback_weight] * 2, base=fused)
     if settings.hop_docs > 0 and lexical:  # a hop extends a lexical match, never replaces one
-        hop = _hop(index, analyzer, terms, plan, _best(fused, settings.hop_docs), lexical_allowed, settings)
+        hop = _hop(index, analyzer, terms, plan, ranked(fused, settings.hop_docs), lexical_allowed, settings)
         fused = reciprocal_rank_fusion([hop], settings.rrf_k, [settings.hop_weight], base=fused)
     return fused, max((score for _, score in dense), default=0.0)
-
-
-def _best(scores: Mapping[str, float], count: int) -> list[str]:
-    """`ranked(scores)[:count]` without sorting the rest."""
-    return heapq.nsmallest(count, scores, key=lambda key: (-scores[key], key))
 
 
 def _hop(index: TenantIndex, analyzer: Analyzer, terms: list[str], plan: QueryPlan, first: list[str],

@@ -34,7 +34,7 @@ from sidecar.http.tool_mcp import ToolMemoryTools
 from sidecar.tenants.quotas import QuotaExceeded
 from textual.errors import CALLER_ERRORS
 from textual.memory import MAX_TTL_S
-from textual.memory_patch import KEEP
+from textual.memory_patch import KEEP, SCOPES
 from textual.store import MemoryStore
 from textual.tenant_memory import MAX_HISTORY_PAGE, TenantMemory
 
@@ -207,12 +207,12 @@ class MemoryTools:
     ) -> dict[str, Any]:
         """Change a memory's content, metadata, importance, expiry or scopes; the change is kept in its history (see
         memos_get_history). Returns the memory as it now is."""
-        sent = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id, "space_id": space_id}
-        cleared = set(clear_scopes or ())
-        if both := sorted(name for name in cleared if sent[name] is not None):
+        given = {"user": user_id, "agent": agent_id, "run": run_id, "space": space_id}
+        cleared = {field for field, api in SCOPES.items() if api in (clear_scopes or ())}
+        if both := sorted(SCOPES[field] for field in cleared if given[field] is not None):
             raise ToolError(f"clear_scopes: {', '.join(both)} both set and cleared; send one of them")
-        scopes = {name.removesuffix("_id"): None if name in cleared else KEEP if value is None else value
-                  for name, value in sent.items()}
+        scopes = {field: None if field in cleared else KEEP if value is None else value
+                  for field, value in given.items()}
         return memory_json(await self._call(lambda memory: memory.update(
             memory_id, content=content, metadata=metadata, importance=importance, ttl_s=ttl_s,
             expires_at=None if clear_expiry else KEEP, **scopes)))

@@ -16,6 +16,7 @@ from sidecar.limits import ID_REGEX, MAX_TOKEN_BUDGET, MAX_TOP_K, MemoryTypeName
 from textual.errors import InvalidMemoryError
 from textual.lifecycle import LifecyclePolicy, strength_curve
 from textual.memory import MAX_TTL_S, KnowledgeBase, Memory
+from textual.memory_patch import SCOPES
 from textual.retriever import SearchResult
 
 Number = StrictFloat | StrictInt
@@ -26,7 +27,7 @@ class _Strict(BaseModel):
 
 
 ScopeId = StrictStr | None  # an agent, run or space id: checked against ID_REGEX in each model's field
-SCOPE_ARGUMENTS = {"user_id": "user", "agent_id": "agent", "run_id": "run", "space_id": "space"}  # API -> textual
+SCOPE_ARGUMENTS = {api: field for field, api in SCOPES.items()}  # API name -> `TenantMemory.update` argument
 
 
 class AddMemory(_Strict):
