@@ -21,6 +21,7 @@ in flight to the engine meanwhile (`a_engine_in_flight_*`, from the sidecar's /m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import shlex
@@ -30,6 +31,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -153,26 +155,31 @@ def b_chats(client: httpx.Client, url: str, count: int, max_tokens: int, offset:
     return latencies, failures
 
 
-def b_searches(client: httpx.Client, url: str, count: int) -> list[float]:
-    latencies = []
-    for i in range(count):
-        started = time.perf_counter()
-        response = client.post(f"{url}/v1/memories/search", headers=headers("B"),
-                               json={"user_id": "normal", "query": f"What about {TOPICS[i % len(TOPICS)]}?"})
-        latencies.append(time.perf_counter() - started)
-        response.raise_for_status()
-    return latencies
+def b_searches(client: httpx.Client, url: str, count: int, failures: Counter) -> list[float]:
+    """B's memory searches: latencies of those answered 200; the others counted in `failures` by reason."""
+    return _timed(failures, [lambda i=i: client.post(
+        f"{url}/v1/memories/search", headers=headers("B"),
+        json={"user_id": "normal", "query": f"What about {TOPICS[i % len(TOPICS)]}?"}) for i in range(count)])
 
 
-def b_plain_chats(client: httpx.Client, url: str, count: int, max_tokens: int) -> list[float]:
+def b_plain_chats(client: httpx.Client, url: str, count: int, max_tokens: int, failures: Counter) -> list[float]:
+    """B's chats with memory off (the engine path only), as `b_searches`."""
+    bodies = [{"messages": [{"role": "user", "content": f"Say something about {TOPICS[i % len(TOPICS)]}."}],
+               "max_tokens": max_tokens, "temperature": 0, "memory": {"inject": False, "write": False}}
+              for i in range(count)]
+    return _timed(failures, [lambda body=body: client.post(f"{url}/v1/chat/completions", headers=headers("B"),
+                                                           json=body) for body in bodies])
+
+
+def _timed(failures: Counter, calls: list[Callable[[], httpx.Response]]) -> list[float]:
     latencies = []
-    for i in range(count):
-        body = {"messages": [{"role": "user", "content": f"Say something about {TOPICS[i % len(TOPICS)]}."}],
-                "max_tokens": max_tokens, "temperature": 0, "memory": {"inject": False, "write": False}}
+    for call in calls:
         started = time.perf_counter()
-        response = client.post(f"{url}/v1/chat/completions", headers=headers("B"), json=body)
-        latencies.append(time.perf_counter() - started)
-        response.raise_for_status()
+        response = call()
+        if response.status_code == 200:
+            latencies.append(time.perf_counter() - started)
+        else:
+            failures[reason(response)] += 1
     return latencies
 
 
@@ -182,9 +189,11 @@ def summary(name: str, values: list[float]) -> dict:
 
 
 def b_phase(client: httpx.Client, url: str, chats: int, parts: int, max_tokens: int, offset: int) -> tuple:
-    """B's chats (latencies, failures), then its searches and its chats with memory off (latencies)."""
+    """B's chats (latencies, failures), then its searches and its chats with memory off (latencies; their failures
+    join the chats')."""
     latencies, failures = b_chats(client, url, chats, max_tokens, offset)
-    return latencies, failures, b_searches(client, url, parts), b_plain_chats(client, url, parts, max_tokens)
+    return (latencies, failures, b_searches(client, url, parts, failures),
+            b_plain_chats(client, url, parts, max_tokens, failures))
 
 
 class InFlightSampler:
@@ -306,10 +315,14 @@ def main() -> None:
     parser.add_argument("--long-tokens", type=int, default=512, help="tokens of A's long chats")
     parser.add_argument("--flood-lead-s", type=float, default=5.0, help="seconds the flood runs before B measures")
     parser.add_argument("--sidecar-args", default="", help="more `memsidecar serve` flags, e.g. quotas")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="work in this directory and keep it (the sidecar's log, its data), else a temporary one")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-tenants-") as tmp:
+    with contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(
+            prefix="bench-tenants-") as tmp:
         work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         model = ensure_model("tiny", work / "tiny")
         archives = adapter_archives(model, work)
         with served_sidecar(model, work, shlex.split(args.sidecar_args)) as sidecar, console.status("measuring"):

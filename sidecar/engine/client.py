@@ -14,6 +14,10 @@ from sidecar.engine.errors import EngineError, EngineFailure, EngineRefused
 from sidecar.engine.process import Engine
 
 log = logging.getLogger("memsidecar.engine")
+# An idle pooled connection is dropped after this long, well before the engine's own keep-alive timeout (uvicorn's
+# default, 5 s, which vLLM keeps): with equal timeouts a request can go out on a connection the engine is closing,
+# and fail with an empty "engine request failed" (seen under a flood, as a 503 for a tenant that did nothing wrong).
+KEEPALIVE_EXPIRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,8 @@ class EngineClient:
 
     def __init__(self, engine: Engine, timeout_s: float) -> None:
         self.engine = engine
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0))
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0),
+                                       limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S))
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -75,7 +80,7 @@ class EngineClient:
         except httpx.TimeoutException:
             raise EngineError(EngineFailure.TIMEOUT, "the engine did not answer in time") from None
         except httpx.HTTPError as exc:
-            log.warning("engine request failed: %s", exc)
+            log.warning("engine request failed: %s: %s", type(exc).__name__, exc)
             raise EngineError(EngineFailure.UNAVAILABLE,
                               "the engine is unavailable (restarting); retry shortly") from None
 
@@ -85,7 +90,7 @@ async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
         async for chunk in response.aiter_raw():
             yield chunk
     except httpx.HTTPError as exc:
-        log.warning("engine stream broke off: %s", exc)
+        log.warning("engine stream broke off: %s: %s", type(exc).__name__, exc)
         raise EngineError(EngineFailure.UNAVAILABLE, "the engine stopped while streaming") from None
     finally:
         await response.aclose()

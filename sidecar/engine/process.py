@@ -4,7 +4,9 @@ Invariants of `ManagedEngine`:
 - the engine runs in its own process group (it spawns worker processes), and every stop or restart kills the whole
   group, so no engine process outlives the sidecar; `PR_SET_PDEATHSIG` also stops the engine's front end if the
   sidecar is killed with SIGKILL;
-- `is_ready` is true only while the current child is alive and its `/health` answers 200;
+- `is_ready` is true only while the current child is alive and its `/health` answered 200 since it started, and it
+  turns false only when `HEALTH_MISSES` probes in a row went unanswered (`Readiness`): one probe that timed out while
+  the engine or this process was busy must not refuse every tenant's chats for a poll period;
 - a dead child is restarted after a back-off delay (`RestartBackoff`), for as long as the sidecar runs.
 
 `engine_command` is the one place where the engine's command line is built; later features (KV connector, LoRA) add
@@ -34,6 +36,7 @@ from memcore.units import gib_to_bytes
 log = logging.getLogger("memsidecar.engine")
 
 HEALTH_POLL_S = 0.5
+HEALTH_MISSES = 3  # probes in a row without a 200 before a started engine reads not ready
 STOP_GRACE_S = 10.0
 PROGRESS_EVERY_S = 5.0
 # Grammar-constrained JSON may otherwise hold any amount of whitespace between tokens, and a small model fills its
@@ -164,6 +167,33 @@ class Engine(Protocol):
     async def stop(self) -> None: ...
 
 
+class Readiness:
+    """An engine's readiness from its health probes: ready after one answered probe; not ready again only after
+    `misses` probes in a row were not (a timeout, an error, a non-200), or at once with `lost` (the process died).
+    Under a flood, a probe can time out while the engine still serves: one such probe used to turn every tenant's
+    requests into 503s for the next two seconds."""
+
+    def __init__(self, misses: int = HEALTH_MISSES) -> None:
+        self.misses = misses
+        self.ready = False
+        self._missed = 0
+
+    def observe(self, answered: bool) -> bool:
+        """Record one probe's outcome; returns whether the engine now reads ready."""
+        if answered:
+            self._missed = 0
+            self.ready = True
+        else:
+            self._missed += 1
+            if self._missed >= self.misses:
+                self.ready = False
+        return self.ready
+
+    def lost(self) -> None:
+        self.ready = False
+        self._missed = 0
+
+
 async def check_health(client: httpx.AsyncClient, base_url: str) -> bool:
     try:
         response = await client.get(f"{base_url}/health", timeout=2.0)
@@ -177,12 +207,12 @@ class AttachedEngine:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self._ready = False
+        self._readiness = Readiness()
         self._task: asyncio.Task | None = None
 
     @property
     def is_ready(self) -> bool:
-        return self._ready
+        return self._readiness.ready
 
     @property
     def restart_count(self) -> int:
@@ -200,10 +230,10 @@ class AttachedEngine:
     async def _watch(self) -> None:
         async with httpx.AsyncClient() as client:
             while True:
-                ready = await check_health(client, self.base_url)
-                if ready != self._ready:
+                was = self._readiness.ready
+                ready = self._readiness.observe(await check_health(client, self.base_url))
+                if ready != was:
                     log.info("engine at %s is %s", self.base_url, "ready" if ready else "not ready")
-                self._ready = ready
                 await asyncio.sleep(HEALTH_POLL_S if not ready else 2.0)
 
 
@@ -224,14 +254,14 @@ class ManagedEngine:
         self.startup_timeout_s = startup_timeout_s
         self.backoff = backoff or RestartBackoff()
         self._process: asyncio.subprocess.Process | None = None
-        self._ready = False
+        self._readiness = Readiness()
         self._restarts = 0
         self._stopping = False
         self._task: asyncio.Task | None = None
 
     @property
     def is_ready(self) -> bool:
-        return self._ready and self._process is not None and self._process.returncode is None
+        return self._readiness.ready and self._process is not None and self._process.returncode is None
 
     @property
     def restart_count(self) -> int:
@@ -260,7 +290,7 @@ class ManagedEngine:
                 await self._spawn()
                 if await self._wait_healthy(client, started):
                     await self._watch(client)
-                self._ready = False
+                self._readiness.lost()
                 await self._kill_group()
                 if self._stopping:
                     return
@@ -283,8 +313,7 @@ class ManagedEngine:
         """Poll until healthy (True), or until the child exits or the start-up timeout passes (False)."""
         last_report = started
         while self._process.returncode is None:
-            if await check_health(client, self.base_url):
-                self._ready = True
+            if self._readiness.observe(await check_health(client, self.base_url)):
                 log.info("engine ready after %.1f s at %s", time.monotonic() - started, self.base_url)
                 return True
             now = time.monotonic()
@@ -303,7 +332,10 @@ class ManagedEngine:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._process.wait(), timeout=2.0)
             if self._process.returncode is None:
-                self._ready = await check_health(client, self.base_url)
+                was = self._readiness.ready
+                if self._readiness.observe(await check_health(client, self.base_url)) != was:
+                    log.warning("engine at %s is %s", self.base_url, "ready again" if not was else
+                                f"not ready: {self._readiness.misses} health probes in a row unanswered")
 
     async def _kill_group(self) -> None:
         """Stop every process of the engine's group: SIGTERM, then SIGKILL after a grace period."""

@@ -1,10 +1,12 @@
-"""The engine's command line and environment, and the restart back-off policy (no processes started)."""
+"""The engine's command line and environment, the restart back-off policy and readiness from health probes (no
+processes started)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sidecar.engine.process import EngineSpec, RestartBackoff, engine_command, engine_env, parse_extra_args
+from sidecar.engine.process import (EngineSpec, Readiness, RestartBackoff, engine_command, engine_env,
+                                    parse_extra_args)
 
 
 def spec(**overrides) -> EngineSpec:
@@ -102,3 +104,15 @@ def test_the_shared_tiers_credentials_and_secret_reach_the_engine_only_in_its_en
     assert "hunter2" not in repr(engine) and secret not in repr(engine)
     assert kv_connector_env(Settings(data_dir=tmp_path, kv_remote_url=url, kv_remote_secret=secret,
                                      kv_store=False)) == {}
+
+
+def test_readiness_survives_single_unanswered_probes_and_drops_after_consecutive_ones():
+    readiness = Readiness(misses=3)
+    assert not readiness.observe(False)  # never answered: not ready
+    assert readiness.observe(True)
+    assert readiness.observe(False) and readiness.observe(False)  # two probes timed out under load: still ready
+    assert readiness.observe(True) and readiness.observe(False) and readiness.observe(False)  # a 200 resets
+    assert not readiness.observe(False)  # the third in a row: not ready
+    assert readiness.observe(True)
+    readiness.lost()  # the process died: not ready at once
+    assert not readiness.ready
