@@ -394,13 +394,23 @@ DISTILL = Section(
              Target("closed-book accuracy without it", lambda v: v.get("base_closed_book"), 0.1, at_most=True,
                     unit="")))
 
+def machine_stalls(values: dict) -> str:
+    """The share of B's measuring time the machine stalled (`bench.stalls`), alone / under the flood; runs before
+    the probe existed show a dash."""
+    shares = [(values.get(f"machine_stalls_{phase}") or {}).get("share") for phase in ("alone", "flood")]
+    return "–" if shares == [None, None] else " / ".join("–" if s is None else f"{s:.0%}" for s in shares)
+
+
 TENANTS = Section(
     bench="tenants", title="One tenant flooding, another served (`bench.tenants`)",
     about="Tenant A floods one sidecar (bulk memory writes, long chats, adapter uploads) while tenant B chats with "
-          "memory; B's chat latency alone and under the flood, and A's refusals.",
+          "memory; B's chat latency alone and under the flood, A's refusals, and the share of B's measuring time "
+          "in which the machine itself stalled (a sleeping process woken over 0.25 s late: no scheduling in the "
+          "sidecar shortens those).",
     split=per_line(), where=lambda key: "",
     columns=(pair("B chat p50 / p95, alone", "b_alone_ms_p50", "b_alone_ms_p95", ",.0f", " ms"),
              pair("B chat p50 / p95, under A's flood", "b_flood_ms_p50", "b_flood_ms_p95", ",.0f", " ms"),
+             Column("machine stalled, alone / flood", machine_stalls),
              col("server errors", "server_errors")),
     targets=(Target("B's chat p95 under the flood ÷ alone", lambda v: v.get("b_p95_ratio"), 2, at_most=True),
              Target("server errors", lambda v: v.get("server_errors"), 0, at_most=True, unit="")))

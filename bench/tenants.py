@@ -15,7 +15,9 @@ B's failures, A's requests served and refused by reason (status and error code /
 either tenant (target: none). To tell where B's time goes, B also times, alone and under the flood, memory searches
 alone (`b_search_*`) and chats with memory off (`b_plain_*`, the engine path only), and the cores that the sidecar,
 its engine and this client (A's threads and B) used while B measured (`cores_alone`, `cores_flood`), and A's chats
-in flight to the engine meanwhile (`a_engine_in_flight_*`, from the sidecar's /metrics).
+in flight to the engine meanwhile (`a_engine_in_flight_*`, from the sidecar's /metrics), and the machine's stalls
+while B measured (`machine_stalls_*`: a sleeping process's late wake-ups, `bench.stalls`), which no scheduling in
+the sidecar can shorten.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.served import ServedSidecar
+from bench.stalls import StallProbe
 from bench.stats import percentile
 from sidecar.engine.model_builder import ensure_model
 
@@ -229,6 +232,7 @@ class CpuMeter:
         self.sidecar = psutil.Process(sidecar_pid)
         self.used: dict[str, Counter[str]] = {"alone": Counter(), "flood": Counter()}
         self.wall: Counter[str] = Counter()
+        self.windows: dict[str, list[tuple[float, float]]] = {"alone": [], "flood": []}  # monotonic start, end
 
     def sample(self) -> Counter[str]:
         engine = 0.0
@@ -241,9 +245,10 @@ class CpuMeter:
                         "bench_client": sum(psutil.Process().cpu_times()[:2])})
 
     def measure(self, phase: str, work):
-        before, started = self.sample(), time.perf_counter()
+        before, started = self.sample(), time.monotonic()
         result = work()
-        self.wall[phase] += time.perf_counter() - started
+        self.windows[phase].append((started, time.monotonic()))
+        self.wall[phase] += time.monotonic() - started
         self.used[phase].update(self.sample() - before)
         return result
 
@@ -252,7 +257,7 @@ class CpuMeter:
         return {name: round(seconds / self.wall[phase], 2) for name, seconds in self.used[phase].items()}
 
 
-def run(url: str, archives: list[bytes], args: argparse.Namespace, meter: CpuMeter) -> dict:
+def run(url: str, archives: list[bytes], args: argparse.Namespace, meter: CpuMeter, probe: StallProbe) -> dict:
     """B's figures over `args.rounds` rounds, each B alone then B under A's flood, pooled: alternating the phases
     keeps a drift in the machine's other load from landing on one phase only."""
     latencies: dict[str, list[float]] = {}
@@ -293,6 +298,8 @@ def run(url: str, archives: list[bytes], args: argparse.Namespace, meter: CpuMet
         **{k: v for name in ("b_search_alone", "b_plain_alone", "b_search_flood", "b_plain_flood")
            for k, v in summary(name, latencies[name]).items()},
         "cores_alone": meter.cores("alone"), "cores_flood": meter.cores("flood"),
+        **{f"machine_stalls_{phase}": probe.stalls(meter.windows[phase]).as_json(meter.wall[phase])
+           for phase in ("alone", "flood")},
         "a_engine_in_flight_mean": round(statistics.mean(a_in_flight), 1) if a_in_flight else None,
         "a_engine_in_flight_max": max(a_in_flight, default=None),
         "a_answers": dict(sorted(answers.items())),
@@ -325,8 +332,9 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         model = ensure_model("tiny", work / "tiny")
         archives = adapter_archives(model, work)
-        with served_sidecar(model, work, shlex.split(args.sidecar_args)) as sidecar, console.status("measuring"):
-            result = run(sidecar.base_url, archives, args, CpuMeter(sidecar.process.pid))
+        with served_sidecar(model, work, shlex.split(args.sidecar_args)) as sidecar, StallProbe() as probe, \
+                console.status("measuring"):
+            result = run(sidecar.base_url, archives, args, CpuMeter(sidecar.process.pid), probe)
     table = Table(title="tenant B's chat latency, ms")
     for column in ("", "p50", "p95"):
         table.add_column(column)
@@ -345,6 +353,8 @@ def main() -> None:
     console.print(answers)
     for phase in ("alone", "flood"):
         console.print(f"cores used while B measured, {phase}: {result[f'cores_{phase}']}")
+        console.print(f"machine stalls while B measured, {phase} (a sleeping process woken > 0.25 s late): "
+                      f"{result[f'machine_stalls_{phase}']}")
     console.print(f"A's chats in flight to the engine while B measured under the flood: mean "
                   f"{result['a_engine_in_flight_mean']}, max {result['a_engine_in_flight_max']}")
     console.print(f"B p95 ratio {result['b_p95_ratio']} (target <= 2), 5xx answers {result['server_errors']} "
