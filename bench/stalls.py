@@ -58,6 +58,11 @@ class StallProbe:
         self._process.terminate()
         self._process.join(timeout=5)
 
+    @property
+    def pid(self) -> int | None:
+        """The sleeping child's process id (None before it started)."""
+        return self._process.pid
+
     def stalls(self, windows: list[tuple[float, float]]) -> Stalls:
         """The stalls overlapping `windows` (monotonic start, end), each counted for its part inside them."""
         while not self._events.empty():

@@ -231,7 +231,6 @@ class CpuMeter:
     def __init__(self, sidecar_pid: int) -> None:
         self.sidecar = psutil.Process(sidecar_pid)
         self.used: dict[str, Counter[str]] = {"alone": Counter(), "flood": Counter()}
-        self.wall: Counter[str] = Counter()
         self.windows: dict[str, list[tuple[float, float]]] = {"alone": [], "flood": []}  # monotonic start, end
 
     def sample(self) -> Counter[str]:
@@ -248,13 +247,16 @@ class CpuMeter:
         before, started = self.sample(), time.monotonic()
         result = work()
         self.windows[phase].append((started, time.monotonic()))
-        self.wall[phase] += time.monotonic() - started
         self.used[phase].update(self.sample() - before)
         return result
 
+    def wall(self, phase: str) -> float:
+        """Seconds B measured in `phase`, all its windows together."""
+        return sum(end - start for start, end in self.windows[phase])
+
     def cores(self, phase: str) -> dict[str, float]:
         """Cores each used on average while B measured in `phase`."""
-        return {name: round(seconds / self.wall[phase], 2) for name, seconds in self.used[phase].items()}
+        return {name: round(seconds / self.wall(phase), 2) for name, seconds in self.used[phase].items()}
 
 
 def run(url: str, archives: list[bytes], args: argparse.Namespace, meter: CpuMeter, probe: StallProbe) -> dict:
@@ -298,7 +300,7 @@ def run(url: str, archives: list[bytes], args: argparse.Namespace, meter: CpuMet
         **{k: v for name in ("b_search_alone", "b_plain_alone", "b_search_flood", "b_plain_flood")
            for k, v in summary(name, latencies[name]).items()},
         "cores_alone": meter.cores("alone"), "cores_flood": meter.cores("flood"),
-        **{f"machine_stalls_{phase}": probe.stalls(meter.windows[phase]).as_json(meter.wall[phase])
+        **{f"machine_stalls_{phase}": probe.stalls(meter.windows[phase]).as_json(meter.wall(phase))
            for phase in ("alone", "flood")},
         "a_engine_in_flight_mean": round(statistics.mean(a_in_flight), 1) if a_in_flight else None,
         "a_engine_in_flight_max": max(a_in_flight, default=None),

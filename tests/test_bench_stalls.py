@@ -13,10 +13,10 @@ def test_a_stopped_machine_is_seen_as_one_stall_inside_the_window_and_none_outsi
     with StallProbe(tick_s=0.01, threshold_s=0.25) as probe:
         time.sleep(0.5)  # the child is sleeping in its loop
         quiet = (time.monotonic() - 0.3, time.monotonic())
-        os.kill(probe._process.pid, signal.SIGSTOP)  # what a frozen machine does to it: it cannot run
+        os.kill(probe.pid, signal.SIGSTOP)  # what a frozen machine does to it: it cannot run
         stopped_at = time.monotonic()
         time.sleep(0.8)
-        os.kill(probe._process.pid, signal.SIGCONT)
+        os.kill(probe.pid, signal.SIGCONT)
         time.sleep(0.3)
         window = (stopped_at - 0.1, time.monotonic())
         stalled = probe.stalls([window])

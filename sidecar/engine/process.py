@@ -194,6 +194,17 @@ class Readiness:
         self._missed = 0
 
 
+async def probe_health(readiness: Readiness, client: httpx.AsyncClient, base_url: str) -> bool:
+    """Probe the engine's health once into `readiness`, logging a change either way; returns whether it reads ready."""
+    was = readiness.ready
+    ready = readiness.observe(await check_health(client, base_url))
+    if ready and not was:
+        log.info("engine at %s is ready", base_url)
+    elif was and not ready:
+        log.warning("engine at %s is not ready: %d health probes in a row unanswered", base_url, readiness.misses)
+    return ready
+
+
 async def check_health(client: httpx.AsyncClient, base_url: str) -> bool:
     try:
         response = await client.get(f"{base_url}/health", timeout=2.0)
@@ -230,10 +241,7 @@ class AttachedEngine:
     async def _watch(self) -> None:
         async with httpx.AsyncClient() as client:
             while True:
-                was = self._readiness.ready
-                ready = self._readiness.observe(await check_health(client, self.base_url))
-                if ready != was:
-                    log.info("engine at %s is %s", self.base_url, "ready" if ready else "not ready")
+                ready = await probe_health(self._readiness, client, self.base_url)
                 await asyncio.sleep(HEALTH_POLL_S if not ready else 2.0)
 
 
@@ -332,10 +340,7 @@ class ManagedEngine:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._process.wait(), timeout=2.0)
             if self._process.returncode is None:
-                was = self._readiness.ready
-                if self._readiness.observe(await check_health(client, self.base_url)) != was:
-                    log.warning("engine at %s is %s", self.base_url, "ready again" if not was else
-                                f"not ready: {self._readiness.misses} health probes in a row unanswered")
+                await probe_health(self._readiness, client, self.base_url)
 
     async def _kill_group(self) -> None:
         """Stop every process of the engine's group: SIGTERM, then SIGKILL after a grace period."""
