@@ -53,7 +53,7 @@ class Sidecar(ServedSidecar):
         return tree
 
     def process_sessions(self) -> set[int]:
-        """Session ids of the sidecar and its descendants (the engine runs in a session of its own)."""
+        """Session ids of the sidecar and its descendants (a descendant may have started one of its own)."""
         return {os.getsid(pid) for pid in self.descendants()}
 
     def live_pids(self, sessions: set[int]) -> list[int]:

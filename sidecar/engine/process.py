@@ -4,6 +4,11 @@ Invariants of `ManagedEngine`:
 - the engine runs in its own process group (it spawns worker processes), and every stop or restart kills the whole
   group, so no engine process outlives the sidecar; `PR_SET_PDEATHSIG` also stops the engine's front end if the
   sidecar is killed with SIGKILL;
+- the engine stays in the sidecar's session: with Linux's autogroups (`/proc/sys/kernel/sched_autogroup_enabled`)
+  a session of its own would make it a scheduling group of its own, and the kernel would split the CPU between the
+  engine and the whole sidecar before thread priorities count, so niced bulk work could not yield to the engine and
+  the engine could not yield to searches (measured: the sidecar's threads waited 7x longer for a core than they
+  ran, and the machine stalled for up to 4.5 s at a time; `docs/measurement-history.md`);
 - `is_ready` is true only while the current child is alive and its `/health` answered 200 since it started, and it
   turns false only when `HEALTH_MISSES` probes in a row went unanswered (`Readiness`): one probe that timed out while
   the engine or this process was busy must not refuse every tenant's chats for a poll period;
@@ -245,8 +250,10 @@ class AttachedEngine:
                 await asyncio.sleep(HEALTH_POLL_S if not ready else 2.0)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: deliver SIGTERM to it when the sidecar dies (Linux only)."""
+def _engine_preexec() -> None:
+    """Runs in the child before exec: a process group of its own in the sidecar's session (not `setsid`: see the
+    module's invariants), and SIGTERM delivered to it when the sidecar dies (Linux only)."""
+    os.setpgid(0, 0)  # Popen's process_group, which uvloop's subprocess_exec does not take
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -314,7 +321,7 @@ class ManagedEngine:
         with open(self.log_path, "ab") as log_file:
             self._process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                env=engine_env(self.spec, dict(os.environ)), start_new_session=True, preexec_fn=_die_with_parent,
+                env=engine_env(self.spec, dict(os.environ)), preexec_fn=_engine_preexec,
             )
 
     async def _wait_healthy(self, client: httpx.AsyncClient, started: float) -> bool:

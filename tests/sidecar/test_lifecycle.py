@@ -62,6 +62,14 @@ def test_killed_engine_is_restarted_without_restarting_the_sidecar(lone_sidecar)
     assert "memsidecar_engine_restarts_total 1.0" in metrics
 
 
+def test_engine_has_its_own_process_group_in_the_sidecars_session(lone_sidecar):
+    # its own group: a stop kills all of it; the sidecar's session: one scheduling autogroup with the sidecar
+    engine = engine_front_end_pid(lone_sidecar)
+    sidecar = lone_sidecar.process.pid
+    assert os.getpgid(engine) == engine != os.getpgid(sidecar)
+    assert os.getsid(engine) == os.getsid(sidecar)
+
+
 def test_sigterm_stops_the_sidecar_and_every_engine_process(lone_sidecar):
     sessions = lone_sidecar.process_sessions()
     assert len(lone_sidecar.live_pids(sessions)) >= 3  # sidecar, engine front end, engine core (+ worker)
