@@ -101,10 +101,11 @@ class Settings(BaseSettings):
         16, ge=0, description="Chat and completion requests one tenant may have in flight to the engine (429 over "
         "it), so no tenant holds every engine slot; 0: no per-tenant limit.")
     engine_fair_slots: int = Field(
-        8, ge=0, description="Engine requests the active tenants split evenly: while other tenants are active (a "
+        2, ge=0, description="Engine requests the active tenants split evenly: while other tenants are active (a "
         "request in flight, or one ended in the last 30 s), a tenant may start one only under its share of these "
         "(at least 1; 429 over it), so one tenant's flood leaves room in the engine's batch for the others (alone, "
-        "tenant_max_engine_requests applies; on a GPU raise this toward max_engine_requests); 0: off.")
+        "tenant_max_engine_requests applies; 2 suits a CPU engine, whose decode step slows with every sequence it "
+        "carries; on a GPU raise this toward max_engine_requests); 0: off.")
     engine_priority: Literal["auto", "on", "off"] = Field(
         "auto", description="Give each engine request a priority by its tenant's load (every tenant's first request "
         "in flight before anyone's second, and so on) under vLLM's priority scheduling: auto does for the managed "
