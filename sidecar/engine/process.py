@@ -28,6 +28,7 @@ import os
 import shlex
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -302,18 +303,27 @@ class ManagedEngine:
         async with httpx.AsyncClient() as client:
             while not self._stopping:
                 started = time.monotonic()
-                await self._spawn()
-                if await self._wait_healthy(client, started):
-                    await self._watch(client)
-                self._readiness.lost()
-                await self._kill_group()
+                ended = await self._run_once(client, started)
                 if self._stopping:
                     return
                 delay = self.backoff.delay_after(time.monotonic() - started)
                 self._restarts += 1
-                log.warning("engine stopped (exit %s); restart %d in %.0f s, log: %s",
-                            self._process.returncode, self._restarts, delay, self.log_path)
+                log.warning("%s; restart %d in %.0f s, log: %s", ended, self._restarts, delay, self.log_path)
                 await asyncio.sleep(delay)
+
+    async def _run_once(self, client: httpx.AsyncClient, started: float) -> str:
+        """Start the engine and watch it until it stops; what ended the run, for the log. A start that fails (the
+        interpreter, the log file or the process table) is such an end too, retried with back-off like a crash:
+        raised, it would end the supervising task unseen and leave the sidecar not ready with nothing logged."""
+        try:
+            await self._spawn()
+        except (OSError, subprocess.SubprocessError) as error:
+            return f"engine could not be started ({type(error).__name__}: {error})"
+        if await self._wait_healthy(client, started):
+            await self._watch(client)
+        self._readiness.lost()
+        await self._kill_group()
+        return f"engine stopped (exit {self._process.returncode})"
 
     async def _spawn(self) -> None:
         argv = engine_command(self.spec)

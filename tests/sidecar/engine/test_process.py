@@ -1,11 +1,14 @@
-"""The engine's command line and environment, the restart back-off policy and readiness from health probes (no
-processes started)."""
+"""The engine's command line and environment, the restart back-off policy, readiness from health probes, and a
+start that fails (no engine process started)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from pathlib import Path
 
-from sidecar.engine.process import (EngineSpec, Readiness, RestartBackoff, engine_command, engine_env,
+from sidecar.engine.process import (EngineSpec, ManagedEngine, Readiness, RestartBackoff, engine_command, engine_env,
                                     parse_extra_args)
 
 
@@ -116,3 +119,22 @@ def test_readiness_survives_single_unanswered_probes_and_drops_after_consecutive
     assert readiness.observe(True)
     readiness.lost()  # the process died: not ready at once
     assert not readiness.ready
+
+
+def test_a_start_that_fails_is_logged_and_retried_with_back_off(tmp_path, caplog):
+    log_path = tmp_path / "engine.log"
+    log_path.mkdir()  # the engine's log cannot be opened: its start fails before any process exists
+    engine = ManagedEngine(spec(), log_path, backoff=RestartBackoff(initial_s=0.01, maximum_s=0.01))
+
+    async def run() -> int:
+        await engine.start()
+        deadline = time.monotonic() + 10
+        while engine.restart_count < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await engine.stop()
+        return engine.restart_count
+
+    with caplog.at_level(logging.WARNING, logger="memsidecar.engine"):
+        assert asyncio.run(run()) >= 2
+    assert not engine.is_ready and engine.pid is None
+    assert "engine could not be started (IsADirectoryError" in caplog.text
