@@ -259,6 +259,13 @@ def _engine_preexec() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _log_supervisor_end(task: asyncio.Task) -> None:
+    """A supervising task only ends by `stop`; one ended by an error is a defect, logged (else nobody sees it)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("engine supervision ended by an error; the engine will not be restarted",
+                  exc_info=task.exception())
+
+
 class ManagedEngine:
     """Runs the engine as a child process group, waits for health, restarts it with back-off when it dies."""
 
@@ -290,13 +297,13 @@ class ManagedEngine:
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._task = asyncio.create_task(self._supervise())
+        self._task.add_done_callback(_log_supervisor_end)
 
     async def stop(self) -> None:
         self._stopping = True
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # an error that ended it is logged already
         await self._kill_group()
 
     async def _supervise(self) -> None:

@@ -138,3 +138,21 @@ def test_a_start_that_fails_is_logged_and_retried_with_back_off(tmp_path, caplog
         assert asyncio.run(run()) >= 2
     assert not engine.is_ready and engine.pid is None
     assert "engine could not be started (IsADirectoryError" in caplog.text
+
+
+def test_supervision_ended_by_a_defect_is_logged(tmp_path, caplog):
+    engine = ManagedEngine(spec(), tmp_path / "engine.log")
+
+    async def broken_spawn() -> None:
+        raise TypeError("unexpected keyword argument 'process_group'")  # as uvloop's subprocess_exec answers one
+
+    engine._spawn = broken_spawn
+
+    async def run() -> None:
+        await engine.start()
+        await asyncio.sleep(0.1)
+        await engine.stop()
+
+    with caplog.at_level(logging.ERROR, logger="memsidecar.engine"):
+        asyncio.run(run())
+    assert "engine supervision ended by an error" in caplog.text and "process_group" in caplog.text
