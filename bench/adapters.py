@@ -67,7 +67,7 @@ from bench.served import ServedSidecar, wait_until_ready
 from memcore.units import MIB
 from sidecar.config import Settings
 from sidecar.engine.model_builder import ensure_model
-from sidecar.engine.process import EngineSpec, engine_command, engine_env
+from sidecar.engine.command import EngineSpec, engine_command, engine_env
 from sidecar.runner import build_engine
 
 console = Console(stderr=True)

@@ -44,7 +44,8 @@ from bench.served import ServedSidecar
 from bench.stats import percentile
 from sidecar.engine.dtype import explicit_dtype
 from sidecar.engine.model_builder import ensure_model
-from sidecar.engine.process import EngineSpec, ManagedEngine, free_port
+from sidecar.engine.command import EngineSpec
+from sidecar.engine.process import ManagedEngine, free_port
 
 console = Console(stderr=True)
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo_dev.json"

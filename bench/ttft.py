@@ -34,7 +34,8 @@ from kvcache.connector_config import kv_transfer_config
 from kvcache.worker_stats import read_stats, stats_path
 from sidecar.engine.dtype import explicit_dtype
 from sidecar.engine.model_builder import ensure_model
-from sidecar.engine.process import EngineSpec, ManagedEngine, free_port
+from sidecar.engine.command import EngineSpec
+from sidecar.engine.process import ManagedEngine, free_port
 
 MODES = ("recompute", "prefix_cache", "example_connector", "ours_ram", "ours_disk_restart")
 OURS = ("ours_ram", "ours_disk_restart")

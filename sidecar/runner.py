@@ -21,8 +21,8 @@ from memcore.units import MIB, gib_to_bytes
 from sidecar.config import Settings
 from sidecar.engine.dtype import engine_dtype, model_dtype
 from sidecar.engine.model_builder import ensure_model
-from sidecar.engine.process import (AttachedEngine, Engine, EngineSpec, LoraSpec, ManagedEngine, free_port,
-                                    parse_extra_args)
+from sidecar.engine.command import EngineSpec, LoraSpec, parse_extra_args
+from sidecar.engine.process import AttachedEngine, Engine, ManagedEngine, free_port
 from sidecar.http.app import create_app
 from sidecar.http.assembly import AdapterSetup
 from sidecar.tenants.keys import DEFAULT_TENANT, KeyTable, check_exposure

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from adapters.base_model import BaseModelShape
 from sidecar.config import Settings
-from sidecar.engine.process import engine_command
+from sidecar.engine.command import engine_command
 from sidecar.runner import build_engine, resolve_lora
 
 

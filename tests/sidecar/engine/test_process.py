@@ -8,8 +8,8 @@ import logging
 import time
 from pathlib import Path
 
-from sidecar.engine.process import (EngineSpec, ManagedEngine, Readiness, RestartBackoff, engine_command, engine_env,
-                                    parse_extra_args)
+from sidecar.engine.command import EngineSpec, engine_command, engine_env, parse_extra_args
+from sidecar.engine.process import ManagedEngine, Readiness, RestartBackoff
 
 
 def spec(**overrides) -> EngineSpec:
