@@ -32,7 +32,10 @@ def dedupe(candidates: Sequence[Candidate], threshold: float = NEAR_DUPLICATE_JA
     Two texts are near-duplicates when the Jaccard similarity of their lower-cased word sets is >= `threshold`
     (identical texts always are). Only kept sets sharing a word with the candidate's prefix are compared (prefix
     filtering: sets of Jaccard >= t share a word among the first |A| - ceil(t|A|) + 1 words of each, in any one
-    global word order), so the result equals comparing every pair, at a fraction of the cost.
+    global word order), and of those only sets whose sizes are within a factor t of each other (Jaccard <= the
+    smaller size over the larger), so the result equals comparing every pair, at a fraction of the cost. The global
+    order puts long words first (`_rare_first`): short words ("a", "i", "and") are in nearly every turn, and
+    prefixes made of them matched every kept set (10,000 comparisons per search on LoCoMo, 84 of its 122 ms).
     """
     return list(near_unique(sorted(candidates, key=best_first), threshold))
 
@@ -58,7 +61,8 @@ def near_unique(ordered: Iterable[Candidate], threshold: float = NEAR_DUPLICATE_
             continue
         prefix = _prefix(words, threshold)
         others = {i for word in prefix for i in by_prefix_word.get(word, ())}
-        if any(_jaccard(words, kept[i]) >= threshold for i in sorted(others)):
+        if any(_sizes_allow(len(words), len(kept[i]), threshold) and _jaccard(words, kept[i]) >= threshold
+               for i in sorted(others)):
             continue
         for word in prefix:
             by_prefix_word.setdefault(word, []).append(len(kept))
@@ -68,7 +72,18 @@ def near_unique(ordered: Iterable[Candidate], threshold: float = NEAR_DUPLICATE_
 
 def _prefix(words: frozenset[str], threshold: float) -> list[str]:
     needed = math.ceil(threshold * len(words) - 1e-9)  # the overlap a near-duplicate must have (rounded down: safe)
-    return sorted(words)[:max(1, len(words) - needed + 1)]
+    return sorted(words, key=_rare_first)[:max(1, len(words) - needed + 1)]
+
+
+def _rare_first(word: str) -> tuple[int, str]:
+    """The global word order of prefix filtering: longer words first (rarer, so prefixes seldom collide), then
+    alphabetical; any fixed total order keeps `near_unique` exact."""
+    return -len(word), word
+
+
+def _sizes_allow(left: int, right: int, threshold: float) -> bool:
+    """Whether sets of these sizes can reach Jaccard `threshold` (it is at most the smaller over the larger)."""
+    return min(left, right) >= threshold * max(left, right) - 1e-9
 
 
 def select_within_budget(candidates: Sequence[Candidate], budget: int | None, max_items: int) -> list[Candidate]:

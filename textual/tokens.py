@@ -12,4 +12,4 @@ TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 
 def count_tokens(text: str) -> int:
     """Number of `\\w+|[^\\w\\s]` pieces in `text`."""
-    return sum(1 for _ in TOKEN_PATTERN.finditer(text))
+    return len(TOKEN_PATTERN.findall(text))

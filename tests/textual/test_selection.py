@@ -50,7 +50,7 @@ def test_dedupe_keeps_merely_similar_texts():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), max_size=6), max_size=25),
+@given(st.lists(st.lists(st.sampled_from(["a", "bb", "c", "ddd", "e", "ffff", "g"]), max_size=6), max_size=25),
        st.sampled_from([0.5, 0.75, 0.9, 1.0]))
 def test_dedupe_with_prefix_filtering_equals_comparing_every_pair(texts, threshold):
     from textual.selection import _jaccard
@@ -63,6 +63,20 @@ def test_dedupe_with_prefix_filtering_equals_comparing_every_pair(texts, thresho
         if not any(_jaccard(words, other) >= threshold for _, other in kept):
             kept.append((candidate, words))
     assert dedupe(candidates, threshold) == [candidate for candidate, _ in kept]
+
+
+def test_dedupe_compares_few_pairs_when_every_text_shares_the_common_words(monkeypatch):
+    """200 distinct turns that all hold "i", "a", "and", "the": prefixes of short common words made every kept turn
+    a comparison (about 20,000 for 200, most of a search's time); long words first leave only true collisions."""
+    import textual.selection as selection
+
+    compared = []
+    real = selection._jaccard
+    monkeypatch.setattr(selection, "_jaccard", lambda left, right: compared.append(1) or real(left, right))
+    texts = [f"i and a the went to place{i} with friend{i}" for i in range(200)]
+    kept = dedupe([Candidate(f"k{i}", 200.0 - i, 1, "g", 0, text) for i, text in enumerate(texts)])
+    assert len(kept) == 200
+    assert len(compared) < 400
 
 
 @settings(max_examples=200, deadline=None)
