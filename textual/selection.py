@@ -6,12 +6,14 @@ them, never exceed the budget, and at most `max_items` are chosen.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 NEAR_DUPLICATE_JACCARD = 0.9
+WORD_SET_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,12 @@ def near_unique(ordered: Iterable[Candidate], threshold: float = NEAR_DUPLICATE_
     by_prefix_word: dict[str, list[int]] = {}
     kept_empty = False
     for candidate in ordered:
-        words = frozenset(re.findall(r"\w+", candidate.text.lower()))
+        words, prefix = _words_and_prefix(candidate.text, threshold)
         if not words:
             if not kept_empty:
                 kept_empty = True
                 yield candidate
             continue
-        prefix = _prefix(words, threshold)
         others = {i for word in prefix for i in by_prefix_word.get(word, ())}
         if any(_sizes_allow(len(words), len(kept[i]), threshold) and _jaccard(words, kept[i]) >= threshold
                for i in sorted(others)):
@@ -68,6 +69,14 @@ def near_unique(ordered: Iterable[Candidate], threshold: float = NEAR_DUPLICATE_
             by_prefix_word.setdefault(word, []).append(len(kept))
         kept.append(words)
         yield candidate
+
+
+@functools.lru_cache(maxsize=WORD_SET_CACHE_SIZE)
+def _words_and_prefix(text: str, threshold: float) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The lower-cased word set of `text` and its prefix, cached: the same memories are candidates search after
+    search (bounded: at most `WORD_SET_CACHE_SIZE` texts of at most a memory's content size each)."""
+    words = frozenset(re.findall(r"\w+", text.lower()))
+    return words, tuple(_prefix(words, threshold)) if words else ()
 
 
 def _prefix(words: frozenset[str], threshold: float) -> list[str]:
