@@ -12,7 +12,11 @@ Invariants of `ManagedEngine`:
 - `is_ready` is true only while the current child is alive and its `/health` answered 200 since it started, and it
   turns false only when `HEALTH_MISSES` probes in a row went unanswered (`Readiness`): one probe that timed out while
   the engine or this process was busy must not refuse every tenant's chats for a poll period;
-- a dead child is restarted after a back-off delay (`RestartBackoff`), for as long as the sidecar runs.
+- a dead child is restarted after a back-off delay (`RestartBackoff`), for as long as the sidecar runs;
+- a started engine runs one forward pass of several tokens (`WARM_UP_PROMPT`) before it reads ready: with LoRA on,
+  vLLM's CPU worker died (no traceback) when the first forward pass of its life had a single token, on a 2-core
+  Intel Xeon with AMX (not on an AMD EPYC), so any tenant's one-token prompt sent first after a (re)start took the
+  engine down for every tenant.
 
 The engine's command line and environment come from `command` (`EngineSpec`, `engine_command`, `engine_env`).
 """
@@ -40,6 +44,8 @@ from sidecar.engine.command import EngineSpec, engine_command, engine_env
 log = logging.getLogger("memsidecar.engine")
 
 HEALTH_POLL_S = 0.5
+WARM_UP_PROMPT = "The engine warms up with a first prompt of several tokens."  # fewer than a KV block's 16
+WARM_UP_TIMEOUT_S = 300.0
 HEALTH_MISSES = 3  # probes in a row without a 200 before a started engine reads not ready
 STOP_GRACE_S = 10.0
 PROGRESS_EVERY_S = 5.0
@@ -255,7 +261,11 @@ class ManagedEngine:
         """Poll until healthy (True), or until the child exits or the start-up timeout passes (False)."""
         last_report = started
         while self._process.returncode is None:
-            if self._readiness.observe(await check_health(client, self.base_url)):
+            if await check_health(client, self.base_url):
+                await self._warm_up(client)
+                if self._process.returncode is not None:
+                    return False
+                self._readiness.observe(True)
                 log.info("engine ready after %.1f s at %s", time.monotonic() - started, self.base_url)
                 return True
             now = time.monotonic()
@@ -267,6 +277,16 @@ class ManagedEngine:
                 log.info("engine starting (%.0f s): %s", now - started, last_log_line(self.log_path))
             await asyncio.sleep(HEALTH_POLL_S)
         return False
+
+    async def _warm_up(self, client: httpx.AsyncClient) -> None:
+        """One completion of `WARM_UP_PROMPT` (see the module's invariants); a failure is logged, not fatal: the
+        engine's health decides readiness as before."""
+        body = {"model": self.spec.served_model_name, "prompt": WARM_UP_PROMPT, "max_tokens": 1, "temperature": 0}
+        try:
+            response = await client.post(f"{self.base_url}/v1/completions", json=body, timeout=WARM_UP_TIMEOUT_S)
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            log.warning("engine warm-up request failed (%s: %s)", type(error).__name__, error)
 
     async def _watch(self, client: httpx.AsyncClient) -> None:
         """Track readiness until the child exits."""

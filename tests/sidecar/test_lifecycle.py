@@ -44,6 +44,15 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def test_a_one_token_prompt_first_does_not_take_the_engine_down(lone_sidecar):
+    # first in the module: the engine's first request from a caller (it crashed vLLM's CPU worker with LoRA on, on
+    # a Xeon with AMX, until the sidecar warmed the engine up before calling it ready)
+    response = httpx.post(f"{lone_sidecar.base_url}/v1/activations/pin", json={"text": "0"}, timeout=120)
+    assert response.status_code < 500, response.text
+    assert chat(lone_sidecar)
+    assert "memsidecar_engine_restarts_total 0.0" in httpx.get(f"{lone_sidecar.base_url}/metrics").text
+
+
 def test_killed_engine_is_restarted_without_restarting_the_sidecar(lone_sidecar):
     assert chat(lone_sidecar)
     sidecar_pid = lone_sidecar.process.pid
