@@ -13,10 +13,12 @@ Invariants of `ManagedEngine`:
   turns false only when `HEALTH_MISSES` probes in a row went unanswered (`Readiness`): one probe that timed out while
   the engine or this process was busy must not refuse every tenant's chats for a poll period;
 - a dead child is restarted after a back-off delay (`RestartBackoff`), for as long as the sidecar runs;
-- a started engine runs one forward pass of several tokens (`WARM_UP_PROMPT`) before it reads ready: with LoRA on,
-  vLLM's CPU worker died (no traceback) when the first forward pass of its life had a single token, on a 2-core
-  Intel Xeon with AMX (not on an AMD EPYC), so any tenant's one-token prompt sent first after a (re)start took the
-  engine down for every tenant.
+- a started engine runs one forward pass of several tokens (`_warm_up`) before it reads ready: with LoRA on, vLLM's
+  CPU worker died (no traceback) when the first forward pass of its life computed a single token, on a 2-core Intel
+  Xeon with AMX (not on an AMD EPYC). A one-token prompt does that, and so does any prompt whose KV blocks but the
+  last token load from the KV store, which is what every request repeating a stored prefix is after a restart: so
+  one tenant's request could take the engine down for every tenant, again after each restart. The warm-up prompt
+  opens with a random nonce, so none of it is ever found in the KV store.
 
 The engine's command line and environment come from `command` (`EngineSpec`, `engine_command`, `engine_env`).
 """
@@ -28,6 +30,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -44,7 +47,7 @@ from sidecar.engine.command import EngineSpec, engine_command, engine_env
 log = logging.getLogger("memsidecar.engine")
 
 HEALTH_POLL_S = 0.5
-WARM_UP_PROMPT = "The engine warms up with a first prompt of several tokens."  # fewer than a KV block's 16
+WARM_UP_PROMPT = "warms the engine up with a first forward pass of many tokens."
 WARM_UP_TIMEOUT_S = 300.0
 HEALTH_MISSES = 3  # probes in a row without a 200 before a started engine reads not ready
 STOP_GRACE_S = 10.0
@@ -279,9 +282,11 @@ class ManagedEngine:
         return False
 
     async def _warm_up(self, client: httpx.AsyncClient) -> None:
-        """One completion of `WARM_UP_PROMPT` (see the module's invariants); a failure is logged, not fatal: the
-        engine's health decides readiness as before."""
-        body = {"model": self.spec.served_model_name, "prompt": WARM_UP_PROMPT, "max_tokens": 1, "temperature": 0}
+        """One completion of a nonce then `WARM_UP_PROMPT` (see the module's invariants): the nonce opens the first
+        KV block, so no block of it is stored already. A failure is logged, not fatal: the engine's health decides
+        readiness as before."""
+        prompt = f"{secrets.token_hex(16)} {WARM_UP_PROMPT}"
+        body = {"model": self.spec.served_model_name, "prompt": prompt, "max_tokens": 1, "temperature": 0}
         try:
             response = await client.post(f"{self.base_url}/v1/completions", json=body, timeout=WARM_UP_TIMEOUT_S)
             response.raise_for_status()

@@ -35,6 +35,10 @@ def chat(server: Sidecar) -> str:
     return reply.choices[0].message.content
 
 
+def pin(server: Sidecar, text: str) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/v1/activations/pin", json={"text": text}, timeout=120)
+
+
 def wait_for(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -47,7 +51,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 def test_a_one_token_prompt_first_does_not_take_the_engine_down(lone_sidecar):
     # first in the module: the engine's first request from a caller (it crashed vLLM's CPU worker with LoRA on, on
     # a Xeon with AMX, until the sidecar warmed the engine up before calling it ready)
-    response = httpx.post(f"{lone_sidecar.base_url}/v1/activations/pin", json={"text": "0"}, timeout=120)
+    response = pin(lone_sidecar, "0")
     assert response.status_code < 500, response.text
     assert chat(lone_sidecar)
     assert "memsidecar_engine_restarts_total 0.0" in httpx.get(f"{lone_sidecar.base_url}/metrics").text
@@ -55,6 +59,8 @@ def test_a_one_token_prompt_first_does_not_take_the_engine_down(lone_sidecar):
 
 def test_killed_engine_is_restarted_without_restarting_the_sidecar(lone_sidecar):
     assert chat(lone_sidecar)
+    stored = "a prompt long enough to fill more than one block of the KV cache, stored before the engine is killed"
+    assert pin(lone_sidecar, stored).status_code == 200
     sidecar_pid = lone_sidecar.process.pid
     os.kill(engine_front_end_pid(lone_sidecar), signal.SIGKILL)
 
@@ -69,6 +75,9 @@ def test_killed_engine_is_restarted_without_restarting_the_sidecar(lone_sidecar)
     assert lone_sidecar.process.pid == sidecar_pid and lone_sidecar.process.poll() is None
     metrics = httpx.get(f"{lone_sidecar.base_url}/metrics").text
     assert "memsidecar_engine_restarts_total 1.0" in metrics
+    # all of it but its last token loads from the KV store: a one-token forward pass, which a warm-up must precede
+    assert pin(lone_sidecar, stored).status_code == 200
+    assert "memsidecar_engine_restarts_total 1.0" in httpx.get(f"{lone_sidecar.base_url}/metrics").text
 
 
 def test_engine_has_its_own_process_group_in_the_sidecars_session(lone_sidecar):
