@@ -183,6 +183,5 @@ def _expanded(index: TenantIndex, query_vector: np.ndarray, terms: list[str], fe
 
 
 def _candidate(memory: Memory, score: float) -> Candidate:
-    group = context.header(memory)
-    return Candidate(key=memory.id, score=score, cost=context.line_cost(memory), group=group,
-                     group_cost=count_tokens(group), text=memory.content)
+    return Candidate(key=memory.id, score=score, cost=context.line_cost(memory), group=context.header(memory),
+                     group_cost=context.header_cost(memory), text=memory.content)
